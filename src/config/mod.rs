@@ -1,0 +1,25 @@
+//! The configuration: model, validation, the effective-timeout rule, and
+//! comment-preserving atomic persistence. Imports nothing else of ours.
+
+mod edit;
+mod error;
+mod model;
+mod parse;
+pub mod rules;
+mod store;
+mod timeout;
+
+pub use edit::{Edit, NewDomain};
+pub use error::{ConfigError, Problem, Problems, RuleViolation};
+pub use model::{
+    Acceleration, Area, Config, Domain, IdleCloseMode, Origin, OriginProtocol, RelaySettings,
+    Status, Switch, WebSocketSettings, host_without_port,
+};
+pub use store::{
+    ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, write_atomic, write_atomic_with,
+};
+pub use timeout::{
+    EffectiveTimeout, LIMITATION_TEXT, MAX_TIMEOUT_SECS, RECOMMENDATION_TEXT,
+    RECOMMENDED_TIMEOUT_SECS, SWITCH_OFF_TIMEOUT_SECS, TimeoutSource, effective_timeout,
+    effective_timeout_for,
+};

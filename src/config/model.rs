@@ -1,0 +1,308 @@
+//! The validated configuration: what the relay, the UI and the CLI work with.
+//!
+//! Values here are always valid — they can only be built by
+//! [`Config::parse`](crate::config::Config::parse), which runs every rule in
+//! `validate.rs`. Nothing downstream re-checks them.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole file: the `[relay]` table and every `[[domain]]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    pub relay: RelaySettings,
+    pub domains: Vec<Domain>,
+}
+
+impl Config {
+    /// The domain whose name equals `host` (case-insensitive, port ignored),
+    /// exactly as the relay routes a request's Host header.
+    pub fn route(&self, host: &str) -> Option<&Domain> {
+        let name = host_without_port(host);
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The domain with this exact (case-insensitive) name.
+    pub fn domain(&self, name: &str) -> Option<&Domain> {
+        self.domains
+            .iter()
+            .find(|d| d.name.eq_ignore_ascii_case(name))
+    }
+}
+
+/// `example.com:8080` → `example.com`, `[::1]:80` → `::1`; a trailing dot of
+/// an absolute name is dropped too, as browsers and curl may send one.
+pub fn host_without_port(host: &str) -> &str {
+    let host = host.trim();
+    let bare = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or(rest)
+    } else if host.matches(':').count() == 1 {
+        host.split(':').next().unwrap_or(host)
+    } else {
+        host
+    };
+    bare.strip_suffix('.').unwrap_or(bare)
+}
+
+/// The `[relay]` table.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RelaySettings {
+    pub listen: SocketAddr,
+    pub handshake_timeout: Duration,
+    pub origin_connect_timeout: Duration,
+    pub max_message_bytes: u64,
+    pub max_sessions: usize,
+    pub idle_close: IdleCloseMode,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            handshake_timeout: Duration::from_secs(10),
+            origin_connect_timeout: Duration::from_secs(5),
+            max_message_bytes: 16 * 1024 * 1024,
+            max_sessions: 100_000,
+            idle_close: IdleCloseMode::CloseFrame,
+        }
+    }
+}
+
+/// How the relay ends a session that went idle for too long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IdleCloseMode {
+    /// Close frame 1001 `idle timeout (N s)` to both sides, then drop TCP.
+    CloseFrame,
+    /// Drop TCP with no close frame, as real CDNs do (the client sees 1006).
+    Abort,
+}
+
+impl IdleCloseMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CloseFrame => "close-frame",
+            Self::Abort => "abort",
+        }
+    }
+}
+
+/// One `[[domain]]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Domain {
+    /// As written in the file (compare case-insensitively).
+    pub name: String,
+    pub acceleration: Acceleration,
+    pub status: Status,
+    pub area: Area,
+    pub origins: Vec<Origin>,
+    pub server_name: Option<String>,
+    pub origin_protocol: OriginProtocol,
+    pub websocket: WebSocketSettings,
+}
+
+impl Domain {
+    /// The CNAME the CDN would hand out for this domain (read-only, derived).
+    pub fn cname(&self) -> String {
+        format!("{}.dsa.dnsv1.com", self.name.to_ascii_lowercase())
+    }
+
+    /// The Host header sent to the origin.
+    pub fn origin_host_header(&self) -> &str {
+        self.server_name.as_deref().unwrap_or(&self.name)
+    }
+
+    /// Whether this domain may turn the WebSocket switch on at all.
+    pub fn can_configure_websocket(&self) -> bool {
+        self.acceleration.supports_websocket_config()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Acceleration {
+    FullSite,
+    DynamicStatic,
+    Dynamic,
+}
+
+impl Acceleration {
+    pub const ALL: [Acceleration; 3] = [Self::FullSite, Self::DynamicStatic, Self::Dynamic];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::FullSite => "full-site",
+            Self::DynamicStatic => "dynamic-static",
+            Self::Dynamic => "dynamic",
+        }
+    }
+
+    /// The console's name for the type.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::FullSite => "Full-site acceleration",
+            Self::DynamicStatic => "Dynamic and static acceleration",
+            Self::Dynamic => "Dynamic acceleration",
+        }
+    }
+
+    pub fn supports_websocket_config(self) -> bool {
+        self == Self::FullSite
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    #[default]
+    Online,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Area {
+    #[default]
+    Mainland,
+    Overseas,
+    Global,
+}
+
+impl Area {
+    pub const ALL: [Area; 3] = [Self::Mainland, Self::Overseas, Self::Global];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Mainland => "mainland",
+            Self::Overseas => "overseas",
+            Self::Global => "global",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum OriginProtocol {
+    /// `ws://` to the origin.
+    #[default]
+    Http,
+    /// `wss://` to the origin.
+    Https,
+    /// The client's scheme. The relay listens on plain TCP, so this is `ws://`.
+    Follow,
+}
+
+impl OriginProtocol {
+    pub const ALL: [OriginProtocol; 3] = [Self::Http, Self::Https, Self::Follow];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Https => "https",
+            Self::Follow => "follow",
+        }
+    }
+
+    /// Whether the relay speaks TLS to the origin.
+    pub fn uses_tls(self) -> bool {
+        self == Self::Https
+    }
+}
+
+/// One `host:port[:weight]` entry of `origins`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Origin {
+    pub host: String,
+    pub port: u16,
+    pub weight: u8,
+}
+
+impl Origin {
+    /// Weight used when an entry names none.
+    pub const DEFAULT_WEIGHT: u8 = 10;
+
+    /// `host:port`, with IPv6 hosts bracketed: what `TcpStream::connect` takes.
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn is_ip(&self) -> bool {
+        self.host.parse::<std::net::IpAddr>().is_ok()
+    }
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.authority())?;
+        if self.weight != Self::DEFAULT_WEIGHT {
+            write!(f, ":{}", self.weight)?;
+        }
+        Ok(())
+    }
+}
+
+/// The WebSocket switch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Switch {
+    On,
+    #[default]
+    Off,
+}
+
+impl Switch {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::On => "on",
+            Self::Off => "off",
+        }
+    }
+
+    pub fn is_on(self) -> bool {
+        self == Self::On
+    }
+
+    pub fn toggled(self) -> Self {
+        match self {
+            Self::On => Self::Off,
+            Self::Off => Self::On,
+        }
+    }
+}
+
+/// `websocket = { switch, timeout, ping-resets-idle }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct WebSocketSettings {
+    pub switch: Switch,
+    /// Seconds, 0..=300; 0 means no idle limit.
+    pub timeout: u16,
+    pub ping_resets_idle: bool,
+}
+
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            switch: Switch::Off,
+            timeout: super::timeout::RECOMMENDED_TIMEOUT_SECS,
+            ping_resets_idle: true,
+        }
+    }
+}

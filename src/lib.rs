@@ -5,3 +5,4 @@
 //! and `ui` never touch a terminal; `tui` owns it.
 
 pub mod config;
+pub mod relay;

@@ -1,0 +1,242 @@
+//! Lifecycle events: the only thing the relay pushes. Counters are sampled
+//! from the registry instead, so a busy session costs the UI nothing.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+
+use super::registry::SessionId;
+
+/// A close frame's code and reason, as one side sent it (or as the relay
+/// sent it on that side's behalf).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CloseInfo {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl CloseInfo {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for CloseInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reason.is_empty() {
+            write!(f, "{}", self.code)
+        } else {
+            write!(f, "{} \"{}\"", self.code, self.reason)
+        }
+    }
+}
+
+/// Why a session ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "kind")]
+pub enum CloseCause {
+    /// No frame for the effective timeout.
+    IdleTimeout { timeout_secs: u64 },
+    /// The client sent a close frame.
+    ClientClosed,
+    /// The origin sent a close frame.
+    OriginClosed,
+    /// The client's TCP connection ended without a close frame.
+    ClientVanished,
+    /// The origin's TCP connection ended without a close frame.
+    OriginVanished,
+    /// A message exceeded `max-message-bytes` (1009).
+    MessageTooBig { from_client: bool },
+    /// A malformed frame (1002).
+    ProtocolError { from_client: bool, detail: String },
+    /// The domain was taken offline.
+    DomainOffline,
+    /// The domain was deleted from the configuration.
+    DomainRemoved,
+    /// An operator closed it from the console.
+    Operator,
+    /// The relay is shutting down.
+    Shutdown,
+}
+
+impl CloseCause {
+    /// A short stable label, used for per-domain counts and log lines.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::IdleTimeout { .. } => "idle timeout",
+            Self::ClientClosed => "client closed",
+            Self::OriginClosed => "origin closed",
+            Self::ClientVanished => "client went away",
+            Self::OriginVanished => "origin went away",
+            Self::MessageTooBig { .. } => "message too big",
+            Self::ProtocolError { .. } => "protocol error",
+            Self::DomainOffline => "domain offline",
+            Self::DomainRemoved => "domain removed",
+            Self::Operator => "closed by operator",
+            Self::Shutdown => "relay shutting down",
+        }
+    }
+}
+
+impl fmt::Display for CloseCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::IdleTimeout { timeout_secs } => write!(f, "idle timeout ({timeout_secs} s)"),
+            Self::MessageTooBig { from_client } => {
+                write!(f, "message too big from {}", side(*from_client))
+            }
+            Self::ProtocolError {
+                from_client,
+                detail,
+            } => write!(f, "protocol error from {}: {detail}", side(*from_client)),
+            other => f.write_str(other.label()),
+        }
+    }
+}
+
+fn side(from_client: bool) -> &'static str {
+    if from_client { "client" } else { "origin" }
+}
+
+/// Something that happened to a session or a connection attempt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "kebab-case", tag = "event")]
+pub enum RelayEvent {
+    Opened {
+        id: SessionId,
+        at: SystemTime,
+        domain: String,
+        client: SocketAddr,
+        origin: String,
+        path: String,
+        subprotocol: Option<String>,
+    },
+    Closed {
+        id: SessionId,
+        at: SystemTime,
+        domain: String,
+        client: SocketAddr,
+        origin: String,
+        cause: CloseCause,
+        /// The close frame the client received (from the origin or the relay).
+        to_client: Option<CloseInfo>,
+        /// The close frame the origin received (from the client or the relay).
+        to_origin: Option<CloseInfo>,
+        /// How long the session had been idle when it ended.
+        idle: Duration,
+        duration: Duration,
+    },
+    Refused {
+        at: SystemTime,
+        client: SocketAddr,
+        domain: Option<String>,
+        /// HTTP status answered, or `None` when the connection was dropped.
+        status: Option<u16>,
+        reason: String,
+    },
+    /// A new configuration took effect (serve's reload, a UI save).
+    ConfigApplied { at: SystemTime, detail: String },
+    /// A new configuration was refused; the old one stays in force.
+    ConfigRejected { at: SystemTime, error: String },
+    /// The listener could not accept (e.g. out of file descriptors).
+    AcceptFailed { at: SystemTime, error: String },
+}
+
+impl RelayEvent {
+    pub fn at(&self) -> SystemTime {
+        match self {
+            Self::Opened { at, .. }
+            | Self::Closed { at, .. }
+            | Self::Refused { at, .. }
+            | Self::ConfigApplied { at, .. }
+            | Self::ConfigRejected { at, .. }
+            | Self::AcceptFailed { at, .. } => *at,
+        }
+    }
+
+    pub fn domain(&self) -> Option<&str> {
+        match self {
+            Self::Opened { domain, .. } | Self::Closed { domain, .. } => Some(domain),
+            Self::Refused { domain, .. } => domain.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// One log line per event, for `serve`'s text output and the event log.
+impl fmt::Display for RelayEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Opened {
+                id,
+                domain,
+                client,
+                origin,
+                path,
+                subprotocol,
+                ..
+            } => {
+                write!(
+                    f,
+                    "opened  #{id} {domain} client={client} origin={origin} path={path}"
+                )?;
+                if let Some(p) = subprotocol {
+                    write!(f, " subprotocol={p}")?;
+                }
+                Ok(())
+            }
+            Self::Closed {
+                id,
+                domain,
+                client,
+                cause,
+                to_client,
+                to_origin,
+                idle,
+                duration,
+                ..
+            } => {
+                write!(
+                    f,
+                    "closed  #{id} {domain} client={client} reason=\"{cause}\" idle={:.1}s duration={:.1}s",
+                    idle.as_secs_f64(),
+                    duration.as_secs_f64()
+                )?;
+                write!(f, " to-client={}", close_or_none(to_client))?;
+                write!(f, " to-origin={}", close_or_none(to_origin))
+            }
+            Self::Refused {
+                client,
+                domain,
+                status,
+                reason,
+                ..
+            } => {
+                let status = status.map_or("dropped".to_string(), |s| s.to_string());
+                write!(
+                    f,
+                    "refused {} client={client} status={status} reason=\"{reason}\"",
+                    domain.as_deref().unwrap_or("-")
+                )
+            }
+            Self::ConfigApplied { detail, .. } => write!(f, "config  applied: {detail}"),
+            Self::ConfigRejected { error, .. } => {
+                write!(
+                    f,
+                    "config  rejected, previous config stays in force: {error}"
+                )
+            }
+            Self::AcceptFailed { error, .. } => write!(f, "accept  failed: {error}"),
+        }
+    }
+}
+
+fn close_or_none(c: &Option<CloseInfo>) -> String {
+    c.as_ref()
+        .map_or_else(|| "none".to_string(), |c| c.to_string())
+}

@@ -1,0 +1,584 @@
+//! The live session table. Sessions write plain atomics on their hot path;
+//! the UI samples them when it draws. Nothing here is ever awaited on, and
+//! the only lock a frame takes is its own session's (uncontended) ring lock.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub type SessionId = u64;
+
+/// How many recent frames each session remembers.
+pub const RECENT_FRAMES: usize = 50;
+
+/// A WebSocket frame's opcode, as the relay saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FrameKind {
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Continuation => "cont",
+            Self::Text => "text",
+            Self::Binary => "binary",
+            Self::Close => "close",
+            Self::Ping => "ping",
+            Self::Pong => "pong",
+        }
+    }
+
+    pub fn is_control(self) -> bool {
+        matches!(self, Self::Close | Self::Ping | Self::Pong)
+    }
+
+    fn to_u8(self) -> u8 {
+        match self {
+            Self::Continuation => 1,
+            Self::Text => 2,
+            Self::Binary => 3,
+            Self::Close => 4,
+            Self::Ping => 5,
+            Self::Pong => 6,
+        }
+    }
+
+    fn from_u8(v: u8) -> Option<Self> {
+        Some(match v {
+            1 => Self::Continuation,
+            2 => Self::Text,
+            3 => Self::Binary,
+            4 => Self::Close,
+            5 => Self::Ping,
+            6 => Self::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// Which way a frame travelled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Direction {
+    ClientToOrigin,
+    OriginToClient,
+}
+
+impl Direction {
+    pub fn arrow(self) -> &'static str {
+        match self {
+            Self::ClientToOrigin => "→ origin",
+            Self::OriginToClient => "→ client",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Self::ClientToOrigin => 0,
+            Self::OriginToClient => 1,
+        }
+    }
+}
+
+/// One entry of a session's recent-frames ring (12 bytes, so a full ring is
+/// 600 bytes and an idle session that never sent a frame holds none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecentEntry {
+    /// Milliseconds since the session started.
+    at_ms: u32,
+    len: u32,
+    kind: FrameKind,
+    direction: Direction,
+}
+
+/// A recent frame, as the UI shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RecentFrame {
+    /// Time since the session started.
+    pub at: Duration,
+    pub direction: Direction,
+    pub kind: FrameKind,
+    /// Payload length in bytes.
+    pub len: u64,
+}
+
+/// Per-direction counters.
+#[derive(Debug, Default)]
+struct Flow {
+    frames: AtomicU64,
+    messages: AtomicU64,
+    bytes: AtomicU64,
+    /// Nanoseconds since the registry's epoch; 0 = never.
+    last_frame: AtomicU64,
+    /// When the previous complete data message ended (for heartbeat gaps).
+    last_message: AtomicU64,
+}
+
+/// Observed gaps between data messages in one direction.
+#[derive(Debug, Default)]
+struct Gaps {
+    /// Up to 32 most recent gaps, in milliseconds.
+    recent_ms: VecDeque<u32>,
+    max_ms: u32,
+}
+
+const GAP_SAMPLES: usize = 32;
+
+/// Timeout stored as milliseconds; this value means "no idle limit".
+const NO_LIMIT: u64 = u64::MAX;
+
+/// One live session's counters. Written by its session task, read by anyone.
+#[derive(Debug)]
+pub struct SessionStats {
+    pub id: SessionId,
+    pub domain: Arc<str>,
+    pub client: SocketAddr,
+    pub origin: Arc<str>,
+    pub path: Arc<str>,
+    pub started: Instant,
+    epoch: Instant,
+    flows: [Flow; 2],
+    /// Last frame that counts as activity (ping/pong only when the domain
+    /// says so), nanoseconds since the epoch.
+    last_activity: AtomicU64,
+    /// Kind and direction of the last frame: `kind | direction << 7`.
+    last_kind: AtomicU8,
+    timeout_ms: AtomicU64,
+    recent: Mutex<VecDeque<RecentEntry>>,
+    gaps: Mutex<[Gaps; 2]>,
+    /// Cancelled when an operator closes the session from the console.
+    operator_close: CancellationToken,
+}
+
+fn nanos_since(epoch: Instant, t: Instant) -> u64 {
+    // +1 so that 0 can mean "never"; saturating keeps it panic-free.
+    u64::try_from(t.saturating_duration_since(epoch).as_nanos())
+        .unwrap_or(u64::MAX - 1)
+        .saturating_add(1)
+}
+
+fn at_nanos(epoch: Instant, nanos: u64) -> Option<Instant> {
+    (nanos != 0).then(|| epoch + Duration::from_nanos(nanos - 1))
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A poisoned lock only means another thread panicked mid-update of plain
+    // counters; the data is still usable, and the relay must not panic.
+    m.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl SessionStats {
+    /// Records one frame header seen on the wire. `counts_as_activity`
+    /// applies the domain's `ping-resets-idle` to control frames.
+    pub fn record_frame(
+        &self,
+        now: Instant,
+        direction: Direction,
+        kind: FrameKind,
+        fin: bool,
+        payload_len: u64,
+        counts_as_activity: bool,
+    ) {
+        let stamp = nanos_since(self.epoch, now);
+        let flow = &self.flows[direction.index()];
+        flow.frames.fetch_add(1, Relaxed);
+        flow.bytes.fetch_add(payload_len, Relaxed);
+        flow.last_frame.store(stamp, Relaxed);
+        if fin && !kind.is_control() {
+            flow.messages.fetch_add(1, Relaxed);
+            let previous = flow.last_message.swap(stamp, Relaxed);
+            if previous != 0 {
+                self.record_gap(direction, stamp.saturating_sub(previous));
+            }
+        }
+        if counts_as_activity {
+            self.last_activity.store(stamp, Relaxed);
+        }
+        let dir_bit = if direction == Direction::OriginToClient {
+            0x80
+        } else {
+            0
+        };
+        self.last_kind.store(kind.to_u8() | dir_bit, Relaxed);
+        let at_ms = u32::try_from(now.saturating_duration_since(self.started).as_millis())
+            .unwrap_or(u32::MAX);
+        let mut ring = lock(&self.recent);
+        if ring.len() == RECENT_FRAMES {
+            ring.pop_front();
+        }
+        ring.push_back(RecentEntry {
+            at_ms,
+            len: u32::try_from(payload_len).unwrap_or(u32::MAX),
+            kind,
+            direction,
+        });
+    }
+
+    fn record_gap(&self, direction: Direction, gap_nanos: u64) {
+        let ms = u32::try_from(gap_nanos / 1_000_000).unwrap_or(u32::MAX);
+        let mut gaps = lock(&self.gaps);
+        let g = &mut gaps[direction.index()];
+        if g.recent_ms.len() == GAP_SAMPLES {
+            g.recent_ms.pop_front();
+        }
+        g.recent_ms.push_back(ms);
+        g.max_ms = g.max_ms.max(ms);
+    }
+
+    /// When the last frame that counts as activity passed (or the session
+    /// started, if none has).
+    pub fn last_activity(&self) -> Instant {
+        at_nanos(self.epoch, self.last_activity.load(Relaxed)).unwrap_or(self.started)
+    }
+
+    pub fn set_timeout(&self, timeout: Option<Duration>) {
+        let ms = timeout.map_or(NO_LIMIT, |t| {
+            u64::try_from(t.as_millis()).unwrap_or(NO_LIMIT - 1)
+        });
+        self.timeout_ms.store(ms, Relaxed);
+    }
+
+    pub fn timeout(&self) -> Option<Duration> {
+        match self.timeout_ms.load(Relaxed) {
+            NO_LIMIT => None,
+            ms => Some(Duration::from_millis(ms)),
+        }
+    }
+
+    /// When the session will be cut if nothing passes, under its current timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.timeout().map(|t| self.last_activity() + t)
+    }
+
+    /// Asks the session to close with 1001 `closed by operator`.
+    pub fn request_close(&self) {
+        self.operator_close.cancel();
+    }
+
+    pub fn close_requested(&self) -> &CancellationToken {
+        &self.operator_close
+    }
+
+    pub fn recent_frames(&self) -> Vec<RecentFrame> {
+        lock(&self.recent)
+            .iter()
+            .map(|e| RecentFrame {
+                at: Duration::from_millis(e.at_ms.into()),
+                direction: e.direction,
+                kind: e.kind,
+                len: e.len.into(),
+            })
+            .collect()
+    }
+
+    /// Gaps between complete data messages in one direction.
+    pub fn message_gaps(&self, direction: Direction) -> MessageGaps {
+        let gaps = lock(&self.gaps);
+        let g = &gaps[direction.index()];
+        let mut sorted: Vec<u32> = g.recent_ms.iter().copied().collect();
+        sorted.sort_unstable();
+        MessageGaps {
+            samples: sorted.len(),
+            median: sorted
+                .get(sorted.len() / 2)
+                .map(|ms| Duration::from_millis((*ms).into())),
+            max: (!sorted.is_empty()).then(|| Duration::from_millis(g.max_ms.into())),
+        }
+    }
+
+    pub fn snapshot(&self, now: Instant) -> SessionSnapshot {
+        let flow = |d: Direction| {
+            let f = &self.flows[d.index()];
+            FlowSnapshot {
+                frames: f.frames.load(Relaxed),
+                messages: f.messages.load(Relaxed),
+                bytes: f.bytes.load(Relaxed),
+                last_frame: at_nanos(self.epoch, f.last_frame.load(Relaxed)),
+            }
+        };
+        let last_kind = self.last_kind.load(Relaxed);
+        let last_activity = self.last_activity();
+        let timeout = self.timeout();
+        SessionSnapshot {
+            id: self.id,
+            domain: self.domain.clone(),
+            client: self.client,
+            origin: self.origin.clone(),
+            path: self.path.clone(),
+            age: now.saturating_duration_since(self.started),
+            idle: now.saturating_duration_since(last_activity),
+            timeout,
+            remaining: timeout.map(|t| (last_activity + t).saturating_duration_since(now)),
+            to_origin: flow(Direction::ClientToOrigin),
+            to_client: flow(Direction::OriginToClient),
+            last_frame: FrameKind::from_u8(last_kind & 0x7f).map(|kind| {
+                let direction = if last_kind & 0x80 != 0 {
+                    Direction::OriginToClient
+                } else {
+                    Direction::ClientToOrigin
+                };
+                (direction, kind)
+            }),
+        }
+    }
+}
+
+/// Summary of the gaps between data messages in one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MessageGaps {
+    pub samples: usize,
+    pub median: Option<Duration>,
+    pub max: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlowSnapshot {
+    pub frames: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    pub last_frame: Option<Instant>,
+}
+
+/// A session's counters at one instant, for drawing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionSnapshot {
+    pub id: SessionId,
+    pub domain: Arc<str>,
+    pub client: SocketAddr,
+    pub origin: Arc<str>,
+    pub path: Arc<str>,
+    pub age: Duration,
+    pub idle: Duration,
+    /// `None`: no idle limit.
+    pub timeout: Option<Duration>,
+    /// Time left before the idle deadline; `None`: no idle limit.
+    pub remaining: Option<Duration>,
+    pub to_origin: FlowSnapshot,
+    pub to_client: FlowSnapshot,
+    pub last_frame: Option<(Direction, FrameKind)>,
+}
+
+impl SessionSnapshot {
+    /// How far toward its deadline the session is, 0.0..=1.0 (0 with no limit).
+    pub fn idle_ratio(&self) -> f64 {
+        match self.timeout {
+            Some(t) if !t.is_zero() => (self.idle.as_secs_f64() / t.as_secs_f64()).min(1.0),
+            _ => 0.0,
+        }
+    }
+}
+
+/// Details of a new session, given when it is registered.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub domain: Arc<str>,
+    pub client: SocketAddr,
+    pub origin: Arc<str>,
+    pub path: Arc<str>,
+    pub timeout: Option<Duration>,
+}
+
+/// All live sessions.
+#[derive(Debug)]
+pub struct Registry {
+    epoch: Instant,
+    next_id: AtomicU64,
+    // A std Mutex, not tokio's: it is never held across an `.await`, and
+    // only for a map insert/remove or while cloning `Arc`s out.
+    sessions: Mutex<HashMap<SessionId, Arc<SessionStats>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            next_id: AtomicU64::new(1),
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Adds a session; it stays until the returned guard is dropped, so a
+    /// session task that ends in any way (even a panic) leaves no ghost.
+    pub fn register(self: &Arc<Self>, new: NewSession) -> SessionGuard {
+        let id = self.next_id.fetch_add(1, Relaxed);
+        let now = Instant::now();
+        let stats = Arc::new(SessionStats {
+            id,
+            domain: new.domain,
+            client: new.client,
+            origin: new.origin,
+            path: new.path,
+            started: now,
+            epoch: self.epoch,
+            flows: Default::default(),
+            last_activity: AtomicU64::new(nanos_since(self.epoch, now)),
+            last_kind: AtomicU8::new(0),
+            timeout_ms: AtomicU64::new(NO_LIMIT),
+            recent: Mutex::new(VecDeque::new()),
+            gaps: Mutex::new(Default::default()),
+            operator_close: CancellationToken::new(),
+        });
+        stats.set_timeout(new.timeout);
+        lock(&self.sessions).insert(id, stats.clone());
+        SessionGuard {
+            registry: self.clone(),
+            stats,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        lock(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<Arc<SessionStats>> {
+        lock(&self.sessions).get(&id).cloned()
+    }
+
+    /// Every live session (cheap `Arc` clones; the lock is released before
+    /// the caller looks at any of them).
+    pub fn sessions(&self) -> Vec<Arc<SessionStats>> {
+        lock(&self.sessions).values().cloned().collect()
+    }
+
+    /// Every live session's counters at `now`.
+    pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
+        self.sessions().iter().map(|s| s.snapshot(now)).collect()
+    }
+
+    /// Asks one session to close with 1001 `closed by operator`. Returns
+    /// whether the session exists.
+    pub fn close(&self, id: SessionId) -> bool {
+        self.get(id).map(|s| s.request_close()).is_some()
+    }
+}
+
+/// Keeps a session in the registry while it lives.
+#[derive(Debug)]
+pub struct SessionGuard {
+    registry: Arc<Registry>,
+    stats: Arc<SessionStats>,
+}
+
+impl SessionGuard {
+    pub fn stats(&self) -> &Arc<SessionStats> {
+        &self.stats
+    }
+}
+
+impl Drop for SessionGuard {
+    fn drop(&mut self) {
+        lock(&self.registry.sessions).remove(&self.stats.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_session(registry: &Arc<Registry>, timeout: Option<u64>) -> SessionGuard {
+        registry.register(NewSession {
+            domain: "a.test".into(),
+            client: "127.0.0.1:5000".parse().unwrap(),
+            origin: "127.0.0.1:9001".into(),
+            path: "/".into(),
+            timeout: timeout.map(Duration::from_secs),
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_last_active_frame() {
+        let registry = Arc::new(Registry::new());
+        let guard = new_session(&registry, Some(60));
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let s = guard.stats();
+        s.record_frame(
+            Instant::now(),
+            Direction::ClientToOrigin,
+            FrameKind::Text,
+            true,
+            5,
+            true,
+        );
+        tokio::time::advance(Duration::from_secs(7)).await;
+        // A ping that does not count as activity leaves the idle time alone.
+        s.record_frame(
+            Instant::now(),
+            Direction::OriginToClient,
+            FrameKind::Ping,
+            true,
+            0,
+            false,
+        );
+        let snap = s.snapshot(Instant::now());
+        assert_eq!(snap.idle, Duration::from_secs(7));
+        assert_eq!(snap.remaining, Some(Duration::from_secs(53)));
+        assert_eq!(snap.to_origin.messages, 1);
+        assert_eq!(snap.to_origin.bytes, 5);
+        assert_eq!(snap.to_client.frames, 1);
+        assert_eq!(snap.to_client.messages, 0);
+        assert_eq!(
+            snap.last_frame,
+            Some((Direction::OriginToClient, FrameKind::Ping))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ring_keeps_the_last_fifty_frames_and_gaps_are_measured() {
+        let registry = Arc::new(Registry::new());
+        let guard = new_session(&registry, None);
+        for _ in 0..60 {
+            tokio::time::advance(Duration::from_secs(2)).await;
+            guard.stats().record_frame(
+                Instant::now(),
+                Direction::ClientToOrigin,
+                FrameKind::Text,
+                true,
+                3,
+                true,
+            );
+        }
+        let frames = guard.stats().recent_frames();
+        assert_eq!(frames.len(), RECENT_FRAMES);
+        assert_eq!(frames.last().unwrap().at, Duration::from_secs(120));
+        let gaps = guard.stats().message_gaps(Direction::ClientToOrigin);
+        assert_eq!(gaps.median, Some(Duration::from_secs(2)));
+        assert_eq!(gaps.max, Some(Duration::from_secs(2)));
+        assert_eq!(guard.stats().snapshot(Instant::now()).remaining, None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn dropping_the_guard_removes_the_session() {
+        let registry = Arc::new(Registry::new());
+        let guard = new_session(&registry, Some(5));
+        let id = guard.stats().id;
+        assert!(registry.get(id).is_some());
+        assert!(registry.close(id));
+        assert!(guard.stats().close_requested().is_cancelled());
+        drop(guard);
+        assert!(registry.is_empty());
+        assert!(!registry.close(id));
+    }
+}

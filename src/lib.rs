@@ -5,4 +5,5 @@
 //! and `ui` never touch a terminal; `tui` owns it.
 
 pub mod config;
+pub mod origin;
 pub mod relay;

@@ -4,5 +4,6 @@
 //! `config` knows nothing else of ours; `relay` knows only `config`; `app`
 //! and `ui` never touch a terminal; `tui` owns it.
 
+pub mod cli;
 pub mod config;
 pub mod relay;

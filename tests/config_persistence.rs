@@ -169,7 +169,11 @@ fn dotted_key_edit_keeps_the_trailing_comment_and_every_other_line() {
     assert_eq!(
         replaced_lines(COMMENTED, &new),
         [
-            (31, r#"websocket.switch = "on""#, r#"websocket.switch = "off""#),
+            (
+                31,
+                r#"websocket.switch = "on""#,
+                r#"websocket.switch = "off""#
+            ),
             (
                 32,
                 "websocket.timeout = 20  # dotted trailing comment",
@@ -234,7 +238,10 @@ fn add_domain_appends_and_leaves_the_whole_file_before_it_alone() {
         origin_protocol: OriginProtocol::Http,
     }));
     let body = COMMENTED.trim_end_matches("\n# Trailing comment at the end of the file.\n");
-    assert!(new.starts_with(body), "text before the new domain changed:\n{new}");
+    assert!(
+        new.starts_with(body),
+        "text before the new domain changed:\n{new}"
+    );
     assert!(new.contains("# Trailing comment at the end of the file."));
     let added = &new[body.len()..];
     for line in [
@@ -397,7 +404,10 @@ fn a_missing_file_is_created_from_the_default_and_loaded() {
     let (file, created) =
         ConfigFile::load_or_create(&path, ecdn_console::config::DEFAULT_CONFIG).unwrap();
     assert!(created);
-    assert_eq!(fs::read_to_string(&path).unwrap(), ecdn_console::config::DEFAULT_CONFIG);
+    assert_eq!(
+        fs::read_to_string(&path).unwrap(),
+        ecdn_console::config::DEFAULT_CONFIG
+    );
     assert_eq!(file.config().domains.len(), 2);
     let (_, created_again) =
         ConfigFile::load_or_create(&path, ecdn_console::config::DEFAULT_CONFIG).unwrap();

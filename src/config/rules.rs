@@ -234,6 +234,8 @@ pub fn positive(key: &str, value: i64, max: i64, unit: &str) -> Rule<u64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]

@@ -449,22 +449,67 @@ fn a_config_that_cannot_be_created_is_a_runtime_failure() {
     assert_contains(&out.stderr, "cannot save file/c.toml");
 }
 
+/// Makes a directory unwritable for as long as it lives. Root ignores mode
+/// bits, so for root the directory is also made immutable (`chattr +i`).
+#[cfg(unix)]
+struct ReadOnlyDir<'a> {
+    dir: &'a Path,
+    immutable: bool,
+}
+
+#[cfg(unix)]
+impl<'a> ReadOnlyDir<'a> {
+    /// `None` when this machine offers no way to stop this user writing.
+    fn new(dir: &'a Path) -> Option<Self> {
+        use std::os::unix::fs::PermissionsExt;
+
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o555)).unwrap();
+        let mut guard = Self {
+            dir,
+            immutable: false,
+        };
+        if guard.writable() {
+            guard.immutable = Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+        }
+        (!guard.writable()).then_some(guard)
+    }
+
+    fn writable(&self) -> bool {
+        let probe = self.dir.join("probe");
+        let ok = fs::write(&probe, "").is_ok();
+        let _ = fs::remove_file(probe);
+        ok
+    }
+}
+
+#[cfg(unix)]
+impl Drop for ReadOnlyDir<'_> {
+    fn drop(&mut self) {
+        use std::os::unix::fs::PermissionsExt;
+
+        if self.immutable {
+            let _ = Command::new("chattr").arg("-i").arg(self.dir).status();
+        }
+        let _ = fs::set_permissions(self.dir, fs::Permissions::from_mode(0o755));
+    }
+}
+
 #[cfg(unix)]
 #[test]
 fn a_save_into_a_read_only_directory_fails_and_leaves_the_file() {
-    use std::os::unix::fs::PermissionsExt;
-
     let sandbox = Sandbox::new();
     let dir = sandbox.path("ro");
     fs::create_dir(&dir).unwrap();
     let config = dir.join("c.toml");
     fs::write(&config, DEFAULT_CONFIG).unwrap();
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o555)).unwrap();
-    if fs::write(dir.join("probe"), "").is_ok() {
-        // Running as root: permissions do not stop writes, nothing to test.
-        eprintln!("skipped: this user can write into a read-only directory");
+    let Some(read_only) = ReadOnlyDir::new(&dir) else {
+        eprintln!("skipped: no way to make a directory read-only for this user");
         return;
-    }
+    };
     let out = sandbox.run(&[
         "--config",
         config.to_str().unwrap(),
@@ -473,9 +518,14 @@ fn a_save_into_a_read_only_directory_fails_and_leaves_the_file() {
         "--timeout",
         "30",
     ]);
-    fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).unwrap();
+    drop(read_only);
     assert_code(&out, 1);
     assert_contains(&out.stderr, "cannot save");
     assert_contains(&out.stderr, "The previous file is unchanged");
     assert_eq!(fs::read_to_string(&config).unwrap(), DEFAULT_CONFIG);
+    assert_eq!(
+        fs::read_dir(&dir).unwrap().count(),
+        1,
+        "a temp file was left"
+    );
 }

@@ -11,8 +11,11 @@ use crate::config::{Config, ConfigFile, effective_timeout};
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
-    /// Validate a configuration file and summarise it; problems are listed
-    /// with file, line and column, and the exit code is 2
+    /// Validate a configuration file and summarise it
+    ///
+    /// Prints each domain's effective idle timeout. Problems are listed with
+    /// file, line, column, the offending value and the fix; the exit code is
+    /// then 2.
     Check {
         /// The file to check [default: the --config file]. Never created:
         /// checking a file that does not exist is an error

@@ -37,7 +37,7 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Optional because running without a command will open the console.
+    // Optional because running without a command will open the console.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -50,6 +50,10 @@ pub enum Command {
     /// List the domains, as the console's domain list shows them
     Domains(DomainsArgs),
     /// Show or change a domain's WebSocket switch and idle timeout
+    ///
+    /// Without --on, --off or --timeout it shows the setting and what it
+    /// means for idle sessions. With them it changes the setting, checked by
+    /// the same rules as the file, and saves the file keeping its comments.
     Websocket(WebsocketArgs),
 }
 

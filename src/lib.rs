@@ -9,3 +9,4 @@ pub mod cli;
 pub mod config;
 pub mod origin;
 pub mod relay;
+pub mod serve;

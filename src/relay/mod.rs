@@ -5,6 +5,7 @@
 pub mod event;
 mod frame;
 mod handshake;
+pub mod heartbeat;
 mod io;
 mod listener;
 pub mod registry;

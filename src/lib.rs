@@ -7,6 +7,8 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod origin;
 pub mod relay;
 pub mod serve;

@@ -4,5 +4,7 @@
 //! `config` knows nothing else of ours; `relay` knows only `config`; `app`
 //! and `ui` never touch a terminal; `tui` owns it.
 
+pub mod app;
 pub mod config;
 pub mod relay;
+pub mod ui;

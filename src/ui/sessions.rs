@@ -1,0 +1,343 @@
+//! Live Sessions, and a session's recent frames. Only the rows on screen
+//! are built, so ten thousand sessions cost no more than twenty.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
+
+use crate::app::{App, ListCursor, SessionDetail};
+use crate::relay::{Direction, RelayEvent, SessionSnapshot};
+
+use super::WIDE;
+use super::theme::{Level, Theme};
+use super::widgets::{
+    block, fmt_bytes, fmt_duration, fmt_secs, gauge, idle_label, kv, level, row_highlight,
+};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
+    if let Some(detail) = &app.sessions.detail {
+        render_detail(frame, area, app, detail, focused, theme);
+        return;
+    }
+    let title = format!(
+        " Live Sessions · {} · sorted by {} ",
+        app.live.len(),
+        app.sessions.sort.label()
+    );
+    let outer = block(title, focused, theme);
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    let refs: Vec<&SessionSnapshot> = app.live.iter().collect();
+    session_table(
+        frame,
+        inner,
+        &refs,
+        &app.sessions.cursor,
+        focused,
+        true,
+        theme,
+    );
+}
+
+/// A table of sessions; `show_domain` is false on a domain's own tab.
+pub fn session_table(
+    frame: &mut Frame,
+    area: Rect,
+    sessions: &[&SessionSnapshot],
+    cursor: &ListCursor,
+    focused: bool,
+    show_domain: bool,
+    theme: &Theme,
+) {
+    if sessions.is_empty() {
+        frame.render_widget(
+            Paragraph::new(Span::styled(
+                "No live sessions. Clients connect to the relay with a domain's name in their Host header.",
+                theme.dim(),
+            ))
+            .wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+    let wide = area.width + 2 >= WIDE;
+    let gauge_width: u16 = if wide { 10 } else { 8 };
+    let height = usize::from(area.height.saturating_sub(1));
+    let window = cursor.window(sessions.len(), height);
+    let rows: Vec<Row> = sessions[window.clone()]
+        .iter()
+        .map(|s| {
+            let lvl = level(s);
+            let mark = if lvl == Level::Danger { "!" } else { " " };
+            let mut cells: Vec<Cell> = vec![format!("#{}", s.id).into()];
+            if show_domain {
+                cells.push(s.domain.to_string().into());
+            }
+            if wide {
+                cells.push(s.client.to_string().into());
+                cells.push(s.origin.to_string().into());
+                cells.push(format!("{:>9}", fmt_duration(s.age)).into());
+            }
+            cells.push(
+                Line::from(Span::styled(
+                    format!("{mark}{:>13}", idle_label(s)),
+                    if lvl == Level::Danger {
+                        theme.level(lvl)
+                    } else {
+                        theme.base()
+                    },
+                ))
+                .into(),
+            );
+            cells.push(gauge(s, gauge_width, theme).into());
+            if wide {
+                cells.push(
+                    format!(
+                        "{:>5} {:>8}",
+                        s.to_origin.messages,
+                        fmt_bytes(s.to_origin.bytes)
+                    )
+                    .into(),
+                );
+                cells.push(
+                    format!(
+                        "{:>5} {:>8}",
+                        s.to_client.messages,
+                        fmt_bytes(s.to_client.bytes)
+                    )
+                    .into(),
+                );
+            } else {
+                cells.push(
+                    format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into(),
+                );
+            }
+            cells.push(last_frame(s).into());
+            Row::new(cells)
+        })
+        .collect();
+
+    let mut header: Vec<&str> = vec!["ID"];
+    let mut widths = vec![Constraint::Length(6)];
+    if show_domain {
+        header.push("Domain");
+        widths.push(Constraint::Min(12));
+    }
+    if wide {
+        header.extend(["Client", "Origin", "Age"]);
+        widths.extend([
+            Constraint::Length(21),
+            Constraint::Length(15),
+            Constraint::Length(9),
+        ]);
+    }
+    header.extend(["   Idle / limit", "Deadline"]);
+    widths.extend([Constraint::Length(14), Constraint::Length(gauge_width)]);
+    if wide {
+        header.extend(["→origin msg/B", "→client msg/B"]);
+        widths.extend([Constraint::Length(14), Constraint::Length(14)]);
+    } else {
+        header.push("msgs ↑/↓");
+        widths.push(Constraint::Length(9));
+    }
+    header.push("Last");
+    widths.push(Constraint::Length(9));
+
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.table_header()))
+        .column_spacing(1)
+        .row_highlight_style(row_highlight(focused, theme));
+    let mut state =
+        TableState::default().with_selected(Some(cursor.index.saturating_sub(window.start)));
+    frame.render_stateful_widget(table, area, &mut state);
+}
+
+fn last_frame(s: &SessionSnapshot) -> String {
+    match s.last_frame {
+        None => "—".to_string(),
+        Some((Direction::ClientToOrigin, k)) => format!("↑ {}", k.as_str()),
+        Some((Direction::OriginToClient, k)) => format!("↓ {}", k.as_str()),
+    }
+}
+
+/// One session: its counters and recent frames, newest first.
+pub fn render_detail(
+    frame: &mut Frame,
+    area: Rect,
+    app: &App,
+    detail: &SessionDetail,
+    focused: bool,
+    theme: &Theme,
+) {
+    let outer = block(format!(" Session #{} ", detail.id), focused, theme);
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+
+    let Some(stats) = app.registry.get(detail.id) else {
+        let mut lines = vec![Line::from(Span::styled(
+            format!("Session #{} has ended.", detail.id),
+            theme.value(),
+        ))];
+        if let Some(RelayEvent::Closed {
+            cause,
+            to_client,
+            to_origin,
+            idle,
+            duration,
+            ..
+        }) = app.log.closed_event(detail.id)
+        {
+            let w = 14;
+            let none = || "none".to_string();
+            lines.push(Line::default());
+            lines.push(kv("Reason", w, vec![Span::raw(cause.to_string())], theme));
+            lines.push(kv(
+                "To client",
+                w,
+                vec![Span::raw(
+                    to_client.as_ref().map_or_else(none, |c| c.to_string()),
+                )],
+                theme,
+            ));
+            lines.push(kv(
+                "To origin",
+                w,
+                vec![Span::raw(
+                    to_origin.as_ref().map_or_else(none, |c| c.to_string()),
+                )],
+                theme,
+            ));
+            lines.push(kv(
+                "Idle at close",
+                w,
+                vec![Span::raw(fmt_duration(*idle))],
+                theme,
+            ));
+            lines.push(kv(
+                "Lasted",
+                w,
+                vec![Span::raw(fmt_duration(*duration))],
+                theme,
+            ));
+        }
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled("Esc: back", theme.dim())));
+        frame.render_widget(Paragraph::new(lines), inner);
+        return;
+    };
+    let s = stats.snapshot(app.clock.mono);
+    let w = 11;
+    let gap = |d: Direction| {
+        let g = stats.message_gaps(d);
+        match (g.median, g.max) {
+            (Some(med), Some(max)) => format!(
+                "median {:.1} s, max {:.1} s ({} samples)",
+                med.as_secs_f64(),
+                max.as_secs_f64(),
+                g.samples
+            ),
+            _ => "no messages yet".to_string(),
+        }
+    };
+    let lvl = level(&s);
+    let info = vec![
+        kv(
+            "Domain",
+            w,
+            vec![
+                Span::styled(s.domain.to_string(), theme.value()),
+                Span::raw(format!("  path {}", s.path)),
+            ],
+            theme,
+        ),
+        kv(
+            "Client",
+            w,
+            vec![Span::raw(format!("{}  → origin {}", s.client, s.origin))],
+            theme,
+        ),
+        kv("Age", w, vec![Span::raw(fmt_duration(s.age))], theme),
+        kv(
+            "Idle",
+            w,
+            {
+                let mut v = vec![Span::styled(
+                    format!("{}  ", idle_label(&s)),
+                    theme.level(lvl),
+                )];
+                v.extend(gauge(&s, 20, theme).spans);
+                if let Some(r) = s.remaining {
+                    v.push(Span::raw(format!("  cut in {}", fmt_secs(r))));
+                }
+                v
+            },
+            theme,
+        ),
+        kv(
+            "→ origin",
+            w,
+            vec![Span::raw(format!(
+                "{} msgs, {} frames, {} · gaps {}",
+                s.to_origin.messages,
+                s.to_origin.frames,
+                fmt_bytes(s.to_origin.bytes),
+                gap(Direction::ClientToOrigin)
+            ))],
+            theme,
+        ),
+        kv(
+            "→ client",
+            w,
+            vec![Span::raw(format!(
+                "{} msgs, {} frames, {} · gaps {}",
+                s.to_client.messages,
+                s.to_client.frames,
+                fmt_bytes(s.to_client.bytes),
+                gap(Direction::OriginToClient)
+            ))],
+            theme,
+        ),
+    ];
+    let [info_area, frames_area] =
+        Layout::vertical([Constraint::Length(7), Constraint::Min(0)]).areas(inner);
+    frame.render_widget(Paragraph::new(info), info_area);
+
+    let mut frames = stats.recent_frames();
+    frames.reverse();
+    if frames.is_empty() {
+        frame.render_widget(
+            Paragraph::new(Span::styled("No frames yet.", theme.dim())),
+            frames_area,
+        );
+        return;
+    }
+    let height = usize::from(frames_area.height.saturating_sub(1));
+    let window = detail.cursor.window(frames.len(), height);
+    let rows: Vec<Row> = frames[window.clone()]
+        .iter()
+        .map(|f| {
+            Row::new(vec![
+                format!("+{:>8.3} s", f.at.as_secs_f64()),
+                f.direction.arrow().to_string(),
+                f.kind.as_str().to_string(),
+                format!("{:>9}", fmt_bytes(f.len)),
+            ])
+        })
+        .collect();
+    let table = Table::new(
+        rows,
+        [
+            Constraint::Length(12),
+            Constraint::Length(9),
+            Constraint::Length(7),
+            Constraint::Length(9),
+        ],
+    )
+    .header(Row::new(["At", "Direction", "Kind", "  Payload"]).style(theme.table_header()))
+    .column_spacing(2)
+    .row_highlight_style(row_highlight(focused, theme));
+    let mut state =
+        TableState::default().with_selected(Some(detail.cursor.index.saturating_sub(window.start)));
+    frame.render_stateful_widget(table, frames_area, &mut state);
+}

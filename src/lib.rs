@@ -2,9 +2,13 @@
 //! settings, with a real WebSocket relay running in the same process.
 //!
 //! `config` knows nothing else of ours; `relay` knows only `config`; `app`
-//! and `ui` never touch a terminal; `tui` owns it.
+//! and `ui` never touch a terminal; `tui` owns it; `cli` parses the command
+//! line and runs the commands that need no terminal.
 
 pub mod app;
+pub mod cli;
 pub mod config;
+pub mod origin;
 pub mod relay;
+pub mod tui;
 pub mod ui;

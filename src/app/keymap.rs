@@ -192,8 +192,8 @@ pub const DOMAINS: &[Binding] = &[
     MOVE[4],
     MOVE[5],
     cmd(ENTER, Command::Open, "manage"),
+    cmd(&[Char('e')], Command::Edit, "timeout"),
     cmd(&[Char('/')], Command::Filter, "filter"),
-    cmd(&[Char('e')], Command::Edit, "edit timeout"),
     cmd(&[Char('a')], Command::AddDomain, "add"),
     cmd(
         &[Char('d'), Key(K::Delete)],
@@ -310,7 +310,7 @@ pub const EDIT_WEBSOCKET: &[Binding] = &[
     Binding {
         keys: &[KeyPat::Digits, Key(K::Backspace)],
         bound: Bound::Type,
-        hint: "type seconds",
+        hint: "seconds",
         footer: true,
     },
     more(

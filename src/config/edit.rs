@@ -55,10 +55,11 @@ impl Edit {
                 switch,
                 timeout,
             } => {
-                let current = existing(config, domain)?;
+                let current = rules::existing_domain(config, domain)?;
                 let new_switch = switch.unwrap_or(current.websocket.switch);
                 rules::switch(&current.name, current.acceleration, new_switch)?;
                 if let Some(t) = timeout {
+                    rules::configurable(&current.name, current.acceleration)?;
                     rules::timeout((*t).into())?;
                 }
                 let table = domain_table(doc, &current.name)?;
@@ -72,7 +73,7 @@ impl Edit {
                 Ok(())
             }
             Edit::SetStatus { domain, status } => {
-                let current = existing(config, domain)?;
+                let current = rules::existing_domain(config, domain)?;
                 set_value(
                     domain_table(doc, &current.name)?,
                     "status",
@@ -86,7 +87,7 @@ impl Edit {
                 server_name,
                 origin_protocol,
             } => {
-                let current = existing(config, domain)?;
+                let current = rules::existing_domain(config, domain)?;
                 check_origins(origins, server_name.as_deref())?;
                 let table = domain_table(doc, &current.name)?;
                 set_value(table, "origins", string_array(origins));
@@ -101,7 +102,7 @@ impl Edit {
             }
             Edit::AddDomain(new) => add_domain(config, doc, new),
             Edit::RemoveDomain { domain } => {
-                let current = existing(config, domain)?;
+                let current = rules::existing_domain(config, domain)?;
                 let domains = domain_array(doc)?;
                 let index = position(domains, &current.name)?;
                 domains.remove(index);
@@ -197,20 +198,6 @@ fn add_domain(
             .push(table),
     }
     Ok(())
-}
-
-fn existing<'c>(config: &'c Config, name: &str) -> Result<&'c super::Domain, RuleViolation> {
-    config.domain(name).ok_or_else(|| {
-        let known: Vec<&str> = config.domains.iter().map(|d| d.name.as_str()).collect();
-        RuleViolation::new(
-            format!("no domain named \"{name}\""),
-            if known.is_empty() {
-                "the configuration has no domains yet".to_string()
-            } else {
-                format!("known domains: {}", known.join(", "))
-            },
-        )
-    })
 }
 
 fn not_array_of_tables() -> RuleViolation {

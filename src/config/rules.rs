@@ -5,7 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use super::error::RuleViolation;
-use super::model::{Acceleration, Origin, Switch};
+use super::model::{Acceleration, Config, Domain, Origin, Switch};
 use super::timeout::{MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS};
 
 type Rule<T> = Result<T, RuleViolation>;
@@ -23,9 +23,34 @@ pub fn timeout(value: i64) -> Rule<u16> {
     }
 }
 
+/// The domain an edit or a command names must exist; the error lists the
+/// known ones so a typo is easy to spot.
+pub fn existing_domain<'c>(config: &'c Config, name: &str) -> Rule<&'c Domain> {
+    config.domain(name).ok_or_else(|| {
+        let known: Vec<&str> = config.domains.iter().map(|d| d.name.as_str()).collect();
+        RuleViolation::new(
+            format!("no domain named \"{name}\""),
+            if known.is_empty() {
+                "the configuration has no domains yet".to_string()
+            } else {
+                format!("known domains: {}", known.join(", "))
+            },
+        )
+    })
+}
+
 /// The console's limitation: only full-site domains can turn the switch on.
 pub fn switch(domain: &str, acceleration: Acceleration, switch: Switch) -> Rule<()> {
-    if switch.is_on() && !acceleration.supports_websocket_config() {
+    if switch.is_on() {
+        configurable(domain, acceleration)?;
+    }
+    Ok(())
+}
+
+/// The console offers no WebSocket controls on other domains, so an edit
+/// that would set their switch or timeout is refused with the reason.
+pub fn configurable(domain: &str, acceleration: Acceleration) -> Rule<()> {
+    if !acceleration.supports_websocket_config() {
         return Err(RuleViolation::new(
             format!(
                 "domain \"{domain}\" is {} ({}): WebSocket timeout can only be \
@@ -209,6 +234,8 @@ pub fn positive(key: &str, value: i64, max: i64, unit: &str) -> Rule<u64> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     #[test]

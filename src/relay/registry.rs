@@ -496,6 +496,8 @@ impl Drop for SessionGuard {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
     use super::*;
 
     fn new_session(registry: &Arc<Registry>, timeout: Option<u64>) -> SessionGuard {

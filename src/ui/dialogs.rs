@@ -37,6 +37,13 @@ fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
     ]
 }
 
+/// Rows `lines` take when wrapped at `width`.
+fn wrapped_height(lines: &[Line], width: u16) -> u16 {
+    let width = usize::from(width.max(1));
+    let rows: usize = lines.iter().map(|l| l.width().max(1).div_ceil(width)).sum();
+    u16::try_from(rows).unwrap_or(u16::MAX)
+}
+
 fn slider(value: u16, width: u16, theme: &Theme) -> Line<'static> {
     let width = usize::from(width.max(3));
     let pos = (usize::from(value) * (width - 1)) / usize::from(MAX_TIMEOUT_SECS);
@@ -51,68 +58,6 @@ fn slider(value: u16, width: u16, theme: &Theme) -> Line<'static> {
 }
 
 fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: &Theme) {
-    let rect = popup(frame, area, 76, 22);
-    let b = dialog_block(format!(" WebSocket timeout · {} ", d.domain), theme);
-    let inner = b.inner(rect);
-    frame.render_widget(b, rect);
-    let [switch_row, field_row, slider_row, body, buttons] = Layout::vertical([
-        Constraint::Length(1),
-        Constraint::Length(1),
-        Constraint::Length(2),
-        Constraint::Min(0),
-        Constraint::Length(1),
-    ])
-    .areas(inner);
-
-    let switch = if d.switch.is_on() {
-        Span::styled("[■ On ]", theme.good())
-    } else {
-        Span::styled("[ Off□]", theme.dim())
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled("Switch   ", theme.label()),
-            switch,
-            Span::styled("  Space", theme.key()),
-            Span::raw(" toggles"),
-        ])),
-        switch_row,
-    );
-
-    let [label, field, after] = Layout::horizontal([
-        Constraint::Length(9),
-        Constraint::Length(5),
-        Constraint::Min(0),
-    ])
-    .areas(field_row);
-    frame.render_widget(
-        Paragraph::new(Span::styled("Timeout", theme.label())),
-        label,
-    );
-    text_input(frame, field, &d.field, true, theme);
-    let note = match (&d.field_error, d.timeout) {
-        (Some(_), _) => Span::styled(" s  ✗ invalid", theme.error()),
-        (None, 0) => Span::styled(" s  = no idle limit", theme.warn()),
-        (None, _) => Span::raw(" s"),
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            note,
-            Span::styled("   0-9", theme.key()),
-            Span::raw(" type  "),
-            Span::styled("←/→", theme.key()),
-            Span::raw(" 1 s  "),
-            Span::styled("PgUp/PgDn", theme.key()),
-            Span::raw(" 10 s"),
-        ])),
-        after,
-    );
-    let track_width = slider_row.width.saturating_sub(10);
-    frame.render_widget(
-        Paragraph::new(slider(d.timeout, track_width, theme)),
-        slider_row,
-    );
-
     let mut lines: Vec<Line> = Vec::new();
     if let Some(e) = &d.field_error {
         lines.push(Line::from(Span::styled(e.clone(), theme.error())));
@@ -178,6 +123,70 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
     } else {
         lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
     }
+    let width = 76u16.min(area.width.saturating_sub(2));
+    let body_height = wrapped_height(&lines, width.saturating_sub(2));
+    let rect = popup(frame, area, width, body_height + 7);
+    let b = dialog_block(format!(" WebSocket timeout · {} ", d.domain), theme);
+    let inner = b.inner(rect);
+    frame.render_widget(b, rect);
+    let [switch_row, field_row, slider_row, body, buttons] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Length(2),
+        Constraint::Min(0),
+        Constraint::Length(1),
+    ])
+    .areas(inner);
+
+    let switch = if d.switch.is_on() {
+        Span::styled("[■ On ]", theme.good())
+    } else {
+        Span::styled("[ Off□]", theme.dim())
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            Span::styled("Switch   ", theme.label()),
+            switch,
+            Span::styled("  Space", theme.key()),
+            Span::raw(" toggles"),
+        ])),
+        switch_row,
+    );
+
+    let [label, field, after] = Layout::horizontal([
+        Constraint::Length(9),
+        Constraint::Length(5),
+        Constraint::Min(0),
+    ])
+    .areas(field_row);
+    frame.render_widget(
+        Paragraph::new(Span::styled("Timeout", theme.label())),
+        label,
+    );
+    text_input(frame, field, &d.field, true, theme);
+    let note = match (&d.field_error, d.timeout) {
+        (Some(_), _) => Span::styled(" s  ✗ invalid", theme.error()),
+        (None, 0) => Span::styled(" s  = no idle limit", theme.warn()),
+        (None, _) => Span::raw(" s"),
+    };
+    frame.render_widget(
+        Paragraph::new(Line::from(vec![
+            note,
+            Span::styled("   0-9", theme.key()),
+            Span::raw(" type  "),
+            Span::styled("←/→", theme.key()),
+            Span::raw(" 1 s  "),
+            Span::styled("PgUp/PgDn", theme.key()),
+            Span::raw(" 10 s"),
+        ])),
+        after,
+    );
+    let track_width = slider_row.width.saturating_sub(10);
+    frame.render_widget(
+        Paragraph::new(slider(d.timeout, track_width, theme)),
+        slider_row,
+    );
+
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
 
     let saving = if d.saving { "  saving…" } else { "" };

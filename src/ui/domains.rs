@@ -45,17 +45,16 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     let wide = area.width >= WIDE;
     let mut header = vec!["Domain", "Status"];
     if wide {
-        header.push("CNAME");
+        header.extend(["CNAME", "Acceleration", "Area"]);
+    } else {
+        header.push("Type");
     }
-    header.extend(["Acceleration", "Area", "Origin", "WebSocket", "Live"]);
-    if !wide {
-        header.retain(|h| *h != "Area");
-    }
+    header.extend(["Origin", "WebSocket", " Live"]);
     let rows: Vec<Row> = visible
         .iter()
         .map(|d| row(d, app.live_on(&d.name), wide, theme))
         .collect();
-    let mut widths = vec![Constraint::Min(16), Constraint::Length(7)];
+    let mut widths = vec![Constraint::Min(17), Constraint::Length(7)];
     if wide {
         widths.push(Constraint::Min(22));
         widths.push(Constraint::Length(15));
@@ -65,7 +64,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     }
     widths.extend([
         Constraint::Length(15),
-        Constraint::Length(13),
+        Constraint::Length(12),
         Constraint::Length(5),
     ]);
     if visible.is_empty() {

@@ -60,11 +60,13 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
         );
     }
     let [menu_area, content] = Layout::horizontal([
-        Constraint::Length(menu_width(area.width)),
+        Constraint::Length(menu_width(area.width, app)),
         Constraint::Min(0),
     ])
     .areas(body);
-    render_menu(frame, menu_area, app, theme);
+    if menu_area.width > 0 {
+        render_menu(frame, menu_area, app, theme);
+    }
     render_content(frame, content, app, theme);
     if let Some(s) = &app.status {
         let style = if s.error { theme.error() } else { theme.good() };
@@ -80,14 +82,23 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     }
 }
 
-fn menu_width(total: u16) -> u16 {
-    if total >= 110 { 23 } else { 12 }
+/// The menu's width: full titles on wide terminals; on narrow ones short
+/// titles, and no menu at all while the content has focus (the content
+/// title says where you are; Esc or Tab brings the menu back).
+fn menu_width(total: u16, app: &App) -> u16 {
+    if total >= 110 {
+        23
+    } else if total < WIDE && app.focus == Focus::Content {
+        0
+    } else {
+        12
+    }
 }
 
 /// The menu entry under a mouse click at (`x`, `y`), for `--mouse`.
 pub fn menu_hit(area: Rect, app: &App, x: u16, y: u16) -> Option<Screen> {
     let top = 1 + u16::from(app.settings.banner.is_some()) + 1; // header, banner, border
-    if x >= menu_width(area.width) || y < top {
+    if x >= menu_width(area.width, app) || y < top {
         return None;
     }
     Screen::ALL.get(usize::from(y - top)).copied()
@@ -142,10 +153,16 @@ fn render_content(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
 }
 
-/// The keys of the current context, from the same table that handles them.
+/// The keys of the current context, from the same table that handles them;
+/// `? help` stays visible at the right edge however narrow the terminal.
 fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let context = app.context();
-    let bindings: Vec<_> = keymap::footer(context).collect();
+    let bindings: Vec<_> = keymap::footer(context)
+        .filter(|b| !matches!(b.bound, Bound::Cmd(Command::Help)))
+        .filter(|b| {
+            context == keymap::Context::Menu || !matches!(b.bound, Bound::Cmd(Command::Quit))
+        })
+        .collect();
     let mut spans = vec![Span::raw(" ")];
     let mut i = 0;
     while i < bindings.len() {
@@ -162,5 +179,14 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         spans.push(Span::raw(format!(" {hint}  ")));
         i += 1;
     }
-    frame.render_widget(Paragraph::new(Line::from(spans)), area);
+    let help = if context.types_text() || context == keymap::Context::Help {
+        Line::default()
+    } else {
+        Line::from(vec![Span::styled("?", theme.key()), Span::raw(" help ")])
+    };
+    let help_width = u16::try_from(help.width()).unwrap_or(0);
+    let [keys_area, help_area] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(help_width)]).areas(area);
+    frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
+    frame.render_widget(Paragraph::new(help), help_area);
 }

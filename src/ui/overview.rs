@@ -60,59 +60,65 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         summary,
     );
 
-    let header = Row::new([
-        "Domain",
-        "Status",
-        "WebSocket",
-        "Live",
-        "Opened",
-        "Closed",
-        "Idle",
-        "Refused",
-    ])
-    .style(theme.table_header());
+    // Narrow terminals drop the columns the Event Log also answers.
+    let wide = inner.width >= 80;
+    let mut header = vec!["Domain", "Status", "WebSocket", "Live"];
+    if wide {
+        header.push("Opened");
+    }
+    header.extend(["Closed", "Idle cuts"]);
+    if wide {
+        header.push("Refused");
+    }
+    let header = Row::new(header).style(theme.table_header());
     let rows: Vec<Row> = app
         .config
         .domains
         .iter()
         .map(|d| {
             let t = app.log.totals(&d.name);
-            Row::new(vec![
+            let mut cells = vec![
                 d.name.clone(),
                 d.status.as_str().to_string(),
                 effective_timeout(d).column_label(),
                 format!("{:>4}", app.live_on(&d.name)),
-                format!("{:>6}", t.opened),
-                format!("{:>6}", t.closed),
-                format!("{:>4}", t.idle_closes),
-                format!("{:>7}", t.refused),
-            ])
+            ];
+            if wide {
+                cells.push(format!("{:>6}", t.opened));
+            }
+            cells.push(format!("{:>6}", t.closed));
+            cells.push(format!("{:>9}", t.idle_closes));
+            if wide {
+                cells.push(format!("{:>7}", t.refused));
+            }
+            Row::new(cells)
         })
         .collect();
-    let table = Table::new(
-        rows,
-        [
-            Constraint::Min(14),
-            Constraint::Length(7),
-            Constraint::Length(13),
-            Constraint::Length(4),
-            Constraint::Length(6),
-            Constraint::Length(6),
-            Constraint::Length(4),
-            Constraint::Length(7),
-        ],
-    )
-    .header(header)
-    .column_spacing(1)
-    .row_highlight_style(row_highlight(focused, theme));
+    let mut widths = vec![
+        Constraint::Min(14),
+        Constraint::Length(7),
+        Constraint::Length(13),
+        Constraint::Length(4),
+    ];
+    if wide {
+        widths.push(Constraint::Length(6));
+    }
+    widths.extend([Constraint::Length(6), Constraint::Length(9)]);
+    if wide {
+        widths.push(Constraint::Length(7));
+    }
+    let table = Table::new(rows, widths)
+        .header(header)
+        .column_spacing(1)
+        .row_highlight_style(row_highlight(focused, theme));
     let mut state = TableState::default().with_selected(Some(app.overview.index));
     frame.render_stateful_widget(table, table_area, &mut state);
 
     if spark_area.height < 3 {
         return;
     }
-    let wide = spark_area.width >= 90;
-    let [a, b] = if wide {
+    let side_by_side = spark_area.width >= 90;
+    let [a, b] = if side_by_side {
         Layout::horizontal([Constraint::Percentage(50), Constraint::Percentage(50)])
             .areas(spark_area)
     } else {

@@ -1,0 +1,171 @@
+//! The command line: argument definitions (clap derive) and the commands
+//! that work without the relay. `main.rs` only parses, calls [`run`] and
+//! turns an error into an exit code with [`exit_code`].
+//!
+//! Adding a command: a variant of [`Command`] with its `Args` struct in its
+//! own file, and one arm in [`run`].
+
+mod config_cmd;
+mod domains;
+mod table;
+mod websocket;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, default_config_path};
+
+pub use config_cmd::ConfigCommand;
+pub use domains::DomainsArgs;
+pub use websocket::WebsocketArgs;
+
+/// Exit code for bad input: an invalid config, argument or domain name.
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a runtime failure: I/O, a conflicting edit on disk.
+pub const EXIT_FAILURE: u8 = 1;
+
+/// Terminal console for CDN WebSocket idle-timeout settings, with a live
+/// in-process WebSocket relay.
+#[derive(Debug, Parser)]
+#[command(name = "ecdn-console", version)]
+pub struct Cli {
+    /// Configuration file [default: ./ecdn-console.toml if present, else
+    /// the user's config directory; created from the built-in default if missing]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Console: no colours (also when NO_COLOR is set); selection is shown in reverse video
+    #[arg(long)]
+    pub no_color: bool,
+
+    /// Console: enable the mouse (click the menu, scroll lists); off by
+    /// default because capturing it stops text selection over SSH
+    #[arg(long)]
+    pub mouse: bool,
+
+    /// Without a command: the console (TUI) with the relay running in-process.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Work with configuration files
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// List the domains, as the console's domain list shows them
+    Domains(DomainsArgs),
+    /// Show or change a domain's WebSocket switch and idle timeout
+    ///
+    /// Without --on, --off or --timeout it shows the setting and what it
+    /// means for idle sessions. With them it changes the setting, checked by
+    /// the same rules as the file, and saves the file keeping its comments.
+    Websocket(WebsocketArgs),
+}
+
+/// Bad input the CLI itself detects (as opposed to the config's rules).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// Runs one command, writing its results to `out` and notes to `err`.
+pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
+    let config_path = cli.config;
+    match cli.command {
+        Some(Command::Config(cmd)) => config_cmd::run(cmd, config_path.as_deref(), out, err),
+        Some(Command::Domains(args)) => domains::run(&args, config_path.as_deref(), out, err),
+        Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
+        None => crate::tui::run(&crate::tui::Options {
+            config_path,
+            no_color: cli.no_color,
+            mouse: cli.mouse,
+            banner: None,
+        }),
+    }
+}
+
+/// 2 when the operator's input is at fault (they can fix it and retry),
+/// 1 when the machine is (I/O, a conflicting edit).
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    let bad_input = error.chain().any(|e| {
+        e.downcast_ref::<ConfigError>()
+            .is_some_and(ConfigError::is_bad_input)
+            || e.is::<RuleViolation>()
+            || e.is::<BadInput>()
+    });
+    if bad_input {
+        EXIT_BAD_INPUT
+    } else {
+        EXIT_FAILURE
+    }
+}
+
+/// The whole chain of an error on one line: context first, then the cause
+/// with its fix. A cause whose text its parent already quotes (`cannot read
+/// F: No such file` over the `io::Error` itself) is not repeated.
+pub fn error_message(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let part = cause.to_string();
+        if text.contains(part.trim_end()) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text.trim_end().to_string()
+}
+
+/// The file every command works on: `--config`, else the default location.
+/// A missing file is created from the built-in default, and the operator is
+/// told, so a config never appears unannounced.
+fn open_config(config_path: Option<&Path>, err: &mut dyn Write) -> Result<ConfigFile> {
+    let path = config_path.map_or_else(default_config_path, Path::to_path_buf);
+    let (file, created) = ConfigFile::load_or_create(&path, DEFAULT_CONFIG)?;
+    if created {
+        writeln!(
+            err,
+            "note: {} did not exist; created it from the built-in default configuration",
+            path.display()
+        )?;
+    }
+    Ok(file)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn rule_violations_and_invalid_files_are_bad_input() {
+        let rule = anyhow::Error::from(RuleViolation::new("bad", "fix"));
+        assert_eq!(exit_code(&rule), EXIT_BAD_INPUT);
+        let wrapped = rule.context("cannot change x");
+        assert_eq!(exit_code(&wrapped), EXIT_BAD_INPUT);
+        let conflict = anyhow::Error::from(ConfigError::Conflict { path: "x".into() });
+        assert_eq!(exit_code(&conflict), EXIT_FAILURE);
+    }
+
+    #[test]
+    fn error_messages_do_not_repeat_a_quoted_cause() {
+        let read = ConfigError::Read {
+            path: "c.toml".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        let error = anyhow::Error::from(read).context("loading");
+        assert_eq!(error_message(&error), "loading: cannot read c.toml: gone");
+    }
+}

@@ -1,0 +1,414 @@
+//! Frame headers, not messages: the relay forwards the bytes it reads
+//! unchanged and only looks at each frame's header (and a close frame's
+//! payload) to count, enforce limits and learn close codes.
+//!
+//! A client's frames arrive masked and an origin's unmasked, which is
+//! exactly what the other hop expects, so nothing is decoded or re-encoded.
+
+use std::io::Cursor;
+
+use tungstenite::protocol::frame::FrameHeader;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+
+use super::event::CloseInfo;
+use super::registry::FrameKind;
+
+/// Longest possible frame header (2 + 8 length + 4 mask).
+pub const MAX_HEADER: usize = 14;
+/// Close reasons must fit a control frame (125 bytes with the 2-byte code).
+const MAX_CLOSE_REASON: usize = 123;
+
+/// A frame whose header the scanner has just read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeenFrame {
+    pub kind: FrameKind,
+    pub fin: bool,
+    pub payload_len: u64,
+}
+
+/// Why a direction must be closed by the relay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Violation {
+    /// A message longer than `max-message-bytes` (close 1009).
+    TooBig { limit: u64 },
+    /// A malformed or out-of-order frame (close 1002).
+    Protocol(String),
+}
+
+/// What one [`FrameScanner::scan`] found.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Scan {
+    /// Bytes `[0, forward)` of the input may be passed on. The rest is an
+    /// incomplete header (kept in the scanner) or follows a violation.
+    pub forward: usize,
+    pub violation: Option<Violation>,
+    /// A close frame that completed in this input.
+    pub close: Option<CloseInfo>,
+}
+
+#[derive(Debug)]
+enum Position {
+    /// The next byte starts a frame header.
+    Header,
+    /// Inside a frame's payload.
+    Payload {
+        remaining: u64,
+        /// Collects a close frame's payload (at most 125 bytes).
+        close: Option<CloseCollector>,
+    },
+}
+
+#[derive(Debug)]
+struct CloseCollector {
+    mask: Option<[u8; 4]>,
+    payload: Vec<u8>,
+}
+
+/// Follows the frame structure of one direction of a session.
+#[derive(Debug)]
+pub struct FrameScanner {
+    /// Frames from the client must be masked; frames from the origin must not.
+    from_client: bool,
+    max_message_bytes: u64,
+    /// An extension (e.g. permessage-deflate) was negotiated end to end, so
+    /// RSV bits on data frames are the endpoints' business.
+    extensions: bool,
+    position: Position,
+    /// Bytes of an incomplete header, held back until the rest arrives.
+    carry: [u8; MAX_HEADER],
+    carry_len: usize,
+    /// Payload bytes of the data message in progress (`None`: between messages).
+    message_bytes: Option<u64>,
+}
+
+impl FrameScanner {
+    pub fn new(from_client: bool, max_message_bytes: u64, extensions: bool) -> Self {
+        Self {
+            from_client,
+            max_message_bytes,
+            extensions,
+            position: Position::Header,
+            carry: [0; MAX_HEADER],
+            carry_len: 0,
+            message_bytes: None,
+        }
+    }
+
+    /// Whether everything forwarded so far ends on a frame boundary, so the
+    /// relay may inject a frame of its own into this direction.
+    pub fn at_boundary(&self) -> bool {
+        matches!(self.position, Position::Header)
+    }
+
+    /// Copies the held-back bytes of an incomplete header to the start of
+    /// `buf`; the caller reads new bytes after them and scans the whole.
+    pub fn copy_carry(&self, buf: &mut [u8]) -> usize {
+        let n = self.carry_len;
+        buf[..n].copy_from_slice(&self.carry[..n]);
+        n
+    }
+
+    /// Scans `data` (which starts with what `copy_carry` put there),
+    /// calling `on_frame` for each header found.
+    pub fn scan(&mut self, data: &[u8], mut on_frame: impl FnMut(SeenFrame)) -> Scan {
+        let mut scan = Scan::default();
+        // The held-back header bytes are at the start of `data` again.
+        self.carry_len = 0;
+        let mut pos = 0;
+        while pos < data.len() {
+            match &mut self.position {
+                Position::Payload { remaining, close } => {
+                    let take = usize::try_from(*remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(data.len() - pos);
+                    if let Some(c) = close {
+                        c.payload.extend_from_slice(&data[pos..pos + take]);
+                    }
+                    *remaining -= take as u64;
+                    pos += take;
+                    if *remaining == 0 {
+                        let close = close.take();
+                        self.position = Position::Header;
+                        if let Some(c) = close {
+                            // Nothing may follow a close frame; drop the rest.
+                            scan.close = Some(c.finish());
+                            scan.forward = pos;
+                            return scan;
+                        }
+                    }
+                }
+                Position::Header => {
+                    let mut cursor = Cursor::new(&data[pos..]);
+                    match FrameHeader::parse(&mut cursor) {
+                        Ok(None) => {
+                            let rest = &data[pos..];
+                            self.carry[..rest.len()].copy_from_slice(rest);
+                            self.carry_len = rest.len();
+                            scan.forward = pos;
+                            return scan;
+                        }
+                        Err(e) => {
+                            scan.forward = pos;
+                            scan.violation = Some(Violation::Protocol(e.to_string()));
+                            return scan;
+                        }
+                        Ok(Some((header, len))) => {
+                            let frame = match self.check(&header, len) {
+                                Ok(f) => f,
+                                Err(v) => {
+                                    scan.forward = pos;
+                                    scan.violation = Some(v);
+                                    return scan;
+                                }
+                            };
+                            on_frame(frame);
+                            pos += cursor.position() as usize;
+                            let close = (frame.kind == FrameKind::Close).then(|| CloseCollector {
+                                mask: header.mask,
+                                payload: Vec::new(),
+                            });
+                            if len == 0 {
+                                if let Some(c) = close {
+                                    scan.close = Some(c.finish());
+                                    scan.forward = pos;
+                                    return scan;
+                                }
+                            } else {
+                                self.position = Position::Payload {
+                                    remaining: len,
+                                    close,
+                                };
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        scan.forward = pos;
+        scan
+    }
+
+    /// The rules a relay can enforce from a header alone.
+    fn check(&mut self, header: &FrameHeader, len: u64) -> Result<SeenFrame, Violation> {
+        let protocol = |why: &str| Err(Violation::Protocol(why.to_string()));
+        if header.mask.is_some() != self.from_client {
+            return protocol(if self.from_client {
+                "unmasked frame from the client"
+            } else {
+                "masked frame from the origin"
+            });
+        }
+        let kind = match header.opcode {
+            OpCode::Data(Data::Continue) => FrameKind::Continuation,
+            OpCode::Data(Data::Text) => FrameKind::Text,
+            OpCode::Data(Data::Binary) => FrameKind::Binary,
+            OpCode::Control(Control::Close) => FrameKind::Close,
+            OpCode::Control(Control::Ping) => FrameKind::Ping,
+            OpCode::Control(Control::Pong) => FrameKind::Pong,
+            _ => return protocol("reserved opcode"),
+        };
+        let rsv = header.rsv1 || header.rsv2 || header.rsv3;
+        if kind.is_control() {
+            if rsv {
+                return protocol("reserved bits set on a control frame");
+            }
+            if !header.is_final {
+                return protocol("fragmented control frame");
+            }
+            if len > 125 {
+                return protocol("control frame longer than 125 bytes");
+            }
+            if kind == FrameKind::Close && len == 1 {
+                return protocol("close frame with a 1-byte payload");
+            }
+        } else {
+            if rsv && !self.extensions {
+                return protocol("reserved bits set without a negotiated extension");
+            }
+            let so_far = match (kind, self.message_bytes) {
+                (FrameKind::Continuation, None) => {
+                    return protocol("continuation frame outside a fragmented message");
+                }
+                (FrameKind::Continuation, Some(n)) => n,
+                (_, Some(_)) => return protocol("new message inside a fragmented message"),
+                (_, None) => 0,
+            };
+            let total = so_far.saturating_add(len);
+            if total > self.max_message_bytes {
+                return Err(Violation::TooBig {
+                    limit: self.max_message_bytes,
+                });
+            }
+            self.message_bytes = (!header.is_final).then_some(total);
+        }
+        Ok(SeenFrame {
+            kind,
+            fin: header.is_final,
+            payload_len: len,
+        })
+    }
+}
+
+impl CloseCollector {
+    fn finish(mut self) -> CloseInfo {
+        if let Some(mask) = self.mask {
+            for (i, b) in self.payload.iter_mut().enumerate() {
+                *b ^= mask[i % 4];
+            }
+        }
+        match self.payload.as_slice() {
+            [hi, lo, reason @ ..] => CloseInfo::new(
+                u16::from_be_bytes([*hi, *lo]),
+                String::from_utf8_lossy(reason).into_owned(),
+            ),
+            // No status code: reported to applications as 1005.
+            _ => CloseInfo::new(1005, ""),
+        }
+    }
+}
+
+/// A close frame of the relay's own: unmasked toward the client, masked with
+/// a fresh key toward the origin (a server must not mask; a client must).
+pub fn close_frame(code: u16, reason: &str, masked: bool) -> Vec<u8> {
+    let reason = truncate_utf8(reason, MAX_CLOSE_REASON);
+    let mut payload = Vec::with_capacity(2 + reason.len());
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(reason.as_bytes());
+    let mask = masked.then(rand::random::<[u8; 4]>);
+    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
+    frame.push(0x88); // FIN + close
+    frame.push(payload.len() as u8 | if masked { 0x80 } else { 0 });
+    if let Some(mask) = mask {
+        frame.extend_from_slice(&mask);
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    frame.extend_from_slice(&payload);
+    frame
+}
+
+fn truncate_utf8(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn frame(first: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+        let mut out = vec![first];
+        let mask_bit = if mask.is_some() { 0x80 } else { 0 };
+        if payload.len() < 126 {
+            out.push(payload.len() as u8 | mask_bit);
+        } else {
+            out.push(126 | mask_bit);
+            out.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+        }
+        let mut body = payload.to_vec();
+        if let Some(m) = mask {
+            out.extend_from_slice(&m);
+            for (i, b) in body.iter_mut().enumerate() {
+                *b ^= m[i % 4];
+            }
+        }
+        out.extend_from_slice(&body);
+        out
+    }
+
+    fn scan_all(scanner: &mut FrameScanner, data: &[u8]) -> (Scan, Vec<SeenFrame>) {
+        let mut seen = Vec::new();
+        let scan = scanner.scan(data, |f| seen.push(f));
+        (scan, seen)
+    }
+
+    #[test]
+    fn frames_split_anywhere_are_seen_once_and_forwarded_whole() {
+        let mut wire = frame(0x81, b"hello", None);
+        wire.extend(frame(0x82, &[7; 300], None));
+        wire.extend(frame(0x89, b"", None));
+        for split in 0..wire.len() {
+            let mut s = FrameScanner::new(false, 1 << 20, false);
+            let (first, mut seen) = scan_all(&mut s, &wire[..split]);
+            let mut buf = vec![0; MAX_HEADER + wire.len()];
+            let carried = s.copy_carry(&mut buf);
+            assert_eq!(first.forward + carried, split);
+            buf[carried..carried + wire.len() - split].copy_from_slice(&wire[split..]);
+            let (second, more) = scan_all(&mut s, &buf[..carried + wire.len() - split]);
+            seen.extend(more);
+            assert_eq!(
+                first.forward + second.forward,
+                wire.len(),
+                "split at {split}"
+            );
+            let kinds: Vec<_> = seen.iter().map(|f| f.kind).collect();
+            assert_eq!(kinds, [FrameKind::Text, FrameKind::Binary, FrameKind::Ping]);
+            assert!(s.at_boundary());
+        }
+    }
+
+    #[test]
+    fn masked_close_frames_are_read_and_unmasked() {
+        let mut s = FrameScanner::new(true, 1 << 20, false);
+        let mut payload = 4000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice(b"bye now");
+        let wire = frame(0x88, &payload, Some([1, 2, 3, 4]));
+        let (scan, _) = scan_all(&mut s, &wire);
+        assert_eq!(scan.close, Some(CloseInfo::new(4000, "bye now")));
+        assert_eq!(scan.forward, wire.len());
+    }
+
+    #[test]
+    fn our_close_frames_parse_back() {
+        for masked in [false, true] {
+            let wire = close_frame(1001, "idle timeout (60 s)", masked);
+            let mut s = FrameScanner::new(masked, 1 << 20, false);
+            let (scan, _) = scan_all(&mut s, &wire);
+            assert_eq!(
+                scan.close,
+                Some(CloseInfo::new(1001, "idle timeout (60 s)"))
+            );
+        }
+        assert!(close_frame(1000, &"é".repeat(100), false).len() <= 2 + 125);
+    }
+
+    #[test]
+    fn oversized_fragmented_message_is_refused_before_forwarding() {
+        let mut s = FrameScanner::new(false, 10, false);
+        let mut wire = frame(0x01, b"123456", None);
+        let second = wire.len();
+        wire.extend(frame(0x80, b"789012", None));
+        let (scan, _) = scan_all(&mut s, &wire);
+        assert_eq!(scan.forward, second);
+        assert_eq!(scan.violation, Some(Violation::TooBig { limit: 10 }));
+    }
+
+    #[test]
+    fn protocol_violations() {
+        let cases: [(bool, Vec<u8>); 5] = [
+            (true, frame(0x81, b"x", None)), // unmasked from client
+            (false, frame(0x81, b"x", Some([1, 1, 1, 1]))), // masked from origin
+            (false, frame(0x83, b"x", None)), // reserved opcode
+            (false, frame(0xC1, b"x", None)), // RSV1 without extension
+            (false, frame(0x80, b"x", None)), // stray continuation
+        ];
+        for (from_client, wire) in cases {
+            let mut s = FrameScanner::new(from_client, 100, false);
+            let (scan, seen) = scan_all(&mut s, &wire);
+            assert!(
+                matches!(scan.violation, Some(Violation::Protocol(_))),
+                "{wire:?}"
+            );
+            assert_eq!(scan.forward, 0);
+            assert!(seen.is_empty());
+        }
+    }
+}

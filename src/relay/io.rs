@@ -1,0 +1,78 @@
+//! The readiness-based socket API the session pump is written against.
+//!
+//! The pump waits for readiness and then reads into a buffer owned by the
+//! worker thread, so an idle session holds no read buffer at all. Tokio's
+//! `TcpStream` and `UnixStream` both offer this API; a TLS origin is bridged
+//! to a `UnixStream` pair (the simpler path DESIGN §5 allows for `wss://`).
+
+use std::cell::RefCell;
+use std::future::Future;
+use std::io;
+
+use tokio::net::{TcpStream, UnixStream};
+
+pub trait RawIo: Send + Sync + 'static {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+}
+
+macro_rules! raw_io {
+    ($t:ty) => {
+        impl RawIo for $t {
+            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::readable(self)
+            }
+            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
+                <$t>::writable(self)
+            }
+            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+                <$t>::try_read(self, buf)
+            }
+            fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+                <$t>::try_write(self, buf)
+            }
+        }
+    };
+}
+
+raw_io!(TcpStream);
+raw_io!(UnixStream);
+
+/// Size of the per-thread read buffer: large enough that a 64 KiB message
+/// moves in one read, small enough to stay in cache.
+pub const READ_BUF_SIZE: usize = 64 * 1024;
+
+thread_local! {
+    // One buffer per worker thread, shared by all its sessions: it is only
+    // borrowed inside synchronous code (read, scan, write), never across an
+    // `.await`, so sessions cannot interleave on it.
+    static READ_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; READ_BUF_SIZE].into_boxed_slice());
+}
+
+/// Runs `f` with this thread's read buffer.
+pub fn with_read_buf<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        // Re-entrancy cannot happen (no await inside), but never panic: fall
+        // back to a temporary buffer.
+        Err(_) => f(&mut vec![0; READ_BUF_SIZE]),
+    })
+}
+
+/// Writes as much of `data` as the socket takes now; returns the count.
+/// `Ok(n < len)` means the rest must wait for writability.
+pub fn write_now(dst: &impl RawIo, data: &[u8]) -> io::Result<usize> {
+    let mut written = 0;
+    while written < data.len() {
+        match dst.try_write(&data[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(written)
+}

@@ -1,0 +1,351 @@
+//! Accepting connections and turning each into a session: handshake with
+//! the client, routing, the origin's handshake, then the pump.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream, UnixStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::{Instant, timeout};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::event::RelayEvent;
+use super::handshake::{
+    ClientRequest, Refusal, Upgraded, connect_origin, read_request, send_refusal,
+    switching_protocols, tls_connect, upgrade_origin,
+};
+use super::io::RawIo;
+use super::registry::{NewSession, Registry};
+use super::session::{self, SessionSetup};
+use crate::config::{Config, Domain, Status, effective_timeout};
+
+/// Sends lifecycle events without ever waiting: a UI that falls behind loses
+/// events (counted), it never slows a session.
+#[derive(Debug, Clone)]
+pub struct EventSink {
+    tx: mpsc::Sender<RelayEvent>,
+    dropped: Arc<AtomicUsize>,
+}
+
+impl EventSink {
+    pub fn new(tx: mpsc::Sender<RelayEvent>) -> Self {
+        Self {
+            tx,
+            dropped: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn emit(&self, event: RelayEvent) {
+        if self.tx.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn dropped(&self) -> usize {
+        self.dropped.load(Relaxed)
+    }
+}
+
+/// What every connection task shares.
+pub struct Shared {
+    pub config: watch::Receiver<Arc<Config>>,
+    pub registry: Arc<Registry>,
+    pub events: EventSink,
+    pub shutdown: CancellationToken,
+    pub tracker: TaskTracker,
+    /// Connections being handshaken or relayed (for `max-sessions`).
+    pub connections: AtomicUsize,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Counts a connection for `max-sessions` until dropped.
+struct ConnectionSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ConnectionSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Accepts until shutdown. Running out of descriptors backs off (never
+/// spins) and answers the waiting client 503 through a spare descriptor.
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let mut spare = open_spare();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff = Duration::from_millis(5);
+                spawn_connection(&shared, stream, peer);
+            }
+            Err(e) if is_out_of_descriptors(&e) => {
+                shared.events.emit(RelayEvent::AcceptFailed {
+                    at: SystemTime::now(),
+                    error: format!("{e}; refusing new clients until descriptors free up"),
+                });
+                refuse_with_spare(&listener, &mut spare, &shared).await;
+                tokio::select! {
+                    () = shared.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
+            }
+            // Aborted handshakes and similar per-connection errors: next.
+            Err(_) => {}
+        }
+    }
+}
+
+fn open_spare() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
+}
+
+fn is_out_of_descriptors(e: &io::Error) -> bool {
+    // EMFILE (24) per process, ENFILE (23) system-wide, ENOBUFS/ENOMEM.
+    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
+}
+
+/// Frees the spare descriptor, accepts one waiting client, answers it 503
+/// and closes it, then takes the spare back.
+async fn refuse_with_spare(
+    listener: &TcpListener,
+    spare: &mut Option<std::fs::File>,
+    shared: &Shared,
+) {
+    if spare.take().is_none() {
+        *spare = open_spare();
+        return;
+    }
+    if let Ok(Ok((mut stream, peer))) = timeout(Duration::from_millis(1), listener.accept()).await {
+        let refusal = Refusal::status(503, "the relay is out of file descriptors; try again later");
+        if let Some(response) = refusal.response() {
+            let _ = stream.try_write(&response);
+        }
+        let _ = stream.shutdown().await;
+        refused(shared, peer, refusal);
+    }
+    *spare = open_spare();
+}
+
+fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let task_shared = shared.clone();
+    shared.connections.fetch_add(1, Relaxed);
+    shared.tracker.spawn(async move {
+        let _slot = ConnectionSlot(&task_shared.connections);
+        handle_connection(&task_shared, stream, peer).await;
+    });
+}
+
+fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
+    shared.events.emit(RelayEvent::Refused {
+        at: SystemTime::now(),
+        client,
+        domain: refusal.domain,
+        status: refusal.status,
+        reason: refusal.reason,
+    });
+}
+
+async fn handle_connection(shared: &Shared, mut client: TcpStream, peer: SocketAddr) {
+    let _ = client.set_nodelay(true);
+    let outcome = tokio::select! {
+        r = handshake(shared, &mut client, peer) => r,
+        () = shared.shutdown.cancelled() => Err(Refusal::status(503, "the relay is shutting down")),
+    };
+    match outcome {
+        Ok(established) => relay_session(shared, client, peer, established).await,
+        Err(refusal) => {
+            send_refusal(&mut client, &refusal).await;
+            refused(shared, peer, refusal);
+        }
+    }
+}
+
+/// A session whose handshakes both succeeded.
+struct Established {
+    domain: Domain,
+    request: ClientRequest,
+    client_leftover: Vec<u8>,
+    origin: OriginConn,
+    origin_addr: String,
+    upgraded: Upgraded,
+}
+
+enum OriginConn {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+async fn handshake(
+    shared: &Shared,
+    client: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<Established, Refusal> {
+    let handshake_timeout = shared.config.borrow().relay.handshake_timeout;
+    let (request, client_leftover) = timeout(handshake_timeout, read_request(client))
+        .await
+        .map_err(|_| {
+            Refusal::drop(format!(
+                "handshake timeout: the client did not finish its upgrade request within {} s",
+                handshake_timeout.as_secs()
+            ))
+        })??;
+    // Route with the configuration in force now, not at accept time.
+    let config = shared.config.borrow().clone();
+    let domain = config.route(&request.host).ok_or_else(|| {
+        Refusal::status(
+            404,
+            format!(
+                "no domain \"{}\" is configured on this relay",
+                crate::config::host_without_port(&request.host)
+            ),
+        )
+    })?;
+    if domain.status == Status::Offline {
+        return Err(
+            Refusal::status(503, format!("domain {} is offline", domain.name))
+                .for_domain(&domain.name),
+        );
+    }
+    let max = config.relay.max_sessions;
+    if shared.connections.load(Relaxed) > max {
+        return Err(
+            Refusal::status(503, format!("session limit reached (max-sessions = {max})"))
+                .for_domain(&domain.name),
+        );
+    }
+    let connect_timeout = config.relay.origin_connect_timeout;
+    let (tcp, origin_addr) = connect_origin(domain, connect_timeout).await?;
+    let no_answer = || {
+        Refusal::status(
+            504,
+            format!(
+                "origin {origin_addr} did not answer the upgrade within {} s",
+                connect_timeout.as_secs()
+            ),
+        )
+        .for_domain(&domain.name)
+    };
+    let (origin, upgraded) = if domain.origin_protocol.uses_tls() {
+        let tls = shared.tls.as_ref().ok_or_else(|| {
+            Refusal::status(502, "TLS to origins is unavailable on this relay")
+                .for_domain(&domain.name)
+        })?;
+        let upgrade = async {
+            let mut stream = tls_connect(tcp, domain, tls).await?;
+            let upgraded = upgrade_origin(&mut stream, domain, &request, peer).await?;
+            Ok::<_, Refusal>((OriginConn::Tls(Box::new(stream)), upgraded))
+        };
+        timeout(connect_timeout, upgrade)
+            .await
+            .map_err(|_| no_answer())??
+    } else {
+        let mut stream = tcp;
+        let upgraded = timeout(
+            connect_timeout,
+            upgrade_origin(&mut stream, domain, &request, peer),
+        )
+        .await
+        .map_err(|_| no_answer())??;
+        (OriginConn::Tcp(stream), upgraded)
+    };
+    Ok(Established {
+        domain: domain.clone(),
+        request,
+        client_leftover,
+        origin,
+        origin_addr,
+        upgraded,
+    })
+}
+
+async fn relay_session(shared: &Shared, mut client: TcpStream, peer: SocketAddr, est: Established) {
+    let answer = switching_protocols(&est.request.key, &est.upgraded);
+    if let Err(e) = client.write_all(&answer).await {
+        refused(
+            shared,
+            peer,
+            Refusal::drop(format!("client went away before the 101 was sent: {e}"))
+                .for_domain(&est.domain.name),
+        );
+        return;
+    }
+    let guard = shared.registry.register(NewSession {
+        domain: est.domain.name.as_str().into(),
+        client: peer,
+        origin: est.origin_addr.as_str().into(),
+        path: est.request.path.as_str().into(),
+        timeout: effective_timeout(&est.domain).limit,
+    });
+    let stats = guard.stats().clone();
+    shared.events.emit(RelayEvent::Opened {
+        id: stats.id,
+        at: SystemTime::now(),
+        domain: est.domain.name.clone(),
+        client: peer,
+        origin: est.origin_addr.clone(),
+        path: est.request.path.clone(),
+        subprotocol: est.upgraded.protocol.clone(),
+    });
+    let setup = SessionSetup {
+        stats: stats.clone(),
+        domain: est.domain.name.clone(),
+        client_leftover: est.client_leftover,
+        origin_leftover: est.upgraded.leftover,
+        extensions: est.upgraded.extensions.is_some(),
+        config: shared.config.clone(),
+        shutdown: shared.shutdown.clone(),
+    };
+    let end = match est.origin {
+        OriginConn::Tcp(origin) => session::run(client, origin, setup).await,
+        OriginConn::Tls(tls) => match bridge_tls(shared, *tls) {
+            Ok(origin) => session::run(client, origin, setup).await,
+            Err(e) => {
+                drop(guard);
+                refused(
+                    shared,
+                    peer,
+                    Refusal::drop(format!("cannot bridge the TLS origin: {e}")),
+                );
+                return;
+            }
+        },
+    };
+    shared.events.emit(RelayEvent::Closed {
+        id: stats.id,
+        at: SystemTime::now(),
+        domain: est.domain.name,
+        client: peer,
+        origin: est.origin_addr,
+        cause: end.cause,
+        to_client: end.to_client,
+        to_origin: end.to_origin,
+        idle: end.idle,
+        duration: Instant::now().saturating_duration_since(stats.started),
+    });
+    drop(guard);
+}
+
+/// A TLS origin cannot be polled for raw readiness, so a small task copies
+/// between it and one end of a socket pair; the session pumps the other end.
+fn bridge_tls(
+    shared: &Shared,
+    mut tls: tokio_rustls::client::TlsStream<TcpStream>,
+) -> io::Result<impl RawIo> {
+    let (mut near, far) = UnixStream::pair()?;
+    shared.tracker.spawn(async move {
+        let _ = tokio::io::copy_bidirectional(&mut tls, &mut near).await;
+    });
+    Ok(far)
+}

@@ -1,0 +1,662 @@
+//! One task per session: a single `select!` over both sockets, the idle
+//! deadline, config changes, operator close and shutdown.
+//!
+//! Bytes are forwarded as they are read; only frame headers are looked at
+//! (see `frame.rs`). A direction whose destination is not writable keeps its
+//! unwritten bytes and stops reading its source until they drain, so memory
+//! per session is bounded by one read, and an idle session holds nothing.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::{Instant, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use super::event::{CloseCause, CloseInfo};
+use super::frame::{FrameScanner, Violation, close_frame};
+use super::io::{RawIo, with_read_buf, write_now};
+use super::registry::{Direction, FrameKind, SessionStats};
+use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
+
+/// How long the relay waits for the close handshake it started (or that
+/// one side started) before dropping both connections.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Reads per readiness event before giving the other branches a turn.
+const READS_PER_WAKE: usize = 4;
+
+/// Everything a session needs besides its two sockets.
+pub struct SessionSetup {
+    pub stats: Arc<SessionStats>,
+    pub domain: String,
+    pub client_leftover: Vec<u8>,
+    pub origin_leftover: Vec<u8>,
+    pub extensions: bool,
+    pub config: watch::Receiver<Arc<Config>>,
+    pub shutdown: CancellationToken,
+}
+
+/// How a session ended, for the `Closed` event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionEnd {
+    pub cause: CloseCause,
+    pub to_client: Option<CloseInfo>,
+    pub to_origin: Option<CloseInfo>,
+    pub idle: Duration,
+}
+
+/// One direction of the session.
+struct Lane {
+    direction: Direction,
+    scanner: FrameScanner,
+    /// Bytes read but not yet taken by the destination.
+    pending: Vec<u8>,
+    /// The source sent its close frame.
+    source_closed: bool,
+    /// Pass what is read on; false once the relay closes the session itself
+    /// (bytes are then only scanned for the close reply).
+    forwarding: bool,
+}
+
+impl Lane {
+    fn new(direction: Direction, max_message_bytes: u64, extensions: bool) -> Self {
+        Self {
+            direction,
+            scanner: FrameScanner::new(
+                direction == Direction::ClientToOrigin,
+                max_message_bytes,
+                extensions,
+            ),
+            pending: Vec::new(),
+            source_closed: false,
+            forwarding: true,
+        }
+    }
+}
+
+/// What happened on a lane while reading or writing.
+enum LaneEvent {
+    Nothing,
+    SourceGone,
+    DestinationGone,
+    Violation(Violation),
+    Close(CloseInfo),
+}
+
+enum Phase {
+    Open,
+    /// A close is under way; drop both connections at this instant at the latest.
+    Closing(Instant),
+}
+
+/// Which side an event concerns.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Client,
+    Origin,
+}
+
+struct Pump {
+    stats: Arc<SessionStats>,
+    domain: String,
+    up: Lane,
+    down: Lane,
+    client_gone: bool,
+    origin_gone: bool,
+    phase: Phase,
+    timeout: Option<Duration>,
+    ping_resets_idle: bool,
+    idle_close: IdleCloseMode,
+    cause: Option<CloseCause>,
+    idle_at_close: Duration,
+    to_client: Option<CloseInfo>,
+    to_origin: Option<CloseInfo>,
+}
+
+/// Runs a session until both sides are closed; never panics, never blocks.
+pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) -> SessionEnd {
+    let SessionSetup {
+        stats,
+        domain,
+        client_leftover,
+        origin_leftover,
+        extensions,
+        mut config,
+        shutdown,
+    } = setup;
+    let current = config.borrow_and_update().clone();
+    let max = current.relay.max_message_bytes;
+    let mut pump = Pump {
+        stats: stats.clone(),
+        domain,
+        up: Lane::new(Direction::ClientToOrigin, max, extensions),
+        down: Lane::new(Direction::OriginToClient, max, extensions),
+        client_gone: false,
+        origin_gone: false,
+        phase: Phase::Open,
+        timeout: None,
+        ping_resets_idle: true,
+        idle_close: current.relay.idle_close,
+        cause: None,
+        idle_at_close: Duration::ZERO,
+        to_client: None,
+        to_origin: None,
+    };
+    let idle_timer = sleep_until(Instant::now());
+    tokio::pin!(idle_timer);
+    pump.apply_config(&current, idle_timer.as_mut());
+
+    // Frames that arrived in the same packets as the handshakes.
+    for (side, bytes) in [
+        (Side::Client, client_leftover),
+        (Side::Origin, origin_leftover),
+    ] {
+        if !bytes.is_empty() {
+            let event = pump.ingest(side, &bytes, &client, &origin);
+            pump.on_lane_event(side, event, &client, &origin);
+        }
+    }
+
+    let operator = stats.close_requested().clone();
+    let mut config_alive = true;
+    while !pump.finished() {
+        let open = matches!(pump.phase, Phase::Open);
+        let closing_until = match pump.phase {
+            Phase::Closing(t) => t,
+            Phase::Open => Instant::now(),
+        };
+        tokio::select! {
+            // Client → origin: read only while the origin has taken everything.
+            r = client.readable(), if pump.wants_read(Side::Client) => {
+                let event = match r {
+                    Ok(()) => pump.read(Side::Client, &client, &origin),
+                    Err(_) => LaneEvent::SourceGone,
+                };
+                pump.on_lane_event(Side::Client, event, &client, &origin);
+            }
+            // Origin → client, likewise.
+            r = origin.readable(), if pump.wants_read(Side::Origin) => {
+                let event = match r {
+                    Ok(()) => pump.read(Side::Origin, &client, &origin),
+                    Err(_) => LaneEvent::SourceGone,
+                };
+                pump.on_lane_event(Side::Origin, event, &client, &origin);
+            }
+            // Leftover bytes for the origin drain as it becomes writable.
+            r = origin.writable(), if pump.wants_write(Side::Origin) => {
+                let event = match r {
+                    Ok(()) => pump.flush(Side::Origin, &origin),
+                    Err(_) => LaneEvent::DestinationGone,
+                };
+                pump.on_lane_event(Side::Client, event, &client, &origin);
+            }
+            // Leftover bytes for the client, likewise.
+            r = client.writable(), if pump.wants_write(Side::Client) => {
+                let event = match r {
+                    Ok(()) => pump.flush(Side::Client, &client),
+                    Err(_) => LaneEvent::DestinationGone,
+                };
+                pump.on_lane_event(Side::Origin, event, &client, &origin);
+            }
+            // The deadline: re-armed from the recorded last activity, so a
+            // busy session costs one atomic store per frame and no timer work.
+            () = &mut idle_timer, if open && pump.timeout.is_some() => {
+                pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
+            }
+            // A new configuration applies to live sessions at once.
+            changed = config.changed(), if open && config_alive => match changed {
+                Ok(()) => {
+                    let new = config.borrow_and_update().clone();
+                    pump.apply_config(&new, idle_timer.as_mut());
+                    pump.check_domain(&new, &client, &origin);
+                }
+                Err(_) => config_alive = false,
+            },
+            () = operator.cancelled(), if open => {
+                pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
+            }
+            () = shutdown.cancelled(), if open => {
+                pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
+            }
+            // The close handshake took too long: drop both connections.
+            () = sleep_until(closing_until), if !open => break,
+        }
+    }
+    pump.end()
+}
+
+impl Pump {
+    fn lane(&mut self, source: Side) -> &mut Lane {
+        match source {
+            Side::Client => &mut self.up,
+            Side::Origin => &mut self.down,
+        }
+    }
+
+    fn gone(&self, side: Side) -> bool {
+        match side {
+            Side::Client => self.client_gone,
+            Side::Origin => self.origin_gone,
+        }
+    }
+
+    fn wants_read(&self, source: Side) -> bool {
+        let lane = match source {
+            Side::Client => &self.up,
+            Side::Origin => &self.down,
+        };
+        !self.gone(source) && !lane.source_closed && lane.pending.is_empty()
+    }
+
+    fn wants_write(&self, dest: Side) -> bool {
+        let lane = match dest {
+            Side::Origin => &self.up,
+            Side::Client => &self.down,
+        };
+        !self.gone(dest) && !lane.pending.is_empty()
+    }
+
+    fn finished(&self) -> bool {
+        let client_done = self.up.source_closed || self.client_gone;
+        let origin_done = self.down.source_closed || self.origin_gone;
+        let up_flushed = self.up.pending.is_empty() || self.origin_gone;
+        let down_flushed = self.down.pending.is_empty() || self.client_gone;
+        client_done && origin_done && up_flushed && down_flushed
+    }
+
+    /// Reads what `source` has (a few times while it keeps coming).
+    fn read(&mut self, source: Side, client: &impl RawIo, origin: &impl RawIo) -> LaneEvent {
+        for _ in 0..READS_PER_WAKE {
+            let lane = self.lane(source);
+            if !lane.pending.is_empty() || lane.source_closed {
+                break;
+            }
+            let (src, dst): (&dyn ReadSide, &dyn WriteSide) = match source {
+                Side::Client => (client, origin),
+                Side::Origin => (origin, client),
+            };
+            let event = with_read_buf(|buf| {
+                let carry = self.lane(source).scanner.copy_carry(buf);
+                match src.try_read_dyn(&mut buf[carry..]) {
+                    Ok(0) => Some(LaneEvent::SourceGone),
+                    Ok(n) => Some(self.ingest_dyn(source, &buf[..carry + n], dst)),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(LaneEvent::Nothing),
+                    Err(_) => Some(LaneEvent::SourceGone),
+                }
+            });
+            match event {
+                None => break, // spurious wake-up or drained
+                Some(LaneEvent::Nothing) => continue,
+                Some(other) => return other,
+            }
+        }
+        LaneEvent::Nothing
+    }
+
+    fn ingest(
+        &mut self,
+        source: Side,
+        data: &[u8],
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) -> LaneEvent {
+        let dst: &dyn WriteSide = match source {
+            Side::Client => origin,
+            Side::Origin => client,
+        };
+        let mut bytes = vec![0; super::frame::MAX_HEADER];
+        let carry = self.lane(source).scanner.copy_carry(&mut bytes);
+        bytes.truncate(carry);
+        bytes.extend_from_slice(data);
+        self.ingest_dyn(source, &bytes, dst)
+    }
+
+    /// Scans `data` from `source` and passes the complete frames on.
+    fn ingest_dyn(&mut self, source: Side, data: &[u8], dst: &dyn WriteSide) -> LaneEvent {
+        let now = Instant::now();
+        let stats = self.stats.clone();
+        let ping_counts = self.ping_resets_idle;
+        let dest_gone = self.gone(other(source));
+        let lane = self.lane(source);
+        let direction = lane.direction;
+        let scan = lane.scanner.scan(data, |frame| {
+            let counts = !matches!(frame.kind, FrameKind::Ping | FrameKind::Pong) || ping_counts;
+            stats.record_frame(
+                now,
+                direction,
+                frame.kind,
+                frame.fin,
+                frame.payload_len,
+                counts,
+            );
+        });
+        if lane.forwarding && !dest_gone && scan.forward > 0 {
+            if let Err(_) = queue_or_write(dst, &mut lane.pending, &data[..scan.forward]) {
+                return LaneEvent::DestinationGone;
+            }
+        }
+        if let Some(v) = scan.violation {
+            return LaneEvent::Violation(v);
+        }
+        if let Some(close) = scan.close {
+            lane.source_closed = true;
+            return LaneEvent::Close(close);
+        }
+        LaneEvent::Nothing
+    }
+
+    /// Writes what waits for `dest`.
+    fn flush(&mut self, dest: Side, dst: &impl RawIo) -> LaneEvent {
+        let lane = self.lane(other(dest));
+        match write_now(dst, &lane.pending) {
+            Ok(n) => {
+                lane.pending.drain(..n);
+                if lane.pending.is_empty() {
+                    // Give the memory back: most sessions are idle most of the time.
+                    lane.pending = Vec::new();
+                }
+                LaneEvent::Nothing
+            }
+            Err(_) => LaneEvent::DestinationGone,
+        }
+    }
+
+    /// Reacts to what a lane (whose source is `source`) reported.
+    fn on_lane_event(
+        &mut self,
+        source: Side,
+        event: LaneEvent,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) {
+        match event {
+            LaneEvent::Nothing => {}
+            LaneEvent::SourceGone => self.side_vanished(source, client, origin),
+            LaneEvent::DestinationGone => self.side_vanished(other(source), client, origin),
+            LaneEvent::Close(info) => {
+                let forwarded = self.lane(source).forwarding;
+                if forwarded {
+                    match source {
+                        Side::Client => self.to_origin = Some(info),
+                        Side::Origin => self.to_client = Some(info),
+                    }
+                }
+                self.set_cause(match source {
+                    Side::Client => CloseCause::ClientClosed,
+                    Side::Origin => CloseCause::OriginClosed,
+                });
+                self.start_closing();
+            }
+            LaneEvent::Violation(v) => self.violation(source, v, client, origin),
+        }
+    }
+
+    /// A side's connection ended (or failed) without a close frame.
+    fn side_vanished(&mut self, side: Side, client: &impl RawIo, origin: &impl RawIo) {
+        let already_closed = match side {
+            Side::Client => self.up.source_closed,
+            Side::Origin => self.down.source_closed,
+        };
+        match side {
+            Side::Client => self.client_gone = true,
+            Side::Origin => self.origin_gone = true,
+        }
+        if already_closed || !matches!(self.phase, Phase::Open) {
+            return;
+        }
+        match side {
+            Side::Client => {
+                self.set_cause(CloseCause::ClientVanished);
+                self.to_origin =
+                    self.inject(Side::Origin, 1001, "client went away", client, origin);
+            }
+            Side::Origin => {
+                self.set_cause(CloseCause::OriginVanished);
+                self.to_client =
+                    self.inject(Side::Client, 1014, "origin went away", client, origin);
+            }
+        }
+        self.up.forwarding = false;
+        self.down.forwarding = false;
+        self.start_closing();
+    }
+
+    fn violation(&mut self, source: Side, v: Violation, client: &impl RawIo, origin: &impl RawIo) {
+        let from_client = source == Side::Client;
+        let (cause, code, reason) = match v {
+            Violation::TooBig { limit } => (
+                CloseCause::MessageTooBig { from_client },
+                1009,
+                format!("message exceeds {limit} bytes"),
+            ),
+            Violation::Protocol(detail) => (
+                CloseCause::ProtocolError {
+                    from_client,
+                    detail: detail.clone(),
+                },
+                1002,
+                format!("protocol error: {detail}"),
+            ),
+        };
+        self.set_cause(cause);
+        self.up.forwarding = false;
+        self.down.forwarding = false;
+        // The offender learns why; the other side learns its peer is gone.
+        let (other_code, other_reason) = if from_client {
+            (1001, format!("client went away: {reason}"))
+        } else {
+            (1014, format!("origin went away: {reason}"))
+        };
+        let to_offender = self.inject(source, code, &reason, client, origin);
+        let to_other = self.inject(other(source), other_code, &other_reason, client, origin);
+        match source {
+            Side::Client => {
+                self.to_client = to_offender;
+                self.to_origin = to_other;
+            }
+            Side::Origin => {
+                self.to_origin = to_offender;
+                self.to_client = to_other;
+            }
+        }
+        // Whatever the offender sends next is not worth waiting for.
+        self.lane(source).source_closed = true;
+        self.start_closing();
+    }
+
+    /// The relay ends the session itself (idle, operator, shutdown, config).
+    fn relay_close(
+        &mut self,
+        cause: CloseCause,
+        code: u16,
+        reason: &str,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) {
+        self.set_cause(cause);
+        self.up.forwarding = false;
+        self.down.forwarding = false;
+        self.to_client = self.inject(Side::Client, code, reason, client, origin);
+        self.to_origin = self.inject(Side::Origin, code, reason, client, origin);
+        self.start_closing();
+    }
+
+    /// Sends a close frame of the relay's own to `dest` — only at a frame
+    /// boundary of that direction. A side that cannot get one is dropped.
+    fn inject(
+        &mut self,
+        dest: Side,
+        code: u16,
+        reason: &str,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) -> Option<CloseInfo> {
+        if self.gone(dest) {
+            return None;
+        }
+        let lane = self.lane(other(dest));
+        if !lane.scanner.at_boundary() {
+            self.mark_gone(dest);
+            return None;
+        }
+        let frame = close_frame(code, reason, dest == Side::Origin);
+        let dst: &dyn WriteSide = match dest {
+            Side::Client => client,
+            Side::Origin => origin,
+        };
+        let lane = self.lane(other(dest));
+        if queue_or_write(dst, &mut lane.pending, &frame).is_err() {
+            self.mark_gone(dest);
+            return None;
+        }
+        Some(CloseInfo::new(code, reason))
+    }
+
+    fn mark_gone(&mut self, side: Side) {
+        match side {
+            Side::Client => self.client_gone = true,
+            Side::Origin => self.origin_gone = true,
+        }
+    }
+
+    fn set_cause(&mut self, cause: CloseCause) {
+        if self.cause.is_none() {
+            self.idle_at_close = self.stats.last_activity().elapsed();
+            self.cause = Some(cause);
+        }
+    }
+
+    fn start_closing(&mut self) {
+        if matches!(self.phase, Phase::Open) {
+            self.phase = Phase::Closing(Instant::now() + CLOSE_GRACE);
+        }
+    }
+
+    fn on_idle_timer(
+        &mut self,
+        timer: std::pin::Pin<&mut tokio::time::Sleep>,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) {
+        let Some(timeout) = self.timeout else { return };
+        let deadline = self.stats.last_activity() + timeout;
+        if Instant::now() < deadline {
+            // There was activity since the timer was armed: sleep until the new deadline.
+            timer.reset(deadline);
+            return;
+        }
+        let secs = timeout.as_secs();
+        let cause = CloseCause::IdleTimeout { timeout_secs: secs };
+        match self.idle_close {
+            IdleCloseMode::CloseFrame => {
+                self.relay_close(
+                    cause,
+                    1001,
+                    &format!("idle timeout ({secs} s)"),
+                    client,
+                    origin,
+                );
+            }
+            IdleCloseMode::Abort => {
+                // As real CDNs do: no close frame, the TCP connections just end.
+                self.set_cause(cause);
+                self.client_gone = true;
+                self.origin_gone = true;
+            }
+        }
+    }
+
+    /// Re-arms the deadline under the new rule (it may now lie in the past,
+    /// which closes the session at once).
+    fn apply_config(&mut self, config: &Config, timer: std::pin::Pin<&mut tokio::time::Sleep>) {
+        self.idle_close = config.relay.idle_close;
+        let Some(domain) = config.domain(&self.domain) else {
+            return;
+        };
+        let effective = effective_timeout(domain);
+        self.timeout = effective.limit;
+        self.ping_resets_idle = domain.websocket.ping_resets_idle;
+        self.stats.set_timeout(effective.limit);
+        if let Some(t) = effective.limit {
+            timer.reset(self.stats.last_activity() + t);
+        }
+    }
+
+    /// A domain taken offline or deleted closes its sessions.
+    fn check_domain(&mut self, config: &Config, client: &impl RawIo, origin: &impl RawIo) {
+        match config.domain(&self.domain) {
+            None => self.relay_close(
+                CloseCause::DomainRemoved,
+                1001,
+                "domain removed",
+                client,
+                origin,
+            ),
+            Some(d) if d.status == Status::Offline => self.relay_close(
+                CloseCause::DomainOffline,
+                1001,
+                "domain offline",
+                client,
+                origin,
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn end(self) -> SessionEnd {
+        SessionEnd {
+            // Ending without any cause means the grace ran out mid-handshake
+            // of a close nobody started; report it as the client leaving.
+            cause: self.cause.unwrap_or(CloseCause::ClientVanished),
+            to_client: self.to_client,
+            to_origin: self.to_origin,
+            idle: self.idle_at_close,
+        }
+    }
+}
+
+fn other(side: Side) -> Side {
+    match side {
+        Side::Client => Side::Origin,
+        Side::Origin => Side::Client,
+    }
+}
+
+/// Writes now if nothing is waiting, and keeps what the socket did not take.
+fn queue_or_write(dst: &dyn WriteSide, pending: &mut Vec<u8>, data: &[u8]) -> io::Result<()> {
+    if !pending.is_empty() {
+        pending.extend_from_slice(data);
+        return Ok(());
+    }
+    let n = dst.write_now_dyn(data)?;
+    if n < data.len() {
+        pending.extend_from_slice(&data[n..]);
+    }
+    Ok(())
+}
+
+/// Object-safe halves of [`RawIo`], so the synchronous part of the pump is
+/// compiled once rather than per socket type.
+trait ReadSide {
+    fn try_read_dyn(&self, buf: &mut [u8]) -> io::Result<usize>;
+}
+
+trait WriteSide {
+    fn write_now_dyn(&self, data: &[u8]) -> io::Result<usize>;
+}
+
+impl<T: RawIo> ReadSide for T {
+    fn try_read_dyn(&self, buf: &mut [u8]) -> io::Result<usize> {
+        self.try_read(buf)
+    }
+}
+
+impl<T: RawIo> WriteSide for T {
+    fn write_now_dyn(&self, data: &[u8]) -> io::Result<usize> {
+        write_now(self, data)
+    }
+}

@@ -1,0 +1,203 @@
+//! Shared helpers for tests that drive the relay over real loopback sockets.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ecdn_console::config::Config;
+use ecdn_console::relay::{self, RelayEvent, RelayHandle};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+
+pub type Client = WebSocketStream<TcpStream>;
+
+/// A config with `[relay]` on an ephemeral loopback port and the given
+/// `[[domain]]` tables appended. `{origin}` in `domains` is replaced.
+pub fn config(relay_extra: &str, domains: &str, origin: SocketAddr) -> Arc<Config> {
+    let text = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nhandshake-timeout = 2\norigin-connect-timeout = 1\n{relay_extra}\n{}",
+        domains.replace("{origin}", &origin.to_string())
+    );
+    Arc::new(Config::parse(&text, Path::new("test.toml")).expect("test config"))
+}
+
+/// One full-site domain `app.test` with the given websocket table.
+pub fn one_domain(websocket: &str) -> String {
+    format!(
+        "[[domain]]\nname = \"app.test\"\nacceleration = \"full-site\"\norigins = [\"{{origin}}\"]\nwebsocket = {websocket}\n"
+    )
+}
+
+pub async fn start_relay(config: Arc<Config>) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
+    relay::start(config).await.expect("relay starts")
+}
+
+/// The embedded echo origin on an ephemeral port.
+pub async fn echo_origin(options: ecdn_console::origin::OriginOptions) -> SocketAddr {
+    ecdn_console::origin::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        options,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// What a recording origin saw.
+#[derive(Debug)]
+pub enum Seen {
+    Headers(Vec<(String, String)>),
+    Message(Message),
+    Ended,
+}
+
+/// An origin that reports everything it receives and sends what it is told.
+/// Close frames are reported as `Seen::Message(Message::Close(..))`.
+pub async fn recording_origin() -> (
+    SocketAddr,
+    mpsc::UnboundedReceiver<Seen>,
+    mpsc::UnboundedSender<Message>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen_rx) = mpsc::unbounded_channel();
+    let (send_tx, mut send_rx) = mpsc::unbounded_channel::<Message>();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let headers_tx = seen_tx.clone();
+        let ws = tokio_tungstenite::accept_hdr_async(
+            stream,
+            move |req: &tokio_tungstenite::tungstenite::handshake::server::Request, resp| {
+                let headers = req
+                    .headers()
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_string()))
+                    .collect();
+                let _ = headers_tx.send(Seen::Headers(headers));
+                Ok(resp)
+            },
+        )
+        .await
+        .unwrap();
+        let (mut sink, mut source) = ws.split();
+        loop {
+            tokio::select! {
+                m = source.next() => match m {
+                    Some(Ok(m)) => { let _ = seen_tx.send(Seen::Message(m)); }
+                    _ => { let _ = seen_tx.send(Seen::Ended); break; }
+                },
+                m = send_rx.recv() => match m {
+                    Some(m) => { let _ = sink.send(m).await; }
+                    // Dropping the sender makes the origin vanish without a close frame.
+                    None => break,
+                },
+            }
+        }
+    });
+    (addr, seen_rx, send_tx)
+}
+
+/// Connects a WebSocket client through the relay with `host` as Host header.
+pub async fn connect(relay: SocketAddr, host: &str) -> Client {
+    try_connect(relay, host, None)
+        .await
+        .expect("WebSocket handshake through the relay")
+}
+
+pub async fn try_connect(
+    relay: SocketAddr,
+    host: &str,
+    protocols: Option<&str>,
+) -> Result<Client, tokio_tungstenite::tungstenite::Error> {
+    let mut request = format!("ws://{relay}/chat?room=1")
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert("host", host.parse().unwrap());
+    if let Some(p) = protocols {
+        request
+            .headers_mut()
+            .insert("sec-websocket-protocol", p.parse().unwrap());
+    }
+    let stream = TcpStream::connect(relay).await.unwrap();
+    tokio_tungstenite::client_async(request, stream)
+        .await
+        .map(|(ws, _)| ws)
+}
+
+/// Reads until a close frame (returned) or the end of the stream (`None`).
+pub async fn next_close(client: &mut Client) -> Option<CloseFrame> {
+    while let Some(m) = client.next().await {
+        match m {
+            Ok(Message::Close(frame)) => return frame,
+            Ok(_) => {}
+            Err(_) => return None,
+        }
+    }
+    None
+}
+
+/// Waits for a close on the recording origin's stream.
+pub async fn origin_close(seen: &mut mpsc::UnboundedReceiver<Seen>) -> Option<CloseFrame> {
+    while let Some(s) = seen.recv().await {
+        match s {
+            Seen::Message(Message::Close(frame)) => return frame,
+            Seen::Ended => return None,
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Sends a raw HTTP request and returns the status code (`None`: dropped).
+pub async fn raw_status(relay: SocketAddr, request: &[u8]) -> Option<u16> {
+    let mut stream = TcpStream::connect(relay).await.unwrap();
+    let _ = stream.write_all(request).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace().nth(1).and_then(|s| s.parse().ok())
+}
+
+pub fn upgrade_request(host: &str) -> Vec<u8> {
+    format!(
+        "GET / HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+/// The next event matching `pred`, within 10 s.
+pub async fn wait_event(
+    events: &mut mpsc::Receiver<RelayEvent>,
+    mut pred: impl FnMut(&RelayEvent) -> bool,
+) -> RelayEvent {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let e = events.recv().await.expect("relay event stream open");
+            if pred(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("expected relay event")
+}
+
+pub fn code(frame: &Option<CloseFrame>) -> Option<u16> {
+    frame.as_ref().map(|f| u16::from(f.code))
+}
+
+pub fn reason(frame: &Option<CloseFrame>) -> String {
+    frame
+        .as_ref()
+        .map(|f| f.reason.to_string())
+        .unwrap_or_default()
+}

@@ -147,11 +147,8 @@ pub const GLOBAL: &[Binding] = &[
 pub const MENU: &[Binding] = &[
     MOVE[0],
     MOVE[1],
-    cmd(
-        &[Key(K::Enter), Key(K::Right), Char('l')],
-        Command::Open,
-        "open",
-    ),
+    cmd(&[Key(K::Enter), Key(K::Right)], Command::Open, "open"),
+    more(&[Char('l')], Command::Open, "open"),
     more(
         &[Key(K::Tab), Key(K::BackTab)],
         Command::FocusOther,
@@ -195,12 +192,8 @@ pub const DOMAINS: &[Binding] = &[
     cmd(&[Char('e')], Command::Edit, "timeout"),
     cmd(&[Char('/')], Command::Filter, "filter"),
     cmd(&[Char('a')], Command::AddDomain, "add"),
-    cmd(
-        &[Char('d'), Key(K::Delete)],
-        Command::DeleteDomain,
-        "delete",
-    ),
-    cmd(&[Char('o')], Command::ToggleOnline, "online/offline"),
+    cmd(&[Char('d')], Command::DeleteDomain, "delete"),
+    cmd(&[Char('o')], Command::ToggleOnline, "on/offline"),
     more(&[Char('r')], Command::Reload, "reload the file"),
     more(
         &[Key(K::Tab), Key(K::BackTab)],
@@ -219,25 +212,19 @@ pub const FILTER: &[Binding] = &[
     Binding {
         keys: &[KeyPat::Text],
         bound: Bound::Type,
-        hint: "type to filter",
+        hint: "to filter",
         footer: true,
     },
 ];
 
 pub const MANAGE: &[Binding] = &[
-    cmd(
-        &[Key(K::Tab), Key(K::Right), Char('l')],
-        Command::NextTab,
-        "next tab",
-    ),
-    cmd(
-        &[Key(K::BackTab), Key(K::Left), Char('h')],
-        Command::PrevTab,
-        "prev tab",
-    ),
+    cmd(&[Key(K::Tab)], Command::NextTab, "tabs"),
+    more(&[Key(K::BackTab)], Command::PrevTab, "previous tab"),
+    more(&[Key(K::Right), Char('l')], Command::NextTab, "next tab"),
+    more(&[Key(K::Left), Char('h')], Command::PrevTab, "previous tab"),
     cmd(&[Char('e')], Command::Edit, "edit"),
     cmd(&[Char(' ')], Command::Toggle, "switch"),
-    cmd(&[Char('o')], Command::ToggleOnline, "online/offline"),
+    cmd(&[Char('o')], Command::ToggleOnline, "on/offline"),
     more(UP, Command::Up, "up (Sessions tab)"),
     more(DOWN, Command::Down, "down (Sessions tab)"),
     more(ENTER, Command::Open, "open session (Sessions tab)"),
@@ -296,11 +283,11 @@ pub const EVENTS: &[Binding] = &[
 
 pub const EDIT_WEBSOCKET: &[Binding] = &[
     cmd(&[Char(' ')], Command::Toggle, "switch"),
-    cmd(&[Key(K::Left), Key(K::Right)], Command::Adjust(0), "±1 s"),
+    cmd(&[Key(K::Left), Key(K::Right)], Command::Adjust(0), "1 s"),
     cmd(
         &[Key(K::PageUp), Key(K::PageDown)],
         Command::Adjust(0),
-        "±10 s",
+        "10 s",
     ),
     more(
         &[Shift(K::Left), Shift(K::Right)],

@@ -277,7 +277,7 @@ pub struct App {
 
 impl App {
     pub fn new(config: Arc<Config>, registry: Arc<Registry>, settings: Settings) -> Self {
-        let mut app = Self {
+        Self {
             config,
             registry,
             settings,
@@ -293,9 +293,9 @@ impl App {
             status: None,
             live: Vec::new(),
             live_per_domain: HashMap::new(),
-        };
-        app.refresh(Clock::now());
-        app
+        }
+        // No sampling here: the runner refreshes before every draw, and
+        // tests with their own clock.
     }
 
     /// Samples the session table at `clock` (before each draw).
@@ -447,4 +447,4 @@ impl App {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

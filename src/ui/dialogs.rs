@@ -69,7 +69,11 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
         Span::raw(live.column_label()),
         Span::styled("   Draft  ", theme.label()),
         Span::styled(
-            draft.column_label(),
+            if d.field_error.is_some() {
+                "—".to_string()
+            } else {
+                draft.column_label()
+            },
             if d.differs() {
                 theme.value()
             } else {
@@ -77,8 +81,10 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
             },
         ),
     ]));
-    lines.push(Line::from(Span::styled(draft.explanation(), theme.dim())));
-    if draft.source == TimeoutSource::NoLimit {
+    if d.field_error.is_none() {
+        lines.push(Line::from(Span::styled(draft.explanation(), theme.dim())));
+    }
+    if draft.source == TimeoutSource::NoLimit && d.field_error.is_none() {
         lines.push(Line::from(Span::styled(
             "⚠ No idle limit: sessions are never cut for idleness, so dead peers are never dropped.",
             theme.warn(),

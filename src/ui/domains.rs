@@ -54,9 +54,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .iter()
         .map(|d| row(d, app.live_on(&d.name), wide, theme))
         .collect();
-    let mut widths = vec![Constraint::Min(17), Constraint::Length(7)];
+    let mut widths = vec![Constraint::Fill(1), Constraint::Length(7)];
     if wide {
-        widths.push(Constraint::Min(22));
+        widths.push(Constraint::Fill(1));
         widths.push(Constraint::Length(15));
         widths.push(Constraint::Length(8));
     } else {

@@ -94,7 +94,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             widths.push(Constraint::Length(21));
         }
         header.push("Details");
-        widths.push(Constraint::Min(20));
+        widths.push(Constraint::Fill(1));
         let table = Table::new(rows, widths)
             .header(Row::new(header).style(theme.table_header()))
             .column_spacing(1)

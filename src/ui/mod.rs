@@ -82,11 +82,11 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     }
 }
 
-/// The menu's width: full titles on wide terminals; on narrow ones short
-/// titles, and no menu at all while the content has focus (the content
-/// title says where you are; Esc or Tab brings the menu back).
+/// The menu's width: full titles on very wide terminals, short titles
+/// otherwise, and on narrow terminals no menu at all while the content has
+/// focus (the content title says where you are; Esc or Tab brings it back).
 fn menu_width(total: u16, app: &App) -> u16 {
-    if total >= 110 {
+    if total >= 140 {
         23
     } else if total < WIDE && app.focus == Focus::Content {
         0
@@ -190,3 +190,6 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
     frame.render_widget(Paragraph::new(help), help_area);
 }
+
+#[cfg(test)]
+mod tests;

@@ -95,7 +95,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         })
         .collect();
     let mut widths = vec![
-        Constraint::Min(14),
+        Constraint::Fill(1),
         Constraint::Length(7),
         Constraint::Length(13),
         Constraint::Length(4),

@@ -9,7 +9,6 @@ use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 use crate::app::{App, ListCursor, SessionDetail};
 use crate::relay::{Direction, RelayEvent, SessionSnapshot};
 
-use super::WIDE;
 use super::theme::{Level, Theme};
 use super::widgets::{
     block, fmt_bytes, fmt_duration, fmt_secs, gauge, idle_label, kv, level, row_highlight,
@@ -61,57 +60,61 @@ pub fn session_table(
         );
         return;
     }
-    let wide = area.width + 2 >= WIDE;
-    let gauge_width: u16 = if wide { 10 } else { 8 };
+    // Three layouts: every column; the main ones; what fits in 80 columns.
+    let full = area.width >= 133;
+    let mid = area.width >= 100;
+    let gauge_width: u16 = if mid { 10 } else { 8 };
     let height = usize::from(area.height.saturating_sub(1));
     let window = cursor.window(sessions.len(), height);
     let rows: Vec<Row> = sessions[window.clone()]
         .iter()
         .map(|s| {
             let lvl = level(s);
-            let mark = if lvl == Level::Danger { "!" } else { " " };
+            // Near the deadline the idle text gets a `!`, for eyes (and
+            // terminals) that miss colour.
+            let idle_text = if lvl == Level::Danger {
+                format!("!{}", idle_label(s))
+            } else {
+                idle_label(s)
+            };
+            let idle_style = if lvl == Level::Danger {
+                theme.level(lvl)
+            } else {
+                theme.base()
+            };
             let mut cells: Vec<Cell> = vec![format!("#{}", s.id).into()];
             if show_domain {
                 cells.push(s.domain.to_string().into());
             }
-            if wide {
+            if mid {
                 cells.push(s.client.to_string().into());
+            }
+            if full {
                 cells.push(s.origin.to_string().into());
+            }
+            if mid {
                 cells.push(format!("{:>9}", fmt_duration(s.age)).into());
             }
-            cells.push(
-                Line::from(Span::styled(
-                    format!("{mark}{:>13}", idle_label(s)),
-                    if lvl == Level::Danger {
-                        theme.level(lvl)
-                    } else {
-                        theme.base()
-                    },
-                ))
-                .into(),
-            );
+            cells.push(Line::from(Span::styled(format!("{idle_text:>14}"), idle_style)).into());
             cells.push(gauge(s, gauge_width, theme).into());
-            if wide {
-                cells.push(
-                    format!(
-                        "{:>5} {:>8}",
-                        s.to_origin.messages,
-                        fmt_bytes(s.to_origin.bytes)
-                    )
-                    .into(),
-                );
-                cells.push(
-                    format!(
-                        "{:>5} {:>8}",
-                        s.to_client.messages,
-                        fmt_bytes(s.to_client.bytes)
-                    )
-                    .into(),
-                );
+            if full {
+                for f in [&s.to_origin, &s.to_client] {
+                    cells.push(format!("{:>5} {:>8}", f.messages, fmt_bytes(f.bytes)).into());
+                }
             } else {
                 cells.push(
                     format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into(),
                 );
+                if mid {
+                    cells.push(
+                        format!(
+                            "{:>6}/{:<6}",
+                            fmt_bytes(s.to_origin.bytes),
+                            fmt_bytes(s.to_client.bytes)
+                        )
+                        .into(),
+                    );
+                }
             }
             cells.push(last_frame(s).into());
             Row::new(cells)
@@ -122,27 +125,35 @@ pub fn session_table(
     let mut widths = vec![Constraint::Length(6)];
     if show_domain {
         header.push("Domain");
-        widths.push(Constraint::Min(12));
+        widths.push(Constraint::Fill(1));
     }
-    if wide {
-        header.extend(["Client", "Origin", "Age"]);
-        widths.extend([
-            Constraint::Length(21),
-            Constraint::Length(15),
-            Constraint::Length(9),
-        ]);
+    if mid {
+        header.push("Client");
+        widths.push(Constraint::Length(if full { 21 } else { 15 }));
     }
-    header.extend(["   Idle / limit", "Deadline"]);
+    if full {
+        header.push("Origin");
+        widths.push(Constraint::Length(15));
+    }
+    if mid {
+        header.push("      Age");
+        widths.push(Constraint::Length(9));
+    }
+    header.extend(["  Idle / limit", "Deadline"]);
     widths.extend([Constraint::Length(14), Constraint::Length(gauge_width)]);
-    if wide {
-        header.extend(["→origin msg/B", "→client msg/B"]);
+    if full {
+        header.extend(["→origin msgs B", "→client msgs B"]);
         widths.extend([Constraint::Length(14), Constraint::Length(14)]);
     } else {
         header.push("msgs ↑/↓");
         widths.push(Constraint::Length(9));
+        if mid {
+            header.push("  bytes ↑/↓");
+            widths.push(Constraint::Length(13));
+        }
     }
     header.push("Last");
-    widths.push(Constraint::Length(9));
+    widths.push(Constraint::Length(8));
 
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.table_header()))
@@ -237,7 +248,7 @@ pub fn render_detail(
                 max.as_secs_f64(),
                 g.samples
             ),
-            _ => "no messages yet".to_string(),
+            _ => "none yet".to_string(),
         }
     };
     let lvl = level(&s);

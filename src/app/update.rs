@@ -602,15 +602,14 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
         app.dialog = None;
     }
     match edit {
-        Edit::RemoveDomain { domain } => {
+        Edit::RemoveDomain { domain }
             if app
                 .domains
                 .manage
                 .as_ref()
-                .is_some_and(|m| m.domain.eq_ignore_ascii_case(domain))
-            {
-                app.domains.manage = None;
-            }
+                .is_some_and(|m| m.domain.eq_ignore_ascii_case(domain)) =>
+        {
+            app.domains.manage = None;
         }
         Edit::AddDomain(new) => {
             // Select the new domain so the operator sees it.

@@ -85,3 +85,75 @@ pub fn perform(
     }
     quit
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+    use crate::app::tests::TEST_CONFIG;
+    use crate::app::{Command, Dialog, SaveErrorKind, Settings};
+    use tui_input::InputRequest;
+
+    fn send(app: &mut App, file: &mut ConfigFile, relay: &Arc<Registry>, action: Action) -> bool {
+        let effects = update(app, action);
+        perform(app, file, relay, effects)
+    }
+
+    #[test]
+    fn a_conflicting_save_keeps_the_draft_and_saves_after_a_reload() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, format!("# operator's note\n{TEST_CONFIG}")).unwrap();
+        let mut file = ConfigFile::load(&path).unwrap();
+        let relay = Arc::new(Registry::new());
+        let mut app = App::new(
+            Arc::new(file.config().clone()),
+            relay.clone(),
+            Settings::default(),
+        );
+        let go = |app: &mut App, file: &mut ConfigFile, a: Action| send(app, file, &relay, a);
+        for c in [
+            Command::Down,
+            Command::Open,
+            Command::Down,
+            Command::Open,
+            Command::NextTab,
+            Command::NextTab,
+            Command::Edit,
+        ] {
+            go(&mut app, &mut file, Action::Cmd(c));
+        }
+        for c in "45".chars() {
+            go(
+                &mut app,
+                &mut file,
+                Action::Input(InputRequest::InsertChar(c)),
+            );
+        }
+        // Someone else edits the file meanwhile.
+        let theirs = format!(
+            "{}# their change\n",
+            std::fs::read_to_string(&path).unwrap()
+        );
+        std::fs::write(&path, &theirs).unwrap();
+        assert!(!go(&mut app, &mut file, Action::Cmd(Command::Open)));
+        let Some(Dialog::EditWebSocket(d)) = &app.dialog else {
+            panic!("the dialog closed")
+        };
+        assert_eq!(
+            d.error.as_ref().map(|e| e.kind),
+            Some(SaveErrorKind::Conflict)
+        );
+        assert_eq!(d.timeout, 45);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), theirs);
+
+        go(&mut app, &mut file, Action::Cmd(Command::Reload));
+        go(&mut app, &mut file, Action::Cmd(Command::Open));
+        assert!(app.dialog.is_none(), "{:?}", app.dialog);
+        let saved = std::fs::read_to_string(&path).unwrap();
+        assert!(saved.contains("timeout = 45"), "{saved}");
+        assert!(saved.contains("# their change") && saved.contains("# operator's note"));
+        assert_eq!(app.config.domains[1].websocket.timeout, 45);
+    }
+}

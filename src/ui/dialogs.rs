@@ -47,14 +47,13 @@ fn wrapped_height(lines: &[Line], width: u16) -> u16 {
 fn slider(value: u16, width: u16, theme: &Theme) -> Line<'static> {
     let width = usize::from(width.max(3));
     let pos = (usize::from(value) * (width - 1)) / usize::from(MAX_TIMEOUT_SECS);
-    let mut track: Vec<Span> = Vec::new();
-    track.push(Span::styled("─".repeat(pos), theme.key()));
-    track.push(Span::styled("●", theme.value()));
-    track.push(Span::styled("─".repeat(width - 1 - pos), theme.dim()));
-    let mut spans = vec![Span::raw("0 ├")];
-    spans.extend(track);
-    spans.push(Span::raw(format!("┤ {MAX_TIMEOUT_SECS}")));
-    Line::from(spans)
+    Line::from(vec![
+        Span::raw("0 ├"),
+        Span::styled("─".repeat(pos), theme.key()),
+        Span::styled("●", theme.value()),
+        Span::styled("─".repeat(width - 1 - pos), theme.dim()),
+        Span::raw(format!("┤ {MAX_TIMEOUT_SECS}")),
+    ])
 }
 
 fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: &Theme) {

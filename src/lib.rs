@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod origin;
 pub mod relay;
+pub mod serve;
 pub mod tui;
 pub mod ui;

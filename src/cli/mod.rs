@@ -7,6 +7,7 @@
 
 mod config_cmd;
 mod domains;
+mod serve;
 mod table;
 mod websocket;
 
@@ -20,6 +21,7 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 
 pub use config_cmd::ConfigCommand;
 pub use domains::DomainsArgs;
+pub use serve::{OriginArgs, ServeArgs};
 pub use websocket::WebsocketArgs;
 
 /// Exit code for bad input: an invalid config, argument or domain name.
@@ -64,6 +66,18 @@ pub enum Command {
     /// means for idle sessions. With them it changes the setting, checked by
     /// the same rules as the file, and saves the file keeping its comments.
     Websocket(WebsocketArgs),
+    /// Run the relay without the console: one line per event on stdout
+    ///
+    /// Reloads the config on SIGHUP and when the file changes (a bad file is
+    /// refused and the old config stays in force). SIGTERM or Ctrl-C closes
+    /// every session with 1001 "relay shutting down" and exits 0.
+    Serve(ServeArgs),
+    /// Run the embedded echo origin on its own, for demos and tests
+    ///
+    /// Echoes text and binary messages and answers pings. The text message
+    /// `/headers` returns the upgrade request's headers as the origin saw
+    /// them; `/close CODE [REASON]` makes the origin close the session.
+    Origin(OriginArgs),
 }
 
 /// Bad input the CLI itself detects (as opposed to the config's rules).
@@ -78,6 +92,8 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Config(cmd)) => config_cmd::run(cmd, config_path.as_deref(), out, err),
         Some(Command::Domains(args)) => domains::run(&args, config_path.as_deref(), out, err),
         Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
+        Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
+        Some(Command::Origin(args)) => serve::run_origin(&args, out),
         None => crate::tui::run(&crate::tui::Options {
             config_path,
             no_color: cli.no_color,

@@ -143,6 +143,30 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
+    /// The error on one line (for log lines and status bars): each problem
+    /// as `path:line:col: message (fix: ...)`, joined with `; `.
+    pub fn one_line(&self) -> String {
+        match self {
+            Self::Invalid(problems) => {
+                let path = problems.path.display();
+                problems
+                    .problems
+                    .iter()
+                    .map(|p| {
+                        let fix = if p.fix.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" (fix: {})", p.fix)
+                        };
+                        format!("{path}:{}:{}: {}{fix}", p.line, p.column, p.message)
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }
+            other => other.to_string().replace('\n', " "),
+        }
+    }
+
     /// Whether the operator's input (file or value) is at fault, as opposed
     /// to the machine (I/O). The CLI maps this to exit code 2 vs 1.
     pub fn is_bad_input(&self) -> bool {

@@ -80,6 +80,9 @@ fn websocket_config() -> WebSocketConfig {
 async fn serve_client(stream: TcpStream, options: &OriginOptions) {
     let _ = stream.set_nodelay(true);
     let mut seen_headers = String::new();
+    // The callback's error type is tungstenite's (large) HTTP response; it
+    // never fails here, so the size does not matter.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, mut response: Response| {
         for (name, value) in request.headers() {
             seen_headers.push_str(&format!(
@@ -95,10 +98,8 @@ async fn serve_client(stream: TcpStream, options: &OriginOptions) {
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
                 .any(|p| p.trim() == wanted);
-            if offered {
-                if let Ok(v) = HeaderValue::from_str(wanted) {
-                    response.headers_mut().insert("sec-websocket-protocol", v);
-                }
+            if let (true, Ok(v)) = (offered, HeaderValue::from_str(wanted)) {
+                response.headers_mut().insert("sec-websocket-protocol", v);
             }
         }
         Ok(response)

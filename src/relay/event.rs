@@ -5,7 +5,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 use super::registry::SessionId;
 
@@ -109,6 +109,7 @@ fn side(from_client: bool) -> &'static str {
 pub enum RelayEvent {
     Opened {
         id: SessionId,
+        #[serde(serialize_with = "rfc3339")]
         at: SystemTime,
         domain: String,
         client: SocketAddr,
@@ -118,6 +119,7 @@ pub enum RelayEvent {
     },
     Closed {
         id: SessionId,
+        #[serde(serialize_with = "rfc3339")]
         at: SystemTime,
         domain: String,
         client: SocketAddr,
@@ -128,10 +130,13 @@ pub enum RelayEvent {
         /// The close frame the origin received (from the client or the relay).
         to_origin: Option<CloseInfo>,
         /// How long the session had been idle when it ended.
+        #[serde(serialize_with = "seconds")]
         idle: Duration,
+        #[serde(serialize_with = "seconds")]
         duration: Duration,
     },
     Refused {
+        #[serde(serialize_with = "rfc3339")]
         at: SystemTime,
         client: SocketAddr,
         domain: Option<String>,
@@ -140,11 +145,23 @@ pub enum RelayEvent {
         reason: String,
     },
     /// A new configuration took effect (serve's reload, a UI save).
-    ConfigApplied { at: SystemTime, detail: String },
+    ConfigApplied {
+        #[serde(serialize_with = "rfc3339")]
+        at: SystemTime,
+        detail: String,
+    },
     /// A new configuration was refused; the old one stays in force.
-    ConfigRejected { at: SystemTime, error: String },
+    ConfigRejected {
+        #[serde(serialize_with = "rfc3339")]
+        at: SystemTime,
+        error: String,
+    },
     /// The listener could not accept (e.g. out of file descriptors).
-    AcceptFailed { at: SystemTime, error: String },
+    AcceptFailed {
+        #[serde(serialize_with = "rfc3339")]
+        at: SystemTime,
+        error: String,
+    },
 }
 
 impl RelayEvent {
@@ -234,6 +251,16 @@ impl fmt::Display for RelayEvent {
             Self::AcceptFailed { error, .. } => write!(f, "accept  failed: {error}"),
         }
     }
+}
+
+/// Timestamps as RFC 3339 with milliseconds, for log lines and JSON.
+pub fn rfc3339<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+/// Durations as (fractional) seconds, for JSON.
+fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
 fn close_or_none(c: &Option<CloseInfo>) -> String {

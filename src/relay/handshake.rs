@@ -472,14 +472,37 @@ pub async fn tls_connect(
         })
 }
 
-/// The trust roots for `wss://` origins: the public web PKI.
-pub fn tls_client_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let roots = rustls::RootCertStore {
+/// The trust roots for `wss://` origins: the public web PKI, plus the
+/// operator's own CA certificates (`origin-ca-file`) if any.
+pub fn tls_client_config(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(path) = extra_ca_file {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read origin-ca-file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "origin-ca-file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

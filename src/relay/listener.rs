@@ -60,7 +60,7 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Connections being handshaken or relayed (for `max-sessions`).
     pub connections: AtomicUsize,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Counts a connection for `max-sessions` until dropped.
@@ -238,10 +238,7 @@ async fn handshake(
         .for_domain(&domain.name)
     };
     let (origin, upgraded) = if domain.origin_protocol.uses_tls() {
-        let tls = shared.tls.as_ref().ok_or_else(|| {
-            Refusal::status(502, "TLS to origins is unavailable on this relay")
-                .for_domain(&domain.name)
-        })?;
+        let tls = &shared.tls;
         let upgrade = async {
             let mut stream = tls_connect(tcp, domain, tls).await?;
             let upgraded = upgrade_origin(&mut stream, domain, &request, peer).await?;

@@ -334,10 +334,12 @@ impl Pump {
                 counts,
             );
         });
-        if lane.forwarding && !dest_gone && scan.forward > 0 {
-            if let Err(_) = queue_or_write(dst, &mut lane.pending, &data[..scan.forward]) {
-                return LaneEvent::DestinationGone;
-            }
+        if lane.forwarding
+            && !dest_gone
+            && scan.forward > 0
+            && queue_or_write(dst, &mut lane.pending, &data[..scan.forward]).is_err()
+        {
+            return LaneEvent::DestinationGone;
         }
         if let Some(v) = scan.violation {
             return LaneEvent::Violation(v);

@@ -1,0 +1,82 @@
+//! `serve` and `origin`: the long-running commands without a UI.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::origin::{self, OriginOptions};
+use crate::serve::{self, LogFormat};
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Event line format on stdout
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Args)]
+pub struct OriginArgs {
+    /// Address to listen on (loopback by default)
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    pub listen: SocketAddr,
+    /// Push a `tick N` text message to every client every SECS seconds
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub tick: Option<u64>,
+    /// Subprotocol to select when a client offers it
+    #[arg(long, value_name = "NAME")]
+    pub protocol: Option<String>,
+}
+
+/// A single-threaded runtime: like the console's relay thread, one core
+/// serves every session.
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub fn run_serve(
+    args: &ServeArgs,
+    config_path: Option<&Path>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
+    let file = super::open_config(config_path, err)?;
+    runtime()?.block_on(serve::run(file, args.log_format, out))
+}
+
+pub fn run_origin(args: &OriginArgs, out: &mut dyn Write) -> Result<()> {
+    runtime()?.block_on(async {
+        let shutdown = CancellationToken::new();
+        let options = OriginOptions {
+            tick: args.tick.map(Duration::from_secs),
+            protocol: args.protocol.clone(),
+        };
+        let addr = origin::spawn(args.listen, options, shutdown.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}; pick another address with --listen", args.listen))?;
+        writeln!(out, "origin listening on ws://{addr}/ (echo; /headers; /close CODE [REASON]); Ctrl-C stops it")?;
+        out.flush()?;
+        wait_for_stop_signal().await?;
+        shutdown.cancel();
+        Ok(())
+    })
+}
+
+/// SIGTERM or Ctrl-C.
+pub async fn wait_for_stop_signal() -> Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

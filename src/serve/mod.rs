@@ -1,0 +1,203 @@
+//! `ecdn-console serve`: the relay without a UI. One line per event on
+//! stdout; the config is reloaded on SIGHUP and when the file changes; a
+//! bad new file is refused and the old config stays in force; SIGTERM or
+//! Ctrl-C closes every session with 1001 and exits cleanly.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ConfigFile};
+use crate::relay::{self, CLOSE_GRACE, RelayEvent, RelayHandle};
+
+/// How events are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum LogFormat {
+    /// `TIME  EVENT  details`, one line each.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How often the file is checked for changes (a stat, and a read only when
+/// its size or modification time moved).
+const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs the relay until SIGTERM/SIGINT. `file` is already loaded and valid.
+pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Result<()> {
+    let path = file.path().to_path_buf();
+    let config = Arc::new(file.config().clone());
+    let (relay, mut events) = relay::start(config.clone()).await?;
+    let mut log = EventLog { format, out };
+    log.write_started(&relay, &path, &config)?;
+
+    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
+    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+
+    loop {
+        tokio::select! {
+            Some(event) = events.recv() => log.write(&event)?,
+            _ = hangup.recv() => {
+                let event = reload(&relay, &mut watcher, "SIGHUP");
+                log.write(&event)?;
+            }
+            _ = tick.tick() => {
+                if watcher.changed() {
+                    let event = reload(&relay, &mut watcher, "file changed");
+                    log.write(&event)?;
+                }
+            }
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    relay.shutdown();
+    // Sessions close with 1001 and get a moment for their close handshakes;
+    // their events are still printed.
+    let stopped = tokio::time::timeout(CLOSE_GRACE * 3, relay.stopped());
+    tokio::pin!(stopped);
+    loop {
+        tokio::select! {
+            _ = &mut stopped => break,
+            Some(event) = events.recv() => log.write(&event)?,
+        }
+    }
+    while let Ok(event) = events.try_recv() {
+        log.write(&event)?;
+    }
+    log.line("stopped", "relay stopped")?;
+    Ok(())
+}
+
+/// Loads the file again and, if valid, puts it in force.
+fn reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayEvent {
+    let at = SystemTime::now();
+    match ConfigFile::load(&watcher.path) {
+        Ok(file) => {
+            watcher.seen(file.text().to_string());
+            let new = file.config().clone();
+            let mut detail = format!(
+                "{} reloaded ({trigger}): {} domain(s)",
+                watcher.path.display(),
+                new.domains.len()
+            );
+            if new.relay.listen != relay.config().relay.listen {
+                detail.push_str(&format!(
+                    "; listen {} takes effect after a restart (still on {})",
+                    new.relay.listen,
+                    relay.local_addr()
+                ));
+            }
+            relay.apply_config(Arc::new(new));
+            RelayEvent::ConfigApplied { at, detail }
+        }
+        Err(error) => {
+            // Remember this text too, so a broken file is reported once, not every tick.
+            if let Ok(text) = std::fs::read_to_string(&watcher.path) {
+                watcher.seen(text);
+            }
+            RelayEvent::ConfigRejected {
+                at,
+                error: error.one_line(),
+            }
+        }
+    }
+}
+
+/// Notices when the config file's content changes.
+struct FileWatch {
+    path: PathBuf,
+    text: String,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+impl FileWatch {
+    fn new(path: PathBuf, text: String) -> Self {
+        let stamp = stamp(&path);
+        Self { path, text, stamp }
+    }
+
+    fn seen(&mut self, text: String) {
+        self.stamp = stamp(&self.path);
+        self.text = text;
+    }
+
+    /// Whether the content differs from what was last seen (a save that
+    /// rewrote the same text is not a change).
+    fn changed(&mut self) -> bool {
+        let now = stamp(&self.path);
+        if now == self.stamp {
+            return false;
+        }
+        self.stamp = now;
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => text != self.text,
+            // Mid-rename or deleted: try again on the next tick.
+            Err(_) => false,
+        }
+    }
+}
+
+fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+struct EventLog<'o> {
+    format: LogFormat,
+    out: &'o mut dyn Write,
+}
+
+impl EventLog<'_> {
+    fn write_started(
+        &mut self,
+        relay: &RelayHandle,
+        path: &std::path::Path,
+        config: &Config,
+    ) -> Result<()> {
+        let detail = format!(
+            "listening on {} with {} domain(s) from {}",
+            relay.local_addr(),
+            config.domains.len(),
+            path.display()
+        );
+        self.line("listening", &detail)
+    }
+
+    fn write(&mut self, event: &RelayEvent) -> Result<()> {
+        match self.format {
+            LogFormat::Text => writeln!(
+                self.out,
+                "{} {event}",
+                humantime::format_rfc3339_millis(event.at())
+            )?,
+            LogFormat::Json => writeln!(self.out, "{}", serde_json::to_string(event)?)?,
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+
+    /// A line of serve's own (not a relay event).
+    fn line(&mut self, kind: &str, detail: &str) -> Result<()> {
+        let at = humantime::format_rfc3339_millis(SystemTime::now());
+        match self.format {
+            LogFormat::Text => writeln!(self.out, "{at} {kind:<7} {detail}")?,
+            LogFormat::Json => writeln!(
+                self.out,
+                "{}",
+                serde_json::json!({ "event": kind, "at": at.to_string(), "detail": detail })
+            )?,
+        }
+        self.out.flush()?;
+        Ok(())
+    }
+}

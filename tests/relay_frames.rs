@@ -1,0 +1,309 @@
+//! What passes through a session: messages, close codes, vanishing peers,
+//! limits and garbage.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use ecdn_console::origin::OriginOptions;
+use ecdn_console::relay::{CloseCause, RelayEvent};
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+const ON_60: &str = "{ switch = \"on\", timeout = 60 }";
+
+async fn closed_event(events: &mut tokio::sync::mpsc::Receiver<RelayEvent>) -> RelayEvent {
+    wait_event(events, |e| matches!(e, RelayEvent::Closed { .. })).await
+}
+
+#[tokio::test]
+async fn messages_of_every_size_arrive_intact_both_ways() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let (relay, _events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut client = connect(relay.local_addr(), "app.test").await;
+    for size in [0, 1, 125, 126, 65535, 65536, 1 << 20, 5 << 20] {
+        let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        client.send(Message::binary(payload.clone())).await.unwrap();
+        let echo = client.next().await.unwrap().unwrap();
+        assert_eq!(echo.into_data().as_ref(), payload.as_slice(), "size {size}");
+    }
+    client.send(Message::text("héllo ✓")).await.unwrap();
+    assert_eq!(
+        client.next().await.unwrap().unwrap(),
+        Message::text("héllo ✓")
+    );
+    let snap = &relay.registry().snapshot(tokio::time::Instant::now())[0];
+    assert_eq!(snap.to_origin.messages, 9);
+    assert_eq!(snap.to_client.messages, 9);
+}
+
+#[tokio::test]
+async fn client_close_code_and_reason_reach_the_origin() {
+    let (origin, mut seen, _send) = recording_origin().await;
+    let (relay, mut events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut client = connect(relay.local_addr(), "app.test").await;
+    client
+        .close(Some(CloseFrame {
+            code: CloseCode::from(4000),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+    let at_origin = origin_close(&mut seen).await;
+    assert_eq!(
+        (code(&at_origin), reason(&at_origin).as_str()),
+        (Some(4000), "bye")
+    );
+    let RelayEvent::Closed {
+        cause,
+        to_origin,
+        to_client,
+        ..
+    } = closed_event(&mut events).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::ClientClosed);
+    assert_eq!(to_origin.unwrap().code, 4000);
+    // The origin's reply (tungstenite echoes the code) went back to the client.
+    assert_eq!(to_client.unwrap().code, 4000);
+}
+
+#[tokio::test]
+async fn origin_close_code_and_reason_reach_the_client() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let (relay, mut events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut client = connect(relay.local_addr(), "app.test").await;
+    client
+        .send(Message::text("/close 4001 see you later"))
+        .await
+        .unwrap();
+    let close = next_close(&mut client).await;
+    assert_eq!(
+        (code(&close), reason(&close).as_str()),
+        (Some(4001), "see you later")
+    );
+    let RelayEvent::Closed {
+        cause, to_client, ..
+    } = closed_event(&mut events).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::OriginClosed);
+    assert_eq!(to_client.unwrap().reason, "see you later");
+}
+
+#[tokio::test]
+async fn a_vanished_client_makes_the_origin_get_1001() {
+    let (origin, mut seen, _send) = recording_origin().await;
+    let (relay, mut events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let client = connect(relay.local_addr(), "app.test").await;
+    drop(client); // TCP closed, no close frame
+    let at_origin = origin_close(&mut seen).await;
+    assert_eq!(
+        (code(&at_origin), reason(&at_origin).as_str()),
+        (Some(1001), "client went away")
+    );
+    let RelayEvent::Closed { cause, .. } = closed_event(&mut events).await else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::ClientVanished);
+}
+
+/// Reads one unmasked close frame from a raw client: (code, reason).
+async fn raw_close(stream: &mut TcpStream) -> (u16, String) {
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[0], 0x88, "a close frame");
+    let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+    stream.read_exact(&mut payload).await.unwrap();
+    let code = u16::from_be_bytes([payload[0], payload[1]]);
+    (code, String::from_utf8_lossy(&payload[2..]).into_owned())
+}
+
+#[tokio::test]
+async fn a_vanished_origin_makes_the_client_get_1014() {
+    // A raw client: tungstenite refuses to accept 1014 (it is missing from
+    // its close-code table) and would report its own 1002 instead.
+    let (origin, _seen, send) = recording_origin().await;
+    let (relay, mut events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut raw = raw_client(relay.local_addr()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(send); // the recording origin drops its TCP connection
+    let close = timeout(Duration::from_secs(2), raw_close(&mut raw))
+        .await
+        .expect("promptly");
+    assert_eq!(close, (1014, "origin went away".to_string()));
+    let RelayEvent::Closed { cause, .. } = closed_event(&mut events).await else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::OriginVanished);
+}
+
+#[tokio::test]
+async fn an_oversized_message_is_closed_with_1009() {
+    let (origin, mut seen, _send) = recording_origin().await;
+    let (relay, mut events) = start_relay(config(
+        "max-message-bytes = 1024",
+        &one_domain(ON_60),
+        origin,
+    ))
+    .await;
+    let mut client = connect(relay.local_addr(), "app.test").await;
+    client.send(Message::binary(vec![0u8; 1000])).await.unwrap();
+    client.send(Message::binary(vec![0u8; 2000])).await.unwrap();
+    let close = next_close(&mut client).await;
+    assert_eq!(code(&close), Some(1009));
+    let mut origin_got = Vec::new();
+    let at_origin = loop {
+        match seen.recv().await.unwrap() {
+            Seen::Message(Message::Close(frame)) => break frame,
+            Seen::Message(m) => origin_got.push(m.len()),
+            _ => {}
+        }
+    };
+    assert_eq!(
+        origin_got,
+        [1000],
+        "the oversized message never reached the origin"
+    );
+    assert_eq!(code(&at_origin), Some(1001));
+    let RelayEvent::Closed { cause, .. } = closed_event(&mut events).await else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::MessageTooBig { from_client: true });
+}
+
+/// A raw client: handshake by hand, then bytes.
+async fn raw_client(relay: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(relay).await.unwrap();
+    stream
+        .write_all(&upgrade_request("app.test"))
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}
+
+#[tokio::test]
+async fn garbage_from_a_client_closes_only_that_session() {
+    let (origin, mut seen, _send) = recording_origin().await;
+    let bystander_origin = echo_origin(OriginOptions::default()).await;
+    let domains = format!(
+        "{}[[domain]]\nname = \"other.test\"\nacceleration = \"full-site\"\norigins = [\"{bystander_origin}\"]\nwebsocket = {ON_60}\n",
+        one_domain(ON_60)
+    );
+    let (relay, mut events) = start_relay(config("", &domains, origin)).await;
+    let mut bystander = connect(relay.local_addr(), "other.test").await;
+    let mut raw = raw_client(relay.local_addr()).await;
+    // A complete header with a reserved opcode and every reserved bit set.
+    raw.write_all(&[0xFF; 16]).await.unwrap();
+    let (to_client, why) = timeout(Duration::from_secs(2), raw_close(&mut raw))
+        .await
+        .unwrap();
+    assert_eq!(to_client, 1002);
+    assert!(why.starts_with("protocol error"), "{why}");
+    assert_eq!(code(&origin_close(&mut seen).await), Some(1001));
+    let RelayEvent::Closed { cause, .. } = closed_event(&mut events).await else {
+        unreachable!()
+    };
+    assert!(
+        matches!(
+            cause,
+            CloseCause::ProtocolError {
+                from_client: true,
+                ..
+            }
+        ),
+        "{cause:?}"
+    );
+    // The other session never noticed.
+    bystander.send(Message::text("still here")).await.unwrap();
+    assert_eq!(
+        bystander.next().await.unwrap().unwrap(),
+        Message::text("still here")
+    );
+}
+
+#[tokio::test]
+async fn frames_in_the_same_packet_as_the_101_are_not_lost() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let n = s.read(&mut buf).await.unwrap();
+        let request = String::from_utf8_lossy(&buf[..n]).to_string();
+        let key = request
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap()
+            .trim()
+            .to_string();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend_from_slice(&[0x81, 5]);
+        answer.extend_from_slice(b"hello");
+        s.write_all(&answer).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    });
+    let (relay, _events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut client = connect(relay.local_addr(), "app.test").await;
+    let first = timeout(Duration::from_secs(2), client.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(first, Message::text("hello"));
+}
+
+#[tokio::test]
+async fn fragmented_messages_pass_through() {
+    let (origin, mut seen, _send) = recording_origin().await;
+    let (relay, _events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let mut raw = raw_client(relay.local_addr()).await;
+    let mask = [9u8, 8, 7, 6];
+    let frame = |first: u8, payload: &[u8]| {
+        let mut f = vec![first, 0x80 | payload.len() as u8];
+        f.extend_from_slice(&mask);
+        f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+        f
+    };
+    let mut wire = frame(0x01, b"frag");
+    wire.extend(frame(0x89, b"mid-ping"));
+    wire.extend(frame(0x80, b"mented"));
+    // One byte at a time: headers split across reads must still be understood.
+    for byte in wire {
+        raw.write_all(&[byte]).await.unwrap();
+    }
+    loop {
+        match seen.recv().await.unwrap() {
+            Seen::Message(Message::Text(t)) => {
+                assert_eq!(t.as_str(), "fragmented");
+                break;
+            }
+            Seen::Message(Message::Ping(_)) | Seen::Headers(_) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+}

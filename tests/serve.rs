@@ -1,0 +1,173 @@
+//! `ecdn-console serve` as a real process: reloads and signals.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use ecdn_console::origin::OriginOptions;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::timeout;
+
+fn config_text(origin: std::net::SocketAddr, timeout_secs: u32) -> String {
+    format!(
+        "# operator's comment\n[relay]\nlisten = \"127.0.0.1:0\"\n\n[[domain]]\nname = \"app.test\"\n\
+         acceleration = \"full-site\"\norigins = [\"{origin}\"]\nwebsocket = {{ switch = \"on\", timeout = {timeout_secs} }}\n"
+    )
+}
+
+struct Serve {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    addr: std::net::SocketAddr,
+}
+
+impl Serve {
+    async fn start(path: &std::path::Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+            .arg("--config")
+            .arg(path)
+            .arg("serve")
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next_line().await.unwrap().expect("a first line");
+        let addr = first
+            .split_whitespace()
+            .chain(first.split('"'))
+            .find_map(|w| w.trim_end_matches(',').parse().ok())
+            .unwrap_or_else(|| panic!("no address in {first:?}"));
+        Serve { child, lines, addr }
+    }
+
+    /// The next line containing `needle`, within 5 s.
+    async fn line_with(&mut self, needle: &str) -> String {
+        timeout(Duration::from_secs(5), async {
+            loop {
+                let line = self
+                    .lines
+                    .next_line()
+                    .await
+                    .unwrap()
+                    .expect("serve is still running");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+    }
+
+    fn signal(&self, name: &str) {
+        let pid = self.child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+#[tokio::test]
+async fn sighup_reload_changes_a_live_sessions_deadline() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 60)).unwrap();
+    let mut serve = Serve::start(&path, &[]).await;
+    let mut client = connect(serve.addr, "app.test").await;
+    serve.line_with("opened").await;
+
+    // Write the new file where the watcher cannot tell (same size), then SIGHUP.
+    std::fs::write(
+        &path,
+        config_text(origin, 1).replace("timeout = 1 }", "timeout = 1  }"),
+    )
+    .unwrap();
+    serve.signal("HUP");
+    serve.line_with("reloaded").await;
+    let close = timeout(Duration::from_secs(3), next_close(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(reason(&close), "idle timeout (1 s)");
+    let closed = serve.line_with("closed").await;
+    assert!(closed.contains("idle timeout (1 s)"), "{closed}");
+}
+
+#[tokio::test]
+async fn a_broken_file_on_reload_keeps_the_old_config() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 1)).unwrap();
+    let mut serve = Serve::start(&path, &[]).await;
+    std::fs::write(&path, config_text(origin, 301)).unwrap();
+    serve.signal("HUP");
+    let rejected = serve.line_with("rejected").await;
+    assert!(rejected.contains("301"), "{rejected}");
+    // The old 1 s timeout is still in force for new sessions.
+    let mut client = connect(serve.addr, "app.test").await;
+    let close = timeout(Duration::from_secs(3), next_close(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(reason(&close), "idle timeout (1 s)");
+    // The broken file is left as the operator wrote it.
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("timeout = 301")
+    );
+}
+
+#[tokio::test]
+async fn a_changed_file_is_reloaded_without_a_signal() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 60)).unwrap();
+    let mut serve = Serve::start(&path, &["--log-format", "json"]).await;
+    let mut client = connect(serve.addr, "app.test").await;
+    std::fs::write(&path, config_text(origin, 2)).unwrap();
+    let applied = serve.line_with("config-applied").await;
+    let json: serde_json::Value = serde_json::from_str(&applied).unwrap();
+    assert!(json["detail"].as_str().unwrap().contains("file changed"));
+    let close = timeout(Duration::from_secs(4), next_close(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(reason(&close), "idle timeout (2 s)");
+    let closed: serde_json::Value =
+        serde_json::from_str(&serve.line_with("\"closed\"").await).unwrap();
+    assert_eq!(closed["cause"]["kind"], "idle-timeout");
+    assert_eq!(closed["to_client"]["code"], 1001);
+}
+
+#[tokio::test]
+async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 60)).unwrap();
+    let mut serve = Serve::start(&path, &[]).await;
+    let mut client = connect(serve.addr, "app.test").await;
+    serve.line_with("opened").await;
+    serve.signal("TERM");
+    let close = timeout(Duration::from_secs(3), next_close(&mut client))
+        .await
+        .unwrap();
+    assert_eq!(code(&close), Some(1001));
+    assert_eq!(reason(&close), "relay shutting down");
+    serve.line_with("relay stopped").await;
+    let status = timeout(Duration::from_secs(5), serve.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}

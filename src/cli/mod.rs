@@ -15,7 +15,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, default_config_path};
 
@@ -94,6 +96,16 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
         Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
+        // Scripts and pipes get the help, not a console they cannot see.
+        None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
+            write!(err, "{}", Cli::command().render_help())?;
+            Err(BadInput(
+                "without a command ecdn-console opens the console, which needs a terminal; \
+                 run it in one, or pick one of the commands above"
+                    .into(),
+            )
+            .into())
+        }
         None => crate::tui::run(&crate::tui::Options {
             config_path,
             no_color: cli.no_color,
@@ -158,7 +170,6 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn the_command_line_definition_is_consistent() {

@@ -11,12 +11,10 @@ mod serve;
 mod table;
 mod websocket;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use std::io::IsTerminal;
-
 use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, default_config_path};

@@ -129,6 +129,26 @@ const DOWN: &[KeyPat] = &[Key(K::Down), Char('j')];
 const BACK: &[KeyPat] = &[Key(K::Esc), Char('q')];
 const ENTER: &[KeyPat] = &[Key(K::Enter)];
 
+const FOCUS_MENU: Binding = more(
+    &[Key(K::Tab), Key(K::BackTab)],
+    Command::FocusOther,
+    "focus menu",
+);
+const BACK_BINDING: Binding = cmd(BACK, Command::Back, "back");
+
+/// A list screen's table: the movement keys, its own, then Tab (to the
+/// menu) and Esc/q (back).
+macro_rules! list_screen {
+    ($($binding:expr),* $(,)?) => {
+        &[
+            MOVE[0], MOVE[1], MOVE[2], MOVE[3], MOVE[4], MOVE[5],
+            $($binding,)*
+            FOCUS_MENU,
+            BACK_BINDING,
+        ]
+    };
+}
+
 const MOVE: [Binding; 6] = [
     cmd(UP, Command::Up, "up"),
     cmd(DOWN, Command::Down, "down"),
@@ -181,13 +201,7 @@ pub const OVERVIEW: &[Binding] = &[
     cmd(BACK, Command::Back, "menu"),
 ];
 
-pub const DOMAINS: &[Binding] = &[
-    MOVE[0],
-    MOVE[1],
-    MOVE[2],
-    MOVE[3],
-    MOVE[4],
-    MOVE[5],
+pub const DOMAINS: &[Binding] = list_screen![
     cmd(ENTER, Command::Open, "manage"),
     cmd(&[Char('e')], Command::Edit, "timeout"),
     cmd(&[Char('/')], Command::Filter, "filter"),
@@ -195,12 +209,6 @@ pub const DOMAINS: &[Binding] = &[
     cmd(&[Char('d')], Command::DeleteDomain, "delete"),
     cmd(&[Char('o')], Command::ToggleOnline, "on/offline"),
     more(&[Char('r')], Command::Reload, "reload the file"),
-    more(
-        &[Key(K::Tab), Key(K::BackTab)],
-        Command::FocusOther,
-        "focus menu",
-    ),
-    cmd(BACK, Command::Back, "back"),
 ];
 
 /// While typing a filter.
@@ -237,22 +245,10 @@ pub const MANAGE: &[Binding] = &[
     cmd(BACK, Command::Back, "back"),
 ];
 
-pub const SESSIONS: &[Binding] = &[
-    MOVE[0],
-    MOVE[1],
-    MOVE[2],
-    MOVE[3],
-    MOVE[4],
-    MOVE[5],
+pub const SESSIONS: &[Binding] = list_screen![
     cmd(ENTER, Command::Open, "frames"),
     cmd(&[Char('x')], Command::CloseSession, "close"),
     cmd(&[Char('s')], Command::CycleSort, "sort"),
-    more(
-        &[Key(K::Tab), Key(K::BackTab)],
-        Command::FocusOther,
-        "focus menu",
-    ),
-    cmd(BACK, Command::Back, "back"),
 ];
 
 pub const SESSION_DETAIL: &[Binding] = &[
@@ -262,23 +258,11 @@ pub const SESSION_DETAIL: &[Binding] = &[
     cmd(BACK, Command::Back, "back"),
 ];
 
-pub const EVENTS: &[Binding] = &[
-    MOVE[0],
-    MOVE[1],
-    MOVE[2],
-    MOVE[3],
-    MOVE[4],
-    MOVE[5],
+pub const EVENTS: &[Binding] = list_screen![
     cmd(&[Char('/')], Command::Filter, "filter"),
     cmd(&[Char('f')], Command::CycleKind, "kind"),
     cmd(&[Char('d')], Command::CycleDomain, "domain"),
     cmd(&[Char('c')], Command::ClearFilters, "clear"),
-    more(
-        &[Key(K::Tab), Key(K::BackTab)],
-        Command::FocusOther,
-        "focus menu",
-    ),
-    cmd(BACK, Command::Back, "back"),
 ];
 
 pub const EDIT_WEBSOCKET: &[Binding] = &[

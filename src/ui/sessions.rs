@@ -251,6 +251,16 @@ pub fn render_detail(
             _ => "none yet".to_string(),
         }
     };
+    let flow = |label, f: &crate::relay::FlowSnapshot, d| {
+        let text = format!(
+            "{} msgs, {} frames, {} · gaps {}",
+            f.messages,
+            f.frames,
+            fmt_bytes(f.bytes),
+            gap(d)
+        );
+        kv(label, w, vec![Span::raw(text)], theme)
+    };
     let lvl = level(&s);
     let info = vec![
         kv(
@@ -285,30 +295,8 @@ pub fn render_detail(
             },
             theme,
         ),
-        kv(
-            "→ origin",
-            w,
-            vec![Span::raw(format!(
-                "{} msgs, {} frames, {} · gaps {}",
-                s.to_origin.messages,
-                s.to_origin.frames,
-                fmt_bytes(s.to_origin.bytes),
-                gap(Direction::ClientToOrigin)
-            ))],
-            theme,
-        ),
-        kv(
-            "→ client",
-            w,
-            vec![Span::raw(format!(
-                "{} msgs, {} frames, {} · gaps {}",
-                s.to_client.messages,
-                s.to_client.frames,
-                fmt_bytes(s.to_client.bytes),
-                gap(Direction::OriginToClient)
-            ))],
-            theme,
-        ),
+        flow("→ origin", &s.to_origin, Direction::ClientToOrigin),
+        flow("→ client", &s.to_client, Direction::OriginToClient),
     ];
     let [info_area, frames_area] =
         Layout::vertical([Constraint::Length(7), Constraint::Min(0)]).areas(inner);

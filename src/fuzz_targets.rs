@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::config::{Config, ConfigFile, Edit, Switch};
 use crate::relay::handshake::origin_request;
-use crate::relay::{parse_request, FrameScanner};
+use crate::relay::{FrameScanner, parse_request};
 
 const ROUTES: &str = r#"
 [[domain]]
@@ -26,7 +26,11 @@ origins = ["127.0.0.1:9001"]
 fn routes() -> Option<&'static Arc<Config>> {
     static CONFIG: OnceLock<Option<Arc<Config>>> = OnceLock::new();
     CONFIG
-        .get_or_init(|| Config::parse(ROUTES, Path::new("fuzz.toml")).ok().map(Arc::new))
+        .get_or_init(|| {
+            Config::parse(ROUTES, Path::new("fuzz.toml"))
+                .ok()
+                .map(Arc::new)
+        })
         .as_ref()
 }
 
@@ -63,7 +67,10 @@ pub fn config(data: &[u8]) {
         let mut doc = text.parse::<toml_edit::DocumentMut>().unwrap_or_default();
         if edit.apply(file.config(), &mut doc).is_ok() {
             let edited = doc.to_string();
-            assert!(Config::parse(&edited, Path::new("fuzz.toml")).is_ok(), "an edit broke a valid file");
+            assert!(
+                Config::parse(&edited, Path::new("fuzz.toml")).is_ok(),
+                "an edit broke a valid file"
+            );
         }
     }
 }

@@ -10,7 +10,9 @@ fn replay(target: &str, run: fn(&[u8])) {
     let mut count = 0;
     for dir in ["fuzz/corpus", "fuzz/regressions"] {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(dir).join(target);
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
         for entry in entries {
             let path = entry.unwrap().path();
             run(&std::fs::read(&path).unwrap());

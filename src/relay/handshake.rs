@@ -89,16 +89,16 @@ pub struct ClientRequest {
 }
 
 /// Reads the client's request head. The caller bounds the time it may take.
-pub async fn read_request(
-    stream: &mut TcpStream,
-) -> Result<(ClientRequest, Vec<u8>), Refusal> {
+pub async fn read_request(stream: &mut TcpStream) -> Result<(ClientRequest, Vec<u8>), Refusal> {
     let mut buf = Vec::with_capacity(1024);
     loop {
-        let n = read_some(stream, &mut buf)
-            .await
-            .map_err(|e| Refusal::drop(format!("client connection failed during handshake: {e}")))?;
+        let n = read_some(stream, &mut buf).await.map_err(|e| {
+            Refusal::drop(format!("client connection failed during handshake: {e}"))
+        })?;
         if n == 0 {
-            return Err(Refusal::drop("client closed the connection before finishing its request"));
+            return Err(Refusal::drop(
+                "client closed the connection before finishing its request",
+            ));
         }
         if let Some((request, end)) = parse_request(&buf)? {
             return Ok((request, buf[end..].to_vec()));

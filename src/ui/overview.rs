@@ -60,13 +60,18 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         summary,
     );
 
-    // Narrow terminals drop the columns the Event Log also answers.
+    // Narrow terminals drop the columns the Event Log also answers (the
+    // summary line above still has the total of closes).
     let wide = inner.width >= 80;
+    let narrow = inner.width < 64;
     let mut header = vec!["Domain", "Status", "WebSocket", "Live"];
     if wide {
         header.push("Opened");
     }
-    header.extend(["Closed", "Idle cuts"]);
+    if !narrow {
+        header.push("Closed");
+    }
+    header.push("Idle cuts");
     if wide {
         header.push("Refused");
     }
@@ -86,7 +91,9 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             if wide {
                 cells.push(format!("{:>6}", t.opened));
             }
-            cells.push(format!("{:>6}", t.closed));
+            if !narrow {
+                cells.push(format!("{:>6}", t.closed));
+            }
             cells.push(format!("{:>9}", t.idle_closes));
             if wide {
                 cells.push(format!("{:>7}", t.refused));
@@ -103,7 +110,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     if wide {
         widths.push(Constraint::Length(6));
     }
-    widths.extend([Constraint::Length(6), Constraint::Length(9)]);
+    if !narrow {
+        widths.push(Constraint::Length(6));
+    }
+    widths.push(Constraint::Length(9));
     if wide {
         widths.push(Constraint::Length(7));
     }

@@ -149,6 +149,18 @@ impl Theme {
         }
     }
 
+    /// The switch when on: filled, so it reads in monochrome as well.
+    pub fn switch_on(&self) -> Style {
+        if self.mono {
+            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
+        } else {
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Green)
+                .add_modifier(Modifier::BOLD)
+        }
+    }
+
     pub fn tab_active(&self) -> Style {
         if self.mono {
             Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)

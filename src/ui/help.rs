@@ -52,10 +52,18 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let scroll = app.help.as_ref().map_or(0, |c| c.index);
     let max_scroll = usize::from(h.saturating_sub(rect.height));
     let scroll = u16::try_from(scroll.min(max_scroll)).unwrap_or(0);
+    // On a short terminal the list scrolls: say so, and which way.
+    let title = if max_scroll == 0 {
+        " Keys · Esc closes "
+    } else if usize::from(scroll) < max_scroll {
+        " Keys · ↓ more · Esc closes "
+    } else {
+        " Keys · ↑ more · Esc closes "
+    };
     frame.render_widget(
         Paragraph::new(lines)
             .scroll((scroll, 0))
-            .block(dialog_block(" Keys · Esc closes ", theme)),
+            .block(dialog_block(title, theme)),
         rect,
     );
 }

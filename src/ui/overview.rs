@@ -64,14 +64,22 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     // summary line above still has the total of closes).
     let wide = inner.width >= 80;
     let narrow = inner.width < 64;
-    let mut header = vec!["Domain", "Status", "WebSocket", "Live"];
+    // Beside the menu on the smallest terminal: what the console is about.
+    let tiny = inner.width < 50;
+    let mut header = vec!["Domain"];
+    if !tiny {
+        header.push("Status");
+    }
+    header.extend(["WebSocket", "Live"]);
     if wide {
         header.push("Opened");
     }
     if !narrow {
         header.push("Closed");
     }
-    header.push("Idle cuts");
+    if !tiny {
+        header.push("Idle cuts");
+    }
     if wide {
         header.push("Refused");
     }
@@ -82,38 +90,43 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .iter()
         .map(|d| {
             let t = app.log.totals(&d.name);
-            let mut cells = vec![
-                d.name.clone(),
-                d.status.as_str().to_string(),
+            let mut cells = vec![d.name.clone()];
+            if !tiny {
+                cells.push(d.status.as_str().to_string());
+            }
+            cells.extend([
                 effective_timeout(d).column_label(),
                 format!("{:>4}", app.live_on(&d.name)),
-            ];
+            ]);
             if wide {
                 cells.push(format!("{:>6}", t.opened));
             }
             if !narrow {
                 cells.push(format!("{:>6}", t.closed));
             }
-            cells.push(format!("{:>9}", t.idle_closes));
+            if !tiny {
+                cells.push(format!("{:>9}", t.idle_closes));
+            }
             if wide {
                 cells.push(format!("{:>7}", t.refused));
             }
             Row::new(cells)
         })
         .collect();
-    let mut widths = vec![
-        Constraint::Fill(1),
-        Constraint::Length(7),
-        Constraint::Length(13),
-        Constraint::Length(4),
-    ];
+    let mut widths = vec![Constraint::Fill(1)];
+    if !tiny {
+        widths.push(Constraint::Length(7));
+    }
+    widths.extend([Constraint::Length(13), Constraint::Length(4)]);
     if wide {
         widths.push(Constraint::Length(6));
     }
     if !narrow {
         widths.push(Constraint::Length(6));
     }
-    widths.push(Constraint::Length(9));
+    if !tiny {
+        widths.push(Constraint::Length(9));
+    }
     if wide {
         widths.push(Constraint::Length(7));
     }

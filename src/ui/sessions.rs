@@ -100,29 +100,33 @@ pub fn session_table(
             if cols.age {
                 cells.push(format!("{:>9}", fmt_duration(s.age)).into());
             }
-            cells.push(beat_cell(app.rhythm(s.id), s, theme).into());
+            if cols.beat {
+                cells.push(beat_cell(app.rhythm(s.id), s, theme).into());
+            }
             cells.push(Line::from(Span::styled(format!("{idle_text:>15}"), idle_style)).into());
             cells.push(gauge(s, gauge_width, theme).into());
             if cols.split_flows {
                 for f in [&s.to_origin, &s.to_client] {
                     cells.push(format!("{:>5} {:>8}", f.messages, fmt_bytes(f.bytes)).into());
                 }
-            } else {
+            } else if cols.messages {
                 cells.push(
                     format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into(),
                 );
-                if cols.bytes {
-                    cells.push(
-                        format!(
-                            "{:>6}/{:<6}",
-                            fmt_bytes(s.to_origin.bytes),
-                            fmt_bytes(s.to_client.bytes)
-                        )
-                        .into(),
-                    );
-                }
             }
-            cells.push(last_frame(s).into());
+            if cols.bytes {
+                cells.push(
+                    format!(
+                        "{:>6}/{:<6}",
+                        fmt_bytes(s.to_origin.bytes),
+                        fmt_bytes(s.to_client.bytes)
+                    )
+                    .into(),
+                );
+            }
+            if cols.last {
+                cells.push(last_frame(s).into());
+            }
             Row::new(cells)
         })
         .collect();
@@ -145,25 +149,27 @@ pub fn session_table(
         header.push("      Age");
         widths.push(Constraint::Length(9));
     }
-    header.extend(["  Beat", "   Idle / limit", "Deadline"]);
-    widths.extend([
-        Constraint::Length(BEAT_WIDTH),
-        Constraint::Length(15),
-        Constraint::Length(gauge_width),
-    ]);
+    if cols.beat {
+        header.push("  Beat");
+        widths.push(Constraint::Length(BEAT_WIDTH));
+    }
+    header.extend(["   Idle / limit", "Deadline"]);
+    widths.extend([Constraint::Length(15), Constraint::Length(gauge_width)]);
     if cols.split_flows {
         header.extend(["→origin msgs B", "→client msgs B"]);
         widths.extend([Constraint::Length(14), Constraint::Length(14)]);
-    } else {
+    } else if cols.messages {
         header.push("msgs ↑/↓");
         widths.push(Constraint::Length(9));
-        if cols.bytes {
-            header.push("  bytes ↑/↓");
-            widths.push(Constraint::Length(13));
-        }
     }
-    header.push("Last");
-    widths.push(Constraint::Length(8));
+    if cols.bytes {
+        header.push("  bytes ↑/↓");
+        widths.push(Constraint::Length(13));
+    }
+    if cols.last {
+        header.push("Last");
+        widths.push(Constraint::Length(8));
+    }
 
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.table_header()))
@@ -176,12 +182,15 @@ pub fn session_table(
 
 const BEAT_WIDTH: u16 = 6;
 
-/// Which columns the session table shows at a width. Always: ID, domain,
-/// beat, idle, gauge, messages, last frame (that is 80 columns); then, as
-/// room allows, client, age, bytes; and with plenty of room every column,
-/// each direction's messages and bytes apart.
+/// Which columns the session table shows at a width. Always: ID, domain
+/// (18 cells or more), idle and its gauge; then, as room allows, in this
+/// order: beat, last frame, messages (80 columns have these), client, age,
+/// bytes; and with plenty of room every column, each direction apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Columns {
+    beat: bool,
+    last: bool,
+    messages: bool,
     client: bool,
     origin: bool,
     age: bool,
@@ -191,16 +200,20 @@ struct Columns {
 }
 
 impl Columns {
-    /// The always-shown columns, spacing, and 18 cells for the domain.
-    const BASE: u16 = 76;
+    /// ID, 18 cells of domain, idle, gauge, and the spacing between them.
+    const BASE: u16 = 50;
 
     fn fit(width: u16) -> Self {
         if width >= 140 {
             return Self {
+                beat: true,
+                last: true,
+                messages: true,
                 client: true,
                 origin: true,
                 age: true,
-                bytes: true,
+                // Each direction's bytes are in its own column.
+                bytes: false,
                 split_flows: true,
                 gauge: 10,
             };
@@ -214,15 +227,21 @@ impl Columns {
             }
             fits
         };
+        let beat = take(BEAT_WIDTH + 1);
+        let last = take(9);
+        let messages = take(10);
         let client = take(16);
         let age = take(10);
         let bytes = take(14);
         let wide_gauge = take(2);
         Self {
+            beat,
+            last,
+            messages,
             client,
             origin: false,
             age,
-            bytes,
+            bytes: bytes && messages,
             split_flows: false,
             gauge: if wide_gauge { 10 } else { 8 },
         }

@@ -592,3 +592,71 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
         "{screen}"
     );
 }
+
+/// The footer drops whole hints from the right as the terminal narrows,
+/// never cutting one, and keeps `? help` at the right edge.
+#[tokio::test(start_paused = true)]
+async fn the_footer_drops_whole_hints_and_keeps_help() {
+    let mut f = fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Domains)]);
+    let footer = |w: u16| {
+        let buffer = draw(&f.app, &Theme::color(), w, 24);
+        let line: String = (0..w)
+            .map(|x| buffer[(x, 23)].symbol().to_string())
+            .collect();
+        line
+    };
+    let wide = footer(200);
+    let hints: Vec<&str> = wide
+        .trim()
+        .trim_end_matches("? help")
+        .split("  ")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .collect();
+    assert!(hints.len() >= 6, "{wide}");
+    for w in 60..=120 {
+        let line = footer(w);
+        assert!(line.trim_end().ends_with("? help"), "{w}: {line:?}");
+        let shown: Vec<&str> = line
+            .trim()
+            .trim_end_matches("? help")
+            .split("  ")
+            .map(str::trim)
+            .filter(|h| !h.is_empty())
+            .collect();
+        assert!(!shown.is_empty(), "{w}: {line:?}");
+        assert_eq!(shown, hints[..shown.len()], "{w}: {line:?}");
+    }
+}
+
+/// The switch reads without colour: `[ ON ]` filled (reverse video in
+/// monochrome), `[ off ]` plain.
+#[tokio::test(start_paused = true)]
+async fn the_switch_reads_in_colour_and_in_monochrome() {
+    let mut f = fixture().await;
+    manage(&mut f.app, 2);
+    let on_cell = |buffer: &Buffer| {
+        let y = row_of(buffer, "[ ON ]");
+        let x = (0..80)
+            .find(|x| buffer[(*x, y)].symbol() == "O")
+            .expect("ON");
+        buffer[(x, y)].clone()
+    };
+    let mono = on_cell(&draw(&f.app, &Theme::mono(), 80, 24));
+    assert!(mono.modifier.contains(Modifier::REVERSED), "{mono:?}");
+    let color = on_cell(&draw(&f.app, &Theme::color(), 80, 24));
+    assert_eq!((color.fg, color.bg), (Color::Black, Color::Green));
+    // www.example.com has its switch off.
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[
+            Command::Goto(Screen::Domains),
+            Command::Open,
+            Command::NextTab,
+            Command::NextTab,
+        ],
+    );
+    assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use ecdn_console::config::{ConfigFile, Edit};
 use ecdn_console::demo::{self, Fate, Scenario};
+use ecdn_console::relay::heartbeat::Rhythm;
 use ecdn_console::relay::{self, CloseCause, RelayEvent, RelayHandle};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -148,10 +149,11 @@ fn check(scenario: &Scenario, records: &HashMap<String, Record>, watched: Durati
     }
 }
 
-/// The demo as shipped, a minute of it under paused time: by 60 s the
-/// silent, slow-heartbeat, switch-off and dynamic-acceleration clients have
-/// been cut at their limits (and reconnected); the fast heartbeat, the
-/// ping-kept client, the ticker and the no-limit client are still there.
+/// The demo as shipped, under paused time: by 60 s the silent,
+/// slow-heartbeat, switch-off and dynamic-acceleration clients have been cut
+/// at their limits (and reconnected); the fast heartbeat, the ping-kept
+/// client, the ticker and the no-limit client are still there. By 80 s the
+/// ping-kept client's slow messages show as a heartbeat over the timeout.
 #[tokio::test(start_paused = true)]
 async fn the_shipped_demo_cuts_the_right_clients_within_a_minute() {
     let scenario = Scenario::shipped();
@@ -160,6 +162,28 @@ async fn the_shipped_demo_cuts_the_right_clients_within_a_minute() {
     let minute = Duration::from_secs(60);
     show.watch(minute, &mut records).await;
     check(&scenario, &records, minute);
+    let registry = show.relay.registry().clone();
+    let rhythm = |path: &str| {
+        let s = registry
+            .snapshot(Instant::now())
+            .into_iter()
+            .find(|s| s.domain.as_ref() == "chat.demo.test" && s.path.as_ref() == path)
+            .unwrap_or_else(|| panic!("no live session on {path}"));
+        Rhythm::of(&registry.get(s.id).unwrap())
+    };
+    let twenty = Some(Duration::from_secs(20));
+    // The 5 s heartbeat is seen, and fits the timeout.
+    let fast = rhythm("/heartbeat-5s");
+    assert_eq!(fast.heartbeat().unwrap().median, Duration::from_secs(5));
+    assert!(!fast.exceeds(twenty));
+    // The client kept alive by pings has messages 25 s apart: by its fourth
+    // message (75 s) the console flags that heartbeat as too slow.
+    assert!(rhythm("/messages-25s-pings-8s").heartbeat().is_none());
+    show.watch(Duration::from_secs(80), &mut records).await;
+    let kept = rhythm("/messages-25s-pings-8s");
+    assert_eq!(kept.heartbeat().unwrap().median, Duration::from_secs(25));
+    assert!(kept.exceeds(twenty));
+    check(&scenario, &records, Duration::from_secs(80));
     // Who was cut first, and when: the 15 s rule, then the chat timeout.
     let first_cut = |k: &str| records[k].idle_cuts.first().map(|c| c.0.round() as u64);
     assert_eq!(first_cut("legacy.demo.test/silent"), Some(15));

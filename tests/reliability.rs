@@ -264,15 +264,6 @@ fn saves_killed_at_random_moments_leave_the_old_or_the_new_file() {
     assert!(kills > 50, "only {kills} kills landed");
 }
 
-fn previous_timeout(text: &str) -> u16 {
-    ecdn_console::config::Config::parse(text, std::path::Path::new("x"))
-        .unwrap()
-        .domain("cloud.tencent.com")
-        .unwrap()
-        .websocket
-        .timeout
-}
-
 #[test]
 fn a_full_disk_during_a_save_leaves_the_previous_file() {
     use ecdn_console::config::{ConfigFile, Edit};

@@ -252,12 +252,19 @@ fn saves_killed_at_random_moments_leave_the_old_or_the_new_file() {
                 timeout_secs,
                 "a changed file holds exactly the new value"
             );
-            assert_eq!(
-                after,
-                before.replace(
-                    &format!("timeout = {}", previous_timeout(&before)),
-                    &format!("timeout = {timeout_secs}")
-                )
+            // Only that one line changed: nothing half-written, nothing lost.
+            let changed: Vec<_> = before
+                .lines()
+                .zip(after.lines())
+                .filter(|(a, b)| a != b)
+                .collect();
+            assert_eq!(before.lines().count(), after.lines().count());
+            assert_eq!(changed.len(), 1, "{changed:?}");
+            assert!(
+                changed[0]
+                    .1
+                    .contains(&format!("timeout = {timeout_secs} }}")),
+                "{changed:?}"
             );
         }
     }

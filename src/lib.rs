@@ -8,5 +8,6 @@
 pub mod cli;
 pub mod config;
 pub mod origin;
+pub mod probe;
 pub mod relay;
 pub mod serve;

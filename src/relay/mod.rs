@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
 pub use frame::{FrameScanner, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{MAX_HEADER_BYTES, Refusal};
+pub use handshake::{MAX_HEADER_BYTES, Refusal, tls_client_config};
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,

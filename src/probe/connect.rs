@@ -552,12 +552,12 @@ fn check_101(head: &ResponseHead, key: &str, offered: &[String]) -> Option<Strin
              a proxy on the path may be rewriting the handshake"
         ));
     }
-    if let Some(chosen) = head.header("sec-websocket-protocol") {
-        if !offered.iter().any(|p| p == chosen) {
-            return Some(format!(
-                "the server chose the subprotocol \"{chosen}\", which the probe did not offer"
-            ));
-        }
+    if let Some(chosen) = head.header("sec-websocket-protocol")
+        && !offered.iter().any(|p| p == chosen)
+    {
+        return Some(format!(
+            "the server chose the subprotocol \"{chosen}\", which the probe did not offer"
+        ));
     }
     if let Some(ext) = head.header("sec-websocket-extensions") {
         return Some(format!(

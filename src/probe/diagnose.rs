@@ -86,14 +86,14 @@ fn closed(summary: &Summary, mode: Mode) -> Option<String> {
             )
         });
     }
-    if let Mode::Heartbeat { ping: true, every } = mode {
-        if close.reason.contains("idle") {
-            return Some(format!(
-                "closed with {what} although a ping went out every {} s: the path seems to \
-                 count only data messages as activity; send text heartbeats (without --ping)",
-                every.as_secs_f64()
-            ));
-        }
+    if let Mode::Heartbeat { ping: true, every } = mode
+        && close.reason.contains("idle")
+    {
+        return Some(format!(
+            "closed with {what} although a ping went out every {} s: the path seems to \
+             count only data messages as activity; send text heartbeats (without --ping)",
+            every.as_secs_f64()
+        ));
     }
     if !close.frame {
         return Some(format!(
@@ -151,6 +151,7 @@ fn refusal(status: u16) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use std::time::Duration;
 
     use super::*;

@@ -128,15 +128,14 @@ impl Outcome {
 /// The exit codes, for `probe --help`.
 pub fn exit_codes_help() -> String {
     let mut help = String::from("Exit codes:\n");
-    for outcome in Outcome::ALL {
-        help.push_str(&format!(
-            "  {}  {}\n",
-            outcome.exit_code(),
-            outcome.describe()
-        ));
+    let mut row = |code: u8, text: &str| help.push_str(&format!("  {code}  {text}\n"));
+    row(Outcome::Finished.exit_code(), Outcome::Finished.describe());
+    row(1, "the probe itself failed (e.g. cannot start its runtime)");
+    row(2, "bad arguments");
+    for outcome in &Outcome::ALL[1..] {
+        row(outcome.exit_code(), outcome.describe());
     }
-    help.push_str("  2  bad arguments\n  1  other failures (e.g. cannot start)");
-    help
+    help.trim_end().to_string()
 }
 
 /// Runs one probe, writing its steps to `out`, and returns the summary

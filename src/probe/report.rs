@@ -267,7 +267,7 @@ const BODY_LINES: usize = 5;
 /// Characters of a received text message shown in the human form.
 const TEXT_PREVIEW: usize = 80;
 /// Width of the time and label columns, for continuation lines.
-const INDENT: usize = 23;
+const INDENT: usize = 24;
 
 /// Writes steps and the summary. Write errors (a closed pipe) are ignored:
 /// the probe's outcome, and its exit code, do not depend on its audience.

@@ -109,10 +109,8 @@ impl FrameReader {
                         return Err(WireError::TooBig);
                     }
                     so_far.extend_from_slice(&payload);
-                    if fin {
-                        if let Some(message) = self.message.take() {
-                            return Ok(Some(finish(message)));
-                        }
+                    if fin && let Some(message) = self.message.take() {
+                        return Ok(Some(finish(message)));
                     }
                 }
                 _ => return protocol("a reserved opcode"),

@@ -376,3 +376,90 @@ async fn bad_arguments_exit_2_and_help_lists_the_exit_codes() {
         assert!(help.contains(line), "missing {line:?} in\n{help}");
     }
 }
+
+/// A hand-made server: a valid 101 with a text frame in the same packet,
+/// then a masked frame, which servers must never send.
+async fn masking_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        while !request.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8];
+            tcp.read_exact(&mut byte).await.unwrap();
+            request.push(byte[0]);
+        }
+        let request = String::from_utf8(request).unwrap();
+        let key = request
+            .lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+            .unwrap();
+        let accept =
+            tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+        let mut answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\nServer: hand-made\r\n\r\n"
+        )
+        .into_bytes();
+        answer.extend_from_slice(b"\x81\x05hello");
+        tcp.write_all(&answer).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tcp.write_all(&[0x81, 0x81, 1, 2, 3, 4, b'x' ^ 1])
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_server_that_breaks_the_protocol_exits_8_after_a_close_1002() {
+    let server = masking_server().await;
+    let (code, out) = probe(args(&[&format!("ws://{server}/")])).await;
+    assert_eq!(code, 8);
+    for needle in [
+        "server: hand-made",
+        "received   text \"hello\"",
+        "by the probe: close 1002 \"a masked frame (servers must not mask)\"",
+        "exit        8: ",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+}
+
+#[tokio::test]
+async fn ctrl_c_closes_with_1000_and_exits_0() {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    let origin = echo_origin(OriginOptions::default()).await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(["probe", &url(origin), "--silent"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("handshake") {
+        assert!(stdout.read_line(&mut seen).await.unwrap() > 0, "{seen}");
+    }
+    let pid = child.id().unwrap().to_string();
+    let kill = std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    stdout.read_to_string(&mut seen).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "{seen}");
+    assert!(
+        seen.contains("stopped (Ctrl-C): sending close 1000"),
+        "{seen}"
+    );
+    assert!(seen.contains("the server answered 1000"), "{seen}");
+}

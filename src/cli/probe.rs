@@ -99,13 +99,19 @@ pub fn run(args: &ProbeArgs, out: &mut dyn Write) -> Result<()> {
         .context("cannot start the async runtime")?;
     let summary = runtime.block_on(async {
         let stop = CancellationToken::new();
-        let on_signal = stop.clone();
-        tokio::spawn(async move {
-            if super::serve::wait_for_stop_signal().await.is_ok() {
-                on_signal.cancel();
+        let probe = probe::run(&options, out, stop.clone());
+        tokio::pin!(probe);
+        // Polled from the start, so the handlers are in place before the
+        // first byte goes out; after a signal the probe still closes cleanly.
+        tokio::select! {
+            summary = &mut probe => summary,
+            signalled = super::serve::wait_for_stop_signal() => {
+                if signalled.is_ok() {
+                    stop.cancel();
+                }
+                probe.await
             }
-        });
-        probe::run(&options, out, stop).await
+        }
     });
     match summary.exit_code {
         0 => Ok(()),

@@ -12,7 +12,7 @@ mod serve;
 mod table;
 mod websocket;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -34,14 +34,23 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Terminal console for CDN WebSocket idle-timeout settings, with a live
 /// in-process WebSocket relay.
 #[derive(Debug, Parser)]
-#[command(name = "ecdn-console", version, arg_required_else_help = true)]
+#[command(name = "ecdn-console", version)]
 pub struct Cli {
     /// Configuration file [default: ./ecdn-console.toml if present, else
     /// the user's config directory; created from the built-in default if missing]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    // Optional because running without a command will open the console.
+    /// Console: no colours (also when NO_COLOR is set); selection is shown in reverse video
+    #[arg(long)]
+    pub no_color: bool,
+
+    /// Console: enable the mouse (click the menu, scroll lists); off by
+    /// default because capturing it stops text selection over SSH
+    #[arg(long)]
+    pub mouse: bool,
+
+    /// Without a command: the console (TUI) with the relay running in-process.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -109,11 +118,22 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
         Some(Command::Probe(args)) => probe::run(&args, out),
-        None => {
-            // Until the console exists, a bare invocation is a usage error.
+        // Scripts and pipes get the help, not a console they cannot see.
+        None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
             write!(err, "{}", Cli::command().render_help())?;
-            Err(BadInput("no command given; pick one of the commands above".into()).into())
+            Err(BadInput(
+                "without a command ecdn-console opens the console, which needs a terminal; \
+                 run it in one, or pick one of the commands above"
+                    .into(),
+            )
+            .into())
         }
+        None => crate::tui::run(&crate::tui::Options {
+            config_path,
+            no_color: cli.no_color,
+            mouse: cli.mouse,
+            banner: None,
+        }),
     }
 }
 

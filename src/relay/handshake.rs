@@ -100,21 +100,24 @@ pub async fn read_request(stream: &mut TcpStream) -> Result<(ClientRequest, Vec<
                 "client closed the connection before finishing its request",
             ));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => {
-                let parsed = client_request(&request)?;
-                let leftover = buf[end..].to_vec();
-                return Ok((parsed, leftover));
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEADER_BYTES => {
-                return Err(headers_too_large());
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(headers_too_large()),
-            Err(e) => return Err(Refusal::status(400, format!("malformed HTTP request: {e}"))),
+        if let Some((request, end)) = parse_request(&buf)? {
+            return Ok((request, buf[end..].to_vec()));
         }
+    }
+}
+
+/// Parses a request head from the bytes read so far: `Ok(None)` while it
+/// is incomplete, the request and where it ends once complete, or why it
+/// is refused. Pure, so the fuzzer can drive it.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => Ok(Some((client_request(&request)?, end))),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEADER_BYTES => Err(headers_too_large()),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(headers_too_large()),
+        Err(e) => Err(Refusal::status(400, format!("malformed HTTP request: {e}"))),
     }
 }
 
@@ -347,7 +350,8 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAddr) -> Vec<u8> {
+/// The upgrade request the relay sends to the origin.
+pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAddr) -> Vec<u8> {
     let forwarded_for = match &request.forwarded_for {
         Some(previous) => format!("{previous}, {}", client.ip()),
         None => client.ip().to_string(),

@@ -4,7 +4,8 @@
 
 pub mod event;
 mod frame;
-mod handshake;
+pub mod handshake;
+pub mod heartbeat;
 mod io;
 mod listener;
 pub mod registry;
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use frame::{FrameScanner, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{MAX_HEADER_BYTES, Refusal, tls_client_config};
+pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,

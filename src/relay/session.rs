@@ -114,6 +114,11 @@ struct Pump {
     idle_at_close: Duration,
     to_client: Option<CloseInfo>,
     to_origin: Option<CloseInfo>,
+    /// After a client's protocol error, the close owed to the client: sent
+    /// once the origin has answered the relay's close, so frames the origin
+    /// sent before (echoes of earlier messages) still reach the client —
+    /// as they would without a relay in between.
+    owed_to_client: Option<(u16, String)>,
 }
 
 /// Runs a session until both sides are closed; never panics, never blocks.
@@ -144,6 +149,7 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
         idle_at_close: Duration::ZERO,
         to_client: None,
         to_origin: None,
+        owed_to_client: None,
     };
     let idle_timer = sleep_until(Instant::now());
     tokio::pin!(idle_timer);
@@ -222,7 +228,10 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
                 pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
             }
             // The close handshake took too long: drop both connections.
-            () = sleep_until(closing_until), if !open => break,
+            () = sleep_until(closing_until), if !open => {
+                pump.pay_owed_close(&client);
+                break;
+            }
         }
     }
     pump.end()
@@ -321,6 +330,7 @@ impl Pump {
         let stats = self.stats.clone();
         let ping_counts = self.ping_resets_idle;
         let dest_gone = self.gone(other(source));
+        let owes_client = self.owed_to_client.is_some();
         let lane = self.lane(source);
         let direction = lane.direction;
         let scan = lane.scanner.scan(data, |frame| {
@@ -334,10 +344,17 @@ impl Pump {
                 counts,
             );
         });
+        // The origin's close reply is not passed on while a close is owed to
+        // the client: the relay's own close goes in its place.
+        let forward = if scan.close.is_some() && source == Side::Origin && owes_client {
+            scan.close_at
+        } else {
+            scan.forward
+        };
         if lane.forwarding
             && !dest_gone
-            && scan.forward > 0
-            && queue_or_write(dst, &mut lane.pending, &data[..scan.forward]).is_err()
+            && forward > 0
+            && queue_or_write(dst, &mut lane.pending, &data[..forward]).is_err()
         {
             return LaneEvent::DestinationGone;
         }
@@ -381,7 +398,9 @@ impl Pump {
             LaneEvent::DestinationGone => self.side_vanished(other(source), client, origin),
             LaneEvent::Close(info) => {
                 let forwarded = self.lane(source).forwarding;
-                if forwarded {
+                if source == Side::Origin && self.owed_to_client.is_some() {
+                    self.pay_owed_close(client);
+                } else if forwarded {
                     match source {
                         Side::Client => self.to_origin = Some(info),
                         Side::Origin => self.to_client = Some(info),
@@ -406,6 +425,9 @@ impl Pump {
         match side {
             Side::Client => self.client_gone = true,
             Side::Origin => self.origin_gone = true,
+        }
+        if side == Side::Origin {
+            self.pay_owed_close(client);
         }
         if already_closed || !matches!(self.phase, Phase::Open) {
             return;
@@ -445,29 +467,45 @@ impl Pump {
             ),
         };
         self.set_cause(cause);
-        self.up.forwarding = false;
-        self.down.forwarding = false;
-        // The offender learns why; the other side learns its peer is gone.
-        let (other_code, other_reason) = if from_client {
-            (1001, format!("client went away: {reason}"))
-        } else {
-            (1014, format!("origin went away: {reason}"))
-        };
-        let to_offender = self.inject(source, code, &reason, client, origin);
-        let to_other = self.inject(other(source), other_code, &other_reason, client, origin);
-        match source {
-            Side::Client => {
-                self.to_client = to_offender;
-                self.to_origin = to_other;
-            }
-            Side::Origin => {
-                self.to_origin = to_offender;
-                self.to_client = to_other;
-            }
-        }
-        // Whatever the offender sends next is not worth waiting for.
+        // Whatever the offender sends next is not worth reading.
         self.lane(source).source_closed = true;
+        self.lane(source).forwarding = false;
+        if from_client {
+            // The origin learns its peer is gone; the client learns why once
+            // the origin has answered (see `owed_to_client`).
+            self.to_origin = self.inject(
+                Side::Origin,
+                1001,
+                &format!("client went away: {reason}"),
+                client,
+                origin,
+            );
+            self.owed_to_client = Some((code, reason));
+            if self.to_origin.is_none() {
+                self.pay_owed_close(client);
+            }
+        } else {
+            self.down.forwarding = false;
+            self.up.forwarding = false;
+            self.to_origin = self.inject(Side::Origin, code, &reason, client, origin);
+            self.to_client = self.inject(
+                Side::Client,
+                1014,
+                &format!("origin went away: {reason}"),
+                client,
+                origin,
+            );
+        }
         self.start_closing();
+    }
+
+    /// Sends the close owed to the client after its protocol error.
+    fn pay_owed_close(&mut self, client: &impl RawIo) {
+        let Some((code, reason)) = self.owed_to_client.take() else {
+            return;
+        };
+        self.down.forwarding = false;
+        self.to_client = self.inject_into(Side::Client, code, &reason, client);
     }
 
     /// The relay ends the session itself (idle, operator, shutdown, config).
@@ -497,6 +535,19 @@ impl Pump {
         client: &impl RawIo,
         origin: &impl RawIo,
     ) -> Option<CloseInfo> {
+        match dest {
+            Side::Client => self.inject_into(dest, code, reason, client),
+            Side::Origin => self.inject_into(dest, code, reason, origin),
+        }
+    }
+
+    fn inject_into(
+        &mut self,
+        dest: Side,
+        code: u16,
+        reason: &str,
+        dst: &dyn WriteSide,
+    ) -> Option<CloseInfo> {
         if self.gone(dest) {
             return None;
         }
@@ -506,10 +557,6 @@ impl Pump {
             return None;
         }
         let frame = close_frame(code, reason, dest == Side::Origin);
-        let dst: &dyn WriteSide = match dest {
-            Side::Client => client,
-            Side::Origin => origin,
-        };
         let lane = self.lane(other(dest));
         if queue_or_write(dst, &mut lane.pending, &frame).is_err() {
             self.mark_gone(dest);

@@ -55,6 +55,13 @@ async fn probe_json(mut args: Vec<String>) -> (i32, Vec<Value>, Value) {
     (code, lines, summary)
 }
 
+/// Every needle is in `text`.
+fn assert_contains(text: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(text.contains(needle), "missing {needle:?} in\n{text}");
+    }
+}
+
 fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
@@ -110,15 +117,16 @@ async fn silent_probe_sees_the_idle_close_frame_after_the_timeout() {
     assert_eq!(steps[2]["status"], 101);
 
     assert_eq!(human_code, 3);
-    for needle in [
-        "101 Switching Protocols",
-        "closed      by the server: close frame 1001 \"idle timeout (2 s)\" (going away)",
-        "idle        nothing received for ",
-        "diagnosis   closed after 2.0 s idle with 1001 \"idle timeout (2 s)\": the path has a 2 s idle timeout",
-        "exit        3: the server closed",
-    ] {
-        assert!(human.contains(needle), "missing {needle:?} in\n{human}");
-    }
+    assert_contains(
+        &human,
+        &[
+            "101 Switching Protocols",
+            "closed      by the server: close frame 1001 \"idle timeout (2 s)\" (going away)",
+            "idle        nothing received for ",
+            "diagnosis   closed after 2.0 s idle with 1001 \"idle timeout (2 s)\": the path has a 2 s idle timeout",
+            "exit        3: the server closed",
+        ],
+    );
 }
 
 #[tokio::test]
@@ -199,17 +207,15 @@ async fn heartbeats_keep_the_connection_past_the_timeout_and_end_with_1000() {
     assert!(trips >= 2, "{steps:?}");
 
     assert_eq!(ping_code, 0);
-    for needle in [
-        "#3 ping → pong in ",
-        "--count 3 reached: sending close 1000",
-        "heartbeats  3 sent, 3 answered; round trip min ",
-        "the server answered 1000",
-    ] {
-        assert!(
-            ping_out.contains(needle),
-            "missing {needle:?} in\n{ping_out}"
-        );
-    }
+    assert_contains(
+        &ping_out,
+        &[
+            "#3 ping → pong in ",
+            "--count 3 reached: sending close 1000",
+            "heartbeats  3 sent, 3 answered; round trip min ",
+            "the server answered 1000",
+        ],
+    );
 }
 
 /// A plain WebSocket server that closes every session after 300 ms.
@@ -297,17 +303,14 @@ async fn connection_failures_have_their_own_exit_codes() {
     assert_eq!(refused.0, 6);
     assert!(refused.1.contains("connection refused by"), "{}", refused.1);
     assert_eq!(unknown_host.0, 5);
-    for needle in [
-        "404 Not Found",
-        "body: 404 Not Found: no domain \"nope.test\" is configured on this relay",
-        "diagnosis   the upgrade was refused with 404",
-    ] {
-        assert!(
-            unknown_host.1.contains(needle),
-            "missing {needle:?} in\n{}",
-            unknown_host.1
-        );
-    }
+    assert_contains(
+        &unknown_host.1,
+        &[
+            "404 Not Found",
+            "body: 404 Not Found: no domain \"nope.test\" is configured on this relay",
+            "diagnosis   the upgrade was refused with 404",
+        ],
+    );
     assert_eq!(tls_to_plain.0, 7);
     assert!(
         tls_to_plain.1.contains("TLS handshake with"),
@@ -325,9 +328,7 @@ async fn connection_failures_have_their_own_exit_codes() {
 #[tokio::test]
 async fn wss_with_a_private_ca_and_an_untrusted_certificate() {
     let (origin, ca_pem) = tls_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_dir, ca_file) = temp_file("ca.pem", &ca_pem);
     let target = format!("wss://{origin}/");
     let ca = ca_file.display().to_string();
     let (trusted, untrusted) = tokio::join!(
@@ -364,17 +365,18 @@ async fn bad_arguments_exit_2_and_help_lists_the_exit_codes() {
     }
     let (code, help) = probe(args(&["--help"])).await;
     assert_eq!(code, 0);
-    for line in [
-        "0  ended as asked",
-        "3  the server closed",
-        "4  the connection was dropped without a close frame (1006)",
-        "5  the upgrade was refused",
-        "6  could not connect",
-        "7  the TLS handshake failed",
-        "8  the server sent a malformed frame",
-    ] {
-        assert!(help.contains(line), "missing {line:?} in\n{help}");
-    }
+    assert_contains(
+        &help,
+        &[
+            "0  ended as asked",
+            "3  the server closed",
+            "4  the connection was dropped without a close frame (1006)",
+            "5  the upgrade was refused",
+            "6  could not connect",
+            "7  the TLS handshake failed",
+            "8  the server sent a malformed frame",
+        ],
+    );
 }
 
 /// A hand-made server: a valid 101 with a text frame in the same packet,
@@ -420,14 +422,15 @@ async fn a_server_that_breaks_the_protocol_exits_8_after_a_close_1002() {
     let server = masking_server().await;
     let (code, out) = probe(args(&[&format!("ws://{server}/")])).await;
     assert_eq!(code, 8);
-    for needle in [
-        "server: hand-made",
-        "received   text \"hello\"",
-        "by the probe: close 1002 \"a masked frame (servers must not mask)\"",
-        "exit        8: ",
-    ] {
-        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
-    }
+    assert_contains(
+        &out,
+        &[
+            "server: hand-made",
+            "received   text \"hello\"",
+            "by the probe: close 1002 \"a masked frame (servers must not mask)\"",
+            "exit        8: ",
+        ],
+    );
 }
 
 #[tokio::test]

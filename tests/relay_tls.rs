@@ -26,9 +26,7 @@ fn tls_config(origin: std::net::SocketAddr, ca_file: &std::path::Path) -> Arc<Co
 #[tokio::test]
 async fn wss_origin_behind_a_private_ca() {
     let (origin, ca_pem) = tls_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_dir, ca_file) = temp_file("ca.pem", &ca_pem);
     let (relay, _events) = start_relay(tls_config(origin, &ca_file)).await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     for size in [5, 100_000] {
@@ -54,9 +52,7 @@ async fn an_untrusted_origin_certificate_is_502() {
         KeyPair::generate().unwrap(),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("other.pem");
-    std::fs::write(&ca_file, other.pem()).unwrap();
+    let (_dir, ca_file) = temp_file("other.pem", &other.pem());
     let (relay, mut events) = start_relay(tls_config(origin, &ca_file)).await;
     assert_eq!(
         raw_status(relay.local_addr(), &upgrade_request("app.test")).await,

@@ -208,6 +208,15 @@ pub fn reason(frame: &Option<CloseFrame>) -> String {
         .unwrap_or_default()
 }
 
+/// A file with `contents` in a fresh temporary folder (removed with the
+/// returned guard).
+pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, contents).unwrap();
+    (dir, path)
+}
+
 /// A TLS echo origin for `app.test`, with a certificate from a fresh CA.
 /// Returns its address and the CA's PEM.
 pub async fn tls_origin() -> (SocketAddr, String) {

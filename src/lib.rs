@@ -11,6 +11,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod origin;
+pub mod probe;
 pub mod relay;
 pub mod serve;
 pub mod tui;

@@ -46,7 +46,7 @@ async fn soak(params: Soak) -> u64 {
             while Instant::now() < deadline {
                 for _ in 0..window {
                     // Alternate text and binary, with sizes that cross frame-header forms.
-                    let msg = if next_sent % 2 == 0 {
+                    let msg = if next_sent.is_multiple_of(2) {
                         Message::text(format!(
                             "{session}:{next_sent}:{}",
                             "x".repeat((next_sent % 300) as usize)

@@ -34,13 +34,18 @@ async fn soak(params: Soak) -> u64 {
     let (relay, mut events) = relay::spawn_relay_thread(cfg).unwrap();
     let addr = relay.local_addr();
     let checked = Arc::new(AtomicU64::new(0));
+    // Clients connect the way real ones do: not all in the same millisecond.
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(64));
     let deadline = Instant::now() + params.duration;
     let mut tasks = Vec::new();
     for session in 0..params.sessions {
         let checked = checked.clone();
+        let handshakes = handshakes.clone();
         let window = params.window;
         tasks.push(tokio::spawn(async move {
+            let permit = handshakes.acquire_owned().await.unwrap();
             let mut ws = connect(addr, "app.test").await;
+            drop(permit);
             let mut next_sent = 0u64;
             let mut next_expected = 0u64;
             while Instant::now() < deadline {

@@ -12,6 +12,7 @@ pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;
 pub mod origin;
+pub mod probe;
 pub mod relay;
 pub mod serve;
 pub mod tui;

@@ -11,50 +11,7 @@ use ecdn_console::config::Config;
 use ecdn_console::relay::RelayEvent;
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A TLS echo origin for `app.test`, with a certificate from a fresh CA.
-/// Returns its address and the CA's PEM.
-async fn tls_origin() -> (std::net::SocketAddr, String) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = CertificateParams::new(vec!["app.test".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![leaf.der().clone()],
-        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let tls = acceptor.accept(tcp).await.unwrap();
-                let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_text() || m.is_binary() {
-                        ws.send(m).await.unwrap();
-                    }
-                }
-            });
-        }
-    });
-    (addr, ca.pem())
-}
 
 fn tls_config(origin: std::net::SocketAddr, ca_file: &std::path::Path) -> Arc<Config> {
     let domain = one_domain("{ switch = \"on\", timeout = 60 }")
@@ -69,9 +26,7 @@ fn tls_config(origin: std::net::SocketAddr, ca_file: &std::path::Path) -> Arc<Co
 #[tokio::test]
 async fn wss_origin_behind_a_private_ca() {
     let (origin, ca_pem) = tls_origin().await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca_pem).unwrap();
+    let (_dir, ca_file) = temp_file("ca.pem", &ca_pem);
     let (relay, _events) = start_relay(tls_config(origin, &ca_file)).await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     for size in [5, 100_000] {
@@ -97,9 +52,7 @@ async fn an_untrusted_origin_certificate_is_502() {
         KeyPair::generate().unwrap(),
     )
     .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let ca_file = dir.path().join("other.pem");
-    std::fs::write(&ca_file, other.pem()).unwrap();
+    let (_dir, ca_file) = temp_file("other.pem", &other.pem());
     let (relay, mut events) = start_relay(tls_config(origin, &ca_file)).await;
     assert_eq!(
         raw_status(relay.local_addr(), &upgrade_request("app.test")).await,

@@ -8,6 +8,7 @@
 mod config_cmd;
 mod demo;
 mod domains;
+mod probe;
 mod serve;
 mod table;
 mod websocket;
@@ -23,6 +24,7 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 pub use config_cmd::ConfigCommand;
 pub use demo::DemoArgs;
 pub use domains::DomainsArgs;
+pub use probe::ProbeArgs;
 pub use serve::{OriginArgs, ServeArgs};
 pub use websocket::WebsocketArgs;
 
@@ -87,6 +89,27 @@ pub enum Command {
     /// `/headers` returns the upgrade request's headers as the origin saw
     /// them; `/close CODE [REASON]` makes the origin close the session.
     Origin(OriginArgs),
+    /// Troubleshoot any WebSocket endpoint: handshake, round trips, and how it ends
+    ///
+    /// Prints the handshake's result, each heartbeat's round trip and what the
+    /// server sends; at the end who closed and how (close code and reason, or a
+    /// drop without a close frame, 1006), the idle time in each direction at
+    /// that moment, the duration, and a diagnosis. With --silent (the default
+    /// without --heartbeat) it measures how long the path lets an idle
+    /// connection live. Ctrl-C closes with 1000.
+    #[command(after_help = crate::probe::exit_codes_help())]
+    Probe(ProbeArgs),
+}
+
+/// A command that has already reported its outcome and only needs the
+/// process to exit with `code` (probe's outcomes); nothing more is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
+
+/// Whether `error` is an [`Exit`]: the command said everything already.
+pub fn is_silent(error: &anyhow::Error) -> bool {
+    error.is::<Exit>()
 }
 
 /// Bad input the CLI itself detects (as opposed to the config's rules).
@@ -110,6 +133,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
         Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
+        Some(Command::Probe(args)) => probe::run(&args, out),
         // Scripts and pipes get the help, not a console they cannot see.
         None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
             write!(err, "{}", Cli::command().render_help())?;
@@ -125,8 +149,11 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
 }
 
 /// 2 when the operator's input is at fault (they can fix it and retry),
-/// 1 when the machine is (I/O, a conflicting edit).
+/// 1 when the machine is (I/O, a conflicting edit); an [`Exit`]'s own code.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+        return *code;
+    }
     let bad_input = error.chain().any(|e| {
         e.downcast_ref::<ConfigError>()
             .is_some_and(ConfigError::is_bad_input)

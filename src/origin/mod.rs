@@ -64,10 +64,24 @@ pub async fn spawn(
     options: OriginOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr)?;
     let local = listener.local_addr()?;
     tokio::spawn(serve(listener, options, shutdown));
     Ok(local)
+}
+
+/// A listener with a deep backlog: demos and benchmarks connect hundreds of
+/// clients at once, and `TcpListener::bind`'s default (1024) drops SYNs,
+/// which costs each dropped client a 1 s retransmission.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn websocket_config() -> WebSocketConfig {

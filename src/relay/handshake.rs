@@ -447,7 +447,8 @@ pub async fn send_refusal(stream: &mut TcpStream, refusal: &Refusal) {
     let _ = timeout(Duration::from_secs(1), async {
         stream.write_all(&response).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
+        // On the heap: a buffer in the future would make every connection task bigger.
+        let mut sink = vec![0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })

@@ -23,7 +23,7 @@ use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
 pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,

@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -122,7 +123,16 @@ struct Pump {
 }
 
 /// Runs a session until both sides are closed; never panics, never blocks.
-pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) -> SessionEnd {
+///
+/// A plain function that prepares the session and returns the loop as an
+/// `async move` block using its captures in place: an `async fn` would keep
+/// its arguments beside the locals it moves them into, and every idle
+/// session would pay for both.
+pub fn run<O: RawIo>(
+    client: TcpStream,
+    origin: O,
+    setup: SessionSetup,
+) -> impl std::future::Future<Output = SessionEnd> + Send {
     let SessionSetup {
         stats,
         domain,
@@ -151,10 +161,6 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
         to_origin: None,
         owed_to_client: None,
     };
-    let idle_timer = sleep_until(Instant::now());
-    tokio::pin!(idle_timer);
-    pump.apply_config(&current, idle_timer.as_mut());
-
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
         (Side::Client, client_leftover),
@@ -165,76 +171,67 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
             pump.on_lane_event(side, event, &client, &origin);
         }
     }
+    async move {
+        let idle_timer = sleep_until(Instant::now());
+        tokio::pin!(idle_timer);
+        pump.apply_config(&current, idle_timer.as_mut());
+        drop(current);
 
-    let operator = stats.close_requested().clone();
-    let mut config_alive = true;
-    while !pump.finished() {
-        let open = matches!(pump.phase, Phase::Open);
-        let closing_until = match pump.phase {
-            Phase::Closing(t) => t,
-            Phase::Open => Instant::now(),
-        };
-        tokio::select! {
-            // Client → origin: read only while the origin has taken everything.
-            r = client.readable(), if pump.wants_read(Side::Client) => {
-                let event = match r {
-                    Ok(()) => pump.read(Side::Client, &client, &origin),
-                    Err(_) => LaneEvent::SourceGone,
-                };
-                pump.on_lane_event(Side::Client, event, &client, &origin);
+        // Cancelled by an operator's close, or by the relay's shutdown (it is
+        // a child of the shutdown token): one future instead of two.
+        let stop = stats.close_requested().clone();
+        let mut config_alive = true;
+        let mut closing_armed = false;
+        while !pump.finished() {
+            let open = matches!(pump.phase, Phase::Open);
+            if let (Phase::Closing(until), false) = (&pump.phase, closing_armed) {
+                // The same timer now bounds the close handshake.
+                idle_timer.as_mut().reset(*until);
+                closing_armed = true;
             }
-            // Origin → client, likewise.
-            r = origin.readable(), if pump.wants_read(Side::Origin) => {
-                let event = match r {
-                    Ok(()) => pump.read(Side::Origin, &client, &origin),
-                    Err(_) => LaneEvent::SourceGone,
-                };
-                pump.on_lane_event(Side::Origin, event, &client, &origin);
-            }
-            // Leftover bytes for the origin drain as it becomes writable.
-            r = origin.writable(), if pump.wants_write(Side::Origin) => {
-                let event = match r {
-                    Ok(()) => pump.flush(Side::Origin, &origin),
-                    Err(_) => LaneEvent::DestinationGone,
-                };
-                pump.on_lane_event(Side::Client, event, &client, &origin);
-            }
-            // Leftover bytes for the client, likewise.
-            r = client.writable(), if pump.wants_write(Side::Client) => {
-                let event = match r {
-                    Ok(()) => pump.flush(Side::Client, &client),
-                    Err(_) => LaneEvent::DestinationGone,
-                };
-                pump.on_lane_event(Side::Origin, event, &client, &origin);
-            }
-            // The deadline: re-armed from the recorded last activity, so a
-            // busy session costs one atomic store per frame and no timer work.
-            () = &mut idle_timer, if open && pump.timeout.is_some() => {
-                pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
-            }
-            // A new configuration applies to live sessions at once.
-            changed = config.changed(), if open && config_alive => match changed {
-                Ok(()) => {
-                    let new = config.borrow_and_update().clone();
-                    pump.apply_config(&new, idle_timer.as_mut());
-                    pump.check_domain(&new, &client, &origin);
+            let client_interest = pump.interest(Side::Client);
+            let origin_interest = pump.interest(Side::Origin);
+            tokio::select! {
+                // The client is readable (client → origin, read only while the
+                // origin has taken everything) or writable (leftovers for it).
+                r = client.ready(client_interest.unwrap_or(Interest::READABLE)), if client_interest.is_some() => {
+                    pump.on_ready(Side::Client, r, &client, &origin);
                 }
-                Err(_) => config_alive = false,
-            },
-            () = operator.cancelled(), if open => {
-                pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
-            }
-            () = shutdown.cancelled(), if open => {
-                pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
-            }
-            // The close handshake took too long: drop both connections.
-            () = sleep_until(closing_until), if !open => {
-                pump.pay_owed_close(&client);
-                break;
+                // The origin, likewise.
+                r = origin.ready(origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
+                    pump.on_ready(Side::Origin, r, &client, &origin);
+                }
+                // Open: the idle deadline, re-armed from the recorded last
+                // activity, so a busy session costs one atomic store per frame
+                // and no timer work. Closing: the close handshake took too long.
+                () = &mut idle_timer, if !open || pump.timeout.is_some() => {
+                    if open {
+                        pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
+                    } else {
+                        pump.pay_owed_close(&client);
+                        break;
+                    }
+                }
+                // A new configuration applies to live sessions at once.
+                changed = config.changed(), if open && config_alive => match changed {
+                    Ok(()) => {
+                        let new = config.borrow_and_update().clone();
+                        pump.apply_config(&new, idle_timer.as_mut());
+                        pump.check_domain(&new, &client, &origin);
+                    }
+                    Err(_) => config_alive = false,
+                },
+                () = stop.cancelled(), if open => {
+                    if shutdown.is_cancelled() {
+                        pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
+                    } else {
+                        pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
+                    }
+                }
             }
         }
+        pump.end()
     }
-    pump.end()
 }
 
 impl Pump {
@@ -249,6 +246,43 @@ impl Pump {
         match side {
             Side::Client => self.client_gone,
             Side::Origin => self.origin_gone,
+        }
+    }
+
+    /// What to wait for on `side`'s socket: readable while its lane may
+    /// read, writable while bytes wait for it; `None` when nothing.
+    fn interest(&self, side: Side) -> Option<Interest> {
+        match (self.wants_read(side), self.wants_write(side)) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+
+    /// `side`'s socket is ready: read from it and/or flush what waits for it.
+    fn on_ready(
+        &mut self,
+        side: Side,
+        ready: io::Result<Ready>,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) {
+        let ready = match ready {
+            Ok(r) => r,
+            Err(_) => return self.side_vanished(side, client, origin),
+        };
+        if ready.is_writable() && self.wants_write(side) {
+            let event = match side {
+                Side::Client => self.flush(Side::Client, client),
+                Side::Origin => self.flush(Side::Origin, origin),
+            };
+            // A failed write means `side` is gone; the lane feeding it reports it.
+            self.on_lane_event(other(side), event, client, origin);
+        }
+        if ready.is_readable() && self.wants_read(side) {
+            let event = self.read(side, client, origin);
+            self.on_lane_event(side, event, client, origin);
         }
     }
 

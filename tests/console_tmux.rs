@@ -16,6 +16,37 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached 80×24 session named `console` running `command`.
+    fn start(socket: String, command: &str) -> Self {
+        let tmux = Tmux { socket };
+        let out = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        tmux
+    }
+
+    /// Waits (10 s at most) for the program in the session to exit.
+    fn wait_until_gone(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd(&["has-session", "-t", "console"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the console did not quit:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
@@ -99,27 +130,13 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
     );
     std::fs::write(&config_path, &original).unwrap();
 
-    let tmux = Tmux {
-        socket: format!("ecdn-e2e-{}", std::process::id()),
-    };
     let command = format!(
         "ECDN_CONSOLE_LOG={} {} --config {}",
         shell_quote(&dir.path().join("console.log").display().to_string()),
         shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
         shell_quote(&config_path.display().to_string()),
     );
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(out.status.success(), "tmux new-session: {out:?}");
+    let tmux = Tmux::start(format!("ecdn-e2e-{}", std::process::id()), &command);
 
     // The header shows where the relay listens (the config asked for :0).
     let screen = tmux.wait_for("Overview");
@@ -180,15 +197,7 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
     tmux.keys(&["Escape", "Escape", "4"]);
     tmux.wait_for("idle timeout (2 s)");
     tmux.keys(&["C-c"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.cmd(&["has-session", "-t", "console"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "the console did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_until_gone();
     assert!(Path::new(&config_path).exists());
 }
 
@@ -202,27 +211,13 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let tmux = Tmux {
-        socket: format!("ecdn-e2e-demo-{}", std::process::id()),
-    };
     // TMPDIR: the demo's temporary directory lands where the test can see it.
     let command = format!(
         "TMPDIR={} {} demo",
         shell_quote(&tmp.path().display().to_string()),
         shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
     );
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(out.status.success(), "tmux new-session: {out:?}");
+    let tmux = Tmux::start(format!("ecdn-e2e-demo-{}", std::process::id()), &command);
     let screen = tmux.wait_for("DEMO · synthetic clients");
     assert!(screen.contains("temporary config copy"), "{screen}");
     let demo_dirs = || {
@@ -257,15 +252,7 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
     tmux.keys(&["C-c"]);
     tmux.wait_for("Quit?");
     tmux.keys(&["y"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.cmd(&["has-session", "-t", "console"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "the demo did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_until_gone();
     assert_eq!(demo_dirs(), 0, "the temporary config is removed on quit");
 }
 

@@ -131,45 +131,32 @@ pub fn session_table(
         })
         .collect();
 
-    let mut header: Vec<&str> = vec!["ID"];
-    let mut widths = vec![Constraint::Length(6)];
-    if show_domain {
-        header.push("Domain");
-        widths.push(Constraint::Fill(1));
+    // (header, width) of each column shown, in the order the cells are built.
+    let mut columns: Vec<(&str, Constraint)> = vec![("ID", Constraint::Length(6))];
+    let client_width = if cols.origin { 21 } else { 15 };
+    for (shown, header, width) in [
+        (show_domain, "Domain", Constraint::Fill(1)),
+        (cols.client, "Client", Constraint::Length(client_width)),
+        (cols.origin, "Origin", Constraint::Length(15)),
+        (cols.age, "      Age", Constraint::Length(9)),
+        (cols.beat, "  Beat", Constraint::Length(BEAT_WIDTH)),
+        (true, "   Idle / limit", Constraint::Length(15)),
+        (true, "Deadline", Constraint::Length(gauge_width)),
+        (cols.split_flows, "→origin msgs B", Constraint::Length(14)),
+        (cols.split_flows, "→client msgs B", Constraint::Length(14)),
+        (
+            cols.messages && !cols.split_flows,
+            "msgs ↑/↓",
+            Constraint::Length(9),
+        ),
+        (cols.bytes, "  bytes ↑/↓", Constraint::Length(13)),
+        (cols.last, "Last", Constraint::Length(8)),
+    ] {
+        if shown {
+            columns.push((header, width));
+        }
     }
-    if cols.client {
-        header.push("Client");
-        widths.push(Constraint::Length(if cols.origin { 21 } else { 15 }));
-    }
-    if cols.origin {
-        header.push("Origin");
-        widths.push(Constraint::Length(15));
-    }
-    if cols.age {
-        header.push("      Age");
-        widths.push(Constraint::Length(9));
-    }
-    if cols.beat {
-        header.push("  Beat");
-        widths.push(Constraint::Length(BEAT_WIDTH));
-    }
-    header.extend(["   Idle / limit", "Deadline"]);
-    widths.extend([Constraint::Length(15), Constraint::Length(gauge_width)]);
-    if cols.split_flows {
-        header.extend(["→origin msgs B", "→client msgs B"]);
-        widths.extend([Constraint::Length(14), Constraint::Length(14)]);
-    } else if cols.messages {
-        header.push("msgs ↑/↓");
-        widths.push(Constraint::Length(9));
-    }
-    if cols.bytes {
-        header.push("  bytes ↑/↓");
-        widths.push(Constraint::Length(13));
-    }
-    if cols.last {
-        header.push("Last");
-        widths.push(Constraint::Length(8));
-    }
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = columns.into_iter().unzip();
 
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.table_header()))

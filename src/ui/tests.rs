@@ -197,10 +197,17 @@ fn typed(app: &mut App, s: &str) {
 
 /// Menu → Domain Management → cloud.tencent.com (Manage), on `tab` tabs on.
 fn manage(app: &mut App, tabs: usize) {
-    cmds(
-        app,
-        &[Command::Goto(Screen::Domains), Command::Down, Command::Open],
-    );
+    manage_row(app, 1, tabs);
+}
+
+/// Manage the domain list's `row`th domain (www.example.com, whose switch
+/// is off, is the first), `tabs` tabs on.
+fn manage_row(app: &mut App, row: usize, tabs: usize) {
+    update(app, Action::Cmd(Command::Goto(Screen::Domains)));
+    for _ in 0..row {
+        update(app, Action::Cmd(Command::Down));
+    }
+    update(app, Action::Cmd(Command::Open));
     for _ in 0..tabs {
         update(app, Action::Cmd(Command::NextTab));
     }
@@ -497,6 +504,14 @@ async fn heartbeat_fixture() -> Fixture {
     }
 }
 
+/// Asserts that the screen's line with `needle` also has `expected`.
+fn assert_line(screen: &str, needle: &str, expected: &str) {
+    assert!(
+        line_with(screen, needle).contains(expected),
+        "{needle:?} line without {expected:?}:\n{screen}"
+    );
+}
+
 fn line_with(screen: &str, needle: &str) -> String {
     screen
         .lines()
@@ -512,10 +527,7 @@ async fn sessions_whose_heartbeat_exceeds_the_limit_are_flagged() {
     check("sessions_heartbeat", &f.app);
     let screen = text(&f.app, 80, 24);
     // The 20 s heartbeat against the 15 s limit: flagged.
-    assert!(
-        line_with(&screen, "www.example.com").contains("20 s!"),
-        "{screen}"
-    );
+    assert_line(&screen, "www.example.com", "20 s!");
     // The 5 s heartbeat under 100 s: shown, not flagged.
     let fast = line_with(&screen, "cloud.tencent.com");
     assert!(
@@ -523,8 +535,8 @@ async fn sessions_whose_heartbeat_exceeds_the_limit_are_flagged() {
         "{screen}"
     );
 
-    // The flag carries its colour too (snapshots record none); the first
-    // row is selected, so look at the second one's from the other end.
+    // The flag carries its colour too (snapshots record none). The selected
+    // row is drawn in the selection colours, so select the other one.
     cmds(&mut f.app, &[Command::End]);
     let buffer = draw(&f.app, &Theme::color(), 80, 24);
     let y = row_of(&buffer, "20 s!");
@@ -537,13 +549,9 @@ async fn sessions_whose_heartbeat_exceeds_the_limit_are_flagged() {
     cmds(&mut f.app, &[Command::Home, Command::Open]);
     check("session_detail_heartbeat", &f.app);
     let screen = text(&f.app, 80, 24);
-    let beat = line_with(&screen, "Heartbeat");
-    assert!(beat.contains("~20 s (max 20 s)!"), "{screen}");
-    assert!(beat.contains("≥ 15 s limit: cut between beats"), "{screen}");
-    assert!(
-        line_with(&screen, "4 msgs").contains("gaps median 20 s, max 20 s (3 samples)"),
-        "{screen}"
-    );
+    assert_line(&screen, "Heartbeat", "~20 s (max 20 s)!");
+    assert_line(&screen, "Heartbeat", "≥ 15 s limit: cut between beats");
+    assert_line(&screen, "4 msgs", "gaps median 20 s, max 20 s (3 samples)");
 }
 
 #[tokio::test(start_paused = true)]
@@ -553,10 +561,7 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
     check("manage_advanced_heartbeat", &f.app);
     let screen = text(&f.app, 80, 24);
     // A 5 s heartbeat: 5 s more than the slowest gap, rounded up to 5 s.
-    assert!(
-        line_with(&screen, "Recommended").contains("10 s"),
-        "{screen}"
-    );
+    assert_line(&screen, "Recommended", "10 s");
     assert!(
         screen.contains("Heartbeat every ~5.0 s on 1 of 1 session(s)"),
         "{screen}"
@@ -564,29 +569,15 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
 
     // The switched-off domain: its 20 s heartbeat calls for 30 s.
     let mut f = heartbeat_fixture().await;
-    cmds(
-        &mut f.app,
-        &[
-            Command::Goto(Screen::Domains),
-            Command::Open,
-            Command::NextTab,
-            Command::NextTab,
-        ],
-    );
+    manage_row(&mut f.app, 0, 2);
     let screen = text(&f.app, 80, 24);
-    assert!(
-        line_with(&screen, "Recommended").contains("30 s"),
-        "{screen}"
-    );
+    assert_line(&screen, "Recommended", "30 s");
 
     // No heartbeat on any session: the console's 60 s, and why.
     let mut f = fixture().await;
     manage(&mut f.app, 2);
     let screen = text(&f.app, 80, 24);
-    assert!(
-        line_with(&screen, "Recommended").contains("60 s"),
-        "{screen}"
-    );
+    assert_line(&screen, "Recommended", "60 s");
     assert!(
         screen.contains("No heartbeat seen on 2 session(s)"),
         "{screen}"
@@ -599,34 +590,28 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
 async fn the_footer_drops_whole_hints_and_keeps_help() {
     let mut f = fixture().await;
     cmds(&mut f.app, &[Command::Goto(Screen::Domains)]);
+    // The footer's hints at width `w`, and whether `? help` ends it.
     let footer = |w: u16| {
         let buffer = draw(&f.app, &Theme::color(), w, 24);
         let line: String = (0..w)
             .map(|x| buffer[(x, 23)].symbol().to_string())
             .collect();
-        line
-    };
-    let wide = footer(200);
-    let hints: Vec<&str> = wide
-        .trim()
-        .trim_end_matches("? help")
-        .split("  ")
-        .map(str::trim)
-        .filter(|h| !h.is_empty())
-        .collect();
-    assert!(hints.len() >= 6, "{wide}");
-    for w in 60..=120 {
-        let line = footer(w);
-        assert!(line.trim_end().ends_with("? help"), "{w}: {line:?}");
-        let shown: Vec<&str> = line
+        let hints: Vec<String> = line
             .trim()
             .trim_end_matches("? help")
             .split("  ")
-            .map(str::trim)
+            .map(|h| h.trim().to_string())
             .filter(|h| !h.is_empty())
             .collect();
-        assert!(!shown.is_empty(), "{w}: {line:?}");
-        assert_eq!(shown, hints[..shown.len()], "{w}: {line:?}");
+        (hints, line.trim_end().ends_with("? help"))
+    };
+    let (all, _) = footer(200);
+    assert!(all.len() >= 6, "{all:?}");
+    for w in 60..=120 {
+        let (shown, help) = footer(w);
+        assert!(help, "{w}: {shown:?}");
+        assert!(!shown.is_empty(), "{w}");
+        assert_eq!(shown, all[..shown.len()], "{w}");
     }
 }
 
@@ -649,14 +634,6 @@ async fn the_switch_reads_in_colour_and_in_monochrome() {
     assert_eq!((color.fg, color.bg), (Color::Black, Color::Green));
     // www.example.com has its switch off.
     let mut f = fixture().await;
-    cmds(
-        &mut f.app,
-        &[
-            Command::Goto(Screen::Domains),
-            Command::Open,
-            Command::NextTab,
-            Command::NextTab,
-        ],
-    );
+    manage_row(&mut f.app, 0, 2);
     assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
 }

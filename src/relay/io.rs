@@ -16,7 +16,11 @@ pub trait RawIo: Send + Sync + 'static {
     /// One readiness future for whatever the pump waits for on this socket:
     /// a session holds two of these, not four.
     fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
-    fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Reads what is there now. `drained` says the read was shorter than
+    /// `buf`, so the socket's queue is empty: readiness is cleared without
+    /// the extra read that would only return `WouldBlock` (nginx treats a
+    /// short read the same way). Data that arrives later raises a new event.
+    fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadNow>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
 
@@ -26,8 +30,23 @@ macro_rules! raw_io {
             fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
                 <$t>::ready(self, interest)
             }
-            fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-                <$t>::try_read(self, buf)
+            fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadNow> {
+                let len = buf.len();
+                let mut short = None;
+                let result = self.try_io(Interest::READABLE, || {
+                    let n = <$t>::try_read(self, buf)?;
+                    if n > 0 && n < len {
+                        // Tell `try_io` to clear readiness; the count is kept aside.
+                        short = Some(n);
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    Ok(n)
+                });
+                match (result, short) {
+                    (_, Some(n)) => Ok(ReadNow { n, drained: true }),
+                    (Ok(n), None) => Ok(ReadNow { n, drained: false }),
+                    (Err(e), None) => Err(e),
+                }
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
@@ -38,6 +57,13 @@ macro_rules! raw_io {
 
 raw_io!(TcpStream);
 raw_io!(UnixStream);
+
+/// The outcome of [`RawIo::read_now`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadNow {
+    pub n: usize,
+    pub drained: bool,
+}
 
 /// Size of the per-thread read buffer: large enough that a 64 KiB message
 /// moves in one read, small enough to stay in cache.

@@ -14,11 +14,11 @@ use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
 
 use super::event::{CloseCause, CloseInfo};
 use super::frame::{FrameScanner, Violation, close_frame};
-use super::io::{RawIo, with_read_buf, write_now};
+use super::io::{RawIo, ReadNow, with_read_buf, write_now};
 use super::registry::{Direction, FrameKind, SessionStats};
 use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
 
@@ -178,8 +178,12 @@ pub fn run<O: RawIo>(
         drop(current);
 
         // Cancelled by an operator's close, or by the relay's shutdown (it is
-        // a child of the shutdown token): one future instead of two.
-        let stop = stats.close_requested().clone();
+        // a child of the shutdown token): one future instead of two. It and
+        // the config watch are created once, not on every turn of the loop:
+        // each creation registers a waiter under a lock, per frame.
+        let stopped = stats.close_requested().clone().cancelled_owned();
+        tokio::pin!(stopped);
+        let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut closing_armed = false;
         while !pump.finished() {
@@ -213,15 +217,16 @@ pub fn run<O: RawIo>(
                     }
                 }
                 // A new configuration applies to live sessions at once.
-                changed = config.changed(), if open && config_alive => match changed {
+                (changed, mut config) = &mut changes, if open && config_alive => match changed {
                     Ok(()) => {
                         let new = config.borrow_and_update().clone();
+                        changes.set(next_change(config));
                         pump.apply_config(&new, idle_timer.as_mut());
                         pump.check_domain(&new, &client, &origin);
                     }
                     Err(_) => config_alive = false,
                 },
-                () = stop.cancelled(), if open => {
+                () = &mut stopped, if open => {
                     if shutdown.is_cancelled() {
                         pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
                     } else {
@@ -232,6 +237,17 @@ pub fn run<O: RawIo>(
         }
         pump.end()
     }
+}
+
+/// The next config change, handing the receiver back for the one after.
+async fn next_change(
+    mut config: watch::Receiver<Arc<Config>>,
+) -> (
+    Result<(), watch::error::RecvError>,
+    watch::Receiver<Arc<Config>>,
+) {
+    let changed = config.changed().await;
+    (changed, config)
 }
 
 impl Pump {
@@ -310,7 +326,8 @@ impl Pump {
         client_done && origin_done && up_flushed && down_flushed
     }
 
-    /// Reads what `source` has (a few times while it keeps coming).
+    /// Reads what `source` has (a few times while it keeps coming, once
+    /// when a short read shows its queue is empty).
     fn read(&mut self, source: Side, client: &impl RawIo, origin: &impl RawIo) -> LaneEvent {
         for _ in 0..READS_PER_WAKE {
             let lane = self.lane(source);
@@ -321,19 +338,25 @@ impl Pump {
                 Side::Client => (client, origin),
                 Side::Origin => (origin, client),
             };
-            let event = with_read_buf(|buf| {
+            let (event, drained) = with_read_buf(|buf| {
                 let carry = self.lane(source).scanner.copy_carry(buf);
-                match src.try_read_dyn(&mut buf[carry..]) {
-                    Ok(0) => Some(LaneEvent::SourceGone),
-                    Ok(n) => Some(self.ingest_dyn(source, &buf[..carry + n], dst)),
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(LaneEvent::Nothing),
-                    Err(_) => Some(LaneEvent::SourceGone),
+                match src.read_now_dyn(&mut buf[carry..]) {
+                    Ok(ReadNow { n: 0, .. }) => (Some(LaneEvent::SourceGone), true),
+                    Ok(ReadNow { n, drained }) => (
+                        Some(self.ingest_dyn(source, &buf[..carry + n], dst)),
+                        drained,
+                    ),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => (None, true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        (Some(LaneEvent::Nothing), false)
+                    }
+                    Err(_) => (Some(LaneEvent::SourceGone), true),
                 }
             });
             match event {
-                None => break, // spurious wake-up or drained
-                Some(LaneEvent::Nothing) => continue,
+                None => break, // spurious wake-up
+                Some(LaneEvent::Nothing) if !drained => continue,
+                Some(LaneEvent::Nothing) => break,
                 Some(other) => return other,
             }
         }
@@ -725,7 +748,7 @@ fn queue_or_write(dst: &dyn WriteSide, pending: &mut Vec<u8>, data: &[u8]) -> io
 /// Object-safe halves of [`RawIo`], so the synchronous part of the pump is
 /// compiled once rather than per socket type.
 trait ReadSide {
-    fn try_read_dyn(&self, buf: &mut [u8]) -> io::Result<usize>;
+    fn read_now_dyn(&self, buf: &mut [u8]) -> io::Result<ReadNow>;
 }
 
 trait WriteSide {
@@ -733,8 +756,8 @@ trait WriteSide {
 }
 
 impl<T: RawIo> ReadSide for T {
-    fn try_read_dyn(&self, buf: &mut [u8]) -> io::Result<usize> {
-        self.try_read(buf)
+    fn read_now_dyn(&self, buf: &mut [u8]) -> io::Result<ReadNow> {
+        self.read_now(buf)
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod load;
 pub mod origin;
 pub mod relay;
 pub mod serve;

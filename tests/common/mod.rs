@@ -1,5 +1,11 @@
 //! Shared helpers for tests that drive the relay over real loopback sockets.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::result_large_err)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::result_large_err
+)]
 
 use std::net::SocketAddr;
 use std::path::Path;

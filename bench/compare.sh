@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of issue 6: the same loads against the origin
+# directly, nginx, HAProxy and `ecdn-console serve`, all on loopback, then
+# one table with the ratios relay÷nginx, relay÷HAProxy, relay÷direct.
+#
+#   bench/compare.sh quick     # small numbers, ~2 minutes: does everything work?
+#   bench/compare.sh full      # the figures of docs/BENCHMARKS.md
+#
+# Every number below can be overridden from the environment, e.g.
+#   ROUNDS=1 DURATION=5 bench/compare.sh full
+#
+# The machine caps a process at 20,000 file descriptors (hard limit): a
+# proxy holds two per relayed session, so idle runs are sized to 9,000
+# sessions (18,000 descriptors plus listeners and logs).
+#
+# Only loopback addresses are used. Everything this script starts is stopped
+# by its PID on exit (trap), and nothing else is touched.
+set -euo pipefail
+
+MODE=${1:-quick}
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+case "$MODE" in
+quick)
+    : "${ROUNDS:=1}" "${DURATION:=2}" "${ECHO_SESSIONS:=20}" "${PACED_SESSIONS:=50}"
+    : "${PACED_INTERVAL_MS:=100}" "${IDLE_SESSIONS:=200}" "${IDLE_TIMEOUT:=2}" "${HOLD:=4}"
+    ;;
+full)
+    : "${ROUNDS:=3}" "${DURATION:=10}" "${ECHO_SESSIONS:=100}" "${PACED_SESSIONS:=1000}"
+    : "${PACED_INTERVAL_MS:=100}" "${IDLE_SESSIONS:=9000}" "${IDLE_TIMEOUT:=5}" "${HOLD:=8}"
+    ;;
+*)
+    echo "usage: $0 [quick|full]" >&2
+    exit 2
+    ;;
+esac
+# The timeout for everything but the timeout-precision run: longer than any run.
+: "${LONG_TIMEOUT:=120}"
+: "${CONCURRENCY:=64}"
+: "${TARGETS:=direct nginx haproxy relay}"
+: "${ORIGIN_PORT:=19001}" "${NGINX_PORT:=19081}" "${HAPROXY_PORT:=19082}" "${RELAY_PORT:=19083}"
+: "${OUT:=$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)-$MODE}"
+HOST=bench.test
+LOOP=127.0.0.1
+
+mkdir -p "$OUT"
+RESULTS=$OUT/results.jsonl
+: >"$RESULTS"
+STARTED_PIDS=()
+
+log() { printf '%s %s\n' "$(date +%H:%M:%S)" "$*" | tee -a "$OUT/run.log" >&2; }
+
+stop_pid() {
+    local pid=$1
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do
+        stop_pid "$pid"
+    done
+    STARTED_PIDS=()
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# --- tools ---------------------------------------------------------------
+
+install_missing() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v jq >/dev/null || missing+=(jq)
+    if ((${#missing[@]})); then
+        log "installing ${missing[*]} from Debian packages"
+        apt-get update -q
+        # nginx-light is only a transitional name in current Debian; nginx is the real one.
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+    fi
+}
+
+build() {
+    log "building release binaries"
+    nice cargo build --release --bin ecdn-console --bin ecdn-load 2>&1 | tail -1
+    CONSOLE=$ROOT/target/release/ecdn-console
+    LOAD=$ROOT/target/release/ecdn-load
+}
+
+# --- processes -----------------------------------------------------------
+
+wait_port() {
+    local port=$1
+    for _ in $(seq 100); do
+        if ss -Hltn "sport = :$port" | grep -q LISTEN; then return 0; fi
+        sleep 0.1
+    done
+    log "nothing listens on port $port"
+    return 1
+}
+
+start_origin() {
+    "$CONSOLE" origin --listen "$LOOP:$ORIGIN_PORT" >"$OUT/origin.log" 2>&1 &
+    ORIGIN_PID=$!
+    STARTED_PIDS+=("$ORIGIN_PID")
+    wait_port "$ORIGIN_PORT"
+}
+
+# $1: idle timeout in seconds for all three proxies.
+start_proxies() {
+    local t=$1 dir=$OUT/conf-$1
+    mkdir -p "$dir"
+    cat >"$dir/nginx.conf" <<EOF
+# One worker like our single relay thread; 2 descriptors per session.
+worker_processes 1;
+worker_rlimit_nofile 20000;
+daemon off;
+pid $dir/nginx.pid;
+error_log $dir/nginx-error.log warn;
+events { worker_connections 19500; }
+http {
+    access_log off;
+    client_body_temp_path $dir/nginx-tmp;
+    proxy_temp_path $dir/nginx-tmp;
+    server {
+        listen $LOOP:$NGINX_PORT backlog=4096;
+        location / {
+            proxy_pass http://$LOOP:$ORIGIN_PORT;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade \$http_upgrade;
+            proxy_set_header Connection "upgrade";
+            proxy_set_header Host \$host;
+            proxy_read_timeout ${t}s;
+            proxy_send_timeout ${t}s;
+        }
+    }
+}
+EOF
+    cat >"$dir/haproxy.cfg" <<EOF
+# One thread like our single relay thread; 2 descriptors per session.
+global
+    nbthread 1
+    maxconn 9900
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    timeout http-request 10s
+    timeout tunnel ${t}s
+frontend ws
+    bind $LOOP:$HAPROXY_PORT
+    maxconn 9900
+    default_backend origin
+backend origin
+    server o1 $LOOP:$ORIGIN_PORT
+EOF
+    cat >"$dir/relay.toml" <<EOF
+[relay]
+listen = "$LOOP:$RELAY_PORT"
+handshake-timeout = 10
+origin-connect-timeout = 5
+max-sessions = 100000
+idle-close = "close-frame"
+
+[[domain]]
+name = "$HOST"
+acceleration = "full-site"
+origins = ["$LOOP:$ORIGIN_PORT"]
+websocket = { switch = "on", timeout = $t }
+EOF
+    mkdir -p "$dir/nginx-tmp"
+    nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/nginx-error.log" &
+    NGINX_MASTER=$!
+    STARTED_PIDS+=("$NGINX_MASTER")
+    haproxy -db -f "$dir/haproxy.cfg" >"$dir/haproxy.log" 2>&1 &
+    HAPROXY_PID=$!
+    STARTED_PIDS+=("$HAPROXY_PID")
+    # Event lines are not what is measured: discard them.
+    "$CONSOLE" serve --config "$dir/relay.toml" >/dev/null 2>"$dir/relay.err" &
+    RELAY_PID=$!
+    STARTED_PIDS+=("$RELAY_PID")
+    wait_port "$NGINX_PORT"
+    wait_port "$HAPROXY_PORT"
+    wait_port "$RELAY_PORT"
+    NGINX_PID=""
+    for _ in $(seq 50); do
+        NGINX_PID=$(pgrep -P "$NGINX_MASTER" | head -1 || true)
+        [[ -n $NGINX_PID ]] && break
+        sleep 0.1
+    done
+    log "proxies up (timeout ${t}s): nginx worker $NGINX_PID, haproxy $HAPROXY_PID, relay $RELAY_PID"
+}
+
+stop_proxies() {
+    local keep=() pid
+    for pid in "$NGINX_MASTER" "$HAPROXY_PID" "$RELAY_PID"; do stop_pid "$pid"; done
+    for pid in "${STARTED_PIDS[@]}"; do
+        [[ $pid == "$NGINX_MASTER" || $pid == "$HAPROXY_PID" || $pid == "$RELAY_PID" ]] || keep+=("$pid")
+    done
+    STARTED_PIDS=("${keep[@]}")
+}
+
+# --- measuring -----------------------------------------------------------
+
+url_of() {
+    case $1 in
+    direct) echo "ws://$LOOP:$ORIGIN_PORT/bench" ;;
+    nginx) echo "ws://$LOOP:$NGINX_PORT/bench" ;;
+    haproxy) echo "ws://$LOOP:$HAPROXY_PORT/bench" ;;
+    relay) echo "ws://$LOOP:$RELAY_PORT/bench" ;;
+    esac
+}
+
+pid_of() {
+    case $1 in
+    direct) echo "$ORIGIN_PID" ;;
+    nginx) echo "$NGINX_PID" ;;
+    haproxy) echo "$HAPROXY_PID" ;;
+    relay) echo "$RELAY_PID" ;;
+    esac
+}
+
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# utime + stime in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+# run_load TEST TARGET ROUND [ecdn-load args...]: one run, one JSON line.
+run_load() {
+    local test=$1 target=$2 round=$3
+    shift 3
+    local pid origin_pid=$ORIGIN_PID file="$OUT/$test-$target-r$round"
+    local pid_cpu0 origin_cpu0 load0 report
+    pid=$(pid_of "$target")
+    pid_cpu0=$(cpu_ticks "$pid")
+    origin_cpu0=$(cpu_ticks "$origin_pid")
+    load0=$(loadavg)
+    if ! "$LOAD" "$(url_of "$target")" --host "$HOST" --concurrency "$CONCURRENCY" --json "$@" \
+        >"$file.json" 2>"$file.err"; then
+        log "  $test/$target: ecdn-load failed: $(tail -1 "$file.err")"
+    fi
+    report=$(cat "$file.json")
+    [[ -n $report ]] || report='{}'
+    jq -c --arg test "$test" --arg target "$target" --argjson round "$round" \
+        --argjson cpu "$(($(cpu_ticks "$pid") - pid_cpu0))" \
+        --argjson origin_cpu "$(($(cpu_ticks "$origin_pid") - origin_cpu0))" \
+        --argjson hz "$(getconf CLK_TCK)" \
+        --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
+        '{test: $test, target: $target, round: $round, load_before: $load0, load_after: $load1,
+          proxy_cpu_s: ($cpu / $hz), origin_cpu_s: ($origin_cpu / $hz)} + .' \
+        <<<"$report" >>"$RESULTS"
+    log "  $test/$target: $(jq -r '"\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms, errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg))"
+}
+
+# Memory and idle CPU: RSS before and with IDLE_SESSIONS silent sessions held.
+run_memory() {
+    local target=$1 round=$2
+    local pid file="$OUT/memory-$target-r$round" load_pid rss0 rss1 cpu0 cpu1 load0
+    pid=$(pid_of "$target")
+    rss0=$(rss_kib "$pid")
+    load0=$(loadavg)
+    "$LOAD" "$(url_of "$target")" --host "$HOST" --concurrency "$CONCURRENCY" --json \
+        --mode idle --sessions "$IDLE_SESSIONS" --duration "$HOLD" --ready-line \
+        >"$file.json" 2>"$file.err" &
+    load_pid=$!
+    STARTED_PIDS+=("$load_pid")
+    for _ in $(seq 1200); do
+        grep -q '^ready:' "$file.err" 2>/dev/null && break
+        kill -0 "$load_pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    sleep 1
+    rss1=$(rss_kib "$pid")
+    cpu0=$(cpu_ticks "$pid")
+    sleep 5
+    cpu1=$(cpu_ticks "$pid")
+    wait "$load_pid" || log "  memory/$target: ecdn-load failed: $(tail -1 "$file.err")"
+    jq -c --arg target "$target" --argjson round "$round" --argjson rss0 "$rss0" --argjson rss1 "$rss1" \
+        --argjson cpu "$((cpu1 - cpu0))" --argjson hz "$(getconf CLK_TCK)" \
+        --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
+        '{test: "memory", target: $target, round: $round, load_before: $load0, load_after: $load1,
+          rss_before_kib: $rss0, rss_after_kib: $rss1,
+          kib_per_session: (if .opened > 0 then ($rss1 - $rss0) / .opened else null end),
+          idle_cpu_pct: ($cpu / $hz / 5 * 100)} + .' \
+        <"$file.json" >>"$RESULTS"
+    log "  memory/$target: RSS $rss0 → $rss1 KiB with $(jq .opened "$file.json") sessions, $((cpu1 - cpu0)) ticks CPU in 5 s"
+}
+
+# --- the run -------------------------------------------------------------
+
+install_missing
+build
+ulimit -n 20000 2>/dev/null || true
+{
+    echo "mode=$MODE rounds=$ROUNDS duration=$DURATION echo_sessions=$ECHO_SESSIONS"
+    echo "paced_sessions=$PACED_SESSIONS interval_ms=$PACED_INTERVAL_MS idle_sessions=$IDLE_SESSIONS idle_timeout=$IDLE_TIMEOUT"
+    echo "nproc=$(nproc) cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) kernel=$(uname -r)"
+    echo "nginx=$(nginx -v 2>&1 | cut -d/ -f2) haproxy=$(haproxy -v | awk 'NR == 1 { print $3 }') commit=$(git rev-parse --short HEAD)"
+    echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)"
+} | tee "$OUT/machine.txt" >&2
+
+start_origin
+for round in $(seq "$ROUNDS"); do
+    log "round $round of $ROUNDS"
+    start_proxies "$LONG_TIMEOUT"
+    # Memory first, on fresh processes (earlier runs would leave reusable heap).
+    for target in $TARGETS; do
+        [[ $target == direct ]] || run_memory "$target" "$round"
+    done
+    for target in $TARGETS; do
+        run_load echo64 "$target" "$round" --mode echo --size 64 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
+    done
+    for target in $TARGETS; do
+        run_load echo4k "$target" "$round" --mode echo --size 4096 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
+    done
+    for target in $TARGETS; do
+        run_load echo64k "$target" "$round" --mode echo --size 65536 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
+    done
+    for target in $TARGETS; do
+        run_load paced "$target" "$round" --mode paced --interval-ms "$PACED_INTERVAL_MS" --size 64 \
+            --sessions "$PACED_SESSIONS" --duration "$DURATION"
+    done
+    stop_proxies
+    start_proxies "$IDLE_TIMEOUT"
+    for target in $TARGETS; do
+        [[ $target == direct ]] || run_load timeout "$target" "$round" --mode idle \
+            --sessions "$IDLE_SESSIONS" --expect-timeout "$IDLE_TIMEOUT" --duration "$((IDLE_TIMEOUT + 3))"
+    done
+    stop_proxies
+done
+echo "date_end=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)" | tee -a "$OUT/machine.txt" >&2
+
+# --- the table -----------------------------------------------------------
+# Medians over the rounds; ratios relay÷X ("higher is better" rows want > 1,
+# the others < 1).
+jq -rs --arg echo_n "$ECHO_SESSIONS" --arg paced_n "$PACED_SESSIONS" --arg interval "$PACED_INTERVAL_MS" \
+    --arg idle_n "$IDLE_SESSIONS" --arg idle_t "$IDLE_TIMEOUT" -f bench/table.jq "$RESULTS" | tee "$OUT/table.md"
+log "results in $OUT"

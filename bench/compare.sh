@@ -256,10 +256,11 @@ run_load() {
         --argjson origin_cpu "$(($(cpu_ticks "$origin_pid") - origin_cpu0))" \
         --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
-        '{test: $test, target: $target, round: $round, load_before: $load0, load_after: $load1,
-          proxy_cpu_s: ($cpu / $hz), origin_cpu_s: ($origin_cpu / $hz)} + .' \
+        '. + {url: .target, test: $test, target: $target, round: $round, load_before: $load0, load_after: $load1,
+          proxy_cpu_s: ($cpu / $hz), origin_cpu_s: ($origin_cpu / $hz)}' \
         <<<"$report" >>"$RESULTS"
-    log "  $test/$target: $(jq -r '"\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms, errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg))"
+    log "  $test/$target: $(jq -r 'if .idle then "lateness \(.idle.lateness_ms // {} | "p50 \(.p50) p99 \(.p99) max \(.max)") ms, closes \([.idle.closes[] | "\(.sessions)×\(.close)"] | join(" ")), still open \(.idle.still_open)"
+        else "\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms" end + ", errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg))"
 }
 
 # Memory and idle CPU: RSS before and with IDLE_SESSIONS silent sessions held.
@@ -288,10 +289,10 @@ run_memory() {
     jq -c --arg target "$target" --argjson round "$round" --argjson rss0 "$rss0" --argjson rss1 "$rss1" \
         --argjson cpu "$((cpu1 - cpu0))" --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
-        '{test: "memory", target: $target, round: $round, load_before: $load0, load_after: $load1,
+        '. + {url: .target, test: "memory", target: $target, round: $round, load_before: $load0, load_after: $load1,
           rss_before_kib: $rss0, rss_after_kib: $rss1,
           kib_per_session: (if .opened > 0 then ($rss1 - $rss0) / .opened else null end),
-          idle_cpu_pct: ($cpu / $hz / 5 * 100)} + .' \
+          idle_cpu_pct: ($cpu / $hz / 5 * 100)}' \
         <"$file.json" >>"$RESULTS"
     log "  memory/$target: RSS $rss0 → $rss1 KiB with $(jq .opened "$file.json") sessions, $((cpu1 - cpu0)) ticks CPU in 5 s"
 }

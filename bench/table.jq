@@ -19,9 +19,9 @@ map(. + {proxy_us_per_msg:
 | def m($test; $target; $path): [$all[] | select(.test == $test and .target == $target) | getpath($path)] | median;
   def load($test): [$all[] | select(.test == $test) | .load_before, .load_after] | map(select(. != null))
     | if length == 0 then "–" else "\(min)–\(max)" end;
-  def row($label; $test; $path; $better):
+  def row($name; $test; $path; $better):
     [m($test; "direct"; $path), m($test; "nginx"; $path), m($test; "haproxy"; $path), m($test; "relay"; $path)] as [$d, $n, $h, $r]
-    | "| \($label) (\($better)) | \($d | num) | \($n | num) | \($h | num) | \($r | num) | \(ratio($r; $n)) | \(ratio($r; $h)) | \(ratio($r; $d)) | \(load($test)) |";
+    | "| \($name) (\($better)) | \($d | num) | \($n | num) | \($h | num) | \($r | num) | \(ratio($r; $n)) | \(ratio($r; $h)) | \(ratio($r; $d)) | \(load($test)) |";
   "| measure | direct | nginx | HAProxy | relay | relay÷nginx | relay÷HAProxy | relay÷direct | load avg |",
   "|---|---:|---:|---:|---:|---:|---:|---:|---|",
   row("echo 64 B × \($echo_n) sessions, msgs/s"; "echo64"; ["messages_per_s"]; "higher"),

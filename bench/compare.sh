@@ -231,6 +231,8 @@ pid_of() {
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# Busy ticks of the whole machine (all cores), for the share other work took.
+machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 # utime + stime in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
@@ -240,27 +242,37 @@ run_load() {
     local test=$1 target=$2 round=$3
     shift 3
     local pid origin_pid=$ORIGIN_PID file="$OUT/$test-$target-r$round"
-    local pid_cpu0 origin_cpu0 load0 report
+    local pid_cpu0 origin_cpu0 busy0 t0 load0 report gen_cpu
     pid=$(pid_of "$target")
     pid_cpu0=$(cpu_ticks "$pid")
     origin_cpu0=$(cpu_ticks "$origin_pid")
+    busy0=$(machine_busy)
+    t0=$(date +%s.%N)
     load0=$(loadavg)
-    if ! "$LOAD" "$(url_of "$target")" --host "$HOST" --concurrency "$CONCURRENCY" --json "$@" \
-        >"$file.json" 2>"$file.err"; then
+    # bash's `time` gives the generator's own CPU (user + sys seconds).
+    if ! { TIMEFORMAT='%U %S'; time "$LOAD" "$(url_of "$target")" --host "$HOST" \
+        --concurrency "$CONCURRENCY" --json "$@" >"$file.json" 2>"$file.err"; } 2>"$file.time"; then
         log "  $test/$target: ecdn-load failed: $(tail -1 "$file.err")"
     fi
+    gen_cpu=$(awk '{ print $1 + $2 }' "$file.time")
     report=$(cat "$file.json")
     [[ -n $report ]] || report='{}'
     jq -c --arg test "$test" --arg target "$target" --argjson round "$round" \
         --argjson cpu "$(($(cpu_ticks "$pid") - pid_cpu0))" \
         --argjson origin_cpu "$(($(cpu_ticks "$origin_pid") - origin_cpu0))" \
+        --argjson busy "$(($(machine_busy) - busy0))" --argjson gen_cpu "${gen_cpu:-0}" \
+        --argjson wall "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')" --argjson ncpu "$(nproc)" \
         --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
         '. + {url: .target, test: $test, target: $target, round: $round, load_before: $load0, load_after: $load1,
-          proxy_cpu_s: ($cpu / $hz), origin_cpu_s: ($origin_cpu / $hz)}' \
+          proxy_cpu_s: (if $target == "direct" then 0 else $cpu / $hz end), origin_cpu_s: ($origin_cpu / $hz),
+          generator_cpu_s: $gen_cpu, wall_s: $wall,
+          machine_busy_pct: ($busy / $hz / $wall / $ncpu * 100),
+          other_busy_pct: ((($busy / $hz) - (if $target == "direct" then 0 else $cpu / $hz end)
+            - ($origin_cpu / $hz) - $gen_cpu) / $wall / $ncpu * 100)}' \
         <<<"$report" >>"$RESULTS"
     log "  $test/$target: $(jq -r 'if .idle then "lateness \(.idle.lateness_ms // {} | "p50 \(.p50) p99 \(.p99) max \(.max)") ms, closes \([.idle.closes[] | "\(.sessions)×\(.close)"] | join(" ")), still open \(.idle.still_open)"
-        else "\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms" end + ", errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg))"
+        else "\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms" end + ", errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg); $(tail -1 "$RESULTS" | jq -r '"machine busy \(.machine_busy_pct | floor) %, others incl. softirq \(.other_busy_pct | floor) %"'))"
 }
 
 # Memory and idle CPU: RSS before and with IDLE_SESSIONS silent sessions held.

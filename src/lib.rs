@@ -5,9 +5,15 @@
 //! and `ui` never touch a terminal; `tui` owns it; `cli` parses the command
 //! line and runs the commands that need no terminal.
 
+pub mod app;
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_targets;
 pub mod load;
 pub mod origin;
+pub mod probe;
 pub mod relay;
 pub mod serve;
+pub mod tui;
+pub mod ui;

@@ -10,7 +10,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {}", cli::error_message(&error));
+            if !cli::is_silent(&error) {
+                eprintln!("error: {}", cli::error_message(&error));
+            }
             ExitCode::from(cli::exit_code(&error))
         }
     }

@@ -422,11 +422,14 @@ fn bad_arguments_are_usage_errors() {
 }
 
 #[test]
-fn no_command_prints_the_help() {
+fn no_command_without_a_terminal_prints_the_help() {
+    // Without a command the console opens; with no terminal (a pipe) there
+    // is nothing to draw on, so the help says what to do instead.
     let out = Sandbox::new().run(&[]);
     assert_code(&out, 2);
     assert_contains(&out.stderr, "Usage: ecdn-console");
     assert_contains(&out.stderr, "websocket");
+    assert_contains(&out.stderr, "needs a terminal");
 }
 
 // ---- runtime failures -----------------------------------------------------

@@ -7,11 +7,12 @@
 
 mod config_cmd;
 mod domains;
+mod probe;
 mod serve;
 mod table;
 mod websocket;
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -21,6 +22,7 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 
 pub use config_cmd::ConfigCommand;
 pub use domains::DomainsArgs;
+pub use probe::ProbeArgs;
 pub use serve::{OriginArgs, ServeArgs};
 pub use websocket::WebsocketArgs;
 
@@ -32,14 +34,23 @@ pub const EXIT_FAILURE: u8 = 1;
 /// Terminal console for CDN WebSocket idle-timeout settings, with a live
 /// in-process WebSocket relay.
 #[derive(Debug, Parser)]
-#[command(name = "ecdn-console", version, arg_required_else_help = true)]
+#[command(name = "ecdn-console", version)]
 pub struct Cli {
     /// Configuration file [default: ./ecdn-console.toml if present, else
     /// the user's config directory; created from the built-in default if missing]
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    // Optional because running without a command will open the console.
+    /// Console: no colours (also when NO_COLOR is set); selection is shown in reverse video
+    #[arg(long)]
+    pub no_color: bool,
+
+    /// Console: enable the mouse (click the menu, scroll lists); off by
+    /// default because capturing it stops text selection over SSH
+    #[arg(long)]
+    pub mouse: bool,
+
+    /// Without a command: the console (TUI) with the relay running in-process.
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -69,6 +80,27 @@ pub enum Command {
     /// `/headers` returns the upgrade request's headers as the origin saw
     /// them; `/close CODE [REASON]` makes the origin close the session.
     Origin(OriginArgs),
+    /// Troubleshoot any WebSocket endpoint: handshake, round trips, and how it ends
+    ///
+    /// Prints the handshake's result, each heartbeat's round trip and what the
+    /// server sends; at the end who closed and how (close code and reason, or a
+    /// drop without a close frame, 1006), the idle time in each direction at
+    /// that moment, the duration, and a diagnosis. With --silent (the default
+    /// without --heartbeat) it measures how long the path lets an idle
+    /// connection live. Ctrl-C closes with 1000.
+    #[command(after_help = crate::probe::exit_codes_help())]
+    Probe(ProbeArgs),
+}
+
+/// A command that has already reported its outcome and only needs the
+/// process to exit with `code` (probe's outcomes); nothing more is printed.
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub u8);
+
+/// Whether `error` is an [`Exit`]: the command said everything already.
+pub fn is_silent(error: &anyhow::Error) -> bool {
+    error.is::<Exit>()
 }
 
 /// Bad input the CLI itself detects (as opposed to the config's rules).
@@ -85,17 +117,32 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
         Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
-        None => {
-            // Until the console exists, a bare invocation is a usage error.
+        Some(Command::Probe(args)) => probe::run(&args, out),
+        // Scripts and pipes get the help, not a console they cannot see.
+        None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
             write!(err, "{}", Cli::command().render_help())?;
-            Err(BadInput("no command given; pick one of the commands above".into()).into())
+            Err(BadInput(
+                "without a command ecdn-console opens the console, which needs a terminal; \
+                 run it in one, or pick one of the commands above"
+                    .into(),
+            )
+            .into())
         }
+        None => crate::tui::run(&crate::tui::Options {
+            config_path,
+            no_color: cli.no_color,
+            mouse: cli.mouse,
+            banner: None,
+        }),
     }
 }
 
 /// 2 when the operator's input is at fault (they can fix it and retry),
-/// 1 when the machine is (I/O, a conflicting edit).
+/// 1 when the machine is (I/O, a conflicting edit); an [`Exit`]'s own code.
 pub fn exit_code(error: &anyhow::Error) -> u8 {
+    if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
+        return *code;
+    }
     let bad_input = error.chain().any(|e| {
         e.downcast_ref::<ConfigError>()
             .is_some_and(ConfigError::is_bad_input)

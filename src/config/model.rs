@@ -58,6 +58,10 @@ pub struct RelaySettings {
     pub max_message_bytes: u64,
     pub max_sessions: usize,
     pub idle_close: IdleCloseMode,
+    /// Extra CA certificates (PEM) trusted for `https` origins, for origins
+    /// behind a private CA. Relative paths are resolved against the config
+    /// file's directory.
+    pub origin_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for RelaySettings {
@@ -69,6 +73,7 @@ impl Default for RelaySettings {
             max_message_bytes: 16 * 1024 * 1024,
             max_sessions: 100_000,
             idle_close: IdleCloseMode::CloseFrame,
+            origin_ca_file: None,
         }
     }
 }

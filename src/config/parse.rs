@@ -34,6 +34,7 @@ struct RawRelay {
     max_message_bytes: Option<Spanned<i64>>,
     max_sessions: Option<Spanned<i64>>,
     idle_close: Option<IdleCloseMode>,
+    origin_ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -111,7 +112,7 @@ impl Config {
             text,
             problems: Vec::new(),
         };
-        let relay = relay_settings(&mut checker, raw.relay);
+        let relay = relay_settings(&mut checker, raw.relay, path);
         let mut domains: Vec<Domain> = Vec::new();
         let mut names: Vec<(String, usize)> = Vec::new();
         for raw_domain in raw.domain {
@@ -165,7 +166,7 @@ fn syntax_fix(message: &str) -> String {
     }
 }
 
-fn relay_settings(c: &mut Checker, raw: Option<RawRelay>) -> RelaySettings {
+fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelaySettings {
     let defaults = RelaySettings::default();
     let Some(raw) = raw else { return defaults };
     let secs = |c: &mut Checker, v: &Option<Spanned<i64>>, key: &str, max, default: Duration| {
@@ -212,6 +213,10 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>) -> RelaySettings {
             })
             .map_or(defaults.max_sessions, |n| n as usize),
         idle_close: raw.idle_close.unwrap_or(defaults.idle_close),
+        origin_ca_file: raw
+            .origin_ca_file
+            .as_ref()
+            .and_then(|v| c.check(v, |f| rules::ca_file(f, path))),
     }
 }
 

@@ -232,6 +232,26 @@ pub fn positive(key: &str, value: i64, max: i64, unit: &str) -> Rule<u64> {
     }
 }
 
+/// `origin-ca-file`: must name a readable file; relative to the config's directory.
+pub fn ca_file(value: &str, config_path: &std::path::Path) -> Rule<std::path::PathBuf> {
+    let given = std::path::Path::new(value);
+    let resolved = match config_path.parent() {
+        Some(dir) if given.is_relative() => dir.join(given),
+        _ => given.to_path_buf(),
+    };
+    if resolved.is_file() {
+        Ok(resolved)
+    } else {
+        Err(RuleViolation::new(
+            format!(
+                "origin-ca-file \"{value}\" is not a readable file ({})",
+                resolved.display()
+            ),
+            "point it at a PEM file of CA certificates (relative paths start at the config file's directory), or remove the key",
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -64,10 +64,24 @@ pub async fn spawn(
     options: OriginOptions,
     shutdown: CancellationToken,
 ) -> std::io::Result<SocketAddr> {
-    let listener = TcpListener::bind(addr).await?;
+    let listener = bind(addr)?;
     let local = listener.local_addr()?;
     tokio::spawn(serve(listener, options, shutdown));
     Ok(local)
+}
+
+/// A listener with a deep backlog: demos and benchmarks connect hundreds of
+/// clients at once, and `TcpListener::bind`'s default (1024) drops SYNs,
+/// which costs each dropped client a 1 s retransmission.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(4096)
 }
 
 fn websocket_config() -> WebSocketConfig {
@@ -137,7 +151,13 @@ async fn serve_client(stream: TcpStream, options: &OriginOptions) {
                     Some(Ok(Message::Binary(data))) => Message::Binary(data),
                     // Pings are answered by tungstenite; a close is echoed by it too.
                     Some(Ok(_)) => continue,
-                    Some(Err(_)) | None => break,
+                    // A broken message gets a close frame that says why, as
+                    // RFC 6455 asks, instead of a silently dropped connection.
+                    Some(Err(e)) => match failure_close(&e) {
+                        Some(frame) => Message::Close(Some(frame)),
+                        None => break,
+                    },
+                    None => break,
                 };
                 if sink.send(reply).await.is_err() {
                     break;
@@ -151,6 +171,21 @@ async fn serve_client(stream: TcpStream, options: &OriginOptions) {
             }
         }
     }
+}
+
+/// The close frame owed to a client whose message broke a rule.
+fn failure_close(error: &tokio_tungstenite::tungstenite::Error) -> Option<CloseFrame> {
+    use tokio_tungstenite::tungstenite::Error;
+    let (code, reason) = match error {
+        Error::Utf8(_) => (CloseCode::Invalid, "invalid UTF-8 in a text message"),
+        Error::Protocol(_) => (CloseCode::Protocol, "protocol error"),
+        Error::Capacity(_) => (CloseCode::Size, "message too big"),
+        _ => return None,
+    };
+    Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    })
 }
 
 enum Command {

@@ -44,6 +44,9 @@ pub struct Scan {
     pub violation: Option<Violation>,
     /// A close frame that completed in this input.
     pub close: Option<CloseInfo>,
+    /// Where that close frame's header starts in the input (0 when the
+    /// frame began in an earlier input).
+    pub close_at: usize,
 }
 
 #[derive(Debug)]
@@ -162,6 +165,9 @@ impl FrameScanner {
                                 }
                             };
                             on_frame(frame);
+                            if frame.kind == FrameKind::Close {
+                                scan.close_at = pos;
+                            }
                             pos += cursor.position() as usize;
                             let close = (frame.kind == FrameKind::Close).then(|| CloseCollector {
                                 mask: header.mask,

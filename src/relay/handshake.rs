@@ -100,21 +100,24 @@ pub async fn read_request(stream: &mut TcpStream) -> Result<(ClientRequest, Vec<
                 "client closed the connection before finishing its request",
             ));
         }
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut request = httparse::Request::new(&mut headers);
-        match request.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => {
-                let parsed = client_request(&request)?;
-                let leftover = buf[end..].to_vec();
-                return Ok((parsed, leftover));
-            }
-            Ok(httparse::Status::Partial) if buf.len() >= MAX_HEADER_BYTES => {
-                return Err(headers_too_large());
-            }
-            Ok(httparse::Status::Partial) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(headers_too_large()),
-            Err(e) => return Err(Refusal::status(400, format!("malformed HTTP request: {e}"))),
+        if let Some((request, end)) = parse_request(&buf)? {
+            return Ok((request, buf[end..].to_vec()));
         }
+    }
+}
+
+/// Parses a request head from the bytes read so far: `Ok(None)` while it
+/// is incomplete, the request and where it ends once complete, or why it
+/// is refused. Pure, so the fuzzer can drive it.
+pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(buf) {
+        Ok(httparse::Status::Complete(end)) => Ok(Some((client_request(&request)?, end))),
+        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEADER_BYTES => Err(headers_too_large()),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(headers_too_large()),
+        Err(e) => Err(Refusal::status(400, format!("malformed HTTP request: {e}"))),
     }
 }
 
@@ -347,7 +350,8 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAddr) -> Vec<u8> {
+/// The upgrade request the relay sends to the origin.
+pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAddr) -> Vec<u8> {
     let forwarded_for = match &request.forwarded_for {
         Some(previous) => format!("{previous}, {}", client.ip()),
         None => client.ip().to_string(),
@@ -443,7 +447,8 @@ pub async fn send_refusal(stream: &mut TcpStream, refusal: &Refusal) {
     let _ = timeout(Duration::from_secs(1), async {
         stream.write_all(&response).await?;
         stream.shutdown().await?;
-        let mut sink = [0u8; 1024];
+        // On the heap: a buffer in the future would make every connection task bigger.
+        let mut sink = vec![0u8; 1024];
         while stream.read(&mut sink).await? > 0 {}
         Ok::<(), io::Error>(())
     })
@@ -472,14 +477,37 @@ pub async fn tls_connect(
         })
 }
 
-/// The trust roots for `wss://` origins: the public web PKI.
-pub fn tls_client_config() -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
-    let roots = rustls::RootCertStore {
+/// The trust roots for `wss://` origins: the public web PKI, plus the
+/// operator's own CA certificates (`origin-ca-file`) if any.
+pub fn tls_client_config(
+    extra_ca_file: Option<&std::path::Path>,
+) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore {
         roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
     };
+    if let Some(path) = extra_ca_file {
+        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("cannot read origin-ca-file {}: {e}", path.display()))?;
+        let mut added = 0;
+        for cert in certs {
+            let cert = cert.map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
+            roots
+                .add(cert)
+                .map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(format!(
+                "origin-ca-file {} holds no PEM certificate",
+                path.display()
+            ));
+        }
+    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(Arc::new(config))

@@ -9,11 +9,13 @@ use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 
+use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 
 pub trait RawIo: Send + Sync + 'static {
-    fn readable(&self) -> impl Future<Output = io::Result<()>> + Send;
-    fn writable(&self) -> impl Future<Output = io::Result<()>> + Send;
+    /// One readiness future for whatever the pump waits for on this socket:
+    /// a session holds two of these, not four.
+    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
     fn try_read(&self, buf: &mut [u8]) -> io::Result<usize>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
 }
@@ -21,11 +23,8 @@ pub trait RawIo: Send + Sync + 'static {
 macro_rules! raw_io {
     ($t:ty) => {
         impl RawIo for $t {
-            fn readable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::readable(self)
-            }
-            fn writable(&self) -> impl Future<Output = io::Result<()>> + Send {
-                <$t>::writable(self)
+            fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
+                <$t>::ready(self, interest)
             }
             fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
                 <$t>::try_read(self, buf)

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
+use futures_util::FutureExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{mpsc, watch};
@@ -20,7 +21,7 @@ use super::handshake::{
     switching_protocols, tls_connect, upgrade_origin,
 };
 use super::io::RawIo;
-use super::registry::{NewSession, Registry};
+use super::registry::{NewSession, Registry, SessionGuard};
 use super::session::{self, SessionSetup};
 use crate::config::{Config, Domain, Status, effective_timeout};
 
@@ -60,15 +61,15 @@ pub struct Shared {
     pub tracker: TaskTracker,
     /// Connections being handshaken or relayed (for `max-sessions`).
     pub connections: AtomicUsize,
-    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub tls: Arc<rustls::ClientConfig>,
 }
 
 /// Counts a connection for `max-sessions` until dropped.
-struct ConnectionSlot<'a>(&'a AtomicUsize);
+struct ConnectionSlot(Arc<Shared>);
 
-impl Drop for ConnectionSlot<'_> {
+impl Drop for ConnectionSlot {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Relaxed);
+        self.0.connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -139,12 +140,9 @@ async fn refuse_with_spare(
 }
 
 fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    let task_shared = shared.clone();
     shared.connections.fetch_add(1, Relaxed);
-    shared.tracker.spawn(async move {
-        let _slot = ConnectionSlot(&task_shared.connections);
-        handle_connection(&task_shared, stream, peer).await;
-    });
+    let slot = ConnectionSlot(shared.clone());
+    shared.tracker.spawn(handle_connection(slot, stream, peer));
 }
 
 fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
@@ -157,14 +155,21 @@ fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
     });
 }
 
-async fn handle_connection(shared: &Shared, mut client: TcpStream, peer: SocketAddr) {
+/// The connection's first task: handshakes, then it hands a successful
+/// session to a task of its own and ends, so a session that idles for
+/// minutes holds only its session state, not the handshake's.
+async fn handle_connection(slot: ConnectionSlot, mut client: TcpStream, peer: SocketAddr) {
+    let shared = slot.0.clone();
+    let shared = &*shared;
     let _ = client.set_nodelay(true);
+    // Boxed: the handshake's state is large and short-lived; a session that
+    // then idles for minutes should not carry its space in its task.
     let outcome = tokio::select! {
-        r = handshake(shared, &mut client, peer) => r,
+        r = Box::pin(handshake(shared, &mut client, peer)) => r,
         () = shared.shutdown.cancelled() => Err(Refusal::status(503, "the relay is shutting down")),
     };
     match outcome {
-        Ok(established) => relay_session(shared, client, peer, established).await,
+        Ok(established) => start_session(slot, client, peer, established).await,
         Err(refusal) => {
             send_refusal(&mut client, &refusal).await;
             refused(shared, peer, refusal);
@@ -238,10 +243,7 @@ async fn handshake(
         .for_domain(&domain.name)
     };
     let (origin, upgraded) = if domain.origin_protocol.uses_tls() {
-        let tls = shared.tls.as_ref().ok_or_else(|| {
-            Refusal::status(502, "TLS to origins is unavailable on this relay")
-                .for_domain(&domain.name)
-        })?;
+        let tls = &shared.tls;
         let upgrade = async {
             let mut stream = tls_connect(tcp, domain, tls).await?;
             let upgraded = upgrade_origin(&mut stream, domain, &request, peer).await?;
@@ -270,47 +272,68 @@ async fn handshake(
     })
 }
 
-async fn relay_session(shared: &Shared, mut client: TcpStream, peer: SocketAddr, est: Established) {
-    let answer = switching_protocols(&est.request.key, &est.upgraded);
+async fn start_session(
+    slot: ConnectionSlot,
+    mut client: TcpStream,
+    peer: SocketAddr,
+    est: Established,
+) {
+    let shared = &*slot.0;
+    let Established {
+        domain,
+        request,
+        client_leftover,
+        origin,
+        origin_addr,
+        upgraded,
+    } = est;
+    let answer = switching_protocols(&request.key, &upgraded);
     if let Err(e) = client.write_all(&answer).await {
         refused(
             shared,
             peer,
             Refusal::drop(format!("client went away before the 101 was sent: {e}"))
-                .for_domain(&est.domain.name),
+                .for_domain(&domain.name),
         );
         return;
     }
-    let guard = shared.registry.register(NewSession {
-        domain: est.domain.name.as_str().into(),
-        client: peer,
-        origin: est.origin_addr.as_str().into(),
-        path: est.request.path.as_str().into(),
-        timeout: effective_timeout(&est.domain).limit,
-    });
-    let stats = guard.stats().clone();
+    let guard = shared.registry.register_under(
+        NewSession {
+            domain: domain.name.as_str().into(),
+            client: peer,
+            origin: origin_addr.as_str().into(),
+            path: request.path.as_str().into(),
+            timeout: effective_timeout(&domain).limit,
+        },
+        &shared.shutdown,
+    );
     shared.events.emit(RelayEvent::Opened {
-        id: stats.id,
+        id: guard.stats().id,
         at: SystemTime::now(),
-        domain: est.domain.name.clone(),
+        domain: domain.name.clone(),
         client: peer,
-        origin: est.origin_addr.clone(),
-        path: est.request.path.clone(),
-        subprotocol: est.upgraded.protocol.clone(),
+        origin: origin_addr,
+        path: request.path,
+        subprotocol: upgraded.protocol,
     });
     let setup = SessionSetup {
-        stats: stats.clone(),
-        domain: est.domain.name.clone(),
-        client_leftover: est.client_leftover,
-        origin_leftover: est.upgraded.leftover,
-        extensions: est.upgraded.extensions.is_some(),
+        stats: guard.stats().clone(),
+        domain: domain.name,
+        client_leftover,
+        origin_leftover: upgraded.leftover,
+        extensions: upgraded.extensions.is_some(),
         config: shared.config.clone(),
         shutdown: shared.shutdown.clone(),
     };
-    let end = match est.origin {
-        OriginConn::Tcp(origin) => session::run(client, origin, setup).await,
+    let tracker = shared.tracker.clone();
+    match origin {
+        OriginConn::Tcp(origin) => {
+            tracker.spawn(run_session(slot, guard, client, origin, setup));
+        }
         OriginConn::Tls(tls) => match bridge_tls(shared, *tls) {
-            Ok(origin) => session::run(client, origin, setup).await,
+            Ok(origin) => {
+                tracker.spawn(run_session(slot, guard, client, origin, setup));
+            }
             Err(e) => {
                 drop(guard);
                 refused(
@@ -318,23 +341,37 @@ async fn relay_session(shared: &Shared, mut client: TcpStream, peer: SocketAddr,
                     peer,
                     Refusal::drop(format!("cannot bridge the TLS origin: {e}")),
                 );
-                return;
             }
         },
-    };
-    shared.events.emit(RelayEvent::Closed {
-        id: stats.id,
-        at: SystemTime::now(),
-        domain: est.domain.name,
-        client: peer,
-        origin: est.origin_addr,
-        cause: end.cause,
-        to_client: end.to_client,
-        to_origin: end.to_origin,
-        idle: end.idle,
-        duration: Instant::now().saturating_duration_since(stats.started),
-    });
-    drop(guard);
+    }
+}
+
+/// A session's own task: the pump, then the `Closed` event. A `map`, not an
+/// `async` block: the task then holds the pump's future exactly once (an
+/// async block would also keep a copy of it and of its arguments).
+fn run_session<O: RawIo>(
+    slot: ConnectionSlot,
+    guard: SessionGuard,
+    client: TcpStream,
+    origin: O,
+    setup: SessionSetup,
+) -> impl std::future::Future<Output = ()> + Send {
+    session::run(client, origin, setup).map(move |end| {
+        let stats = guard.stats();
+        slot.0.events.emit(RelayEvent::Closed {
+            id: stats.id,
+            at: SystemTime::now(),
+            domain: stats.domain.to_string(),
+            client: stats.client,
+            origin: stats.origin.to_string(),
+            cause: end.cause,
+            to_client: end.to_client,
+            to_origin: end.to_origin,
+            idle: end.idle,
+            duration: Instant::now().saturating_duration_since(stats.started),
+        });
+        drop(slot);
+    })
 }
 
 /// A TLS origin cannot be polled for raw readiness, so a small task copies
@@ -348,4 +385,60 @@ fn bridge_tls(
         let _ = tokio::io::copy_bidirectional(&mut tls, &mut near).await;
     });
     Ok(far)
+}
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::Config;
+
+    /// What an idle session costs is mostly the size of its task's future:
+    /// keep it well under HAProxy's 3.5 KiB per session (see
+    /// docs/BENCHMARKS.md). A regression here (a buffer or a handshake
+    /// state kept in the session's future) shows up as a failure, not as a
+    /// slow drift in the benchmarks.
+    #[tokio::test]
+    async fn a_session_task_stays_small() {
+        let (events, _rx) = mpsc::channel(1);
+        let (_config_tx, config) = watch::channel(Arc::new(Config {
+            relay: Default::default(),
+            domains: vec![],
+        }));
+        let shared = Arc::new(Shared {
+            config: config.clone(),
+            registry: Default::default(),
+            events: EventSink::new(events),
+            shutdown: Default::default(),
+            tracker: Default::default(),
+            connections: Default::default(),
+            tls: super::super::handshake::tls_client_config(None).unwrap(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let origin = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let guard = shared.registry.register(NewSession {
+            domain: "a.test".into(),
+            client: "127.0.0.1:1".parse().unwrap(),
+            origin: "127.0.0.1:2".into(),
+            path: "/".into(),
+            timeout: None,
+        });
+        let setup = SessionSetup {
+            stats: guard.stats().clone(),
+            domain: "a.test".into(),
+            client_leftover: Vec::new(),
+            origin_leftover: Vec::new(),
+            extensions: false,
+            config,
+            shutdown: Default::default(),
+        };
+        let task = run_session(ConnectionSlot(shared.clone()), guard, client, origin, setup);
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1536, "a session task's future is {size} bytes");
+    }
 }

@@ -4,7 +4,8 @@
 
 pub mod event;
 mod frame;
-mod handshake;
+pub mod handshake;
+pub mod heartbeat;
 mod io;
 mod listener;
 pub mod registry;
@@ -21,8 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use frame::{FrameScanner, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{MAX_HEADER_BYTES, Refusal};
+pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,
@@ -50,6 +51,8 @@ pub enum RelayError {
     },
     #[error("cannot start the relay thread: {0}")]
     Runtime(#[from] std::io::Error),
+    #[error("cannot set up TLS to origins: {0}")]
+    Tls(String),
     #[error("the relay thread stopped while starting")]
     Stopped,
 }
@@ -129,6 +132,8 @@ impl RelayHandle {
 pub async fn start(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
+    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
+        .map_err(RelayError::Tls)?;
     let addr = config.relay.listen;
     let listener = bind(addr).map_err(|source| RelayError::Bind { addr, source })?;
     let local_addr = listener
@@ -151,7 +156,7 @@ pub async fn start(
         shutdown: inner.shutdown.clone(),
         tracker: inner.tracker.clone(),
         connections: AtomicUsize::new(0),
-        tls: handshake::tls_client_config().ok(),
+        tls,
     });
     inner.tracker.spawn(accept_loop(listener, shared));
     // Closed so that `wait()` returns once the accept loop and every

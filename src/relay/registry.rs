@@ -159,7 +159,8 @@ pub struct SessionStats {
     timeout_ms: AtomicU64,
     recent: Mutex<VecDeque<RecentEntry>>,
     gaps: Mutex<[Gaps; 2]>,
-    /// Cancelled when an operator closes the session from the console.
+    /// Cancelled when an operator closes the session from the console (or
+    /// when its parent, the relay's shutdown, is cancelled).
     operator_close: CancellationToken,
 }
 
@@ -419,6 +420,17 @@ impl Registry {
     /// Adds a session; it stays until the returned guard is dropped, so a
     /// session task that ends in any way (even a panic) leaves no ghost.
     pub fn register(self: &Arc<Self>, new: NewSession) -> SessionGuard {
+        self.register_under(new, &CancellationToken::new())
+    }
+
+    /// [`register`](Self::register), with the session's close request a
+    /// child of `parent` (the relay's shutdown), so a session waits on one
+    /// token for both.
+    pub fn register_under(
+        self: &Arc<Self>,
+        new: NewSession,
+        parent: &CancellationToken,
+    ) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = Instant::now();
         let stats = Arc::new(SessionStats {
@@ -435,7 +447,7 @@ impl Registry {
             timeout_ms: AtomicU64::new(NO_LIMIT),
             recent: Mutex::new(VecDeque::new()),
             gaps: Mutex::new(Default::default()),
-            operator_close: CancellationToken::new(),
+            operator_close: parent.child_token(),
         });
         stats.set_timeout(new.timeout);
         lock(&self.sessions).insert(id, stats.clone());

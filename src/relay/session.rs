@@ -10,6 +10,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::io::{Interest, Ready};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -114,10 +115,24 @@ struct Pump {
     idle_at_close: Duration,
     to_client: Option<CloseInfo>,
     to_origin: Option<CloseInfo>,
+    /// After a client's protocol error, the close owed to the client: sent
+    /// once the origin has answered the relay's close, so frames the origin
+    /// sent before (echoes of earlier messages) still reach the client —
+    /// as they would without a relay in between.
+    owed_to_client: Option<(u16, String)>,
 }
 
 /// Runs a session until both sides are closed; never panics, never blocks.
-pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) -> SessionEnd {
+///
+/// A plain function that prepares the session and returns the loop as an
+/// `async move` block using its captures in place: an `async fn` would keep
+/// its arguments beside the locals it moves them into, and every idle
+/// session would pay for both.
+pub fn run<O: RawIo>(
+    client: TcpStream,
+    origin: O,
+    setup: SessionSetup,
+) -> impl std::future::Future<Output = SessionEnd> + Send {
     let SessionSetup {
         stats,
         domain,
@@ -144,11 +159,8 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
         idle_at_close: Duration::ZERO,
         to_client: None,
         to_origin: None,
+        owed_to_client: None,
     };
-    let idle_timer = sleep_until(Instant::now());
-    tokio::pin!(idle_timer);
-    pump.apply_config(&current, idle_timer.as_mut());
-
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
         (Side::Client, client_leftover),
@@ -159,73 +171,67 @@ pub async fn run<O: RawIo>(client: TcpStream, origin: O, setup: SessionSetup) ->
             pump.on_lane_event(side, event, &client, &origin);
         }
     }
+    async move {
+        let idle_timer = sleep_until(Instant::now());
+        tokio::pin!(idle_timer);
+        pump.apply_config(&current, idle_timer.as_mut());
+        drop(current);
 
-    let operator = stats.close_requested().clone();
-    let mut config_alive = true;
-    while !pump.finished() {
-        let open = matches!(pump.phase, Phase::Open);
-        let closing_until = match pump.phase {
-            Phase::Closing(t) => t,
-            Phase::Open => Instant::now(),
-        };
-        tokio::select! {
-            // Client → origin: read only while the origin has taken everything.
-            r = client.readable(), if pump.wants_read(Side::Client) => {
-                let event = match r {
-                    Ok(()) => pump.read(Side::Client, &client, &origin),
-                    Err(_) => LaneEvent::SourceGone,
-                };
-                pump.on_lane_event(Side::Client, event, &client, &origin);
+        // Cancelled by an operator's close, or by the relay's shutdown (it is
+        // a child of the shutdown token): one future instead of two.
+        let stop = stats.close_requested().clone();
+        let mut config_alive = true;
+        let mut closing_armed = false;
+        while !pump.finished() {
+            let open = matches!(pump.phase, Phase::Open);
+            if let (Phase::Closing(until), false) = (&pump.phase, closing_armed) {
+                // The same timer now bounds the close handshake.
+                idle_timer.as_mut().reset(*until);
+                closing_armed = true;
             }
-            // Origin → client, likewise.
-            r = origin.readable(), if pump.wants_read(Side::Origin) => {
-                let event = match r {
-                    Ok(()) => pump.read(Side::Origin, &client, &origin),
-                    Err(_) => LaneEvent::SourceGone,
-                };
-                pump.on_lane_event(Side::Origin, event, &client, &origin);
-            }
-            // Leftover bytes for the origin drain as it becomes writable.
-            r = origin.writable(), if pump.wants_write(Side::Origin) => {
-                let event = match r {
-                    Ok(()) => pump.flush(Side::Origin, &origin),
-                    Err(_) => LaneEvent::DestinationGone,
-                };
-                pump.on_lane_event(Side::Client, event, &client, &origin);
-            }
-            // Leftover bytes for the client, likewise.
-            r = client.writable(), if pump.wants_write(Side::Client) => {
-                let event = match r {
-                    Ok(()) => pump.flush(Side::Client, &client),
-                    Err(_) => LaneEvent::DestinationGone,
-                };
-                pump.on_lane_event(Side::Origin, event, &client, &origin);
-            }
-            // The deadline: re-armed from the recorded last activity, so a
-            // busy session costs one atomic store per frame and no timer work.
-            () = &mut idle_timer, if open && pump.timeout.is_some() => {
-                pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
-            }
-            // A new configuration applies to live sessions at once.
-            changed = config.changed(), if open && config_alive => match changed {
-                Ok(()) => {
-                    let new = config.borrow_and_update().clone();
-                    pump.apply_config(&new, idle_timer.as_mut());
-                    pump.check_domain(&new, &client, &origin);
+            let client_interest = pump.interest(Side::Client);
+            let origin_interest = pump.interest(Side::Origin);
+            tokio::select! {
+                // The client is readable (client → origin, read only while the
+                // origin has taken everything) or writable (leftovers for it).
+                r = client.ready(client_interest.unwrap_or(Interest::READABLE)), if client_interest.is_some() => {
+                    pump.on_ready(Side::Client, r, &client, &origin);
                 }
-                Err(_) => config_alive = false,
-            },
-            () = operator.cancelled(), if open => {
-                pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
+                // The origin, likewise.
+                r = origin.ready(origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
+                    pump.on_ready(Side::Origin, r, &client, &origin);
+                }
+                // Open: the idle deadline, re-armed from the recorded last
+                // activity, so a busy session costs one atomic store per frame
+                // and no timer work. Closing: the close handshake took too long.
+                () = &mut idle_timer, if !open || pump.timeout.is_some() => {
+                    if open {
+                        pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
+                    } else {
+                        pump.pay_owed_close(&client);
+                        break;
+                    }
+                }
+                // A new configuration applies to live sessions at once.
+                changed = config.changed(), if open && config_alive => match changed {
+                    Ok(()) => {
+                        let new = config.borrow_and_update().clone();
+                        pump.apply_config(&new, idle_timer.as_mut());
+                        pump.check_domain(&new, &client, &origin);
+                    }
+                    Err(_) => config_alive = false,
+                },
+                () = stop.cancelled(), if open => {
+                    if shutdown.is_cancelled() {
+                        pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
+                    } else {
+                        pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
+                    }
+                }
             }
-            () = shutdown.cancelled(), if open => {
-                pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
-            }
-            // The close handshake took too long: drop both connections.
-            () = sleep_until(closing_until), if !open => break,
         }
+        pump.end()
     }
-    pump.end()
 }
 
 impl Pump {
@@ -240,6 +246,43 @@ impl Pump {
         match side {
             Side::Client => self.client_gone,
             Side::Origin => self.origin_gone,
+        }
+    }
+
+    /// What to wait for on `side`'s socket: readable while its lane may
+    /// read, writable while bytes wait for it; `None` when nothing.
+    fn interest(&self, side: Side) -> Option<Interest> {
+        match (self.wants_read(side), self.wants_write(side)) {
+            (true, true) => Some(Interest::READABLE | Interest::WRITABLE),
+            (true, false) => Some(Interest::READABLE),
+            (false, true) => Some(Interest::WRITABLE),
+            (false, false) => None,
+        }
+    }
+
+    /// `side`'s socket is ready: read from it and/or flush what waits for it.
+    fn on_ready(
+        &mut self,
+        side: Side,
+        ready: io::Result<Ready>,
+        client: &impl RawIo,
+        origin: &impl RawIo,
+    ) {
+        let ready = match ready {
+            Ok(r) => r,
+            Err(_) => return self.side_vanished(side, client, origin),
+        };
+        if ready.is_writable() && self.wants_write(side) {
+            let event = match side {
+                Side::Client => self.flush(Side::Client, client),
+                Side::Origin => self.flush(Side::Origin, origin),
+            };
+            // A failed write means `side` is gone; the lane feeding it reports it.
+            self.on_lane_event(other(side), event, client, origin);
+        }
+        if ready.is_readable() && self.wants_read(side) {
+            let event = self.read(side, client, origin);
+            self.on_lane_event(side, event, client, origin);
         }
     }
 
@@ -321,6 +364,7 @@ impl Pump {
         let stats = self.stats.clone();
         let ping_counts = self.ping_resets_idle;
         let dest_gone = self.gone(other(source));
+        let owes_client = self.owed_to_client.is_some();
         let lane = self.lane(source);
         let direction = lane.direction;
         let scan = lane.scanner.scan(data, |frame| {
@@ -334,10 +378,17 @@ impl Pump {
                 counts,
             );
         });
+        // The origin's close reply is not passed on while a close is owed to
+        // the client: the relay's own close goes in its place.
+        let forward = if scan.close.is_some() && source == Side::Origin && owes_client {
+            scan.close_at
+        } else {
+            scan.forward
+        };
         if lane.forwarding
             && !dest_gone
-            && scan.forward > 0
-            && queue_or_write(dst, &mut lane.pending, &data[..scan.forward]).is_err()
+            && forward > 0
+            && queue_or_write(dst, &mut lane.pending, &data[..forward]).is_err()
         {
             return LaneEvent::DestinationGone;
         }
@@ -381,7 +432,9 @@ impl Pump {
             LaneEvent::DestinationGone => self.side_vanished(other(source), client, origin),
             LaneEvent::Close(info) => {
                 let forwarded = self.lane(source).forwarding;
-                if forwarded {
+                if source == Side::Origin && self.owed_to_client.is_some() {
+                    self.pay_owed_close(client);
+                } else if forwarded {
                     match source {
                         Side::Client => self.to_origin = Some(info),
                         Side::Origin => self.to_client = Some(info),
@@ -406,6 +459,9 @@ impl Pump {
         match side {
             Side::Client => self.client_gone = true,
             Side::Origin => self.origin_gone = true,
+        }
+        if side == Side::Origin {
+            self.pay_owed_close(client);
         }
         if already_closed || !matches!(self.phase, Phase::Open) {
             return;
@@ -445,29 +501,45 @@ impl Pump {
             ),
         };
         self.set_cause(cause);
-        self.up.forwarding = false;
-        self.down.forwarding = false;
-        // The offender learns why; the other side learns its peer is gone.
-        let (other_code, other_reason) = if from_client {
-            (1001, format!("client went away: {reason}"))
-        } else {
-            (1014, format!("origin went away: {reason}"))
-        };
-        let to_offender = self.inject(source, code, &reason, client, origin);
-        let to_other = self.inject(other(source), other_code, &other_reason, client, origin);
-        match source {
-            Side::Client => {
-                self.to_client = to_offender;
-                self.to_origin = to_other;
-            }
-            Side::Origin => {
-                self.to_origin = to_offender;
-                self.to_client = to_other;
-            }
-        }
-        // Whatever the offender sends next is not worth waiting for.
+        // Whatever the offender sends next is not worth reading.
         self.lane(source).source_closed = true;
+        self.lane(source).forwarding = false;
+        if from_client {
+            // The origin learns its peer is gone; the client learns why once
+            // the origin has answered (see `owed_to_client`).
+            self.to_origin = self.inject(
+                Side::Origin,
+                1001,
+                &format!("client went away: {reason}"),
+                client,
+                origin,
+            );
+            self.owed_to_client = Some((code, reason));
+            if self.to_origin.is_none() {
+                self.pay_owed_close(client);
+            }
+        } else {
+            self.down.forwarding = false;
+            self.up.forwarding = false;
+            self.to_origin = self.inject(Side::Origin, code, &reason, client, origin);
+            self.to_client = self.inject(
+                Side::Client,
+                1014,
+                &format!("origin went away: {reason}"),
+                client,
+                origin,
+            );
+        }
         self.start_closing();
+    }
+
+    /// Sends the close owed to the client after its protocol error.
+    fn pay_owed_close(&mut self, client: &impl RawIo) {
+        let Some((code, reason)) = self.owed_to_client.take() else {
+            return;
+        };
+        self.down.forwarding = false;
+        self.to_client = self.inject_into(Side::Client, code, &reason, client);
     }
 
     /// The relay ends the session itself (idle, operator, shutdown, config).
@@ -497,6 +569,19 @@ impl Pump {
         client: &impl RawIo,
         origin: &impl RawIo,
     ) -> Option<CloseInfo> {
+        match dest {
+            Side::Client => self.inject_into(dest, code, reason, client),
+            Side::Origin => self.inject_into(dest, code, reason, origin),
+        }
+    }
+
+    fn inject_into(
+        &mut self,
+        dest: Side,
+        code: u16,
+        reason: &str,
+        dst: &dyn WriteSide,
+    ) -> Option<CloseInfo> {
         if self.gone(dest) {
             return None;
         }
@@ -506,10 +591,6 @@ impl Pump {
             return None;
         }
         let frame = close_frame(code, reason, dest == Side::Origin);
-        let dst: &dyn WriteSide = match dest {
-            Side::Client => client,
-            Side::Origin => origin,
-        };
         let lane = self.lane(other(dest));
         if queue_or_write(dst, &mut lane.pending, &frame).is_err() {
             self.mark_gone(dest);

@@ -32,13 +32,14 @@ const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Result<()> {
     let path = file.path().to_path_buf();
     let config = Arc::new(file.config().clone());
-    let (relay, mut events) = relay::start(config.clone()).await?;
-    let mut log = EventLog { format, out };
-    log.write_started(&relay, &path, &config)?;
-
+    // Handlers first: a SIGHUP sent as soon as the "listening" line appears
+    // must reload, not kill the process with the default action.
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let (relay, mut events) = relay::start(config.clone()).await?;
+    let mut log = EventLog { format, out };
+    log.write_started(&relay, &path, &config)?;
     let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
 

@@ -1,0 +1,140 @@
+//! Everything that can happen to the console, as data.
+
+use std::sync::Arc;
+
+use tui_input::InputRequest;
+
+use crate::config::{Config, ConfigError, Edit};
+use crate::relay::{RelayEvent, SessionId};
+
+use super::Screen;
+
+/// A key's meaning, independent of which key produced it. The keymap tables
+/// turn key presses into these; tests send them directly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Up,
+    Down,
+    PageUp,
+    PageDown,
+    Home,
+    End,
+    /// Enter: open the selection, or confirm a dialog.
+    Open,
+    /// Esc / q: one level back; quits from the top level.
+    Back,
+    /// Esc in a dialog, `n` in a confirmation.
+    Cancel,
+    /// Ctrl-C: quit from anywhere (asks first while sessions are live).
+    Quit,
+    NextTab,
+    PrevTab,
+    /// Move the slider (seconds) or cycle a choice field.
+    Adjust(i16),
+    /// Switch focus between the menu and the content.
+    FocusOther,
+    Edit,
+    /// Space: toggle a switch / cycle a choice.
+    Toggle,
+    Filter,
+    Help,
+    AddDomain,
+    DeleteDomain,
+    ToggleOnline,
+    CloseSession,
+    CycleSort,
+    CycleKind,
+    CycleDomain,
+    ClearFilters,
+    /// Re-read the configuration file (after a conflict).
+    Reload,
+    /// Jump to a menu entry (mouse click, digit keys on the menu).
+    Goto(Screen),
+}
+
+/// Input to [`update`](super::update).
+#[derive(Debug, Clone)]
+pub enum Action {
+    Cmd(Command),
+    /// An editing request for the focused text field.
+    Input(InputRequest),
+    /// A lifecycle event from the relay.
+    Relay(RelayEvent),
+    /// The runner saved an edit; this is the configuration now in force.
+    Saved {
+        config: Arc<Config>,
+        edit: Edit,
+    },
+    /// The runner could not save an edit.
+    SaveFailed(SaveError),
+    /// The runner re-read the file.
+    Reloaded(Result<Arc<Config>, SaveError>),
+}
+
+impl From<Command> for Action {
+    fn from(c: Command) -> Self {
+        Action::Cmd(c)
+    }
+}
+
+/// What the runner must do. `update` never does I/O itself.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Effect {
+    /// Apply the edit to the file (comment-preserving, atomic, conflict
+    /// checked), then answer with `Saved` or `SaveFailed`.
+    Save(Edit),
+    /// Re-read the file, then answer with `Reloaded`.
+    Reload,
+    /// Hand the configuration to the relay (every session re-arms).
+    ApplyToRelay(Arc<Config>),
+    /// Close one session with 1001 `closed by operator`.
+    CloseSession(SessionId),
+    Quit,
+}
+
+/// Why a save failed, in a form the UI can explain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SaveErrorKind {
+    /// The file changed on disk since it was loaded.
+    Conflict,
+    /// The value breaks a rule, or the result would not be a valid file.
+    Invalid,
+    /// Reading or writing the file failed.
+    Io,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SaveError {
+    pub kind: SaveErrorKind,
+    /// The error's own words (they say what to do).
+    pub message: String,
+}
+
+impl SaveError {
+    /// What the operator can do next, in one line.
+    pub fn advice(&self) -> &'static str {
+        match self.kind {
+            SaveErrorKind::Conflict => {
+                "Press r to reload the file (your draft is kept), then OK again."
+            }
+            SaveErrorKind::Invalid => "Correct the value; nothing was saved.",
+            SaveErrorKind::Io => {
+                "Nothing was saved and the file is unchanged. Fix the cause, then OK again."
+            }
+        }
+    }
+}
+
+impl From<&ConfigError> for SaveError {
+    fn from(e: &ConfigError) -> Self {
+        let kind = match e {
+            ConfigError::Conflict { .. } => SaveErrorKind::Conflict,
+            ConfigError::Invalid(_) | ConfigError::Rule(_) => SaveErrorKind::Invalid,
+            ConfigError::Read { .. } | ConfigError::Write { .. } => SaveErrorKind::Io,
+        };
+        Self {
+            kind,
+            message: e.to_string().trim_end().to_string(),
+        }
+    }
+}

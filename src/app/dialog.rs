@@ -1,0 +1,524 @@
+//! Modal dialogs: the WebSocket edit dialog, the forms, confirmations and
+//! messages. Each keeps the operator's draft until it is saved or cancelled.
+
+use std::time::Duration;
+
+use tui_input::{Input, InputRequest};
+
+use crate::config::{
+    Acceleration, Area, Config, Domain, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS, NewDomain,
+    OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
+};
+use crate::relay::{SessionId, SessionSnapshot};
+
+use super::action::SaveError;
+
+#[derive(Debug)]
+pub enum Dialog {
+    EditWebSocket(WsDraft),
+    Form(Form),
+    Confirm(Confirm),
+    Message(Message),
+}
+
+/// The "WebSocket timeout" edit dialog's draft.
+#[derive(Debug)]
+pub struct WsDraft {
+    pub domain: String,
+    pub acceleration: Acceleration,
+    /// The settings in force when the dialog opened (or after a reload).
+    pub live: WebSocketSettings,
+    pub switch: Switch,
+    /// The slider position: the last valid timeout.
+    pub timeout: u16,
+    /// The numeric field; kept equal to `timeout` unless being typed into.
+    pub field: Input,
+    /// Why the field's text is not a valid timeout.
+    pub field_error: Option<String>,
+    /// The next digit replaces the field (it shows a value set by the
+    /// slider), as a selected field would.
+    pub fresh: bool,
+    /// Focus on OK (true) or Cancel.
+    pub ok_focused: bool,
+    pub saving: bool,
+    pub error: Option<SaveError>,
+}
+
+impl WsDraft {
+    pub fn new(domain: &Domain) -> Self {
+        let ws = domain.websocket;
+        Self {
+            domain: domain.name.clone(),
+            acceleration: domain.acceleration,
+            live: ws,
+            switch: ws.switch,
+            timeout: ws.timeout,
+            field: Input::new(ws.timeout.to_string()),
+            field_error: None,
+            fresh: true,
+            ok_focused: true,
+            saving: false,
+            error: None,
+        }
+    }
+
+    pub fn settings(&self) -> WebSocketSettings {
+        WebSocketSettings {
+            switch: self.switch,
+            timeout: self.timeout,
+            ping_resets_idle: self.live.ping_resets_idle,
+        }
+    }
+
+    pub fn effective(&self) -> EffectiveTimeout {
+        effective_timeout_for(self.acceleration, &self.settings())
+    }
+
+    pub fn live_effective(&self) -> EffectiveTimeout {
+        effective_timeout_for(self.acceleration, &self.live)
+    }
+
+    pub fn differs(&self) -> bool {
+        self.switch != self.live.switch || self.timeout != self.live.timeout
+    }
+
+    pub fn toggle(&mut self) {
+        self.switch = self.switch.toggled();
+        self.error = None;
+    }
+
+    /// Moves the slider; the field follows.
+    pub fn adjust(&mut self, delta: i16) {
+        let base = if self.field_error.is_some() {
+            self.timeout
+        } else {
+            self.parse_field().unwrap_or(self.timeout)
+        };
+        let v = (i32::from(base) + i32::from(delta)).clamp(0, i32::from(MAX_TIMEOUT_SECS));
+        self.set_timeout(u16::try_from(v).unwrap_or(0));
+    }
+
+    fn set_timeout(&mut self, v: u16) {
+        self.timeout = v;
+        self.field = Input::new(v.to_string());
+        self.field_error = None;
+        self.fresh = true;
+        self.error = None;
+    }
+
+    /// A key typed into the numeric field; the slider follows when the text
+    /// is a valid timeout.
+    pub fn type_key(&mut self, req: InputRequest) {
+        match req {
+            InputRequest::InsertChar(c) if !c.is_ascii_digit() => return,
+            InputRequest::InsertChar(_) if self.fresh => self.field.reset(),
+            _ => {}
+        }
+        self.fresh = false;
+        self.field.handle(req);
+        self.error = None;
+        match self.parse_field() {
+            Ok(v) => {
+                self.timeout = v;
+                self.field_error = None;
+            }
+            Err(e) => self.field_error = Some(e),
+        }
+    }
+
+    fn parse_field(&self) -> Result<u16, String> {
+        let text = self.field.value().trim();
+        if text.is_empty() {
+            return Err(format!(
+                "type a timeout in seconds, 0 to {MAX_TIMEOUT_SECS}"
+            ));
+        }
+        let value: i64 = text
+            .parse()
+            .map_err(|_| format!("\"{text}\" is not a number of seconds"))?;
+        rules::timeout(value).map_err(|v| format!("{}: {}", v.message, v.fix))
+    }
+
+    pub fn edit(&self) -> Edit {
+        Edit::SetWebSocket {
+            domain: self.domain.clone(),
+            switch: Some(self.switch),
+            timeout: Some(self.timeout),
+        }
+    }
+
+    /// What the draft would do to this domain's live sessions right now.
+    pub fn impact(&self, live: &[SessionSnapshot]) -> Impact {
+        let limit = self.effective().limit;
+        let mut impact = Impact::default();
+        for s in live
+            .iter()
+            .filter(|s| s.domain.eq_ignore_ascii_case(&self.domain))
+        {
+            impact.live += 1;
+            if let Some(limit) = limit
+                && s.idle >= limit
+            {
+                impact.cut.push((s.id, s.idle));
+            }
+        }
+        impact.cut.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+        impact
+    }
+}
+
+/// Sessions a draft timeout would cut the moment it is applied.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Impact {
+    /// Live sessions on the domain.
+    pub live: usize,
+    /// Sessions idle at least as long as the draft allows: (id, idle),
+    /// longest idle first.
+    pub cut: Vec<(SessionId, Duration)>,
+}
+
+/// A form field.
+#[derive(Debug)]
+pub enum FieldValue {
+    Text(Input),
+    Choice {
+        options: &'static [&'static str],
+        index: usize,
+    },
+}
+
+#[derive(Debug)]
+pub struct Field {
+    pub label: &'static str,
+    pub help: &'static str,
+    pub value: FieldValue,
+    pub error: Option<String>,
+}
+
+impl Field {
+    fn text(label: &'static str, help: &'static str, value: &str) -> Self {
+        Self {
+            label,
+            help,
+            value: FieldValue::Text(Input::new(value.to_string())),
+            error: None,
+        }
+    }
+
+    fn choice(
+        label: &'static str,
+        help: &'static str,
+        options: &'static [&'static str],
+        selected: &str,
+    ) -> Self {
+        Self {
+            label,
+            help,
+            value: FieldValue::Choice {
+                options,
+                index: options.iter().position(|o| *o == selected).unwrap_or(0),
+            },
+            error: None,
+        }
+    }
+
+    pub fn text_value(&self) -> &str {
+        match &self.value {
+            FieldValue::Text(input) => input.value(),
+            FieldValue::Choice { options, index } => options.get(*index).copied().unwrap_or(""),
+        }
+    }
+
+    pub fn is_text(&self) -> bool {
+        matches!(self.value, FieldValue::Text(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormKind {
+    AddDomain,
+    Origins { domain: String },
+}
+
+/// The add-domain form and the Origin Configuration form.
+#[derive(Debug)]
+pub struct Form {
+    pub kind: FormKind,
+    pub fields: Vec<Field>,
+    pub focus: usize,
+    pub saving: bool,
+    pub error: Option<SaveError>,
+}
+
+const ACCELERATIONS: &[&str] = &["full-site", "dynamic-static", "dynamic"];
+const AREAS: &[&str] = &["mainland", "overseas", "global"];
+const PROTOCOLS: &[&str] = &["http", "https", "follow"];
+const ORIGINS_HELP: &str = "host:port[:weight], comma-separated";
+const SERVER_NAME_HELP: &str = "Host header sent to the origin; empty = the domain name";
+
+impl Form {
+    pub fn add_domain() -> Self {
+        Self {
+            kind: FormKind::AddDomain,
+            fields: vec![
+                Field::text("Domain name", "e.g. www.example.com", ""),
+                Field::choice(
+                    "Acceleration",
+                    "only full-site domains can configure WebSocket",
+                    ACCELERATIONS,
+                    "full-site",
+                ),
+                Field::choice("Area", "", AREAS, "mainland"),
+                Field::text("Origins", ORIGINS_HELP, "127.0.0.1:9001"),
+                Field::text("Server name", SERVER_NAME_HELP, ""),
+                Field::choice(
+                    "Origin protocol",
+                    "http = ws://, https = wss://",
+                    PROTOCOLS,
+                    "http",
+                ),
+            ],
+            focus: 0,
+            saving: false,
+            error: None,
+        }
+    }
+
+    pub fn origins(domain: &Domain) -> Self {
+        let origins: Vec<String> = domain.origins.iter().map(|o| o.to_string()).collect();
+        Self {
+            kind: FormKind::Origins {
+                domain: domain.name.clone(),
+            },
+            fields: vec![
+                Field::text("Origins", ORIGINS_HELP, &origins.join(", ")),
+                Field::text(
+                    "Server name",
+                    SERVER_NAME_HELP,
+                    domain.server_name.as_deref().unwrap_or(""),
+                ),
+                Field::choice(
+                    "Origin protocol",
+                    "http = ws://, https = wss://",
+                    PROTOCOLS,
+                    domain.origin_protocol.as_str(),
+                ),
+            ],
+            focus: 0,
+            saving: false,
+            error: None,
+        }
+    }
+
+    pub fn title(&self) -> String {
+        match &self.kind {
+            FormKind::AddDomain => "Add domain".to_string(),
+            FormKind::Origins { domain } => format!("Origin Configuration · {domain}"),
+        }
+    }
+
+    pub fn focused(&mut self) -> Option<&mut Field> {
+        self.fields.get_mut(self.focus)
+    }
+
+    pub fn move_focus(&mut self, delta: isize) {
+        let n = self.fields.len() as isize;
+        if n > 0 {
+            self.focus = (self.focus as isize + delta).rem_euclid(n) as usize;
+        }
+    }
+
+    /// ←/→ and Space: cycle a choice; on a text field ←/→ move the cursor
+    /// and Space types a space.
+    pub fn adjust(&mut self, delta: i16, space: bool) {
+        let Some(field) = self.focused() else { return };
+        match &mut field.value {
+            FieldValue::Choice { options, index } => {
+                let n = options.len() as isize;
+                let step = if delta < 0 { -1 } else { 1 };
+                *index = (*index as isize + step).rem_euclid(n.max(1)) as usize;
+            }
+            FieldValue::Text(input) => {
+                let req = if space {
+                    InputRequest::InsertChar(' ')
+                } else if delta < 0 {
+                    InputRequest::GoToPrevChar
+                } else {
+                    InputRequest::GoToNextChar
+                };
+                input.handle(req);
+            }
+        }
+        self.error = None;
+    }
+
+    pub fn type_key(&mut self, req: InputRequest) {
+        if let Some(field) = self.focused()
+            && let FieldValue::Text(input) = &mut field.value
+        {
+            input.handle(req);
+            field.error = None;
+        }
+        self.error = None;
+    }
+
+    fn value(&self, label: &str) -> &str {
+        self.fields
+            .iter()
+            .find(|f| f.label == label)
+            .map_or("", |f| f.text_value().trim())
+    }
+
+    fn set_error(&mut self, label: &str, error: String) {
+        if let Some(f) = self.fields.iter_mut().find(|f| f.label == label) {
+            f.error = Some(error);
+        }
+    }
+
+    /// Checks every field with the configuration's own rules and builds the
+    /// edit. On failure each bad field carries its error and focus moves to
+    /// the first one.
+    pub fn validate(&mut self, config: &Config) -> Option<Edit> {
+        for f in &mut self.fields {
+            f.error = None;
+        }
+        let origins: Vec<String> = self
+            .value("Origins")
+            .split([',', ' '])
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        let parsed: Result<Vec<_>, _> = origins.iter().map(|o| rules::origin(o)).collect();
+        match parsed.and_then(|p| rules::origin_list(&p)) {
+            Ok(()) => {}
+            Err(e) => self.set_error("Origins", e.to_string()),
+        }
+        let server_name = Some(self.value("Server name").to_string()).filter(|s| !s.is_empty());
+        if let Some(s) = &server_name
+            && let Err(e) = rules::server_name(s)
+        {
+            self.set_error("Server name", e.to_string());
+        }
+        let protocol = match self.value("Origin protocol") {
+            "https" => OriginProtocol::Https,
+            "follow" => OriginProtocol::Follow,
+            _ => OriginProtocol::Http,
+        };
+        let edit = match &self.kind {
+            FormKind::AddDomain => {
+                let name = self.value("Domain name").to_string();
+                if let Err(e) = rules::domain_name(&name) {
+                    self.set_error("Domain name", e.to_string());
+                } else if config.domain(&name).is_some() {
+                    self.set_error(
+                        "Domain name",
+                        format!("domain \"{name}\" already exists; choose another name"),
+                    );
+                }
+                let acceleration = Acceleration::ALL
+                    .into_iter()
+                    .find(|a| a.as_str() == self.value("Acceleration"))
+                    .unwrap_or(Acceleration::FullSite);
+                let area = Area::ALL
+                    .into_iter()
+                    .find(|a| a.as_str() == self.value("Area"))
+                    .unwrap_or_default();
+                Edit::AddDomain(NewDomain {
+                    name,
+                    acceleration,
+                    area,
+                    origins,
+                    server_name,
+                    origin_protocol: protocol,
+                })
+            }
+            FormKind::Origins { domain } => Edit::SetOrigins {
+                domain: domain.clone(),
+                origins,
+                server_name,
+                origin_protocol: protocol,
+            },
+        };
+        match self.fields.iter().position(|f| f.error.is_some()) {
+            Some(first) => {
+                self.focus = first;
+                None
+            }
+            None => Some(edit),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirm {
+    DeleteDomain {
+        domain: String,
+        live: usize,
+    },
+    Offline {
+        domain: String,
+        live: usize,
+    },
+    CloseSession {
+        id: SessionId,
+        domain: String,
+        client: String,
+    },
+    Quit {
+        live: usize,
+    },
+}
+
+impl Confirm {
+    pub fn title(&self) -> &'static str {
+        match self {
+            Confirm::DeleteDomain { .. } => "Delete domain",
+            Confirm::Offline { .. } => "Take domain offline",
+            Confirm::CloseSession { .. } => "Close session",
+            Confirm::Quit { .. } => "Quit",
+        }
+    }
+
+    pub fn question(&self) -> String {
+        let sessions = |n: usize| {
+            if n == 1 {
+                "1 live session".to_string()
+            } else {
+                format!("{n} live sessions")
+            }
+        };
+        match self {
+            Confirm::DeleteDomain { domain, live } => format!(
+                "Delete {domain} from the configuration? {} closed with 1001 \"domain removed\". \
+                 The file is saved; comments elsewhere are kept.",
+                if *live == 0 {
+                    "No live sessions are".to_string()
+                } else {
+                    format!("Its {} will be", sessions(*live))
+                }
+            ),
+            Confirm::Offline { domain, live } => format!(
+                "Take {domain} offline? Its {} will be closed with 1001 \"domain offline\", \
+                 and new clients get 503.",
+                sessions(*live)
+            ),
+            Confirm::CloseSession { id, domain, client } => format!(
+                "Close session #{id} ({domain}, client {client})? Both sides get 1001 \
+                 \"closed by operator\"."
+            ),
+            Confirm::Quit { live } => format!(
+                "Quit? The relay stops and {} will be closed with 1001 \"relay shutting down\".",
+                sessions(*live)
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    pub title: String,
+    pub body: String,
+    /// Set when the message reports a failed save (offers `r` on conflict).
+    pub error: Option<SaveError>,
+}

@@ -1,0 +1,74 @@
+//! A cursor over a list that may be far longer than the screen.
+
+use std::cell::Cell;
+use std::ops::Range;
+
+/// Selected index plus the first visible row. The renderer adjusts the
+/// offset so the selection stays visible (a `Cell`, so drawing can take
+/// `&App`): only the rows in [`window`](Self::window) are ever built.
+#[derive(Debug, Default, Clone)]
+pub struct ListCursor {
+    pub index: usize,
+    offset: Cell<usize>,
+}
+
+impl ListCursor {
+    pub fn clamp(&mut self, len: usize) {
+        self.index = self.index.min(len.saturating_sub(1));
+    }
+
+    pub fn move_by(&mut self, delta: isize, len: usize) {
+        if len == 0 {
+            self.index = 0;
+            return;
+        }
+        let target = self.index as isize + delta;
+        self.index = target.clamp(0, len as isize - 1) as usize;
+    }
+
+    pub fn first(&mut self) {
+        self.index = 0;
+    }
+
+    pub fn last(&mut self, len: usize) {
+        self.index = len.saturating_sub(1);
+    }
+
+    /// The rows to draw in a viewport of `height` rows, scrolling as
+    /// little as possible to keep the selection in view.
+    pub fn window(&self, len: usize, height: usize) -> Range<usize> {
+        if height == 0 || len == 0 {
+            return 0..0;
+        }
+        let index = self.index.min(len - 1);
+        let mut offset = self.offset.get().min(len.saturating_sub(height));
+        if index < offset {
+            offset = index;
+        } else if index >= offset + height {
+            offset = index + 1 - height;
+        }
+        self.offset.set(offset);
+        offset..(offset + height).min(len)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_follows_the_cursor_and_only_covers_visible_rows() {
+        let mut c = ListCursor::default();
+        assert_eq!(c.window(10_000, 5), 0..5);
+        c.move_by(7, 10_000);
+        assert_eq!(c.window(10_000, 5), 3..8);
+        c.move_by(-2, 10_000);
+        assert_eq!(c.window(10_000, 5), 3..8);
+        c.last(10_000);
+        assert_eq!(c.window(10_000, 5), 9_995..10_000);
+        c.move_by(5, 3);
+        assert_eq!(c.index, 2);
+        assert_eq!(c.window(3, 5), 0..3);
+        assert_eq!(c.window(0, 5), 0..0);
+    }
+}

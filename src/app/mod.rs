@@ -1,0 +1,450 @@
+//! The console's state and its update logic (the Elm architecture): an
+//! [`Action`] goes in, the state changes, and [`Effect`]s come out for the
+//! runner to carry out. Nothing here touches a terminal, a file or a socket,
+//! so every behaviour can be tested by sending actions.
+
+pub mod action;
+pub mod dialog;
+pub mod keymap;
+pub mod list;
+pub mod log;
+mod update;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use tokio::time::Instant;
+use tui_input::Input;
+
+pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
+pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
+pub use keymap::Context;
+pub use list::ListCursor;
+pub use log::{DomainTotals, EventLog, KindFilter, Minute};
+pub use update::update;
+
+use crate::config::{Config, Domain};
+use crate::relay::{Registry, SessionId, SessionSnapshot};
+
+/// The time a frame is drawn at: monotonic for session counters, wall
+/// clock for event times. Tests pass a fixed one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Self {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
+/// The left menu.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Screen {
+    Overview,
+    Domains,
+    Sessions,
+    Events,
+}
+
+impl Screen {
+    pub const ALL: [Screen; 4] = [
+        Screen::Overview,
+        Screen::Domains,
+        Screen::Sessions,
+        Screen::Events,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Screen::Overview => "Overview",
+            Screen::Domains => "Domain Management",
+            Screen::Sessions => "Live Sessions",
+            Screen::Events => "Event Log",
+        }
+    }
+
+    /// For narrow terminals.
+    pub fn short_title(self) -> &'static str {
+        match self {
+            Screen::Overview => "Overview",
+            Screen::Domains => "Domains",
+            Screen::Sessions => "Sessions",
+            Screen::Events => "Events",
+        }
+    }
+
+    fn index(self) -> usize {
+        Self::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Menu,
+    Content,
+}
+
+/// The Manage page's tabs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManageTab {
+    Basic,
+    Origin,
+    Advanced,
+    Sessions,
+}
+
+impl ManageTab {
+    pub const ALL: [ManageTab; 4] = [
+        ManageTab::Basic,
+        ManageTab::Origin,
+        ManageTab::Advanced,
+        ManageTab::Sessions,
+    ];
+
+    pub fn title(self) -> &'static str {
+        match self {
+            ManageTab::Basic => "Basic Information",
+            ManageTab::Origin => "Origin Configuration",
+            ManageTab::Advanced => "Advanced Configuration",
+            ManageTab::Sessions => "Sessions",
+        }
+    }
+
+    pub fn short_title(self) -> &'static str {
+        match self {
+            ManageTab::Basic => "Basic",
+            ManageTab::Origin => "Origin",
+            ManageTab::Advanced => "Advanced",
+            ManageTab::Sessions => "Sessions",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        Self::ALL.iter().position(|t| *t == self).unwrap_or(0)
+    }
+
+    fn step(self, delta: isize) -> Self {
+        let i = (self.index() as isize + delta).rem_euclid(Self::ALL.len() as isize) as usize;
+        Self::ALL[i % Self::ALL.len()]
+    }
+}
+
+/// A domain's Manage page.
+#[derive(Debug, Clone)]
+pub struct ManageState {
+    pub domain: String,
+    pub tab: ManageTab,
+    /// The Sessions tab's cursor.
+    pub cursor: ListCursor,
+    /// A session opened from the Sessions tab.
+    pub detail: Option<SessionDetail>,
+}
+
+/// An opened session: its recent frames.
+#[derive(Debug, Clone)]
+pub struct SessionDetail {
+    pub id: SessionId,
+    pub cursor: ListCursor,
+}
+
+#[derive(Debug, Default)]
+pub struct DomainsState {
+    pub cursor: ListCursor,
+    pub filter: Input,
+    pub filtering: bool,
+    pub manage: Option<ManageState>,
+}
+
+/// Live Sessions' sort keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortKey {
+    /// Closest to its idle deadline first (no limit last).
+    #[default]
+    Deadline,
+    /// Longest idle first.
+    Idle,
+    /// Oldest first.
+    Age,
+    /// Most bytes (both ways) first.
+    Traffic,
+    Domain,
+    Id,
+}
+
+impl SortKey {
+    pub fn next(self) -> Self {
+        match self {
+            Self::Deadline => Self::Idle,
+            Self::Idle => Self::Age,
+            Self::Age => Self::Traffic,
+            Self::Traffic => Self::Domain,
+            Self::Domain => Self::Id,
+            Self::Id => Self::Deadline,
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Deadline => "closest to deadline",
+            Self::Idle => "longest idle",
+            Self::Age => "oldest",
+            Self::Traffic => "most traffic",
+            Self::Domain => "domain",
+            Self::Id => "id",
+        }
+    }
+
+    pub fn sort(self, sessions: &mut [SessionSnapshot]) {
+        let traffic = |s: &SessionSnapshot| s.to_origin.bytes + s.to_client.bytes;
+        match self {
+            // `None` (no idle limit) sorts after every deadline.
+            Self::Deadline => sessions.sort_by(|a, b| {
+                let key = |s: &SessionSnapshot| (s.remaining.is_none(), s.remaining, s.id);
+                key(a).cmp(&key(b))
+            }),
+            Self::Idle => sessions.sort_by(|a, b| b.idle.cmp(&a.idle).then(a.id.cmp(&b.id))),
+            Self::Age => sessions.sort_by(|a, b| b.age.cmp(&a.age).then(a.id.cmp(&b.id))),
+            Self::Traffic => {
+                sessions.sort_by(|a, b| traffic(b).cmp(&traffic(a)).then(a.id.cmp(&b.id)))
+            }
+            Self::Domain => sessions.sort_by(|a, b| {
+                (a.domain.to_ascii_lowercase(), a.remaining, a.id).cmp(&(
+                    b.domain.to_ascii_lowercase(),
+                    b.remaining,
+                    b.id,
+                ))
+            }),
+            Self::Id => sessions.sort_by_key(|s| s.id),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct SessionsState {
+    pub sort: SortKey,
+    pub cursor: ListCursor,
+    /// The selected session; the cursor follows it as rows re-sort.
+    pub selected: Option<SessionId>,
+    pub detail: Option<SessionDetail>,
+}
+
+/// A one-line message under the content (saved, cancelled, failed, …).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    pub text: String,
+    pub error: bool,
+}
+
+/// Facts about the running console shown in the header.
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub config_path: PathBuf,
+    pub relay_addr: Option<SocketAddr>,
+    /// A line shown under the header (the demo's banner).
+    pub banner: Option<String>,
+}
+
+/// The whole UI state.
+#[derive(Debug)]
+pub struct App {
+    pub config: Arc<Config>,
+    pub registry: Arc<Registry>,
+    pub settings: Settings,
+    pub clock: Clock,
+    pub screen: Screen,
+    pub focus: Focus,
+    pub overview: ListCursor,
+    pub domains: DomainsState,
+    pub sessions: SessionsState,
+    pub log: EventLog,
+    pub dialog: Option<Dialog>,
+    pub help: Option<ListCursor>,
+    pub status: Option<Status>,
+    /// Sessions as sampled at the last refresh, in the chosen sort order.
+    pub live: Vec<SessionSnapshot>,
+    /// Live sessions per domain (lower-case name).
+    live_per_domain: HashMap<String, usize>,
+}
+
+impl App {
+    pub fn new(config: Arc<Config>, registry: Arc<Registry>, settings: Settings) -> Self {
+        Self {
+            config,
+            registry,
+            settings,
+            clock: Clock::now(),
+            screen: Screen::Overview,
+            focus: Focus::Menu,
+            overview: ListCursor::default(),
+            domains: DomainsState::default(),
+            sessions: SessionsState::default(),
+            log: EventLog::default(),
+            dialog: None,
+            help: None,
+            status: None,
+            live: Vec::new(),
+            live_per_domain: HashMap::new(),
+        }
+        // No sampling here: the runner refreshes before every draw, and
+        // tests with their own clock.
+    }
+
+    /// Samples the session table at `clock` (before each draw).
+    pub fn refresh(&mut self, clock: Clock) {
+        self.clock = clock;
+        let mut live = self.registry.snapshot(clock.mono);
+        self.sessions.sort.sort(&mut live);
+        self.live_per_domain.clear();
+        for s in &live {
+            *self
+                .live_per_domain
+                .entry(s.domain.to_ascii_lowercase())
+                .or_default() += 1;
+        }
+        self.live = live;
+        self.log.sample_active(clock.wall, self.live.len());
+        self.follow_selected_session();
+    }
+
+    /// Keeps the Live Sessions cursor on the same session as rows re-sort.
+    fn follow_selected_session(&mut self) {
+        let s = &mut self.sessions;
+        if let Some(id) = s.selected
+            && let Some(i) = self.live.iter().position(|x| x.id == id)
+        {
+            s.cursor.index = i;
+        }
+        s.cursor.clamp(self.live.len());
+        s.selected = self.live.get(s.cursor.index).map(|x| x.id);
+    }
+
+    pub fn live_on(&self, domain: &str) -> usize {
+        self.live_per_domain
+            .get(&domain.to_ascii_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The domain list after the `/` filter.
+    pub fn visible_domains(&self) -> Vec<&Domain> {
+        let f = self.domains.filter.value().trim().to_lowercase();
+        self.config
+            .domains
+            .iter()
+            .filter(|d| {
+                f.is_empty()
+                    || d.name.to_lowercase().contains(&f)
+                    || d.cname().contains(&f)
+                    || d.acceleration.as_str().contains(&f)
+                    || d.status.as_str() == f
+                    || d.origins.iter().any(|o| o.to_string().contains(&f))
+            })
+            .collect()
+    }
+
+    pub fn selected_domain(&self) -> Option<&Domain> {
+        self.visible_domains()
+            .get(self.domains.cursor.index)
+            .copied()
+    }
+
+    /// The domain whose Manage page is open.
+    pub fn managed_domain(&self) -> Option<&Domain> {
+        let m = self.domains.manage.as_ref()?;
+        self.config.domain(&m.domain)
+    }
+
+    /// Live sessions of one domain, closest to deadline first.
+    pub fn sessions_of(&self, domain: &str) -> Vec<&SessionSnapshot> {
+        let mut v: Vec<&SessionSnapshot> = self
+            .live
+            .iter()
+            .filter(|s| s.domain.eq_ignore_ascii_case(domain))
+            .collect();
+        v.sort_by(|a, b| {
+            let key = |s: &SessionSnapshot| (s.remaining.is_none(), s.remaining, s.id);
+            key(a).cmp(&key(b))
+        });
+        v
+    }
+
+    /// The session shown in a detail page, if one is open.
+    pub fn open_detail(&self) -> Option<&SessionDetail> {
+        match self.screen {
+            Screen::Sessions => self.sessions.detail.as_ref(),
+            Screen::Domains => self.domains.manage.as_ref().and_then(|m| m.detail.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// Which key table is in force.
+    pub fn context(&self) -> Context {
+        if self.help.is_some() {
+            return Context::Help;
+        }
+        self.context_behind_help()
+    }
+
+    /// The context as if the help were closed (what the help describes).
+    pub fn context_behind_help(&self) -> Context {
+        match &self.dialog {
+            Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
+            Some(Dialog::Form(_)) => return Context::Form,
+            Some(Dialog::Confirm(_)) => return Context::Confirm,
+            Some(Dialog::Message(_)) => return Context::Message,
+            None => {}
+        }
+        if self.focus == Focus::Menu {
+            return Context::Menu;
+        }
+        match self.screen {
+            Screen::Overview => Context::Overview,
+            Screen::Domains => match &self.domains.manage {
+                Some(m) if m.detail.is_some() => Context::SessionDetail,
+                Some(_) => Context::Manage,
+                None if self.domains.filtering => Context::Filter,
+                None => Context::Domains,
+            },
+            Screen::Sessions if self.sessions.detail.is_some() => Context::SessionDetail,
+            Screen::Sessions => Context::Sessions,
+            Screen::Events if self.log.editing => Context::Filter,
+            Screen::Events => Context::Events,
+        }
+    }
+
+    /// The action a key press means right now.
+    pub fn action_for_key(&self, key: &crossterm::event::KeyEvent) -> Option<Action> {
+        keymap::action_for(self.context(), key)
+    }
+
+    /// Whether anything on screen changes by itself as time passes.
+    pub fn needs_ticks(&self) -> bool {
+        !self.live.is_empty() || !self.registry.is_empty()
+    }
+
+    fn set_status(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: false,
+        });
+    }
+
+    fn set_error_status(&mut self, text: impl Into<String>) {
+        self.status = Some(Status {
+            text: text.into(),
+            error: true,
+        });
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

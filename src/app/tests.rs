@@ -1,0 +1,658 @@
+//! The console's behaviour, driven by actions and key presses — no
+//! terminal, no runtime (except the paused clock for session fixtures).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tui_input::InputRequest;
+
+use super::*;
+use crate::config::{Config, Edit, NewDomain, Status as DomainStatus, Switch};
+use crate::relay::{NewSession, Registry, SessionGuard};
+
+pub const TEST_CONFIG: &str = r#"
+[relay]
+listen = "127.0.0.1:0"
+
+[[domain]]
+name = "www.example.com"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "off", timeout = 60 }
+
+[[domain]]
+name = "cloud.tencent.com"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "on", timeout = 100 }
+
+[[domain]]
+name = "api.example.com"
+acceleration = "dynamic"
+origins = ["127.0.0.1:9001"]
+"#;
+
+pub fn config() -> Arc<Config> {
+    Arc::new(Config::parse(TEST_CONFIG, Path::new("test.toml")).unwrap())
+}
+
+pub fn app() -> App {
+    App::new(config(), Arc::new(Registry::new()), Settings::default())
+}
+
+fn run(app: &mut App, cmds: &[Command]) -> Vec<Effect> {
+    cmds.iter()
+        .flat_map(|c| update(app, Action::Cmd(*c)))
+        .collect()
+}
+
+fn type_text(app: &mut App, text: &str) {
+    for c in text.chars() {
+        update(app, Action::Input(InputRequest::InsertChar(c)));
+    }
+}
+
+fn draft(app: &App) -> &WsDraft {
+    match &app.dialog {
+        Some(Dialog::EditWebSocket(d)) => d,
+        other => panic!("expected the edit dialog, got {other:?}"),
+    }
+}
+
+fn key(code: KeyCode) -> KeyEvent {
+    KeyEvent::new(code, KeyModifiers::NONE)
+}
+
+/// Menu → Domain Management → cloud.tencent.com → Manage → Advanced.
+fn to_advanced(app: &mut App) {
+    use Command::*;
+    run(app, &[Down, Open, Down, Open, NextTab, NextTab]);
+    assert_eq!(app.context(), Context::Manage);
+    let m = app.domains.manage.as_ref().unwrap();
+    assert_eq!(
+        (m.domain.as_str(), m.tab),
+        ("cloud.tencent.com", ManageTab::Advanced)
+    );
+}
+
+pub fn session(registry: &Arc<Registry>, domain: &str, timeout: Option<u64>) -> SessionGuard {
+    registry.register(NewSession {
+        domain: domain.into(),
+        client: "127.0.0.1:50000".parse().unwrap(),
+        origin: "127.0.0.1:9001".into(),
+        path: "/".into(),
+        timeout: timeout.map(Duration::from_secs),
+    })
+}
+
+#[test]
+fn navigation_follows_the_console_steps_and_back() {
+    let mut app = app();
+    assert_eq!(app.context(), Context::Menu);
+    to_advanced(&mut app);
+    update(&mut app, Command::PrevTab.into());
+    assert_eq!(app.domains.manage.as_ref().unwrap().tab, ManageTab::Origin);
+    // Tab wraps around the four tabs.
+    run(
+        &mut app,
+        &[Command::NextTab, Command::NextTab, Command::NextTab],
+    );
+    assert_eq!(app.domains.manage.as_ref().unwrap().tab, ManageTab::Basic);
+    // Esc: Manage → list → menu; q on the menu quits (nothing live).
+    update(&mut app, Command::Back.into());
+    assert_eq!(app.context(), Context::Domains);
+    update(&mut app, Command::Back.into());
+    assert_eq!(app.context(), Context::Menu);
+    assert_eq!(update(&mut app, Command::Back.into()), vec![Effect::Quit]);
+}
+
+#[test]
+fn the_menu_moves_through_every_screen_and_wraps() {
+    let mut app = app();
+    let mut seen = vec![app.screen];
+    for _ in 0..4 {
+        update(&mut app, Command::Down.into());
+        seen.push(app.screen);
+    }
+    assert_eq!(
+        seen,
+        [
+            Screen::Overview,
+            Screen::Domains,
+            Screen::Sessions,
+            Screen::Events,
+            Screen::Overview
+        ]
+    );
+    update(&mut app, Command::Goto(Screen::Events).into());
+    assert_eq!(
+        (app.context(), app.focus),
+        (Context::Events, Focus::Content)
+    );
+    update(&mut app, Command::FocusOther.into());
+    assert_eq!(app.context(), Context::Menu);
+}
+
+#[test]
+fn keys_map_to_actions_per_screen() {
+    let mut app = app();
+    let press = |app: &App, k: KeyEvent| app.action_for_key(&k);
+    assert!(matches!(
+        press(&app, key(KeyCode::Char('q'))),
+        Some(Action::Cmd(Command::Back))
+    ));
+    let ctrl_c = KeyEvent::new(KeyCode::Char('c'), KeyModifiers::CONTROL);
+    assert!(matches!(
+        press(&app, ctrl_c),
+        Some(Action::Cmd(Command::Quit))
+    ));
+    // Releases (kitty protocol) never act.
+    let mut release = key(KeyCode::Enter);
+    release.kind = KeyEventKind::Release;
+    assert!(press(&app, release).is_none());
+
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    assert_eq!(app.context(), Context::EditWebSocket);
+    assert!(matches!(
+        press(&app, key(KeyCode::Char('7'))),
+        Some(Action::Input(InputRequest::InsertChar('7')))
+    ));
+    assert!(press(&app, key(KeyCode::Char('x'))).is_none());
+    assert!(matches!(
+        press(&app, key(KeyCode::PageDown)),
+        Some(Action::Cmd(Command::Adjust(-10)))
+    ));
+    assert!(matches!(
+        press(&app, KeyEvent::new(KeyCode::Right, KeyModifiers::SHIFT)),
+        Some(Action::Cmd(Command::Adjust(10)))
+    ));
+    assert!(matches!(
+        press(&app, key(KeyCode::Left)),
+        Some(Action::Cmd(Command::Adjust(-1)))
+    ));
+    assert!(matches!(
+        press(&app, key(KeyCode::Char(' '))),
+        Some(Action::Cmd(Command::Toggle))
+    ));
+
+    // In a filter, `?` and `q` are text, not help and back.
+    let mut app = super::tests::app();
+    run(&mut app, &[Command::Down, Command::Open, Command::Filter]);
+    assert_eq!(app.context(), Context::Filter);
+    assert!(matches!(
+        press(&app, key(KeyCode::Char('q'))),
+        Some(Action::Input(InputRequest::InsertChar('q')))
+    ));
+    assert!(matches!(
+        press(&app, key(KeyCode::Char('?'))),
+        Some(Action::Input(InputRequest::InsertChar('?')))
+    ));
+}
+
+#[test]
+fn the_footer_and_help_come_from_the_key_tables() {
+    for context in [
+        Context::Menu,
+        Context::Domains,
+        Context::Manage,
+        Context::Sessions,
+        Context::EditWebSocket,
+    ] {
+        for b in keymap::footer(context) {
+            let same = |t: &keymap::Binding| t.hint == b.hint && t.keys == b.keys;
+            assert!(
+                context.table().iter().any(same) || keymap::GLOBAL.iter().any(same),
+                "{context:?}: {} is not from its table",
+                b.hint
+            );
+        }
+    }
+}
+
+#[test]
+fn editing_the_timeout_saves_and_applies_it() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    assert_eq!(draft(&app).timeout, 100);
+    // The first digit replaces the value shown, like a selected field.
+    type_text(&mut app, "20");
+    assert_eq!((draft(&app).timeout, draft(&app).field.value()), (20, "20"));
+    // The slider and the field stay in sync both ways.
+    update(&mut app, Command::Adjust(1).into());
+    assert_eq!((draft(&app).timeout, draft(&app).field.value()), (21, "21"));
+    update(&mut app, Command::Adjust(-10).into());
+    assert_eq!((draft(&app).timeout, draft(&app).field.value()), (11, "11"));
+    update(&mut app, Command::Adjust(-100).into());
+    assert_eq!(draft(&app).timeout, 0);
+    update(&mut app, Command::Adjust(400).into());
+    assert_eq!(draft(&app).timeout, 300);
+    type_text(&mut app, "2");
+    assert_eq!(draft(&app).timeout, 2);
+
+    let effects = update(&mut app, Command::Open.into());
+    let edit = Edit::SetWebSocket {
+        domain: "cloud.tencent.com".into(),
+        switch: Some(Switch::On),
+        timeout: Some(2),
+    };
+    assert_eq!(effects, vec![Effect::Save(edit.clone())]);
+    assert!(draft(&app).saving);
+
+    // The runner saved it: the dialog closes and the relay gets the config.
+    let mut saved = (*app.config).clone();
+    saved.domains[1].websocket.timeout = 2;
+    let saved = Arc::new(saved);
+    let effects = update(
+        &mut app,
+        Action::Saved {
+            config: saved.clone(),
+            edit,
+        },
+    );
+    assert_eq!(effects, vec![Effect::ApplyToRelay(saved)]);
+    assert!(app.dialog.is_none());
+    assert_eq!(app.config.domains[1].websocket.timeout, 2);
+    assert!(app.status.as_ref().unwrap().text.contains("timeout 2 s"));
+}
+
+#[test]
+fn cancel_discards_the_draft() {
+    let mut app = app();
+    to_advanced(&mut app);
+    run(
+        &mut app,
+        &[Command::Edit, Command::Toggle, Command::Adjust(10)],
+    );
+    assert!(draft(&app).differs());
+    assert!(update(&mut app, Command::Cancel.into()).is_empty());
+    assert!(app.dialog.is_none());
+    assert_eq!(app.config.domains[1].websocket.timeout, 100);
+    // Tab to Cancel, then Enter, cancels too.
+    run(
+        &mut app,
+        &[Command::Edit, Command::Adjust(5), Command::NextTab],
+    );
+    assert!(update(&mut app, Command::Open.into()).is_empty());
+    assert!(app.dialog.is_none());
+}
+
+#[test]
+fn ok_without_a_change_saves_nothing() {
+    let mut app = app();
+    to_advanced(&mut app);
+    run(
+        &mut app,
+        &[Command::Edit, Command::Adjust(1), Command::Adjust(-1)],
+    );
+    assert!(update(&mut app, Command::Open.into()).is_empty());
+    assert!(app.dialog.is_none());
+    assert!(app.status.as_ref().unwrap().text.contains("No change"));
+}
+
+#[test]
+fn invalid_input_is_explained_and_never_saved() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    type_text(&mut app, "301");
+    let err = draft(&app).field_error.clone().unwrap();
+    assert!(err.contains("301") && err.contains("0 to 300"), "{err}");
+    // The slider keeps the last valid value; OK does nothing until fixed.
+    assert_eq!(draft(&app).timeout, 30);
+    assert!(update(&mut app, Command::Open.into()).is_empty());
+    assert!(app.dialog.is_some());
+    // Emptying the field is invalid too.
+    for _ in 0..3 {
+        update(&mut app, Action::Input(InputRequest::DeletePrevChar));
+    }
+    assert!(
+        draft(&app)
+            .field_error
+            .as_ref()
+            .unwrap()
+            .contains("type a timeout")
+    );
+    assert!(update(&mut app, Command::Open.into()).is_empty());
+    // The slider recovers from an invalid field.
+    // ("3" was the last valid text.)
+    update(&mut app, Command::Adjust(1).into());
+    assert_eq!(draft(&app).field_error, None);
+    assert_eq!(draft(&app).timeout, 4);
+    // Letters never reach the numeric field.
+    update(&mut app, Action::Input(InputRequest::InsertChar('a')));
+    assert_eq!(draft(&app).field.value(), "4");
+}
+
+#[test]
+fn zero_means_no_idle_limit() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    type_text(&mut app, "0");
+    let d = draft(&app);
+    assert_eq!(d.effective().limit, None);
+    assert_eq!(d.effective().column_label(), "On · no limit");
+}
+
+#[test]
+fn a_conflict_keeps_the_draft_and_r_reloads() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    type_text(&mut app, "45");
+    assert!(matches!(
+        update(&mut app, Command::Open.into()).as_slice(),
+        [Effect::Save(_)]
+    ));
+    let conflict = SaveError {
+        kind: SaveErrorKind::Conflict,
+        message: "test.toml changed on disk since it was loaded".into(),
+    };
+    assert!(update(&mut app, Action::SaveFailed(conflict.clone())).is_empty());
+    let d = draft(&app);
+    assert_eq!((d.timeout, d.saving), (45, false));
+    assert_eq!(d.error.as_ref(), Some(&conflict));
+    assert!(conflict.advice().contains("r to reload"));
+
+    assert_eq!(
+        update(&mut app, Command::Reload.into()),
+        vec![Effect::Reload]
+    );
+    // Someone set it to 90 on disk; the draft (45) is kept, the comparison
+    // base follows the file.
+    let mut on_disk = (*app.config).clone();
+    on_disk.domains[1].websocket.timeout = 90;
+    let on_disk = Arc::new(on_disk);
+    let effects = update(&mut app, Action::Reloaded(Ok(on_disk.clone())));
+    assert_eq!(effects, vec![Effect::ApplyToRelay(on_disk)]);
+    let d = draft(&app);
+    assert_eq!(
+        (d.timeout, d.live.timeout, d.error.is_none()),
+        (45, 90, true)
+    );
+    assert!(matches!(
+        update(&mut app, Command::Open.into()).as_slice(),
+        [Effect::Save(Edit::SetWebSocket {
+            timeout: Some(45),
+            ..
+        })]
+    ));
+}
+
+#[test]
+fn a_failed_write_is_shown_and_r_does_not_reload() {
+    let mut app = app();
+    to_advanced(&mut app);
+    run(
+        &mut app,
+        &[Command::Edit, Command::Adjust(1), Command::Open],
+    );
+    let io = SaveError {
+        kind: SaveErrorKind::Io,
+        message: "cannot save test.toml: disk full".into(),
+    };
+    update(&mut app, Action::SaveFailed(io));
+    assert!(update(&mut app, Command::Reload.into()).is_empty());
+    assert_eq!(draft(&app).timeout, 101);
+    assert!(
+        draft(&app)
+            .error
+            .as_ref()
+            .unwrap()
+            .message
+            .contains("disk full")
+    );
+}
+
+#[test]
+fn domains_that_cannot_configure_websocket_explain_why() {
+    let mut app = app();
+    run(
+        &mut app,
+        &[Command::Down, Command::Open, Command::End, Command::Edit],
+    );
+    match &app.dialog {
+        Some(Dialog::Message(m)) => {
+            assert!(
+                m.body.contains("can only be configured for full-site"),
+                "{}",
+                m.body
+            )
+        }
+        other => panic!("expected the limitation message, got {other:?}"),
+    }
+    update(&mut app, Command::Cancel.into());
+    assert!(app.dialog.is_none());
+}
+
+#[test]
+fn the_filter_narrows_the_domain_list_and_esc_clears_it() {
+    let mut app = app();
+    run(&mut app, &[Command::Down, Command::Open, Command::Filter]);
+    type_text(&mut app, "tencent");
+    let names: Vec<_> = app
+        .visible_domains()
+        .iter()
+        .map(|d| d.name.clone())
+        .collect();
+    assert_eq!(names, ["cloud.tencent.com"]);
+    update(&mut app, Command::Open.into());
+    assert_eq!(app.context(), Context::Domains);
+    assert_eq!(app.selected_domain().unwrap().name, "cloud.tencent.com");
+    // Esc first clears the filter, then goes back to the menu.
+    update(&mut app, Command::Back.into());
+    assert_eq!(app.visible_domains().len(), 3);
+    assert_eq!(app.context(), Context::Domains);
+}
+
+#[test]
+fn add_domain_validates_every_field() {
+    let mut app = app();
+    run(
+        &mut app,
+        &[Command::Down, Command::Open, Command::AddDomain],
+    );
+    type_text(&mut app, "bad_name");
+    assert!(update(&mut app, Command::Open.into()).is_empty());
+    let Some(Dialog::Form(form)) = &app.dialog else {
+        panic!("form closed")
+    };
+    assert!(form.fields[0].error.as_ref().unwrap().contains("bad_name"));
+    assert_eq!(form.focus, 0);
+
+    for _ in 0.."bad_name".len() {
+        update(&mut app, Action::Input(InputRequest::DeletePrevChar));
+    }
+    type_text(&mut app, "new.example.com");
+    // Acceleration: → cycles to dynamic-static.
+    run(&mut app, &[Command::NextTab, Command::Adjust(1)]);
+    let effects = update(&mut app, Command::Open.into());
+    assert_eq!(
+        effects,
+        vec![Effect::Save(Edit::AddDomain(NewDomain {
+            name: "new.example.com".into(),
+            acceleration: crate::config::Acceleration::DynamicStatic,
+            area: crate::config::Area::Mainland,
+            origins: vec!["127.0.0.1:9001".into()],
+            server_name: None,
+            origin_protocol: crate::config::OriginProtocol::Http,
+        }))]
+    );
+}
+
+#[test]
+fn delete_and_offline_ask_first() {
+    let mut app = app();
+    run(
+        &mut app,
+        &[Command::Down, Command::Open, Command::DeleteDomain],
+    );
+    assert!(matches!(
+        &app.dialog,
+        Some(Dialog::Confirm(Confirm::DeleteDomain { domain, live: 0 })) if domain == "www.example.com"
+    ));
+    assert!(update(&mut app, Command::Cancel.into()).is_empty());
+    assert!(app.dialog.is_none());
+    update(&mut app, Command::DeleteDomain.into());
+    assert_eq!(
+        update(&mut app, Command::Open.into()),
+        vec![Effect::Save(Edit::RemoveDomain {
+            domain: "www.example.com".into()
+        })]
+    );
+    // Offline without live sessions needs no question.
+    assert_eq!(
+        update(&mut app, Command::ToggleOnline.into()),
+        vec![Effect::Save(Edit::SetStatus {
+            domain: "www.example.com".into(),
+            status: DomainStatus::Offline
+        })]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn quitting_asks_while_sessions_are_live() {
+    let mut app = app();
+    let _s = session(&app.registry.clone(), "cloud.tencent.com", Some(100));
+    app.refresh(Clock::now());
+    assert!(update(&mut app, Command::Back.into()).is_empty());
+    assert!(matches!(
+        app.dialog,
+        Some(Dialog::Confirm(Confirm::Quit { live: 1 }))
+    ));
+    update(&mut app, Command::Cancel.into());
+    assert!(app.dialog.is_none());
+    // Ctrl-C asks too, and a second Ctrl-C quits.
+    assert!(update(&mut app, Command::Quit.into()).is_empty());
+    assert_eq!(update(&mut app, Command::Quit.into()), vec![Effect::Quit]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_draft_shows_which_sessions_it_would_cut() {
+    let mut app = app();
+    let registry = app.registry.clone();
+    let old = session(&registry, "cloud.tencent.com", Some(100));
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let newer = session(&registry, "cloud.tencent.com", Some(100));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let _other = session(&registry, "www.example.com", Some(15));
+    app.refresh(Clock::now());
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    type_text(&mut app, "20");
+    let impact = draft(&app).impact(&app.live);
+    assert_eq!(impact.live, 2);
+    assert_eq!(impact.cut, vec![(old.stats().id, Duration::from_secs(40))]);
+    update(&mut app, Command::Adjust(-15).into());
+    assert_eq!(draft(&app).timeout, 5);
+    let impact = draft(&app).impact(&app.live);
+    assert_eq!(
+        impact.cut,
+        vec![
+            (old.stats().id, Duration::from_secs(40)),
+            (newer.stats().id, Duration::from_secs(10))
+        ]
+    );
+    // Switch off: 15 s applies whatever the timeout.
+    update(&mut app, Command::Toggle.into());
+    assert_eq!(draft(&app).impact(&app.live).cut.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn live_sessions_sort_closest_to_deadline_first_and_close_asks() {
+    let mut app = app();
+    let registry = app.registry.clone();
+    let a = session(&registry, "cloud.tencent.com", Some(100));
+    let b = session(&registry, "www.example.com", Some(15));
+    let c = session(&registry, "cloud.tencent.com", None);
+    tokio::time::advance(Duration::from_secs(5)).await;
+    app.refresh(Clock::now());
+    let ids: Vec<_> = app.live.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [b.stats().id, a.stats().id, c.stats().id]);
+
+    update(&mut app, Command::Goto(Screen::Sessions).into());
+    update(&mut app, Command::Down.into());
+    assert_eq!(app.sessions.selected, Some(a.stats().id));
+    // The selection follows its session when the order changes.
+    update(&mut app, Command::CycleSort.into());
+    assert_eq!(app.sessions.sort, SortKey::Idle);
+    assert_eq!(app.live[app.sessions.cursor.index].id, a.stats().id);
+
+    update(&mut app, Command::Open.into());
+    assert_eq!(app.context(), Context::SessionDetail);
+    update(&mut app, Command::CloseSession.into());
+    assert!(
+        matches!(&app.dialog, Some(Dialog::Confirm(Confirm::CloseSession { id, .. })) if *id == a.stats().id)
+    );
+    assert_eq!(
+        update(&mut app, Command::Open.into()),
+        vec![Effect::CloseSession(a.stats().id)]
+    );
+    update(&mut app, Command::Back.into());
+    assert_eq!(app.context(), Context::Sessions);
+}
+
+#[test]
+fn event_log_filters_by_kind_domain_and_text() {
+    use crate::relay::{CloseCause, RelayEvent};
+    let mut app = app();
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let client = "127.0.0.1:50000".parse().unwrap();
+    update(
+        &mut app,
+        Action::Relay(RelayEvent::Opened {
+            id: 1,
+            at,
+            domain: "cloud.tencent.com".into(),
+            client,
+            origin: "127.0.0.1:9001".into(),
+            path: "/".into(),
+            subprotocol: None,
+        }),
+    );
+    update(
+        &mut app,
+        Action::Relay(RelayEvent::Closed {
+            id: 1,
+            at,
+            domain: "cloud.tencent.com".into(),
+            client,
+            origin: "127.0.0.1:9001".into(),
+            cause: CloseCause::IdleTimeout { timeout_secs: 100 },
+            to_client: None,
+            to_origin: None,
+            idle: Duration::from_secs(100),
+            duration: Duration::from_secs(130),
+        }),
+    );
+    update(
+        &mut app,
+        Action::Relay(RelayEvent::Refused {
+            at,
+            client,
+            domain: Some("www.example.com".into()),
+            status: Some(503),
+            reason: "domain offline".into(),
+        }),
+    );
+    update(&mut app, Command::Goto(Screen::Events).into());
+    assert_eq!(app.log.filtered().len(), 3);
+    run(&mut app, &[Command::CycleKind, Command::CycleKind]);
+    assert_eq!(app.log.kind, KindFilter::Closed);
+    assert_eq!(app.log.filtered().len(), 1);
+    run(&mut app, &[Command::ClearFilters, Command::CycleDomain]);
+    assert_eq!(app.log.domain.as_deref(), Some("www.example.com"));
+    assert_eq!(app.log.filtered().len(), 1);
+    run(&mut app, &[Command::ClearFilters, Command::Filter]);
+    type_text(&mut app, "idle");
+    assert_eq!(app.log.filtered().len(), 1);
+    let t = app.log.totals("cloud.tencent.com");
+    assert_eq!((t.opened, t.closed, t.idle_closes), (1, 1, 1));
+    assert_eq!(t.reasons.get("idle timeout"), Some(&1));
+    assert_eq!(app.log.totals("www.example.com").refused, 1);
+}

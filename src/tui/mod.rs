@@ -1,0 +1,266 @@
+//! The terminal side of the console: owns the terminal, turns terminal
+//! events, relay events and signals into actions, carries out effects, and
+//! draws — only when something changed, at a capped frame rate.
+
+pub mod effects;
+pub mod terminal;
+
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use crossterm::event::{Event, EventStream, MouseButton, MouseEventKind};
+use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
+use crossterm::{execute, queue};
+use futures_util::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use crate::app::{Action, App, Clock, Command, Settings, update};
+use crate::config::{ConfigFile, DEFAULT_CONFIG, default_config_path};
+use crate::relay::{self, RelayEvent, RelayHandle};
+use crate::ui::{self, Theme};
+
+pub use effects::{RelayControl, perform};
+use terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
+
+/// At most this many frames per second; a burst of changes is one frame.
+const FRAME: Duration = Duration::from_millis(33);
+/// While sessions are live their idle counters move: redraw this often.
+const TICK: Duration = Duration::from_secs(1);
+/// How long quitting waits for the relay to close its sessions.
+const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
+
+/// How the console is started.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// `--config`; `None`: the default location.
+    pub config_path: Option<PathBuf>,
+    /// `--no-color` (`NO_COLOR` is honoured as well).
+    pub no_color: bool,
+    /// `--mouse`: capture the mouse (stops text selection over SSH).
+    pub mouse: bool,
+    /// A line under the header, e.g. the demo's banner.
+    pub banner: Option<String>,
+}
+
+/// `ecdn-console` without a command: loads (or creates) the configuration,
+/// starts the relay on its own thread, and runs the console.
+pub fn run(options: &Options) -> Result<()> {
+    let path = options
+        .config_path
+        .clone()
+        .unwrap_or_else(default_config_path);
+    let (file, created) = ConfigFile::load_or_create(&path, DEFAULT_CONFIG)?;
+    let log = init_logging();
+    let config = Arc::new(file.config().clone());
+    let (relay, events) = relay::spawn_relay_thread(config)?;
+    let mut notes = Vec::new();
+    if created {
+        notes.push(format!(
+            "Created {} from the built-in default configuration.",
+            path.display()
+        ));
+    }
+    if let Some(log) = log {
+        tracing::info!("console started; config {}", path.display());
+        notes.push(format!("Logging to {}", log.display()));
+    }
+    run_with(file, relay, events, options, notes.first().cloned())
+}
+
+/// Runs the console on a loaded file and a running relay (the demo starts
+/// its own). Shuts the relay down on the way out.
+pub fn run_with(
+    mut file: ConfigFile,
+    relay: RelayHandle,
+    mut events: mpsc::Receiver<RelayEvent>,
+    options: &Options,
+    note: Option<String>,
+) -> Result<()> {
+    let theme = Theme::from_env(options.no_color);
+    let settings = Settings {
+        config_path: file.path().to_path_buf(),
+        relay_addr: Some(relay.local_addr()),
+        banner: options.banner.clone(),
+    };
+    let config = Arc::new(file.config().clone());
+    let mut app = App::new(config, relay.registry().clone(), settings);
+    if let Some(note) = note {
+        app.status = Some(crate::app::Status {
+            text: note,
+            error: false,
+        });
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the console's runtime")?;
+    let result = {
+        let mut guard =
+            TerminalGuard::enter(options.mouse).context("cannot set up the terminal")?;
+        let result = runtime.block_on(event_loop(
+            &mut guard,
+            &mut app,
+            &mut file,
+            &relay,
+            &mut events,
+            &theme,
+        ));
+        drop(guard);
+        result
+    };
+    // The terminal is back; now let the relay close every session (1001).
+    relay.shutdown();
+    relay.join(SHUTDOWN_WAIT);
+    tracing::info!("console stopped");
+    if PANICKED.load(Ordering::SeqCst) {
+        anyhow::bail!("the console stopped after a panic (see the message above)");
+    }
+    result
+}
+
+/// Why the loop ended.
+enum Exit {
+    Quit,
+    Signal(&'static str),
+    TerminalGone,
+    Panic,
+}
+
+async fn event_loop(
+    guard: &mut TerminalGuard,
+    app: &mut App,
+    file: &mut ConfigFile,
+    relay: &RelayHandle,
+    events: &mut mpsc::Receiver<RelayEvent>,
+    theme: &Theme,
+) -> Result<()> {
+    let mut input = EventStream::new();
+    // Over SSH a dropped connection can leave crossterm's reader spinning
+    // instead of failing (crossterm#793): SIGHUP is the reliable signal.
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut relay_open = true;
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME;
+    let mut next_tick = Instant::now() + TICK;
+    let exit = loop {
+        if dirty && last_draw.elapsed() >= FRAME {
+            app.refresh(Clock::now());
+            draw(guard, app, theme)?;
+            dirty = false;
+            last_draw = Instant::now();
+            next_tick = last_draw + TICK;
+        }
+        let ticking = app.needs_ticks();
+        tokio::select! {
+            // A key, a resize or a mouse event.
+            event = input.next() => match event {
+                Some(Ok(event)) => {
+                    dirty = true;
+                    if let Some(action) = action_for_event(app, guard, &event) {
+                        let effects = update(app, action);
+                        if perform(app, file, relay, effects) {
+                            break Exit::Quit;
+                        }
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("terminal input failed: {e}");
+                    break Exit::TerminalGone;
+                }
+                None => break Exit::TerminalGone,
+            },
+            // Lifecycle events; a burst is drained into one redraw.
+            event = events.recv(), if relay_open => match event {
+                Some(event) => {
+                    update(app, Action::Relay(event));
+                    while let Ok(event) = events.try_recv() {
+                        update(app, Action::Relay(event));
+                    }
+                    dirty = true;
+                }
+                None => {
+                    relay_open = false;
+                    app.status = Some(crate::app::Status {
+                        text: "The relay stopped; see the log. Sessions are no longer relayed.".into(),
+                        error: true,
+                    });
+                    dirty = true;
+                }
+            },
+            // The frame-rate cap: draw what changed since the last frame.
+            () = sleep_until(last_draw + FRAME), if dirty => {}
+            // Live idle counters move by themselves: redraw once a second.
+            () = sleep_until(next_tick), if ticking && !dirty => dirty = true,
+            _ = hangup.recv() => break Exit::Signal("SIGHUP"),
+            _ = terminate.recv() => break Exit::Signal("SIGTERM"),
+            () = PANIC_NOTIFY.notified() => break Exit::Panic,
+        }
+    };
+    match exit {
+        Exit::Quit => tracing::info!("quit from the console"),
+        Exit::Signal(name) => tracing::info!("{name}: shutting down"),
+        Exit::TerminalGone => tracing::warn!("terminal closed: shutting down"),
+        Exit::Panic => tracing::error!("a panic stopped the console"),
+    }
+    Ok(())
+}
+
+/// Each frame is wrapped in synchronized-update escapes, so slow links
+/// never show half a frame.
+fn draw(guard: &mut TerminalGuard, app: &App, theme: &Theme) -> io::Result<()> {
+    queue!(guard.terminal.backend_mut(), BeginSynchronizedUpdate)?;
+    guard.terminal.draw(|frame| ui::render(frame, app, theme))?;
+    execute!(guard.terminal.backend_mut(), EndSynchronizedUpdate)
+}
+
+fn action_for_event(app: &App, guard: &TerminalGuard, event: &Event) -> Option<Action> {
+    match event {
+        Event::Key(key) => app.action_for_key(key),
+        // Only arrives with --mouse (capture is off otherwise).
+        Event::Mouse(mouse) => match mouse.kind {
+            MouseEventKind::ScrollUp => Some(Action::Cmd(Command::Up)),
+            MouseEventKind::ScrollDown => Some(Action::Cmd(Command::Down)),
+            MouseEventKind::Down(MouseButton::Left) => {
+                let size = guard.terminal.size().ok()?;
+                let area = ratatui::layout::Rect::new(0, 0, size.width, size.height);
+                ui::menu_hit(area, app, mouse.column, mouse.row)
+                    .map(|s| Action::Cmd(Command::Goto(s)))
+            }
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Logs go to a file, never to the terminal the console draws on:
+/// `$ECDN_CONSOLE_LOG`, else `<cache dir>/ecdn-console/console.log`.
+/// `RUST_LOG` sets the level (default `info`). Returns the file's path.
+fn init_logging() -> Option<PathBuf> {
+    let path = std::env::var_os("ECDN_CONSOLE_LOG")
+        .map(PathBuf::from)
+        .or_else(|| dirs::cache_dir().map(|d| d.join("ecdn-console").join("console.log")))?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok()?;
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .ok()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_writer(std::sync::Mutex::new(file))
+        .with_ansi(false)
+        .with_env_filter(filter)
+        .try_init()
+        .ok()?;
+    Some(path)
+}

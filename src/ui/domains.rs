@@ -1,0 +1,131 @@
+//! Domain Management: the domain list with its `/` filter.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Row, Table, TableState};
+
+use crate::app::App;
+use crate::config::{Acceleration, Domain, Status, effective_timeout};
+
+use super::WIDE;
+use super::theme::Theme;
+use super::widgets::{block, row_highlight, text_input};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
+    let visible = app.visible_domains();
+    let title = format!(
+        " Domain Management · {} of {} domains ",
+        visible.len(),
+        app.config.domains.len()
+    );
+    let outer = block(title, focused, theme);
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+
+    let show_filter = app.domains.filtering || !app.domains.filter.value().is_empty();
+    let [filter_area, table_area] = Layout::vertical([
+        Constraint::Length(u16::from(show_filter)),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    if show_filter {
+        let [label, input] =
+            Layout::horizontal([Constraint::Length(8), Constraint::Min(0)]).areas(filter_area);
+        frame.render_widget(Paragraph::new(Span::styled("Filter: ", theme.key())), label);
+        text_input(
+            frame,
+            input,
+            &app.domains.filter,
+            app.domains.filtering && focused,
+            theme,
+        );
+    }
+
+    let wide = area.width >= WIDE;
+    let mut header = vec!["Domain", "Status"];
+    if wide {
+        header.extend(["CNAME", "Acceleration", "Area"]);
+    } else {
+        header.push("Type");
+    }
+    header.extend(["Origin", "WebSocket", " Live"]);
+    let rows: Vec<Row> = visible
+        .iter()
+        .map(|d| row(d, app.live_on(&d.name), wide, theme))
+        .collect();
+    let mut widths = vec![Constraint::Fill(1), Constraint::Length(7)];
+    if wide {
+        widths.push(Constraint::Fill(1));
+        widths.push(Constraint::Length(15));
+        widths.push(Constraint::Length(8));
+    } else {
+        widths.push(Constraint::Length(10));
+    }
+    widths.extend([
+        Constraint::Length(15),
+        Constraint::Length(12),
+        Constraint::Length(5),
+    ]);
+    if visible.is_empty() {
+        let msg = if app.config.domains.is_empty() {
+            "No domains yet. Press a to add one."
+        } else {
+            "No domain matches the filter. Esc clears it."
+        };
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(msg, theme.dim()))),
+            table_area,
+        );
+        return;
+    }
+    let table = Table::new(rows, widths)
+        .header(Row::new(header).style(theme.table_header()))
+        .column_spacing(1)
+        .row_highlight_style(row_highlight(focused && !app.domains.filtering, theme));
+    let height = usize::from(table_area.height.saturating_sub(1));
+    let window = app.domains.cursor.window(visible.len(), height);
+    let mut state = TableState::default()
+        .with_offset(window.start)
+        .with_selected(Some(app.domains.cursor.index));
+    frame.render_stateful_widget(table, table_area, &mut state);
+}
+
+fn row<'a>(d: &'a Domain, live: usize, wide: bool, theme: &Theme) -> Row<'a> {
+    let status = match d.status {
+        Status::Online => Span::styled("online", theme.good()),
+        Status::Offline => Span::styled("offline", theme.warn()),
+    };
+    let origin = match d.origins.as_slice() {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    };
+    let ws = effective_timeout(d);
+    let ws_style = if d.can_configure_websocket() {
+        theme.base()
+    } else {
+        theme.dim()
+    };
+    let mut cells: Vec<ratatui::widgets::Cell> =
+        vec![d.name.as_str().into(), Line::from(status).into()];
+    if wide {
+        cells.push(d.cname().into());
+        cells.push(d.acceleration.label().replace(" acceleration", "").into());
+        cells.push(d.area.as_str().into());
+    } else {
+        cells.push(short_acceleration(d.acceleration).into());
+    }
+    cells.push(origin.into());
+    cells.push(Span::styled(ws.column_label(), ws_style).into());
+    cells.push(format!("{live:>5}").into());
+    Row::new(cells)
+}
+
+fn short_acceleration(a: Acceleration) -> &'static str {
+    match a {
+        Acceleration::FullSite => "full-site",
+        Acceleration::DynamicStatic => "dyn+static",
+        Acceleration::Dynamic => "dynamic",
+    }
+}

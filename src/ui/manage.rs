@@ -1,0 +1,238 @@
+//! A domain's Manage page: Basic Information · Origin Configuration ·
+//! Advanced Configuration (the "WebSocket timeout" card) · Sessions.
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Paragraph, Tabs, Wrap};
+
+use crate::app::{App, ManageTab};
+use crate::config::{
+    Domain, LIMITATION_TEXT, RECOMMENDATION_TEXT, Status, TimeoutSource, effective_timeout,
+};
+
+use super::sessions::{render_detail, session_table};
+use super::theme::Theme;
+use super::widgets::{block, kv};
+
+pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
+    let (Some(m), Some(domain)) = (app.domains.manage.as_ref(), app.managed_domain()) else {
+        return;
+    };
+    if let Some(detail) = &m.detail {
+        render_detail(frame, area, app, detail, focused, theme);
+        return;
+    }
+    let outer = block(
+        format!(" Domain Management › {} ", domain.name),
+        focused,
+        theme,
+    );
+    let inner = outer.inner(area);
+    frame.render_widget(outer, area);
+    let [tabs_area, _, body] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(1),
+        Constraint::Min(0),
+    ])
+    .areas(inner);
+    let wide = tabs_area.width >= 90;
+    let titles = ManageTab::ALL
+        .iter()
+        .map(|t| if wide { t.title() } else { t.short_title() });
+    frame.render_widget(
+        Tabs::new(titles)
+            .select(m.tab.index())
+            .style(theme.base())
+            .highlight_style(theme.tab_active())
+            .divider(" · "),
+        tabs_area,
+    );
+    match m.tab {
+        ManageTab::Basic => basic(frame, body, app, domain, theme),
+        ManageTab::Origin => origin(frame, body, domain, theme),
+        ManageTab::Advanced => advanced(frame, body, app, domain, theme),
+        ManageTab::Sessions => {
+            let sessions = app.sessions_of(&domain.name);
+            session_table(frame, body, &sessions, &m.cursor, focused, false, theme);
+        }
+    }
+}
+
+const W: usize = 19;
+
+fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
+    let status = match d.status {
+        Status::Online => Span::styled("online", theme.good()),
+        Status::Offline => Span::styled("offline (new clients get 503)", theme.warn()),
+    };
+    let t = app.log.totals(&d.name);
+    let ws = effective_timeout(d);
+    let lines = vec![
+        kv(
+            "Domain",
+            W,
+            vec![Span::styled(d.name.clone(), theme.value())],
+            theme,
+        ),
+        kv("CNAME", W, vec![Span::raw(d.cname())], theme),
+        kv(
+            "Status",
+            W,
+            vec![status, Span::styled("   o: online/offline", theme.dim())],
+            theme,
+        ),
+        kv(
+            "Acceleration type",
+            W,
+            vec![Span::raw(d.acceleration.label())],
+            theme,
+        ),
+        kv("Area", W, vec![Span::raw(d.area.as_str())], theme),
+        kv("WebSocket", W, vec![Span::raw(ws.column_label())], theme),
+        kv(
+            "",
+            W,
+            vec![Span::styled(ws.explanation(), theme.dim())],
+            theme,
+        ),
+        kv(
+            "Live sessions",
+            W,
+            vec![Span::raw(app.live_on(&d.name).to_string())],
+            theme,
+        ),
+        kv(
+            "Since start",
+            W,
+            vec![Span::raw(format!(
+                "{} opened, {} closed ({} idle), {} refused",
+                t.opened, t.closed, t.idle_closes, t.refused
+            ))],
+            theme,
+        ),
+    ];
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+}
+
+fn origin(frame: &mut Frame, area: Rect, d: &Domain, theme: &Theme) {
+    let mut lines = vec![kv(
+        "Origins",
+        W,
+        vec![Span::styled(
+            format!(
+                "{} (picked by weight, next on connect failure)",
+                d.origins.len()
+            ),
+            theme.dim(),
+        )],
+        theme,
+    )];
+    for o in &d.origins {
+        lines.push(kv(
+            "",
+            W,
+            vec![
+                Span::styled(o.authority(), theme.value()),
+                Span::raw(format!("  weight {}", o.weight)),
+            ],
+            theme,
+        ));
+    }
+    let server_name = match &d.server_name {
+        Some(s) => Span::raw(s.clone()),
+        None => Span::raw(format!("{} (the domain name)", d.name)),
+    };
+    lines.push(kv("Host to origin", W, vec![server_name], theme));
+    let protocol = match d.origin_protocol {
+        crate::config::OriginProtocol::Http => "http — ws:// to the origin",
+        crate::config::OriginProtocol::Https => "https — wss:// to the origin",
+        crate::config::OriginProtocol::Follow => "follow — the client's scheme (ws://)",
+    };
+    lines.push(kv("Origin protocol", W, vec![Span::raw(protocol)], theme));
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled(
+        "e: edit origins, server name and protocol",
+        theme.dim(),
+    )));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+}
+
+/// The "WebSocket timeout" card, as the web console shows it.
+fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
+    let card = area;
+    let b = block(" WebSocket timeout ", false, theme);
+    let inner = b.inner(card);
+    frame.render_widget(b, card);
+    let ws = effective_timeout(d);
+    let mut lines = Vec::new();
+    if !d.can_configure_websocket() {
+        lines.push(kv(
+            "Acceleration",
+            14,
+            vec![Span::raw(d.acceleration.label())],
+            theme,
+        ));
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled(LIMITATION_TEXT, theme.warn())));
+        lines.push(Line::default());
+        lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
+    } else {
+        let switch = if d.websocket.switch.is_on() {
+            Span::styled("[■ On ]", theme.good())
+        } else {
+            Span::styled("[ Off□]", theme.dim())
+        };
+        lines.push(kv(
+            "Switch",
+            14,
+            vec![switch, Span::styled("   Space: toggle", theme.dim())],
+            theme,
+        ));
+        let timeout = match ws.source {
+            TimeoutSource::NoLimit => Span::styled("0 s — no idle limit", theme.warn()),
+            TimeoutSource::SwitchOff => Span::raw(format!(
+                "{} s (not used while the switch is off: 15 s applies)",
+                d.websocket.timeout
+            )),
+            _ => Span::styled(format!("{} s", d.websocket.timeout), theme.value()),
+        };
+        lines.push(kv(
+            "Timeout",
+            14,
+            vec![timeout, Span::styled("   e: edit", theme.dim())],
+            theme,
+        ));
+        lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
+        if ws.source == TimeoutSource::NoLimit {
+            lines.push(Line::from(Span::styled(
+                "⚠ No idle limit: dead peers are never dropped.",
+                theme.warn(),
+            )));
+        }
+        lines.push(Line::default());
+        lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
+    }
+    let activity = if d.websocket.ping_resets_idle {
+        "any frame either way, ping/pong included"
+    } else {
+        "data frames only (ping-resets-idle = false)"
+    };
+    lines.push(kv(
+        "Activity",
+        14,
+        vec![Span::styled(activity, theme.dim())],
+        theme,
+    ));
+    let close = match app.config.relay.idle_close {
+        crate::config::IdleCloseMode::CloseFrame => "1001 \"idle timeout (N s)\" to both sides",
+        crate::config::IdleCloseMode::Abort => "TCP dropped, no close frame (clients see 1006)",
+    };
+    lines.push(kv(
+        "Idle close",
+        14,
+        vec![Span::styled(close, theme.dim())],
+        theme,
+    ));
+    frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}

@@ -1,0 +1,195 @@
+//! Pure rendering: reads the [`App`] (and its clock), draws, never mutates
+//! state that matters and never does I/O. One module per screen.
+
+mod dialogs;
+mod domains;
+mod events;
+mod help;
+mod manage;
+mod overview;
+mod sessions;
+pub mod theme;
+pub mod widgets;
+
+use ratatui::Frame;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{List, ListItem, Paragraph};
+
+pub use theme::Theme;
+
+use crate::app::keymap::{self, Bound};
+use crate::app::{App, Command, Focus, Screen};
+
+/// Smallest terminal the console draws in.
+pub const MIN_WIDTH: u16 = 60;
+pub const MIN_HEIGHT: u16 = 16;
+
+/// Width at which tables show all their columns.
+pub(crate) const WIDE: u16 = 100;
+
+/// Draws the whole console.
+pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
+    let area = frame.area();
+    if area.width < MIN_WIDTH || area.height < MIN_HEIGHT {
+        let msg = format!(
+            "Terminal too small ({}×{}); ecdn-console needs at least {MIN_WIDTH}×{MIN_HEIGHT}. Ctrl-C quits.",
+            area.width, area.height
+        );
+        frame.render_widget(
+            Paragraph::new(msg).wrap(ratatui::widgets::Wrap { trim: true }),
+            area,
+        );
+        return;
+    }
+    let banner = app.settings.banner.is_some();
+    let status = app.status.is_some();
+    let [header, banner_area, body, status_area, footer_area] = Layout::vertical([
+        Constraint::Length(1),
+        Constraint::Length(u16::from(banner)),
+        Constraint::Min(0),
+        Constraint::Length(u16::from(status)),
+        Constraint::Length(1),
+    ])
+    .areas(area);
+    render_header(frame, header, app, theme);
+    if let Some(text) = &app.settings.banner {
+        frame.render_widget(
+            Paragraph::new(format!(" {text}")).style(theme.banner()),
+            banner_area,
+        );
+    }
+    let [menu_area, content] = Layout::horizontal([
+        Constraint::Length(menu_width(area.width, app)),
+        Constraint::Min(0),
+    ])
+    .areas(body);
+    if menu_area.width > 0 {
+        render_menu(frame, menu_area, app, theme);
+    }
+    render_content(frame, content, app, theme);
+    if let Some(s) = &app.status {
+        let style = if s.error { theme.error() } else { theme.good() };
+        frame.render_widget(
+            Paragraph::new(Line::from(Span::styled(format!(" {}", s.text), style))),
+            status_area,
+        );
+    }
+    render_footer(frame, footer_area, app, theme);
+    dialogs::render(frame, area, app, theme);
+    if app.help.is_some() {
+        help::render(frame, area, app, theme);
+    }
+}
+
+/// The menu's width: full titles on very wide terminals, short titles
+/// otherwise, and on narrow terminals no menu at all while the content has
+/// focus (the content title says where you are; Esc or Tab brings it back).
+fn menu_width(total: u16, app: &App) -> u16 {
+    if total >= 140 {
+        23
+    } else if total < WIDE && app.focus == Focus::Content {
+        0
+    } else {
+        12
+    }
+}
+
+/// The menu entry under a mouse click at (`x`, `y`), for `--mouse`.
+pub fn menu_hit(area: Rect, app: &App, x: u16, y: u16) -> Option<Screen> {
+    let top = 1 + u16::from(app.settings.banner.is_some()) + 1; // header, banner, border
+    if x >= menu_width(area.width, app) || y < top {
+        return None;
+    }
+    Screen::ALL.get(usize::from(y - top)).copied()
+}
+
+fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let relay = app
+        .settings
+        .relay_addr
+        .map_or_else(|| "relay not running".to_string(), |a| format!("relay {a}"));
+    let live = app.live.len();
+    let text = format!(
+        " ecdn-console │ {relay} │ {live} live │ {}",
+        app.settings.config_path.display()
+    );
+    frame.render_widget(Paragraph::new(text).style(theme.header()), area);
+}
+
+fn render_menu(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let focused = app.focus == Focus::Menu && app.dialog.is_none();
+    let wide = area.width >= 20;
+    let items: Vec<ListItem> = Screen::ALL
+        .iter()
+        .map(|s| {
+            let title = if wide { s.title() } else { s.short_title() };
+            let selected = *s == app.screen;
+            let marker = if selected { "▸" } else { " " };
+            let style = match (selected, focused) {
+                (true, true) => theme.selected(),
+                (true, false) => theme.selected_inactive(),
+                _ => theme.base(),
+            };
+            ListItem::new(Line::from(Span::styled(format!("{marker}{title}"), style)))
+        })
+        .collect();
+    frame.render_widget(
+        List::new(items).block(widgets::block(" Menu ", focused, theme)),
+        area,
+    );
+}
+
+fn render_content(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let focused = app.focus == Focus::Content && app.dialog.is_none();
+    match app.screen {
+        Screen::Overview => overview::render(frame, area, app, focused, theme),
+        Screen::Domains => match &app.domains.manage {
+            Some(_) => manage::render(frame, area, app, focused, theme),
+            None => domains::render(frame, area, app, focused, theme),
+        },
+        Screen::Sessions => sessions::render(frame, area, app, focused, theme),
+        Screen::Events => events::render(frame, area, app, focused, theme),
+    }
+}
+
+/// The keys of the current context, from the same table that handles them;
+/// `? help` stays visible at the right edge however narrow the terminal.
+fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    let context = app.context();
+    let bindings: Vec<_> = keymap::footer(context)
+        .filter(|b| !matches!(b.bound, Bound::Cmd(Command::Help)))
+        .filter(|b| {
+            context == keymap::Context::Menu || !matches!(b.bound, Bound::Cmd(Command::Quit))
+        })
+        .collect();
+    let mut spans = vec![Span::raw(" ")];
+    let mut i = 0;
+    while i < bindings.len() {
+        let b = bindings[i];
+        // ↑ and ↓ side by side read better as one "move" entry.
+        let (keys, hint) = match (b.bound, bindings.get(i + 1).map(|n| n.bound)) {
+            (Bound::Cmd(Command::Up), Some(Bound::Cmd(Command::Down))) => {
+                i += 1;
+                ("↑↓".to_string(), "move")
+            }
+            _ => (b.keys_label(), b.hint),
+        };
+        spans.push(Span::styled(keys, theme.key()));
+        spans.push(Span::raw(format!(" {hint}  ")));
+        i += 1;
+    }
+    let help = if context.types_text() || context == keymap::Context::Help {
+        Line::default()
+    } else {
+        Line::from(vec![Span::styled("?", theme.key()), Span::raw(" help ")])
+    };
+    let help_width = u16::try_from(help.width()).unwrap_or(0);
+    let [keys_area, help_area] =
+        Layout::horizontal([Constraint::Min(0), Constraint::Length(help_width)]).areas(area);
+    frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
+    frame.render_widget(Paragraph::new(help), help_area);
+}
+
+#[cfg(test)]
+mod tests;

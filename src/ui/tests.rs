@@ -1,0 +1,469 @@
+//! Snapshots of every screen and dialog at 80×24 and 120×40 (fixed clock,
+//! ports and ids masked), and styled-cell checks where colour carries
+//! meaning — snapshots do not record colour.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ratatui::Terminal;
+use ratatui::backend::TestBackend;
+use ratatui::buffer::Buffer;
+use ratatui::style::{Color, Modifier};
+use tokio::time::{Instant, advance};
+use tui_input::InputRequest;
+
+use super::{Theme, render};
+use crate::app::tests::{TEST_CONFIG, config, session};
+use crate::app::{Action, App, Clock, Command, SaveError, SaveErrorKind, Screen, Settings, update};
+use crate::relay::{
+    CloseCause, CloseInfo, Direction, FrameKind, NewSession, Registry, RelayEvent, SessionGuard,
+};
+
+const SIZES: [(u16, u16); 2] = [(80, 24), (120, 40)];
+
+fn wall() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_700_000_000)
+}
+
+struct Fixture {
+    app: App,
+    _guards: Vec<SessionGuard>,
+}
+
+fn frame(g: &SessionGuard, dir: Direction, kind: FrameKind, len: u64) {
+    g.stats()
+        .record_frame(Instant::now(), dir, kind, true, len, true);
+}
+
+fn register(registry: &Arc<Registry>, domain: &str, port: u16, timeout: u64) -> SessionGuard {
+    registry.register(NewSession {
+        domain: domain.into(),
+        client: format!("127.0.0.1:{port}").parse().unwrap(),
+        origin: "127.0.0.1:9001".into(),
+        path: "/chat".into(),
+        timeout: Some(Duration::from_secs(timeout)),
+    })
+}
+
+/// Four live sessions at known idle times, a few events, some history.
+async fn fixture() -> Fixture {
+    let registry = Arc::new(Registry::new());
+    let g1 = register(&registry, "cloud.tencent.com", 50001, 100);
+    let g2 = register(&registry, "www.example.com", 50002, 15);
+    advance(Duration::from_secs(10)).await;
+    frame(&g1, Direction::ClientToOrigin, FrameKind::Text, 12);
+    frame(&g1, Direction::OriginToClient, FrameKind::Text, 12);
+    advance(Duration::from_secs(10)).await;
+    let g3 = register(&registry, "cloud.tencent.com", 50003, 100);
+    advance(Duration::from_secs(10)).await;
+    let g4 = register(&registry, "www.example.com", 50004, 15);
+    advance(Duration::from_secs(5)).await;
+    frame(&g2, Direction::OriginToClient, FrameKind::Ping, 0);
+    advance(Duration::from_secs(1)).await;
+    frame(&g4, Direction::ClientToOrigin, FrameKind::Text, 5);
+    advance(Duration::from_secs(4)).await;
+    frame(&g3, Direction::ClientToOrigin, FrameKind::Binary, 2048);
+    advance(Duration::from_secs(7)).await;
+
+    let settings = Settings {
+        config_path: "/home/op/.config/ecdn-console/config.toml".into(),
+        relay_addr: Some("127.0.0.1:8080".parse().unwrap()),
+        banner: None,
+    };
+    let mut app = App::new(config(), registry, settings);
+    let client = "127.0.0.1:40000".parse().unwrap();
+    let at = |s: u64| wall() - Duration::from_secs(s);
+    for m in (1..8u64).rev() {
+        app.log.sample_active(at(60 * m), (8 - m as usize) % 4 + 1);
+    }
+    let events = [
+        RelayEvent::Opened {
+            id: 7,
+            at: at(200),
+            domain: "www.example.com".into(),
+            client,
+            origin: "127.0.0.1:9001".into(),
+            path: "/live".into(),
+            subprotocol: Some("chat".into()),
+        },
+        RelayEvent::Closed {
+            id: 7,
+            at: at(185),
+            domain: "www.example.com".into(),
+            client,
+            origin: "127.0.0.1:9001".into(),
+            cause: CloseCause::IdleTimeout { timeout_secs: 15 },
+            to_client: Some(CloseInfo::new(1001, "idle timeout (15 s)")),
+            to_origin: Some(CloseInfo::new(1001, "idle timeout (15 s)")),
+            idle: Duration::from_secs(15),
+            duration: Duration::from_secs(15),
+        },
+        RelayEvent::Closed {
+            id: 8,
+            at: at(120),
+            domain: "cloud.tencent.com".into(),
+            client,
+            origin: "127.0.0.1:9001".into(),
+            cause: CloseCause::ClientClosed,
+            to_client: None,
+            to_origin: Some(CloseInfo::new(1000, "bye")),
+            idle: Duration::from_millis(2500),
+            duration: Duration::from_secs(64),
+        },
+        RelayEvent::Refused {
+            at: at(90),
+            client,
+            domain: None,
+            status: Some(404),
+            reason: "no domain for Host \"nope.test\"".into(),
+        },
+        RelayEvent::ConfigApplied {
+            at: at(60),
+            detail: "cloud.tencent.com: WebSocket timeout 100 s".into(),
+        },
+    ];
+    for e in events {
+        update(&mut app, Action::Relay(e));
+    }
+    app.refresh(Clock {
+        mono: Instant::now(),
+        wall: wall(),
+    });
+    Fixture {
+        app,
+        _guards: vec![g1, g2, g3, g4],
+    }
+}
+
+fn draw(app: &App, theme: &Theme, w: u16, h: u16) -> Buffer {
+    let mut terminal = Terminal::new(TestBackend::new(w, h)).unwrap();
+    terminal.draw(|f| render(f, app, theme)).unwrap();
+    terminal.backend().buffer().clone()
+}
+
+/// Replaces the digits of `127.0.0.1:PORT` and `#ID` with `N`, keeping widths.
+fn mask(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        let prefix = ["127.0.0.1:", "#"].into_iter().find(|p| {
+            rest.starts_with(p) && rest[p.len()..].starts_with(|c: char| c.is_ascii_digit())
+        });
+        if let Some(p) = prefix {
+            out.push_str(p);
+            rest = &rest[p.len()..];
+            while let Some(d) = rest.chars().next().filter(char::is_ascii_digit) {
+                out.push('N');
+                rest = &rest[d.len_utf8()..];
+            }
+        } else {
+            out.push(c);
+            rest = &rest[c.len_utf8()..];
+        }
+    }
+    out
+}
+
+fn text(app: &App, w: u16, h: u16) -> String {
+    let buffer = draw(app, &Theme::color(), w, h);
+    let mut lines = Vec::new();
+    for y in 0..h {
+        let line: String = (0..w)
+            .map(|x| buffer[(x, y)].symbol().to_string())
+            .collect();
+        lines.push(line.trim_end().to_string());
+    }
+    mask(&lines.join("\n"))
+}
+
+fn check(name: &str, app: &App) {
+    for (w, h) in SIZES {
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), text(app, w, h));
+    }
+}
+
+fn cmds(app: &mut App, list: &[Command]) {
+    for c in list {
+        update(app, Action::Cmd(*c));
+    }
+}
+
+fn typed(app: &mut App, s: &str) {
+    for c in s.chars() {
+        update(app, Action::Input(InputRequest::InsertChar(c)));
+    }
+}
+
+/// Menu → Domain Management → cloud.tencent.com (Manage), on `tab` tabs on.
+fn manage(app: &mut App, tabs: usize) {
+    cmds(
+        app,
+        &[Command::Goto(Screen::Domains), Command::Down, Command::Open],
+    );
+    for _ in 0..tabs {
+        update(app, Action::Cmd(Command::NextTab));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn screens() {
+    let mut f = fixture().await;
+    check("overview", &f.app);
+    cmds(&mut f.app, &[Command::Goto(Screen::Domains)]);
+    check("domains", &f.app);
+    cmds(&mut f.app, &[Command::Filter]);
+    typed(&mut f.app, "example");
+    check("domains_filter", &f.app);
+
+    let mut f = fixture().await;
+    manage(&mut f.app, 0);
+    check("manage_basic", &f.app);
+    update(&mut f.app, Action::Cmd(Command::NextTab));
+    check("manage_origin", &f.app);
+    update(&mut f.app, Action::Cmd(Command::NextTab));
+    check("manage_advanced", &f.app);
+    update(&mut f.app, Action::Cmd(Command::NextTab));
+    check("manage_sessions", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[
+            Command::Goto(Screen::Domains),
+            Command::End,
+            Command::Open,
+            Command::NextTab,
+            Command::NextTab,
+        ],
+    );
+    check("manage_advanced_dynamic", &f.app);
+
+    let mut f = fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Sessions)]);
+    check("sessions", &f.app);
+    cmds(&mut f.app, &[Command::Down, Command::Open]);
+    check("session_detail", &f.app);
+
+    let mut f = fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Events)]);
+    check("events", &f.app);
+    cmds(&mut f.app, &[Command::Help]);
+    check("help_events", &f.app);
+}
+
+#[tokio::test(start_paused = true)]
+async fn dialogs() {
+    let mut f = fixture().await;
+    manage(&mut f.app, 2);
+    update(&mut f.app, Action::Cmd(Command::Edit));
+    check("edit_dialog", &f.app);
+    typed(&mut f.app, "20");
+    check("edit_dialog_draft_cuts", &f.app);
+    update(&mut f.app, Action::Cmd(Command::Adjust(-20)));
+    check("edit_dialog_no_limit", &f.app);
+    typed(&mut f.app, "999");
+    check("edit_dialog_invalid", &f.app);
+    update(&mut f.app, Action::Cmd(Command::Adjust(-1)));
+    update(&mut f.app, Action::Cmd(Command::Open));
+    update(
+        &mut f.app,
+        Action::SaveFailed(SaveError {
+            kind: SaveErrorKind::Conflict,
+            message: "/home/op/.config/ecdn-console/config.toml changed on disk since it was \
+                      loaded; not overwriting someone else's edit. Reload it (in the console: `r`) \
+                      and apply your change again"
+                .into(),
+        }),
+    );
+    check("edit_dialog_conflict", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[Command::Goto(Screen::Domains), Command::AddDomain],
+    );
+    typed(&mut f.app, "bad_name");
+    update(&mut f.app, Action::Cmd(Command::Open));
+    check("add_domain_invalid", &f.app);
+
+    let mut f = fixture().await;
+    manage(&mut f.app, 1);
+    update(&mut f.app, Action::Cmd(Command::Edit));
+    check("origin_form", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[
+            Command::Goto(Screen::Domains),
+            Command::Down,
+            Command::DeleteDomain,
+        ],
+    );
+    check("confirm_delete", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[Command::Goto(Screen::Sessions), Command::CloseSession],
+    );
+    check("confirm_close_session", &f.app);
+
+    let mut f = fixture().await;
+    update(&mut f.app, Action::Cmd(Command::Quit));
+    check("confirm_quit", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[Command::Goto(Screen::Domains), Command::ToggleOnline],
+    );
+    check("confirm_offline", &f.app);
+    update(&mut f.app, Action::Cmd(Command::Open));
+    update(
+        &mut f.app,
+        Action::SaveFailed(SaveError {
+            kind: SaveErrorKind::Io,
+            message: "cannot save /home/op/.config/ecdn-console/config.toml: Read-only file \
+                      system (os error 30). The previous file is unchanged; check that the \
+                      directory is writable and the disk is not full"
+                .into(),
+        }),
+    );
+    check("message_write_failed", &f.app);
+
+    let mut f = fixture().await;
+    cmds(
+        &mut f.app,
+        &[Command::Goto(Screen::Domains), Command::End, Command::Edit],
+    );
+    check("message_limitation", &f.app);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_small_terminal_gets_a_message_not_a_panic() {
+    let f = fixture().await;
+    for (w, h) in [(0, 0), (1, 1), (20, 5), (59, 30), (80, 15)] {
+        let buffer = draw(&f.app, &Theme::color(), w, h);
+        if w >= 20 {
+            let row: String = (0..w)
+                .map(|x| buffer[(x, 0)].symbol().to_string())
+                .collect();
+            assert!(row.contains("Terminal too small"), "{row}");
+        }
+    }
+}
+
+/// The cells of row `y` whose symbol is the gauge's filled block.
+fn gauge_colors(buffer: &Buffer, y: u16) -> Vec<Color> {
+    (0..buffer.area.width)
+        .map(|x| &buffer[(x, y)])
+        .filter(|c| c.symbol() == "█")
+        .map(|c| c.fg)
+        .collect()
+}
+
+fn row_of(buffer: &Buffer, needle: &str) -> u16 {
+    (0..buffer.area.height)
+        .find(|&y| {
+            let row: String = (0..buffer.area.width)
+                .map(|x| buffer[(x, y)].symbol().to_string())
+                .collect();
+            row.contains(needle)
+        })
+        .unwrap_or_else(|| panic!("no row contains {needle}"))
+}
+
+#[tokio::test(start_paused = true)]
+async fn gauges_turn_warning_coloured_near_the_deadline() {
+    let registry = Arc::new(Registry::new());
+    let near = register(&registry, "cloud.tencent.com", 50001, 100);
+    advance(Duration::from_secs(30)).await;
+    let half = register(&registry, "cloud.tencent.com", 50002, 100);
+    advance(Duration::from_secs(30)).await;
+    let calm = register(&registry, "cloud.tencent.com", 50003, 100);
+    advance(Duration::from_secs(30)).await;
+    let mut app = App::new(config(), registry, Settings::default());
+    app.refresh(Clock::now());
+    // (The selected row is drawn in the selection colours, so each gauge
+    // is checked while another row is selected.)
+    cmds(&mut app, &[Command::Goto(Screen::Sessions), Command::End]);
+    let buffer = draw(&app, &Theme::color(), 120, 40);
+    let colors = |buffer: &Buffer, idle: &str| {
+        let c = gauge_colors(buffer, row_of(buffer, idle));
+        assert!(!c.is_empty());
+        c
+    };
+    assert!(
+        colors(&buffer, "60 s / 100 s")
+            .iter()
+            .all(|c| *c == Color::Yellow)
+    );
+    assert!(
+        colors(&buffer, "90 s / 100 s")
+            .iter()
+            .all(|c| *c == Color::Red)
+    );
+    // Near the deadline the row is also marked for eyes that miss colour.
+    let y = row_of(&buffer, "90 s / 100 s");
+    let row: String = (0..120)
+        .map(|x| buffer[(x, y)].symbol().to_string())
+        .collect();
+    assert!(row.contains("!90 s / 100 s"), "{row}");
+    cmds(&mut app, &[Command::Home]);
+    let buffer = draw(&app, &Theme::color(), 120, 40);
+    assert!(
+        colors(&buffer, "30 s / 100 s")
+            .iter()
+            .all(|c| *c == Color::Green)
+    );
+    drop((near, half, calm));
+}
+
+#[tokio::test(start_paused = true)]
+async fn monochrome_uses_no_colour_and_reverse_video_for_selection() {
+    let mut f = fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Sessions)]);
+    let buffer = draw(&f.app, &Theme::mono(), 120, 40);
+    for cell in buffer.content() {
+        assert_eq!((cell.fg, cell.bg), (Color::Reset, Color::Reset), "{cell:?}");
+    }
+    // The selected session row (closest to its deadline comes first).
+    let y = row_of(&buffer, "12 s / 15 s");
+    let selected = &buffer[(30, y)];
+    assert!(
+        selected.modifier.contains(Modifier::REVERSED),
+        "{selected:?}"
+    );
+    // And in colour the same row is highlighted with a background.
+    let buffer = draw(&f.app, &Theme::color(), 120, 40);
+    assert_eq!(buffer[(30, y)].bg, Color::Blue);
+}
+
+#[tokio::test(start_paused = true)]
+async fn ten_thousand_sessions_build_only_visible_rows() {
+    let registry = Arc::new(Registry::new());
+    let guards: Vec<_> = (0..10_000)
+        .map(|i| session(&registry, "cloud.tencent.com", Some(60 + i % 200)))
+        .collect();
+    let mut app = App::new(config(), registry, Settings::default());
+    update(&mut app, Action::Cmd(Command::Goto(Screen::Sessions)));
+    update(&mut app, Action::Cmd(Command::End));
+    let started = std::time::Instant::now();
+    for _ in 0..10 {
+        app.refresh(Clock::now());
+        draw(&app, &Theme::color(), 120, 40);
+    }
+    // Generous for a debug build on a shared machine; the point is "not
+    // proportional to drawing 10,000 rows".
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let buffer = draw(&app, &Theme::color(), 120, 40);
+    assert!(row_of(&buffer, "Live Sessions · 10000") < 3);
+    drop(guards);
+    let _ = TEST_CONFIG;
+}

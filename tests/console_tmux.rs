@@ -1,0 +1,201 @@
+//! End to end: the real binary in a real terminal (tmux, 80×24). Walks the
+//! console's steps to change a domain's WebSocket timeout, then checks the
+//! file on disk and that a session through the relay is cut at the new
+//! timeout. Skips with a note when tmux is not installed (CI installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A tmux server of our own (its own socket), killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .expect("tmux runs")
+    }
+
+    fn screen(&self) -> String {
+        String::from_utf8_lossy(&self.cmd(&["capture-pane", "-p", "-t", "console"]).stdout)
+            .into_owned()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            let out = self.cmd(&["send-keys", "-t", "console", k]);
+            assert!(out.status.success(), "send-keys {k}");
+            // One key per frame, as a person would; the console coalesces
+            // redraws, so this only paces the script.
+            std::thread::sleep(Duration::from_millis(80));
+        }
+    }
+
+    /// Waits until the screen shows `needle`; returns the screen.
+    fn wait_for(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let screen = self.screen();
+            if screen.contains(needle) {
+                return screen;
+            }
+            if Instant::now() > deadline {
+                panic!("the console never showed {needle:?}; screen:\n{screen}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd(&["kill-server"]);
+    }
+}
+
+fn tmux_available() -> bool {
+    Command::new("tmux")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end console test");
+        return;
+    }
+    let origin = common::echo_origin(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("console.toml");
+    let original = format!(
+        "# e2e: this comment must survive the save\n\
+         [relay]\n\
+         listen = \"127.0.0.1:0\"   # any free loopback port\n\
+         \n\
+         [[domain]]\n\
+         name = \"e2e.test\"   # the domain under test\n\
+         acceleration = \"full-site\"\n\
+         origins = [\"{origin}\"]\n\
+         websocket = {{ switch = \"on\", timeout = 100 }}   # the console sets 2\n"
+    );
+    std::fs::write(&config_path, &original).unwrap();
+
+    let tmux = Tmux {
+        socket: format!("ecdn-e2e-{}", std::process::id()),
+    };
+    let command = format!(
+        "ECDN_CONSOLE_LOG={} {} --config {}",
+        shell_quote(&dir.path().join("console.log").display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&config_path.display().to_string()),
+    );
+    let out = tmux.cmd(&[
+        "new-session",
+        "-d",
+        "-s",
+        "console",
+        "-x",
+        "80",
+        "-y",
+        "24",
+        &command,
+    ]);
+    assert!(out.status.success(), "tmux new-session: {out:?}");
+
+    // The header shows where the relay listens (the config asked for :0).
+    let screen = tmux.wait_for("Overview");
+    let relay = relay_addr(&screen);
+
+    // Menu → Domain Management → the domain → Manage → Advanced → edit.
+    tmux.keys(&["j"]);
+    tmux.wait_for("▸Domains");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("e2e.test");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Basic");
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.wait_for("WebSocket timeout");
+    tmux.wait_for("100 s");
+    tmux.keys(&["e"]);
+    tmux.wait_for("Draft");
+    // The first digit replaces the shown value; the slider follows.
+    tmux.keys(&["2"]);
+    tmux.wait_for("Draft  On · 2 s");
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("Saved");
+    assert!(screen.contains("timeout 2 s"), "{screen}");
+
+    // The file has the new value, and every comment is still there.
+    let saved = std::fs::read_to_string(&config_path).unwrap();
+    assert!(saved.contains("timeout = 2 }"), "{saved}");
+    for comment in [
+        "# e2e: this comment must survive the save",
+        "# any free loopback port",
+        "# the domain under test",
+        "# the console sets 2",
+    ] {
+        assert!(saved.contains(comment), "lost {comment:?}:\n{saved}");
+    }
+
+    // A silent session through the relay is cut after 2 s, not 100 s.
+    let started = Instant::now();
+    let mut client = common::connect(relay, "e2e.test").await;
+    let close = tokio::time::timeout(Duration::from_secs(10), common::next_close(&mut client))
+        .await
+        .expect("the relay closes an idle session at the new timeout");
+    let waited = started.elapsed();
+    let frame = close.expect("a close frame");
+    assert_eq!(u16::from(frame.code), 1001);
+    assert!(
+        frame.reason.contains("idle timeout (2 s)"),
+        "{}",
+        frame.reason
+    );
+    assert!(
+        waited >= Duration::from_millis(1800) && waited < Duration::from_secs(5),
+        "cut after {waited:?}"
+    );
+
+    // The Event Log shows it; then quit (nothing live: no question).
+    drop(client);
+    tmux.keys(&["Escape", "Escape", "4"]);
+    tmux.wait_for("idle timeout (2 s)");
+    tmux.keys(&["C-c"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tmux.cmd(&["has-session", "-t", "console"]).status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "the console did not quit:\n{}",
+            tmux.screen()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(Path::new(&config_path).exists());
+}
+
+fn relay_addr(screen: &str) -> std::net::SocketAddr {
+    let start = screen
+        .find("relay 127.0.0.1:")
+        .expect("relay address in the header")
+        + 6;
+    let addr: String = screen[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+        .collect();
+    addr.parse().unwrap()
+}

@@ -35,6 +35,9 @@ full)
     exit 2
     ;;
 esac
+# Before each run, wait up to QUIET_WAIT s for other work to drop under QUIET_PCT %.
+[[ $MODE == full ]] && : "${QUIET_WAIT:=60}"
+: "${QUIET_WAIT:=0}" "${QUIET_PCT:=10}"
 # The timeout for everything but the timeout-precision run: longer than any run.
 : "${LONG_TIMEOUT:=120}"
 : "${CONCURRENCY:=64}"
@@ -231,22 +234,45 @@ pid_of() {
 }
 
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
-# Busy ticks of the whole machine (all cores), for the share other work took.
+# Busy ticks of the whole machine (all cores), and its user-mode part: other
+# work (compilers) shows as user time nobody of ours spent, while loopback
+# networking is kernel time that may not be charged to our processes.
 machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+machine_user() { awk '/^cpu / { print $2 + $3 }' /proc/stat; }
+user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
 # utime + stime in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }
+
+# Waits (at most QUIET_WAIT s) until other work uses under QUIET_PCT % of
+# the machine in user mode, so that fewer runs measure someone's compiler.
+wait_quiet() {
+    local waited=0 u0 u1 pct
+    while ((waited < QUIET_WAIT)); do
+        u0=$(machine_user)
+        sleep 1
+        u1=$(machine_user)
+        pct=$(((u1 - u0) * 100 / ($(getconf CLK_TCK) * $(nproc))))
+        ((pct < QUIET_PCT)) && return 0
+        waited=$((waited + 1))
+    done
+    ((QUIET_WAIT == 0)) || log "  the machine is still busy ($pct % user) after ${QUIET_WAIT}s; measuring anyway"
+}
 
 # run_load TEST TARGET ROUND [ecdn-load args...]: one run, one JSON line.
 run_load() {
     local test=$1 target=$2 round=$3
     shift 3
     local pid origin_pid=$ORIGIN_PID file="$OUT/$test-$target-r$round"
-    local pid_cpu0 origin_cpu0 busy0 t0 load0 report gen_cpu
+    local pid_cpu0 origin_cpu0 busy0 user0 pid_user0 origin_user0 t0 load0 report gen_cpu gen_user ours_user
+    wait_quiet
     pid=$(pid_of "$target")
     pid_cpu0=$(cpu_ticks "$pid")
     origin_cpu0=$(cpu_ticks "$origin_pid")
+    pid_user0=$(user_ticks "$pid")
+    origin_user0=$(user_ticks "$origin_pid")
     busy0=$(machine_busy)
+    user0=$(machine_user)
     t0=$(date +%s.%N)
     load0=$(loadavg)
     # bash's `time` gives the generator's own CPU (user + sys seconds).
@@ -255,12 +281,17 @@ run_load() {
         log "  $test/$target: ecdn-load failed: $(tail -1 "$file.err")"
     fi
     gen_cpu=$(awk '{ print $1 + $2 }' "$file.time")
+    gen_user=$(awk '{ print $1 }' "$file.time")
+    ours_user=$(($(user_ticks "$origin_pid") - origin_user0))
+    [[ $target == direct ]] || ours_user=$((ours_user + $(user_ticks "$pid") - pid_user0))
     report=$(cat "$file.json")
     [[ -n $report ]] || report='{}'
     jq -c --arg test "$test" --arg target "$target" --argjson round "$round" \
         --argjson cpu "$(($(cpu_ticks "$pid") - pid_cpu0))" \
         --argjson origin_cpu "$(($(cpu_ticks "$origin_pid") - origin_cpu0))" \
         --argjson busy "$(($(machine_busy) - busy0))" --argjson gen_cpu "${gen_cpu:-0}" \
+        --argjson user "$(($(machine_user) - user0))" --argjson gen_user "${gen_user:-0}" \
+        --argjson ours_user "$ours_user" \
         --argjson wall "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')" --argjson ncpu "$(nproc)" \
         --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
@@ -268,17 +299,17 @@ run_load() {
           proxy_cpu_s: (if $target == "direct" then 0 else $cpu / $hz end), origin_cpu_s: ($origin_cpu / $hz),
           generator_cpu_s: $gen_cpu, wall_s: $wall,
           machine_busy_pct: ($busy / $hz / $wall / $ncpu * 100),
-          other_busy_pct: ((($busy / $hz) - (if $target == "direct" then 0 else $cpu / $hz end)
-            - ($origin_cpu / $hz) - $gen_cpu) / $wall / $ncpu * 100)}' \
+          other_user_pct: ((($user - $ours_user) / $hz - $gen_user) / $wall / $ncpu * 100)}' \
         <<<"$report" >>"$RESULTS"
     log "  $test/$target: $(jq -r 'if .idle then "lateness \(.idle.lateness_ms // {} | "p50 \(.p50) p99 \(.p99) max \(.max)") ms, closes \([.idle.closes[] | "\(.sessions)×\(.close)"] | join(" ")), still open \(.idle.still_open)"
-        else "\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms" end + ", errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg); $(tail -1 "$RESULTS" | jq -r '"machine busy \(.machine_busy_pct | floor) %, others incl. softirq \(.other_busy_pct | floor) %"'))"
+        else "\(.messages_per_s // 0 | floor) msgs/s, p50 \(.rtt_ms.p50) ms, p99 \(.rtt_ms.p99) ms" end + ", errors \(.errors)"' <<<"$report") (load $load0 → $(loadavg); $(tail -1 "$RESULTS" | jq -r '"machine busy \(.machine_busy_pct | floor) %, others (user) \(.other_user_pct | floor) %"'))"
 }
 
 # Memory and idle CPU: RSS before and with IDLE_SESSIONS silent sessions held.
 run_memory() {
     local target=$1 round=$2
     local pid file="$OUT/memory-$target-r$round" load_pid rss0 rss1 cpu0 cpu1 load0
+    wait_quiet
     pid=$(pid_of "$target")
     rss0=$(rss_kib "$pid")
     load0=$(loadavg)
@@ -315,7 +346,7 @@ install_missing
 build
 ulimit -n 20000 2>/dev/null || true
 {
-    echo "mode=$MODE rounds=$ROUNDS duration=$DURATION echo_sessions=$ECHO_SESSIONS"
+    echo "mode=$MODE rounds=$ROUNDS duration=$DURATION echo_sessions=$ECHO_SESSIONS quiet_wait=$QUIET_WAIT quiet_pct=$QUIET_PCT"
     echo "paced_sessions=$PACED_SESSIONS interval_ms=$PACED_INTERVAL_MS idle_sessions=$IDLE_SESSIONS idle_timeout=$IDLE_TIMEOUT"
     echo "nproc=$(nproc) cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) kernel=$(uname -r)"
     echo "nginx=$(nginx -v 2>&1 | cut -d/ -f2) haproxy=$(haproxy -v | awk 'NR == 1 { print $3 }') commit=$(git rev-parse --short HEAD)"

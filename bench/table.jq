@@ -2,9 +2,9 @@
 # the median over rounds of each measure for each target, and the ratios
 # relay÷nginx, relay÷HAProxy, relay÷direct. `load avg` is the range of the
 # 1-minute load average seen before and after the runs of that row's test,
-# `others` the range of the share of both cores busy with anything but the
-# generator, the origin and the proxy under test (other engineers may have
-# been compiling on the same 2 cores; kernel softirq time counts here too).
+# `others` the range of the share of both cores spent in user mode by
+# anything but the generator, the origin and the proxy under test (other
+# engineers may have been compiling on the same 2 cores).
 
 def median: map(select(. != null)) | sort
   | if length == 0 then null else .[(length - 1) / 2 | floor] end;
@@ -21,7 +21,7 @@ map(. + {proxy_us_per_msg:
 | def m($test; $target; $path): [$all[] | select(.test == $test and .target == $target) | getpath($path)] | median;
   def load($test): [$all[] | select(.test == $test) | .load_before, .load_after] | map(select(. != null))
     | if length == 0 then "–" else "\(min)–\(max)" end;
-  def others($test): [$all[] | select(.test == $test) | .other_busy_pct] | map(select(. != null))
+  def others($test): [$all[] | select(.test == $test) | .other_user_pct] | map(select(. != null))
     | if length == 0 then "–" else "\(min | floor)–\(max | floor) %" end;
   def row($name; $test; $path; $better):
     [m($test; "direct"; $path), m($test; "nginx"; $path), m($test; "haproxy"; $path), m($test; "relay"; $path)] as [$d, $n, $h, $r]

@@ -44,7 +44,11 @@ fn main() {
     let registry = Arc::new(Registry::new());
     let guards: Vec<_> = (0..sessions)
         .map(|i| {
-            let domain = if i % 3 == 0 { "www.example.com" } else { "cloud.tencent.com" };
+            let domain = if i % 3 == 0 {
+                "www.example.com"
+            } else {
+                "cloud.tencent.com"
+            };
             let g = registry.register(NewSession {
                 domain: domain.into(),
                 client: format!("127.0.0.{}:{}", 1 + i / 50_000, 10_000 + i % 50_000)
@@ -57,10 +61,22 @@ fn main() {
             // Some traffic, so the counters and gauges have something to show.
             if i % 2 == 0 {
                 let now = tokio::time::Instant::now();
-                g.stats()
-                    .record_frame(now, Direction::ClientToOrigin, FrameKind::Text, true, 40, true);
-                g.stats()
-                    .record_frame(now, Direction::OriginToClient, FrameKind::Text, true, 40, true);
+                g.stats().record_frame(
+                    now,
+                    Direction::ClientToOrigin,
+                    FrameKind::Text,
+                    true,
+                    40,
+                    true,
+                );
+                g.stats().record_frame(
+                    now,
+                    Direction::OriginToClient,
+                    FrameKind::Text,
+                    true,
+                    40,
+                    true,
+                );
             }
             g
         })

@@ -16,7 +16,7 @@ def ratio(a; b): if a == null or b == null or b == 0 then "–"
   else ((a / b * 100 | round) / 100 | tostring) + "×" end;
 
 map(. + {proxy_us_per_msg:
-  (if (.messages // 0) > 0 then .proxy_cpu_s / .messages * 1e6 else null end)})
+  (if (.messages // 0) > 0 and .target != "direct" then .proxy_cpu_s / .messages * 1e6 else null end)})
 | . as $all
 | def m($test; $target; $path): [$all[] | select(.test == $test and .target == $target) | getpath($path)] | median;
   def load($test): [$all[] | select(.test == $test) | .load_before, .load_after] | map(select(. != null))

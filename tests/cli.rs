@@ -432,6 +432,21 @@ fn no_command_without_a_terminal_prints_the_help() {
     assert_contains(&out.stderr, "needs a terminal");
 }
 
+#[test]
+fn the_demo_needs_a_terminal_and_never_takes_a_config() {
+    let sandbox = Sandbox::with_config(DEFAULT_CONFIG);
+    let out = sandbox.run(&["demo"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, "the demo needs a terminal");
+    // --config would suggest the demo uses that file: it never does.
+    let out = sandbox.run(&["--config", "c.toml", "demo"]);
+    assert_code(&out, 2);
+    assert_contains(&out.stderr, "temporary copy of its own config");
+    assert_eq!(sandbox.config_text(), DEFAULT_CONFIG);
+    let entries: Vec<_> = fs::read_dir(sandbox.dir.path()).unwrap().collect();
+    assert_eq!(entries.len(), 1, "the demo wrote nothing here");
+}
+
 // ---- runtime failures -----------------------------------------------------
 
 #[test]

@@ -16,6 +16,37 @@ struct Tmux {
 }
 
 impl Tmux {
+    /// A detached 80×24 session named `console` running `command`.
+    fn start(socket: String, command: &str) -> Self {
+        let tmux = Tmux { socket };
+        let out = tmux.cmd(&[
+            "new-session",
+            "-d",
+            "-s",
+            "console",
+            "-x",
+            "80",
+            "-y",
+            "24",
+            command,
+        ]);
+        assert!(out.status.success(), "tmux new-session: {out:?}");
+        tmux
+    }
+
+    /// Waits (10 s at most) for the program in the session to exit.
+    fn wait_until_gone(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.cmd(&["has-session", "-t", "console"]).status.success() {
+            assert!(
+                Instant::now() < deadline,
+                "the console did not quit:\n{}",
+                self.screen()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn cmd(&self, args: &[&str]) -> std::process::Output {
         Command::new("tmux")
             .arg("-L")
@@ -42,7 +73,11 @@ impl Tmux {
 
     /// Waits until the screen shows `needle`; returns the screen.
     fn wait_for(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_for_within(needle, Duration::from_secs(10))
+    }
+
+    fn wait_for_within(&self, needle: &str, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             let screen = self.screen();
             if screen.contains(needle) {
@@ -95,27 +130,13 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
     );
     std::fs::write(&config_path, &original).unwrap();
 
-    let tmux = Tmux {
-        socket: format!("ecdn-e2e-{}", std::process::id()),
-    };
     let command = format!(
         "ECDN_CONSOLE_LOG={} {} --config {}",
         shell_quote(&dir.path().join("console.log").display().to_string()),
         shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
         shell_quote(&config_path.display().to_string()),
     );
-    let out = tmux.cmd(&[
-        "new-session",
-        "-d",
-        "-s",
-        "console",
-        "-x",
-        "80",
-        "-y",
-        "24",
-        &command,
-    ]);
-    assert!(out.status.success(), "tmux new-session: {out:?}");
+    let tmux = Tmux::start(format!("ecdn-e2e-{}", std::process::id()), &command);
 
     // The header shows where the relay listens (the config asked for :0).
     let screen = tmux.wait_for("Overview");
@@ -123,7 +144,7 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
 
     // Menu → Domain Management → the domain → Manage → Advanced → edit.
     tmux.keys(&["j"]);
-    tmux.wait_for("▸Domains");
+    tmux.wait_for("▸Domain Management");
     tmux.keys(&["Enter"]);
     tmux.wait_for("e2e.test");
     tmux.keys(&["Enter"]);
@@ -176,16 +197,63 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
     tmux.keys(&["Escape", "Escape", "4"]);
     tmux.wait_for("idle timeout (2 s)");
     tmux.keys(&["C-c"]);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tmux.cmd(&["has-session", "-t", "console"]).status.success() {
-        assert!(
-            Instant::now() < deadline,
-            "the console did not quit:\n{}",
-            tmux.screen()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    tmux.wait_until_gone();
     assert!(Path::new(&config_path).exists());
+}
+
+/// `ecdn-console demo` at 80×24: the banner, the synthetic clients' live
+/// sessions, and within 25 s (the demo's first cut is at 15 s) an idle
+/// timeout in the Event Log; quitting removes the temporary config.
+#[test]
+fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end demo test");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // TMPDIR: the demo's temporary directory lands where the test can see it.
+    let command = format!(
+        "TMPDIR={} {} demo",
+        shell_quote(&tmp.path().display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+    );
+    let tmux = Tmux::start(format!("ecdn-e2e-demo-{}", std::process::id()), &command);
+    let screen = tmux.wait_for("DEMO · synthetic clients");
+    assert!(screen.contains("temporary config copy"), "{screen}");
+    let demo_dirs = || {
+        std::fs::read_dir(tmp.path())
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .starts_with("ecdn-console-demo-")
+            })
+            .count()
+    };
+    assert_eq!(
+        demo_dirs(),
+        1,
+        "the demo config lives in a temporary directory"
+    );
+
+    // Live Sessions: all eight synthetic clients.
+    tmux.keys(&["3"]);
+    tmux.wait_for("8 live");
+    let screen = tmux.wait_for("stream.demo.test");
+    assert!(screen.contains("chat.demo.test"), "{screen}");
+
+    // Event Log: the switch-off and dynamic domains' clients are cut at 15 s.
+    tmux.keys(&["Escape"]);
+    tmux.wait_for("▸Live Sessions");
+    tmux.keys(&["4"]);
+    tmux.wait_for_within("idle timeout (15 s)", Duration::from_secs(25));
+
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Quit?");
+    tmux.keys(&["y"]);
+    tmux.wait_until_gone();
+    assert_eq!(demo_dirs(), 0, "the temporary config is removed on quit");
 }
 
 fn relay_addr(screen: &str) -> std::net::SocketAddr {

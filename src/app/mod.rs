@@ -27,6 +27,7 @@ pub use log::{DomainTotals, EventLog, KindFilter, Minute};
 pub use update::update;
 
 use crate::config::{Config, Domain};
+use crate::relay::heartbeat::{self, Recommendation, Rhythm};
 use crate::relay::{Registry, SessionId, SessionSnapshot};
 
 /// The time a frame is drawn at: monotonic for session counters, wall
@@ -69,16 +70,6 @@ impl Screen {
             Screen::Domains => "Domain Management",
             Screen::Sessions => "Live Sessions",
             Screen::Events => "Event Log",
-        }
-    }
-
-    /// For narrow terminals.
-    pub fn short_title(self) -> &'static str {
-        match self {
-            Screen::Overview => "Overview",
-            Screen::Domains => "Domains",
-            Screen::Sessions => "Sessions",
-            Screen::Events => "Events",
         }
     }
 
@@ -375,6 +366,23 @@ impl App {
             key(a).cmp(&key(b))
         });
         v
+    }
+
+    /// A live session's observed rhythm. Takes the session's own small
+    /// lock: ask only for sessions on screen.
+    pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
+        self.registry.get(id).map(|stats| Rhythm::of(&stats))
+    }
+
+    /// The timeout a domain's live sessions' heartbeats call for, and why
+    /// (60 s when none shows a heartbeat).
+    pub fn recommendation(&self, domain: &str) -> Recommendation {
+        let rhythms: Vec<Rhythm> = self
+            .sessions_of(domain)
+            .iter()
+            .filter_map(|s| self.rhythm(s.id))
+            .collect();
+        heartbeat::recommend(&rhythms)
     }
 
     /// The session shown in a detail page, if one is open.

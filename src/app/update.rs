@@ -82,12 +82,15 @@ fn request_quit(app: &mut App) -> Vec<Effect> {
 }
 
 fn help(app: &mut App, cmd: Command) {
+    // The help scrolls by at most its own length (its keys, the global
+    // ones, headings and legend), so ↑ answers at once after a long ↓.
+    let lines = app.context_behind_help().table().len() + super::keymap::GLOBAL.len() + 10;
     let Some(cursor) = app.help.as_mut() else {
         return;
     };
     match cmd {
-        Command::Up => cursor.move_by(-1, usize::MAX),
-        Command::Down => cursor.move_by(1, usize::MAX),
+        Command::Up => cursor.move_by(-1, lines),
+        Command::Down => cursor.move_by(1, lines),
         Command::Back | Command::Help | Command::Cancel => app.help = None,
         _ => {}
     }
@@ -627,10 +630,8 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
     let len = app.visible_domains().len();
     app.domains.cursor.clamp(len);
     app.overview.clamp(app.config.domains.len());
-    app.set_status(format!(
-        "Saved {} and applied it to the relay.",
-        edit.describe()
-    ));
+    // Short enough for 80 columns: the status line does not wrap.
+    app.set_status(format!("Saved and applied: {}.", edit.describe()));
     vec![Effect::ApplyToRelay(config)]
 }
 

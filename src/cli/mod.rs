@@ -6,6 +6,7 @@
 //! own file, and one arm in [`run`].
 
 mod config_cmd;
+mod demo;
 mod domains;
 mod probe;
 mod serve;
@@ -21,6 +22,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, default_config_path};
 
 pub use config_cmd::ConfigCommand;
+pub use demo::DemoArgs;
 pub use domains::DomainsArgs;
 pub use probe::ProbeArgs;
 pub use serve::{OriginArgs, ServeArgs};
@@ -57,6 +59,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The console on a demo: synthetic clients, an echo origin, timeouts on screen
+    ///
+    /// Runs on a temporary copy of the built-in demo config (no file of
+    /// yours is read or written), with embedded origins and synthetic
+    /// clients on loopback whose heartbeats get them cut, or not, within
+    /// the first minute. Change a timeout and watch who gets cut.
+    Demo(DemoArgs),
     /// Work with configuration files
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -111,7 +120,14 @@ pub struct BadInput(pub String);
 /// Runs one command, writing its results to `out` and notes to `err`.
 pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
     let config_path = cli.config;
+    let console = crate::tui::Options {
+        config_path: config_path.clone(),
+        no_color: cli.no_color,
+        mouse: cli.mouse,
+        banner: None,
+    };
     match cli.command {
+        Some(Command::Demo(args)) => demo::run(&args, &console, config_path.as_deref(), err),
         Some(Command::Config(cmd)) => config_cmd::run(cmd, config_path.as_deref(), out, err),
         Some(Command::Domains(args)) => domains::run(&args, config_path.as_deref(), out, err),
         Some(Command::Websocket(args)) => websocket::run(&args, config_path.as_deref(), out, err),
@@ -128,12 +144,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             )
             .into())
         }
-        None => crate::tui::run(&crate::tui::Options {
-            config_path,
-            no_color: cli.no_color,
-            mouse: cli.mouse,
-            banner: None,
-        }),
+        None => crate::tui::run(&console),
     }
 }
 

@@ -56,7 +56,7 @@ pub fn run(options: &Options) -> Result<()> {
         .clone()
         .unwrap_or_else(default_config_path);
     let (file, created) = ConfigFile::load_or_create(&path, DEFAULT_CONFIG)?;
-    let log = init_logging();
+    let log = init_logging(None);
     let config = Arc::new(file.config().clone());
     let (relay, events) = relay::spawn_relay_thread(config)?;
     let mut notes = Vec::new();
@@ -240,11 +240,13 @@ fn action_for_event(app: &App, guard: &TerminalGuard, event: &Event) -> Option<A
 }
 
 /// Logs go to a file, never to the terminal the console draws on:
-/// `$ECDN_CONSOLE_LOG`, else `<cache dir>/ecdn-console/console.log`.
+/// `$ECDN_CONSOLE_LOG`, else `default` (the demo keeps its log in its
+/// temporary directory), else `<cache dir>/ecdn-console/console.log`.
 /// `RUST_LOG` sets the level (default `info`). Returns the file's path.
-fn init_logging() -> Option<PathBuf> {
+pub fn init_logging(default: Option<PathBuf>) -> Option<PathBuf> {
     let path = std::env::var_os("ECDN_CONSOLE_LOG")
         .map(PathBuf::from)
+        .or(default)
         .or_else(|| dirs::cache_dir().map(|d| d.join("ecdn-console").join("console.log")))?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).ok()?;

@@ -11,7 +11,7 @@ use crate::app::{
 use crate::config::{MAX_TIMEOUT_SECS, RECOMMENDATION_TEXT, TimeoutSource};
 
 use super::theme::Theme;
-use super::widgets::{dialog_block, fmt_secs, popup, text_input};
+use super::widgets::{dialog_block, fmt_secs, popup, switch_spans, text_input};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     match &app.dialog {
@@ -143,20 +143,10 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
     ])
     .areas(inner);
 
-    let switch = if d.switch.is_on() {
-        Span::styled("[■ On ]", theme.good())
-    } else {
-        Span::styled("[ Off□]", theme.dim())
-    };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled("Switch   ", theme.label()),
-            switch,
-            Span::styled("  Space", theme.key()),
-            Span::raw(" toggles"),
-        ])),
-        switch_row,
-    );
+    let mut switch = vec![Span::styled("Switch   ", theme.label())];
+    switch.extend(switch_spans(d.switch.is_on(), theme));
+    switch.extend([Span::styled("  Space", theme.key()), Span::raw(" toggles")]);
+    frame.render_widget(Paragraph::new(Line::from(switch)), switch_row);
 
     let [label, field, after] = Layout::horizontal([
         Constraint::Length(9),

@@ -8,7 +8,6 @@ use ratatui::widgets::{Paragraph, Row, Table, TableState};
 use crate::app::App;
 use crate::config::{Acceleration, Domain, Status, effective_timeout};
 
-use super::WIDE;
 use super::theme::Theme;
 use super::widgets::{block, row_highlight, text_input};
 
@@ -42,31 +41,39 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         );
     }
 
-    let wide = area.width >= WIDE;
-    let mut header = vec!["Domain", "Status"];
-    if wide {
-        header.extend(["CNAME", "Acceleration", "Area"]);
+    // Every column when wide; without CNAME and Area in 80 columns; only
+    // what the WebSocket setting needs beside the menu (Enter shows the rest).
+    let layout = if inner.width >= 110 {
+        Columns::All
+    } else if inner.width >= 70 {
+        Columns::Main
     } else {
-        header.push("Type");
+        Columns::Narrow
+    };
+    let mut header = vec!["Domain", "Status"];
+    let mut widths = vec![Constraint::Fill(1), Constraint::Length(7)];
+    match layout {
+        Columns::All => {
+            header.extend(["CNAME", "Acceleration", "Area", "Origin"]);
+            widths.extend([
+                Constraint::Fill(1),
+                Constraint::Length(15),
+                Constraint::Length(8),
+                Constraint::Length(15),
+            ]);
+        }
+        Columns::Main => {
+            header.extend(["Type", "Origin"]);
+            widths.extend([Constraint::Length(10), Constraint::Length(15)]);
+        }
+        Columns::Narrow => {}
     }
-    header.extend(["Origin", "WebSocket", " Live"]);
+    header.extend(["WebSocket", " Live"]);
+    widths.extend([Constraint::Length(13), Constraint::Length(5)]);
     let rows: Vec<Row> = visible
         .iter()
-        .map(|d| row(d, app.live_on(&d.name), wide, theme))
+        .map(|d| row(d, app.live_on(&d.name), layout, theme))
         .collect();
-    let mut widths = vec![Constraint::Fill(1), Constraint::Length(7)];
-    if wide {
-        widths.push(Constraint::Fill(1));
-        widths.push(Constraint::Length(15));
-        widths.push(Constraint::Length(8));
-    } else {
-        widths.push(Constraint::Length(10));
-    }
-    widths.extend([
-        Constraint::Length(15),
-        Constraint::Length(12),
-        Constraint::Length(5),
-    ]);
     if visible.is_empty() {
         let msg = if app.config.domains.is_empty() {
             "No domains yet. Press a to add one."
@@ -91,7 +98,14 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     frame.render_stateful_widget(table, table_area, &mut state);
 }
 
-fn row<'a>(d: &'a Domain, live: usize, wide: bool, theme: &Theme) -> Row<'a> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Columns {
+    All,
+    Main,
+    Narrow,
+}
+
+fn row<'a>(d: &'a Domain, live: usize, layout: Columns, theme: &Theme) -> Row<'a> {
     let status = match d.status {
         Status::Online => Span::styled("online", theme.good()),
         Status::Offline => Span::styled("offline", theme.warn()),
@@ -109,14 +123,19 @@ fn row<'a>(d: &'a Domain, live: usize, wide: bool, theme: &Theme) -> Row<'a> {
     };
     let mut cells: Vec<ratatui::widgets::Cell> =
         vec![d.name.as_str().into(), Line::from(status).into()];
-    if wide {
-        cells.push(d.cname().into());
-        cells.push(d.acceleration.label().replace(" acceleration", "").into());
-        cells.push(d.area.as_str().into());
-    } else {
-        cells.push(short_acceleration(d.acceleration).into());
+    match layout {
+        Columns::All => {
+            cells.push(d.cname().into());
+            cells.push(d.acceleration.label().replace(" acceleration", "").into());
+            cells.push(d.area.as_str().into());
+            cells.push(origin.into());
+        }
+        Columns::Main => {
+            cells.push(short_acceleration(d.acceleration).into());
+            cells.push(origin.into());
+        }
+        Columns::Narrow => {}
     }
-    cells.push(origin.into());
     cells.push(Span::styled(ws.column_label(), ws_style).into());
     cells.push(format!("{live:>5}").into());
     Row::new(cells)

@@ -165,10 +165,11 @@ fn event_row<'a>(e: &'a RelayEvent, show_peer: bool, theme: &Theme) -> Row<'a> {
             },
             domain.clone(),
             client.to_string(),
+            // Cause and idle time first: they are what a narrow terminal keeps.
             format!(
-                "#{id} {cause} · {} · idle {:.1} s",
+                "#{id} {cause} · idle {:.1} s · {}",
+                idle.as_secs_f64(),
                 close_codes(to_client, to_origin),
-                idle.as_secs_f64()
             ),
         ),
         RelayEvent::Refused {

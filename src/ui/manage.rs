@@ -13,7 +13,7 @@ use crate::config::{
 
 use super::sessions::{render_detail, session_table};
 use super::theme::Theme;
-use super::widgets::{block, kv};
+use super::widgets::{block, kv, switch_spans};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
     let (Some(m), Some(domain)) = (app.domains.manage.as_ref(), app.managed_domain()) else {
@@ -36,16 +36,18 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         Constraint::Min(0),
     ])
     .areas(inner);
-    let wide = tabs_area.width >= 90;
+    // The web console's tab names in full whenever they fit (they do in
+    // 80 columns once the menu steps aside); short ones only when they don't.
+    let full = tabs_width(ManageTab::title) <= usize::from(tabs_area.width);
     let titles = ManageTab::ALL
         .iter()
-        .map(|t| if wide { t.title() } else { t.short_title() });
+        .map(|t| if full { t.title() } else { t.short_title() });
     frame.render_widget(
         Tabs::new(titles)
             .select(m.tab.index())
             .style(theme.base())
             .highlight_style(theme.tab_active())
-            .divider(" · "),
+            .divider(TAB_DIVIDER),
         tabs_area,
     );
     match m.tab {
@@ -53,13 +55,31 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         ManageTab::Origin => origin(frame, body, domain, theme),
         ManageTab::Advanced => advanced(frame, body, app, domain, theme),
         ManageTab::Sessions => {
-            let sessions = app.sessions_of(&domain.name);
-            session_table(frame, body, &sessions, &m.cursor, focused, false, theme);
+            session_table(frame, body, app, Some(&domain.name), focused, theme);
         }
     }
 }
 
 const W: usize = 19;
+
+fn capitalized(s: &str) -> String {
+    let mut chars = s.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
+}
+
+const TAB_DIVIDER: &str = "·";
+
+/// Width of the tab bar with these titles: each padded by a space on both
+/// sides (ratatui's default), dividers between them.
+fn tabs_width(title: fn(ManageTab) -> &'static str) -> usize {
+    let titles: usize = ManageTab::ALL
+        .iter()
+        .map(|t| title(*t).chars().count() + 2)
+        .sum();
+    titles + (ManageTab::ALL.len() - 1) * TAB_DIVIDER.chars().count()
+}
 
 fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
     let status = match d.status {
@@ -151,10 +171,10 @@ fn origin(frame: &mut Frame, area: Rect, d: &Domain, theme: &Theme) {
     };
     lines.push(kv("Origin protocol", W, vec![Span::raw(protocol)], theme));
     lines.push(Line::default());
-    lines.push(Line::from(Span::styled(
-        "e: edit origins, server name and protocol",
-        theme.dim(),
-    )));
+    lines.push(Line::from(vec![
+        Span::styled("e", theme.key()),
+        Span::raw(" edit origins, server name and protocol"),
+    ]));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
 
@@ -178,31 +198,17 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
         lines.push(Line::default());
         lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
     } else {
-        let switch = if d.websocket.switch.is_on() {
-            Span::styled("[■ On ]", theme.good())
-        } else {
-            Span::styled("[ Off□]", theme.dim())
-        };
-        lines.push(kv(
-            "Switch",
-            14,
-            vec![switch, Span::styled("   Space: toggle", theme.dim())],
-            theme,
-        ));
+        let switch = switch_spans(d.websocket.switch.is_on(), theme);
+        lines.push(kv("Switch", 14, switch, theme));
         let timeout = match ws.source {
             TimeoutSource::NoLimit => Span::styled("0 s — no idle limit", theme.warn()),
             TimeoutSource::SwitchOff => Span::raw(format!(
-                "{} s (not used while the switch is off: 15 s applies)",
+                "{} s (not in force while the switch is off)",
                 d.websocket.timeout
             )),
             _ => Span::styled(format!("{} s", d.websocket.timeout), theme.value()),
         };
-        lines.push(kv(
-            "Timeout",
-            14,
-            vec![timeout, Span::styled("   e: edit", theme.dim())],
-            theme,
-        ));
+        lines.push(kv("Timeout", 14, vec![timeout], theme));
         lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
         if ws.source == TimeoutSource::NoLimit {
             lines.push(Line::from(Span::styled(
@@ -211,7 +217,21 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
             )));
         }
         lines.push(Line::default());
+        let rec = app.recommendation(&d.name);
+        let mut value = vec![Span::styled(
+            format!("{} s", rec.timeout_secs),
+            theme.value(),
+        )];
+        if ws.secs() == Some(u64::from(rec.timeout_secs)) {
+            value.push(Span::styled("  (in force)", theme.good()));
+        }
+        lines.push(kv("Recommended", 14, value, theme));
+        lines.push(Line::from(Span::styled(
+            capitalized(&rec.reasoning),
+            theme.dim(),
+        )));
         lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
+        lines.push(Line::default());
     }
     let activity = if d.websocket.ping_resets_idle {
         "any frame either way, ping/pong included"
@@ -234,5 +254,15 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
         vec![Span::styled(close, theme.dim())],
         theme,
     ));
+    if d.can_configure_websocket() {
+        // The card's buttons, on a line of their own at any width.
+        lines.push(Line::default());
+        lines.push(Line::from(vec![
+            Span::styled("e", theme.key()),
+            Span::raw(" edit the timeout   "),
+            Span::styled("Space", theme.key()),
+            Span::raw(" switch on/off"),
+        ]));
+    }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }

@@ -82,18 +82,19 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
     }
 }
 
-/// The menu's width: full titles on very wide terminals, short titles
-/// otherwise, and on narrow terminals no menu at all while the content has
+/// The menu's width: its entries are the web console's names (a contract),
+/// in full. On narrow terminals the menu steps aside while the content has
 /// focus (the content title says where you are; Esc or Tab brings it back).
 fn menu_width(total: u16, app: &App) -> u16 {
-    if total >= 140 {
-        23
-    } else if total < WIDE && app.focus == Focus::Content {
+    if total < WIDE && app.focus == Focus::Content {
         0
     } else {
-        12
+        MENU_WIDTH
     }
 }
+
+/// The longest entry, "Domain Management", its marker and the borders.
+const MENU_WIDTH: u16 = 20;
 
 /// The menu entry under a mouse click at (`x`, `y`), for `--mouse`.
 pub fn menu_hit(area: Rect, app: &App, x: u16, y: u16) -> Option<Screen> {
@@ -119,11 +120,10 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 
 fn render_menu(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Focus::Menu && app.dialog.is_none();
-    let wide = area.width >= 20;
     let items: Vec<ListItem> = Screen::ALL
         .iter()
         .map(|s| {
-            let title = if wide { s.title() } else { s.short_title() };
+            let title = s.title();
             let selected = *s == app.screen;
             let marker = if selected { "▸" } else { " " };
             let style = match (selected, focused) {
@@ -153,30 +153,29 @@ fn render_content(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
 }
 
-/// The keys of the current context, from the same table that handles them;
-/// `? help` stays visible at the right edge however narrow the terminal.
+/// The keys of the current context, from the same table that handles them.
+/// Hints that do not fit are dropped whole, from the right; `? help` stays
+/// at the right edge however narrow the terminal.
 fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let context = app.context();
+    // Ctrl-C quits from anywhere; the help lists it (and on the menu
+    // Esc/q already says "quit").
     let bindings: Vec<_> = keymap::footer(context)
-        .filter(|b| !matches!(b.bound, Bound::Cmd(Command::Help)))
-        .filter(|b| {
-            context == keymap::Context::Menu || !matches!(b.bound, Bound::Cmd(Command::Quit))
-        })
+        .filter(|b| !matches!(b.bound, Bound::Cmd(Command::Help | Command::Quit)))
         .collect();
-    let mut spans = vec![Span::raw(" ")];
+    let mut hints = Vec::new();
     let mut i = 0;
     while i < bindings.len() {
         let b = bindings[i];
         // ↑ and ↓ side by side read better as one "move" entry.
-        let (keys, hint) = match (b.bound, bindings.get(i + 1).map(|n| n.bound)) {
+        let hint = match (b.bound, bindings.get(i + 1).map(|n| n.bound)) {
             (Bound::Cmd(Command::Up), Some(Bound::Cmd(Command::Down))) => {
                 i += 1;
                 ("↑↓".to_string(), "move")
             }
             _ => (b.keys_label(), b.hint),
         };
-        spans.push(Span::styled(keys, theme.key()));
-        spans.push(Span::raw(format!(" {hint}  ")));
+        hints.push(hint);
         i += 1;
     }
     let help = if context.types_text() || context == keymap::Context::Help {
@@ -187,6 +186,19 @@ fn render_footer(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let help_width = u16::try_from(help.width()).unwrap_or(0);
     let [keys_area, help_area] =
         Layout::horizontal([Constraint::Min(0), Constraint::Length(help_width)]).areas(area);
+    let room = usize::from(keys_area.width);
+    let mut spans = vec![Span::raw(" ")];
+    let mut used = 1;
+    for (keys, hint) in hints {
+        let width = keys.chars().count() + 1 + hint.chars().count();
+        // Two spaces before the next hint, or before `? help`.
+        if used + width + 2 > room {
+            break;
+        }
+        used += width + 2;
+        spans.push(Span::styled(keys, theme.key()));
+        spans.push(Span::raw(format!(" {hint}  ")));
+    }
     frame.render_widget(Paragraph::new(Line::from(spans)), keys_area);
     frame.render_widget(Paragraph::new(help), help_area);
 }

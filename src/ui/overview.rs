@@ -60,13 +60,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         summary,
     );
 
-    // Narrow terminals drop the columns the Event Log also answers.
+    // Narrow terminals drop the columns the Event Log also answers (the
+    // summary line above still has the total of closes).
     let wide = inner.width >= 80;
-    let mut header = vec!["Domain", "Status", "WebSocket", "Live"];
+    let narrow = inner.width < 64;
+    // Beside the menu on the smallest terminal: what the console is about.
+    let tiny = inner.width < 50;
+    let mut header = vec!["Domain"];
+    if !tiny {
+        header.push("Status");
+    }
+    header.extend(["WebSocket", "Live"]);
     if wide {
         header.push("Opened");
     }
-    header.extend(["Closed", "Idle cuts"]);
+    if !narrow {
+        header.push("Closed");
+    }
+    if !tiny {
+        header.push("Idle cuts");
+    }
     if wide {
         header.push("Refused");
     }
@@ -77,33 +90,43 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .iter()
         .map(|d| {
             let t = app.log.totals(&d.name);
-            let mut cells = vec![
-                d.name.clone(),
-                d.status.as_str().to_string(),
+            let mut cells = vec![d.name.clone()];
+            if !tiny {
+                cells.push(d.status.as_str().to_string());
+            }
+            cells.extend([
                 effective_timeout(d).column_label(),
                 format!("{:>4}", app.live_on(&d.name)),
-            ];
+            ]);
             if wide {
                 cells.push(format!("{:>6}", t.opened));
             }
-            cells.push(format!("{:>6}", t.closed));
-            cells.push(format!("{:>9}", t.idle_closes));
+            if !narrow {
+                cells.push(format!("{:>6}", t.closed));
+            }
+            if !tiny {
+                cells.push(format!("{:>9}", t.idle_closes));
+            }
             if wide {
                 cells.push(format!("{:>7}", t.refused));
             }
             Row::new(cells)
         })
         .collect();
-    let mut widths = vec![
-        Constraint::Fill(1),
-        Constraint::Length(7),
-        Constraint::Length(13),
-        Constraint::Length(4),
-    ];
+    let mut widths = vec![Constraint::Fill(1)];
+    if !tiny {
+        widths.push(Constraint::Length(7));
+    }
+    widths.extend([Constraint::Length(13), Constraint::Length(4)]);
     if wide {
         widths.push(Constraint::Length(6));
     }
-    widths.extend([Constraint::Length(6), Constraint::Length(9)]);
+    if !narrow {
+        widths.push(Constraint::Length(6));
+    }
+    if !tiny {
+        widths.push(Constraint::Length(9));
+    }
     if wide {
         widths.push(Constraint::Length(7));
     }

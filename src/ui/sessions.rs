@@ -7,6 +7,9 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use crate::app::{App, ListCursor, SessionDetail};
+use std::time::Duration;
+
+use crate::relay::heartbeat::{MIN_SAMPLES, Rhythm};
 use crate::relay::{Direction, RelayEvent, SessionSnapshot};
 
 use super::theme::{Level, Theme};
@@ -27,28 +30,31 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     let outer = block(title, focused, theme);
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
-    let refs: Vec<&SessionSnapshot> = app.live.iter().collect();
-    session_table(
-        frame,
-        inner,
-        &refs,
-        &app.sessions.cursor,
-        focused,
-        true,
-        theme,
-    );
+    session_table(frame, inner, app, None, focused, theme);
 }
 
-/// A table of sessions; `show_domain` is false on a domain's own tab.
+/// A table of sessions: every live session (`domain` = `None`, the Live
+/// Sessions screen) or one domain's (its Manage page's Sessions tab).
 pub fn session_table(
     frame: &mut Frame,
     area: Rect,
-    sessions: &[&SessionSnapshot],
-    cursor: &ListCursor,
+    app: &App,
+    domain: Option<&str>,
     focused: bool,
-    show_domain: bool,
     theme: &Theme,
 ) {
+    let default_cursor = ListCursor::default();
+    let (sessions, cursor): (Vec<&SessionSnapshot>, &ListCursor) = match domain {
+        None => (app.live.iter().collect(), &app.sessions.cursor),
+        Some(d) => (
+            app.sessions_of(d),
+            app.domains
+                .manage
+                .as_ref()
+                .map_or(&default_cursor, |m| &m.cursor),
+        ),
+    };
+    let show_domain = domain.is_none();
     if sessions.is_empty() {
         frame.render_widget(
             Paragraph::new(Span::styled(
@@ -60,10 +66,9 @@ pub fn session_table(
         );
         return;
     }
-    // Three layouts: every column; the main ones; what fits in 80 columns.
-    let full = area.width >= 133;
-    let mid = area.width >= 100;
-    let gauge_width: u16 = if mid { 10 } else { 8 };
+    // Without the domain column its cells go to the others.
+    let cols = Columns::fit(area.width + if show_domain { 0 } else { 19 });
+    let gauge_width = cols.gauge;
     let height = usize::from(area.height.saturating_sub(1));
     let window = cursor.window(sessions.len(), height);
     let rows: Vec<Row> = sessions[window.clone()]
@@ -86,74 +91,72 @@ pub fn session_table(
             if show_domain {
                 cells.push(s.domain.to_string().into());
             }
-            if mid {
+            if cols.client {
                 cells.push(s.client.to_string().into());
             }
-            if full {
+            if cols.origin {
                 cells.push(s.origin.to_string().into());
             }
-            if mid {
+            if cols.age {
                 cells.push(format!("{:>9}", fmt_duration(s.age)).into());
             }
-            cells.push(Line::from(Span::styled(format!("{idle_text:>14}"), idle_style)).into());
+            if cols.beat {
+                cells.push(beat_cell(app.rhythm(s.id), s, theme).into());
+            }
+            cells.push(Line::from(Span::styled(format!("{idle_text:>15}"), idle_style)).into());
             cells.push(gauge(s, gauge_width, theme).into());
-            if full {
+            if cols.split_flows {
                 for f in [&s.to_origin, &s.to_client] {
                     cells.push(format!("{:>5} {:>8}", f.messages, fmt_bytes(f.bytes)).into());
                 }
-            } else {
+            } else if cols.messages {
                 cells.push(
                     format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into(),
                 );
-                if mid {
-                    cells.push(
-                        format!(
-                            "{:>6}/{:<6}",
-                            fmt_bytes(s.to_origin.bytes),
-                            fmt_bytes(s.to_client.bytes)
-                        )
-                        .into(),
-                    );
-                }
             }
-            cells.push(last_frame(s).into());
+            if cols.bytes {
+                cells.push(
+                    format!(
+                        "{:>6}/{:<6}",
+                        fmt_bytes(s.to_origin.bytes),
+                        fmt_bytes(s.to_client.bytes)
+                    )
+                    .into(),
+                );
+            }
+            if cols.last {
+                cells.push(last_frame(s).into());
+            }
             Row::new(cells)
         })
         .collect();
 
-    let mut header: Vec<&str> = vec!["ID"];
-    let mut widths = vec![Constraint::Length(6)];
-    if show_domain {
-        header.push("Domain");
-        widths.push(Constraint::Fill(1));
-    }
-    if mid {
-        header.push("Client");
-        widths.push(Constraint::Length(if full { 21 } else { 15 }));
-    }
-    if full {
-        header.push("Origin");
-        widths.push(Constraint::Length(15));
-    }
-    if mid {
-        header.push("      Age");
-        widths.push(Constraint::Length(9));
-    }
-    header.extend(["  Idle / limit", "Deadline"]);
-    widths.extend([Constraint::Length(14), Constraint::Length(gauge_width)]);
-    if full {
-        header.extend(["→origin msgs B", "→client msgs B"]);
-        widths.extend([Constraint::Length(14), Constraint::Length(14)]);
-    } else {
-        header.push("msgs ↑/↓");
-        widths.push(Constraint::Length(9));
-        if mid {
-            header.push("  bytes ↑/↓");
-            widths.push(Constraint::Length(13));
+    // (header, width) of each column shown, in the order the cells are built.
+    let mut columns: Vec<(&str, Constraint)> = vec![("ID", Constraint::Length(6))];
+    let client_width = if cols.origin { 21 } else { 15 };
+    for (shown, header, width) in [
+        (show_domain, "Domain", Constraint::Fill(1)),
+        (cols.client, "Client", Constraint::Length(client_width)),
+        (cols.origin, "Origin", Constraint::Length(15)),
+        (cols.age, "      Age", Constraint::Length(9)),
+        (cols.beat, "  Beat", Constraint::Length(BEAT_WIDTH)),
+        (true, "   Idle / limit", Constraint::Length(15)),
+        (true, "Deadline", Constraint::Length(gauge_width)),
+        (cols.split_flows, "→origin msgs B", Constraint::Length(14)),
+        (cols.split_flows, "→client msgs B", Constraint::Length(14)),
+        (
+            cols.messages && !cols.split_flows,
+            "msgs ↑/↓",
+            Constraint::Length(9),
+        ),
+        (cols.bytes, "  bytes ↑/↓", Constraint::Length(13)),
+        (cols.last, "Last", Constraint::Length(8)),
+    ] {
+        if shown {
+            columns.push((header, width));
         }
     }
-    header.push("Last");
-    widths.push(Constraint::Length(8));
+    let (header, widths): (Vec<&str>, Vec<Constraint>) = columns.into_iter().unzip();
 
     let table = Table::new(rows, widths)
         .header(Row::new(header).style(theme.table_header()))
@@ -162,6 +165,130 @@ pub fn session_table(
     let mut state =
         TableState::default().with_selected(Some(cursor.index.saturating_sub(window.start)));
     frame.render_stateful_widget(table, area, &mut state);
+}
+
+const BEAT_WIDTH: u16 = 6;
+
+/// Which columns the session table shows at a width. Always: ID, domain
+/// (18 cells or more), idle and its gauge; then, as room allows, in this
+/// order: beat, last frame, messages (80 columns have these), client, age,
+/// bytes; and with plenty of room every column, each direction apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Columns {
+    beat: bool,
+    last: bool,
+    messages: bool,
+    client: bool,
+    origin: bool,
+    age: bool,
+    bytes: bool,
+    split_flows: bool,
+    gauge: u16,
+}
+
+impl Columns {
+    /// ID, 18 cells of domain, idle, gauge, and the spacing between them.
+    const BASE: u16 = 50;
+
+    fn fit(width: u16) -> Self {
+        if width >= 140 {
+            return Self {
+                beat: true,
+                last: true,
+                messages: true,
+                client: true,
+                origin: true,
+                age: true,
+                // Each direction's bytes are in its own column.
+                bytes: false,
+                split_flows: true,
+                gauge: 10,
+            };
+        }
+        let mut room = width.saturating_sub(Self::BASE);
+        // Each column with its spacing, in order of priority.
+        let mut take = |w: u16| {
+            let fits = room >= w;
+            if fits {
+                room -= w;
+            }
+            fits
+        };
+        let beat = take(BEAT_WIDTH + 1);
+        let last = take(9);
+        let messages = take(10);
+        let client = take(16);
+        let age = take(10);
+        let bytes = take(14);
+        let wide_gauge = take(2);
+        Self {
+            beat,
+            last,
+            messages,
+            client,
+            origin: false,
+            age,
+            bytes: bytes && messages,
+            split_flows: false,
+            gauge: if wide_gauge { 10 } else { 8 },
+        }
+    }
+}
+
+/// The observed heartbeat (median gap of the steadier direction), with a
+/// `!` when it is no shorter than the idle limit: such a session is cut
+/// between beats unless something else keeps it alive.
+fn beat_cell(rhythm: Option<Rhythm>, s: &SessionSnapshot, theme: &Theme) -> Line<'static> {
+    let Some(rhythm) = rhythm else {
+        return Line::default();
+    };
+    let Some(beat) = rhythm.heartbeat() else {
+        return Line::from(Span::styled(format!("{:>6}", "—"), theme.dim()));
+    };
+    let text = fmt_gap(beat.median);
+    if rhythm.exceeds(s.timeout) {
+        Line::from(Span::styled(
+            format!("{:>6}", format!("{text}!")),
+            theme.warn(),
+        ))
+    } else {
+        Line::from(format!("{text:>5} "))
+    }
+}
+
+/// A gap between messages: `2.5 s`, `5.0 s`, `25 s`.
+fn fmt_gap(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 10.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{s:.0} s")
+    }
+}
+
+/// What the session's rhythm means for its idle limit.
+fn heartbeat_line(rhythm: &Rhythm, s: &SessionSnapshot, theme: &Theme) -> Vec<Span<'static>> {
+    let Some(beat) = rhythm.heartbeat() else {
+        return vec![Span::styled(
+            format!("none seen yet (needs {MIN_SAMPLES} gaps between messages one way)"),
+            theme.dim(),
+        )];
+    };
+    let observed = format!("~{} (max {})", fmt_gap(beat.median), fmt_gap(beat.max));
+    match s.timeout {
+        Some(limit) if rhythm.exceeds(s.timeout) => vec![
+            Span::styled(format!("{observed}!"), theme.warn()),
+            Span::raw(format!(
+                "  ≥ {} limit: cut between beats unless pinged",
+                fmt_secs(limit)
+            )),
+        ],
+        Some(limit) => vec![Span::raw(format!(
+            "{observed}  under the {} limit",
+            fmt_secs(limit)
+        ))],
+        None => vec![Span::raw(format!("{observed}  no idle limit"))],
+    }
 }
 
 fn last_frame(s: &SessionSnapshot) -> String {
@@ -243,22 +370,17 @@ pub fn render_detail(
         let g = stats.message_gaps(d);
         match (g.median, g.max) {
             (Some(med), Some(max)) => format!(
-                "median {:.1} s, max {:.1} s ({} samples)",
-                med.as_secs_f64(),
-                max.as_secs_f64(),
-                g.samples
+                "gaps median {}, max {} ({} {})",
+                fmt_gap(med),
+                fmt_gap(max),
+                g.samples,
+                if g.samples == 1 { "sample" } else { "samples" }
             ),
-            _ => "none yet".to_string(),
+            _ => "no gap yet".to_string(),
         }
     };
     let flow = |label, f: &crate::relay::FlowSnapshot, d| {
-        let text = format!(
-            "{} msgs, {} frames, {} · gaps {}",
-            f.messages,
-            f.frames,
-            fmt_bytes(f.bytes),
-            gap(d)
-        );
+        let text = format!("{} msgs, {} · {}", f.messages, fmt_bytes(f.bytes), gap(d));
         kv(label, w, vec![Span::raw(text)], theme)
     };
     let lvl = level(&s);
@@ -297,9 +419,15 @@ pub fn render_detail(
         ),
         flow("→ origin", &s.to_origin, Direction::ClientToOrigin),
         flow("→ client", &s.to_client, Direction::OriginToClient),
+        kv(
+            "Heartbeat",
+            w,
+            heartbeat_line(&Rhythm::of(&stats), &s, theme),
+            theme,
+        ),
     ];
     let [info_area, frames_area] =
-        Layout::vertical([Constraint::Length(7), Constraint::Min(0)]).areas(inner);
+        Layout::vertical([Constraint::Length(8), Constraint::Min(0)]).areas(inner);
     frame.render_widget(Paragraph::new(info), info_area);
 
     let mut frames = stats.recent_frames();

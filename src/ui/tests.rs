@@ -197,10 +197,17 @@ fn typed(app: &mut App, s: &str) {
 
 /// Menu → Domain Management → cloud.tencent.com (Manage), on `tab` tabs on.
 fn manage(app: &mut App, tabs: usize) {
-    cmds(
-        app,
-        &[Command::Goto(Screen::Domains), Command::Down, Command::Open],
-    );
+    manage_row(app, 1, tabs);
+}
+
+/// Manage the domain list's `row`th domain (www.example.com, whose switch
+/// is off, is the first), `tabs` tabs on.
+fn manage_row(app: &mut App, row: usize, tabs: usize) {
+    update(app, Action::Cmd(Command::Goto(Screen::Domains)));
+    for _ in 0..row {
+        update(app, Action::Cmd(Command::Down));
+    }
+    update(app, Action::Cmd(Command::Open));
     for _ in 0..tabs {
         update(app, Action::Cmd(Command::NextTab));
     }
@@ -466,4 +473,167 @@ async fn ten_thousand_sessions_build_only_visible_rows() {
     assert!(row_of(&buffer, "Live Sessions · 10000") < 3);
     drop(guards);
     let _ = TEST_CONFIG;
+}
+
+/// Two sessions with a steady heartbeat: a message every 20 s on a domain
+/// cut at 15 s (kept alive by pings between), every 5 s on one cut at 100 s.
+async fn heartbeat_fixture() -> Fixture {
+    let registry = Arc::new(Registry::new());
+    let slow = register(&registry, "www.example.com", 50001, 15);
+    let fast = register(&registry, "cloud.tencent.com", 50002, 100);
+    for second in 1..=80 {
+        advance(Duration::from_secs(1)).await;
+        if second % 20 == 0 {
+            frame(&slow, Direction::ClientToOrigin, FrameKind::Text, 9);
+        } else if second % 10 == 0 {
+            frame(&slow, Direction::ClientToOrigin, FrameKind::Ping, 0);
+        }
+        if second % 5 == 0 {
+            frame(&fast, Direction::ClientToOrigin, FrameKind::Text, 9);
+        }
+    }
+    advance(Duration::from_secs(2)).await;
+    let mut app = App::new(config(), registry, Settings::default());
+    app.refresh(Clock {
+        mono: Instant::now(),
+        wall: wall(),
+    });
+    Fixture {
+        app,
+        _guards: vec![slow, fast],
+    }
+}
+
+/// Asserts that the screen's line with `needle` also has `expected`.
+fn assert_line(screen: &str, needle: &str, expected: &str) {
+    assert!(
+        line_with(screen, needle).contains(expected),
+        "{needle:?} line without {expected:?}:\n{screen}"
+    );
+}
+
+fn line_with(screen: &str, needle: &str) -> String {
+    screen
+        .lines()
+        .find(|l| l.contains(needle))
+        .unwrap_or_else(|| panic!("no line with {needle:?}:\n{screen}"))
+        .to_string()
+}
+
+#[tokio::test(start_paused = true)]
+async fn sessions_whose_heartbeat_exceeds_the_limit_are_flagged() {
+    let mut f = heartbeat_fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Sessions)]);
+    check("sessions_heartbeat", &f.app);
+    let screen = text(&f.app, 80, 24);
+    // The 20 s heartbeat against the 15 s limit: flagged.
+    assert_line(&screen, "www.example.com", "20 s!");
+    // The 5 s heartbeat under 100 s: shown, not flagged.
+    let fast = line_with(&screen, "cloud.tencent.com");
+    assert!(
+        fast.contains("5.0 s") && !fast.contains("5.0 s!"),
+        "{screen}"
+    );
+
+    // The flag carries its colour too (snapshots record none). The selected
+    // row is drawn in the selection colours, so select the other one.
+    cmds(&mut f.app, &[Command::End]);
+    let buffer = draw(&f.app, &Theme::color(), 80, 24);
+    let y = row_of(&buffer, "20 s!");
+    let x = (0..80)
+        .find(|x| buffer[(*x, y)].symbol() == "!")
+        .expect("the flag");
+    assert_eq!(buffer[(x, y)].fg, Color::Yellow);
+
+    // The session's page says what the flag means, with the gaps each way.
+    cmds(&mut f.app, &[Command::Home, Command::Open]);
+    check("session_detail_heartbeat", &f.app);
+    let screen = text(&f.app, 80, 24);
+    assert_line(&screen, "Heartbeat", "~20 s (max 20 s)!");
+    assert_line(&screen, "Heartbeat", "≥ 15 s limit: cut between beats");
+    assert_line(&screen, "4 msgs", "gaps median 20 s, max 20 s (3 samples)");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
+    let mut f = heartbeat_fixture().await;
+    manage(&mut f.app, 2);
+    check("manage_advanced_heartbeat", &f.app);
+    let screen = text(&f.app, 80, 24);
+    // A 5 s heartbeat: 5 s more than the slowest gap, rounded up to 5 s.
+    assert_line(&screen, "Recommended", "10 s");
+    assert!(
+        screen.contains("Heartbeat every ~5.0 s on 1 of 1 session(s)"),
+        "{screen}"
+    );
+
+    // The switched-off domain: its 20 s heartbeat calls for 30 s.
+    let mut f = heartbeat_fixture().await;
+    manage_row(&mut f.app, 0, 2);
+    let screen = text(&f.app, 80, 24);
+    assert_line(&screen, "Recommended", "30 s");
+
+    // No heartbeat on any session: the console's 60 s, and why.
+    let mut f = fixture().await;
+    manage(&mut f.app, 2);
+    let screen = text(&f.app, 80, 24);
+    assert_line(&screen, "Recommended", "60 s");
+    assert!(
+        screen.contains("No heartbeat seen on 2 session(s)"),
+        "{screen}"
+    );
+}
+
+/// The footer drops whole hints from the right as the terminal narrows,
+/// never cutting one, and keeps `? help` at the right edge.
+#[tokio::test(start_paused = true)]
+async fn the_footer_drops_whole_hints_and_keeps_help() {
+    let mut f = fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Domains)]);
+    // The footer's hints at width `w`, and whether `? help` ends it.
+    let footer = |w: u16| {
+        let buffer = draw(&f.app, &Theme::color(), w, 24);
+        let line: String = (0..w)
+            .map(|x| buffer[(x, 23)].symbol().to_string())
+            .collect();
+        let hints: Vec<String> = line
+            .trim()
+            .trim_end_matches("? help")
+            .split("  ")
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .collect();
+        (hints, line.trim_end().ends_with("? help"))
+    };
+    let (all, _) = footer(200);
+    assert!(all.len() >= 6, "{all:?}");
+    for w in 60..=120 {
+        let (shown, help) = footer(w);
+        assert!(help, "{w}: {shown:?}");
+        assert!(!shown.is_empty(), "{w}");
+        assert_eq!(shown, all[..shown.len()], "{w}");
+    }
+}
+
+/// The switch reads without colour: `[ ON ]` filled (reverse video in
+/// monochrome), `[ off ]` plain.
+#[tokio::test(start_paused = true)]
+async fn the_switch_reads_in_colour_and_in_monochrome() {
+    let mut f = fixture().await;
+    manage(&mut f.app, 2);
+    let on_cell = |buffer: &Buffer| {
+        let y = row_of(buffer, "[ ON ]");
+        let x = (0..80)
+            .find(|x| buffer[(*x, y)].symbol() == "O")
+            .expect("ON");
+        buffer[(x, y)].clone()
+    };
+    let mono = on_cell(&draw(&f.app, &Theme::mono(), 80, 24));
+    assert!(mono.modifier.contains(Modifier::REVERSED), "{mono:?}");
+    let color = on_cell(&draw(&f.app, &Theme::color(), 80, 24));
+    assert_eq!((color.fg, color.bg), (Color::Black, Color::Green));
+    // www.example.com has its switch off.
+    let mut f = fixture().await;
+    manage_row(&mut f.app, 0, 2);
+    assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
 }

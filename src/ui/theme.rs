@@ -79,14 +79,7 @@ impl Theme {
 
     /// The selected row where focus is.
     pub fn selected(&self) -> Style {
-        if self.mono {
-            Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
-        } else {
-            Style::new()
-                .fg(Color::White)
-                .bg(Color::Blue)
-                .add_modifier(Modifier::BOLD)
-        }
+        self.filled(Color::White, Color::Blue)
     }
 
     /// The selected row of a list that does not have focus.
@@ -149,15 +142,22 @@ impl Theme {
         }
     }
 
-    pub fn tab_active(&self) -> Style {
+    /// The switch when on: filled, so it reads in monochrome as well.
+    pub fn switch_on(&self) -> Style {
+        self.filled(Color::Black, Color::Green)
+    }
+
+    /// Bold on a coloured background; reverse video in monochrome.
+    fn filled(&self, fg: Color, bg: Color) -> Style {
         if self.mono {
             Style::new().add_modifier(Modifier::REVERSED | Modifier::BOLD)
         } else {
-            Style::new()
-                .fg(Color::Black)
-                .bg(Color::Cyan)
-                .add_modifier(Modifier::BOLD)
+            Style::new().fg(fg).bg(bg).add_modifier(Modifier::BOLD)
         }
+    }
+
+    pub fn tab_active(&self) -> Style {
+        self.filled(Color::Black, Color::Cyan)
     }
 
     pub fn button(&self, focused: bool) -> Style {

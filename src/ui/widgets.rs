@@ -89,6 +89,24 @@ pub fn gauge(s: &SessionSnapshot, width: u16, theme: &Theme) -> Line<'static> {
     ])
 }
 
+/// The WebSocket switch: `[ ON ]` loud (a filled, bold label) and
+/// `[ off ]` quiet, the same width, so it reads without colour too.
+pub fn switch_spans(on: bool, theme: &Theme) -> Vec<Span<'static>> {
+    if on {
+        vec![
+            Span::raw("["),
+            Span::styled(" ON ", theme.switch_on()),
+            Span::raw("] "),
+        ]
+    } else {
+        vec![
+            Span::raw("["),
+            Span::styled(" off ", theme.dim()),
+            Span::raw("]"),
+        ]
+    }
+}
+
 /// A centred popup of at most `w`×`h`, cleared.
 pub fn popup(frame: &mut Frame, area: Rect, w: u16, h: u16) -> Rect {
     let w = w.min(area.width.saturating_sub(2)).max(1);

@@ -77,6 +77,25 @@ start_origin() {
     wait_port "$ORIGIN_PORT"
 }
 
+# relay_config FILE TIMEOUT: the relay's config, one domain ($HOST) on
+# RELAY_PORT with the WebSocket switch on and TIMEOUT seconds.
+relay_config() {
+    cat >"$1" <<EOF
+[relay]
+listen = "$LOOP:$RELAY_PORT"
+handshake-timeout = 10
+origin-connect-timeout = 5
+max-sessions = 100000
+idle-close = "close-frame"
+
+[[domain]]
+name = "$HOST"
+acceleration = "full-site"
+origins = ["$LOOP:$ORIGIN_PORT"]
+websocket = { switch = "on", timeout = $2 }
+EOF
+}
+
 # $1: idle timeout in seconds for all three proxies.
 start_proxies() {
     local t=$1 dir=$OUT/conf-$1
@@ -126,20 +145,7 @@ frontend ws
 backend origin
     server o1 $LOOP:$ORIGIN_PORT
 EOF
-    cat >"$dir/relay.toml" <<EOF
-[relay]
-listen = "$LOOP:$RELAY_PORT"
-handshake-timeout = 10
-origin-connect-timeout = 5
-max-sessions = 100000
-idle-close = "close-frame"
-
-[[domain]]
-name = "$HOST"
-acceleration = "full-site"
-origins = ["$LOOP:$ORIGIN_PORT"]
-websocket = { switch = "on", timeout = $t }
-EOF
+    relay_config "$dir/relay.toml" "$t"
     mkdir -p "$dir/nginx-tmp"
     nginx -p "$dir" -c "$dir/nginx.conf" -e "$dir/nginx-error.log" &
     NGINX_MASTER=$!

@@ -20,16 +20,7 @@ trap 'exit 130' INT TERM
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
 build
 start_origin
-cat >"$OUT/console.toml" <<EOF
-[relay]
-listen = "$LOOP:$RELAY_PORT"
-
-[[domain]]
-name = "$HOST"
-acceleration = "full-site"
-origins = ["$LOOP:$ORIGIN_PORT"]
-websocket = { switch = "on", timeout = 120 }
-EOF
+relay_config "$OUT/console.toml" 120
 tmux new-session -d -s ecdn-bench -x 80 -y 24 "$CONSOLE --config $OUT/console.toml"
 wait_port "$RELAY_PORT"
 CONSOLE_PID=$(tmux list-panes -t ecdn-bench -F '#{pane_pid}')

@@ -13,34 +13,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ecdn_console::app::{Action, App, Clock, Command, Screen, Settings, update};
-use ecdn_console::config::Config;
+use ecdn_console::config::{Config, DEFAULT_CONFIG};
 use ecdn_console::relay::{Direction, FrameKind, NewSession, Registry};
 use ecdn_console::ui::{Theme, render};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
-
-const CONFIG: &str = r#"
-[relay]
-listen = "127.0.0.1:0"
-
-[[domain]]
-name = "cloud.tencent.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "on", timeout = 100 }
-
-[[domain]]
-name = "www.example.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-"#;
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let sessions: usize = args.next().map_or(9_000, |a| a.parse().expect("SESSIONS"));
     let frames: usize = args.next().map_or(300, |a| a.parse().expect("FRAMES"));
     // `Instant`s of the registry are tokio's; outside a runtime they are std's.
-    let config = Arc::new(Config::parse(CONFIG, Path::new("bench.toml")).expect("config"));
+    // The built-in default: www.example.com (switch off, 15 s) and
+    // cloud.tencent.com (on, 100 s).
+    let config =
+        Arc::new(Config::parse(DEFAULT_CONFIG, Path::new("default.toml")).expect("config"));
     let registry = Arc::new(Registry::new());
     let guards: Vec<_> = (0..sessions)
         .map(|i| {

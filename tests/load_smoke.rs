@@ -9,6 +9,16 @@ use std::time::Duration;
 use common::*;
 use ecdn_console::load::{self, LoadError, LoadOptions, Mode};
 use ecdn_console::origin::OriginOptions;
+use ecdn_console::relay::{RelayEvent, RelayHandle};
+use tokio::sync::mpsc;
+
+/// The in-process relay with domain `app.test` (idle timeout `secs`) in
+/// front of the embedded echo origin.
+async fn relay_and_origin(secs: u64) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let websocket = format!("{{ switch = \"on\", timeout = {secs} }}");
+    start_relay(config("", &one_domain(&websocket), origin)).await
+}
 
 fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
     LoadOptions {
@@ -26,9 +36,7 @@ fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_mode_measures_round_trips_through_the_relay() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 60 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_and_origin(60).await;
     let mut ready = None;
     let report = load::run(&options(relay.local_addr(), Mode::Echo), |r| {
         ready = Some(r)
@@ -60,9 +68,7 @@ async fn echo_mode_measures_round_trips_through_the_relay() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paced_mode_sends_at_the_interval() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 60 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_and_origin(60).await;
     let interval = Duration::from_millis(100);
     let report = load::run(
         &options(relay.local_addr(), Mode::Paced { interval }),
@@ -78,9 +84,7 @@ async fn paced_mode_sends_at_the_interval() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_mode_times_the_relays_idle_close() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 1 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_and_origin(1).await;
     let mut opts = options(relay.local_addr(), Mode::Idle);
     opts.expect_timeout = Some(Duration::from_secs(1));
     opts.duration = Some(Duration::from_secs(3));
@@ -102,9 +106,7 @@ async fn idle_mode_times_the_relays_idle_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_handshakes_are_counted_as_errors() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 60 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_and_origin(60).await;
     let mut opts = options(relay.local_addr(), Mode::Echo);
     opts.host = Some("unknown.test".into());
     let report = load::run(&opts, |_| {}).await.unwrap();

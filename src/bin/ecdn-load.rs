@@ -1,0 +1,157 @@
+//! `ecdn-load`: the WebSocket load generator (see `ecdn_console::load`).
+//! Parses arguments, runs the load on a small multi-thread runtime, prints
+//! the report. Exit codes: 0 report printed, 2 bad arguments, 1 no session
+//! could be opened or the run could not start.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use ecdn_console::load::{self, LoadOptions, Mode};
+
+/// WebSocket load generator: echo (closed loop), paced and idle sessions
+/// through a relay, a proxy or an origin directly.
+#[derive(Debug, Parser)]
+#[command(name = "ecdn-load", version)]
+struct Args {
+    /// Target, e.g. ws://127.0.0.1:8080/ (loopback unless --allow-remote)
+    url: String,
+    /// Host header to send (the relay routes by it)
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Sessions to open
+    #[arg(long, default_value_t = 100, value_name = "N")]
+    sessions: usize,
+    /// Handshakes in flight at most
+    #[arg(long, default_value_t = 64, value_name = "K")]
+    concurrency: usize,
+    /// echo: closed loop; paced: one message per --interval-ms; idle: silent sessions
+    #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
+    mode: ModeArg,
+    /// Paced mode: each session sends every M milliseconds
+    #[arg(long, default_value_t = 100, value_name = "M")]
+    interval_ms: u64,
+    /// Payload bytes per message (e.g. 64, 4096, 65536)
+    #[arg(long, default_value_t = 64, value_name = "BYTES")]
+    size: usize,
+    /// Seconds of load once every session is open (idle: seconds to hold);
+    /// default 10, or for idle with --expect-timeout that timeout + 5
+    #[arg(long, value_name = "SECS")]
+    duration: Option<f64>,
+    /// Idle mode: the idle timeout the target should enforce; closes are
+    /// timed against handshake + SECS
+    #[arg(long, value_name = "SECS")]
+    expect_timeout: Option<f64>,
+    /// Runtime worker threads (the generator shares the cores with the target)
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=8))]
+    workers: u16,
+    /// Print the report as one JSON object
+    #[arg(long)]
+    json: bool,
+    /// Print "ready: N opened, M failed" on stderr once every session is open
+    #[arg(long)]
+    ready_line: bool,
+    /// Allow a target outside the loopback range
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ModeArg {
+    Echo,
+    Paced,
+    Idle,
+}
+
+fn seconds(flag: &str, value: Option<f64>) -> Result<Option<Duration>, String> {
+    value
+        .map(|s| {
+            Duration::try_from_secs_f64(s)
+                .map_err(|_| format!("{flag} {s}: expected a non-negative number of seconds"))
+        })
+        .transpose()
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let options = match options(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.workers))
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let ready_line = args.ready_line;
+    let result = runtime.block_on(load::run(&options, |ready| {
+        if ready_line {
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(
+                err,
+                "ready: {} opened, {} failed",
+                ready.opened, ready.failed
+            );
+            let _ = err.flush();
+        }
+    }));
+    match result {
+        Ok(report) => {
+            if args.json {
+                match serde_json::to_string(&report) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("error: cannot encode the report: {e}");
+                        return ExitCode::from(1);
+                    }
+                }
+            } else {
+                println!("{report}");
+            }
+            if report.opened == 0 {
+                eprintln!("error: no session could be opened");
+                return ExitCode::from(1);
+            }
+            ExitCode::SUCCESS
+        }
+        Err(load::LoadError::BadOption(m)) => {
+            eprintln!("error: {m}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn options(args: &Args) -> Result<LoadOptions, String> {
+    let mode = match args.mode {
+        ModeArg::Echo => Mode::Echo,
+        ModeArg::Paced => Mode::Paced {
+            interval: Duration::from_millis(args.interval_ms),
+        },
+        ModeArg::Idle => Mode::Idle,
+    };
+    Ok(LoadOptions {
+        url: args.url.clone(),
+        host: args.host.clone(),
+        sessions: args.sessions,
+        concurrency: args.concurrency,
+        mode,
+        size: args.size,
+        duration: seconds("--duration", args.duration)?,
+        expect_timeout: seconds("--expect-timeout", args.expect_timeout)?,
+        allow_remote: args.allow_remote,
+    })
+}

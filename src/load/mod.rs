@@ -1,0 +1,296 @@
+//! The load generator behind `ecdn-load`: opens N WebSocket sessions through
+//! a target (the relay, another proxy, or an origin directly), at most K
+//! handshakes in flight, then drives them in one of three modes:
+//!
+//! - `echo`: closed loop, every session sends a message and waits for its
+//!   echo before sending the next; measures round trips and throughput;
+//! - `paced`: every session sends a message every M ms (spread evenly over
+//!   the interval) and measures each round trip;
+//! - `idle`: the sessions stay silent; each one's close is timed against its
+//!   expected deadline (handshake + `--expect-timeout`), and counted by code.
+//!
+//! Built on tokio-tungstenite like the applications that sit behind a CDN,
+//! so every target pays the same client-side costs. Timings are taken on the
+//! generator's clock; the load phase starts once every session is open, so
+//! handshakes never overlap the measured window.
+
+mod report;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+pub use report::{CloseCount, IdleReport, Report, Summary};
+use report::{Recorder, lateness_summary};
+use session::{Outcome, Phase};
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// Closed loop: send, await the echo, send again.
+    Echo,
+    /// Each session sends every `interval`.
+    Paced { interval: Duration },
+    /// Silent sessions; closes are timed and counted.
+    Idle,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Paced { .. } => "paced",
+            Mode::Idle => "idle",
+        }
+    }
+}
+
+/// One load run.
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// `ws://HOST:PORT/PATH` — where the generator connects.
+    pub url: String,
+    /// Host header to send (routing key for proxies); default: the URL's.
+    pub host: Option<String>,
+    pub sessions: usize,
+    /// Handshakes in flight at most.
+    pub concurrency: usize,
+    pub mode: Mode,
+    /// Payload bytes per message (binary messages).
+    pub size: usize,
+    /// Length of the load phase (echo, paced) or of the hold after the last
+    /// session opened (idle). `None`: 10 s, or for idle with an expected
+    /// timeout, that timeout plus 5 s.
+    pub duration: Option<Duration>,
+    /// Idle mode: when each session should be closed after its handshake.
+    pub expect_timeout: Option<Duration>,
+    /// Permit targets outside the loopback range (a load test is for your
+    /// own machine unless you say otherwise).
+    pub allow_remote: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        Self {
+            url: "ws://127.0.0.1:8080/".into(),
+            host: None,
+            sessions: 100,
+            concurrency: 64,
+            mode: Mode::Echo,
+            size: 64,
+            duration: None,
+            expect_timeout: None,
+            allow_remote: false,
+        }
+    }
+}
+
+/// Sent to the caller once every session has opened or failed, before the
+/// load phase (or the idle hold) starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ready {
+    pub opened: usize,
+    pub failed: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("bad target URL {url:?}: {reason} (expected ws://HOST:PORT/PATH)")]
+    BadUrl { url: String, reason: String },
+    #[error("cannot resolve {host}: {source}")]
+    Resolve {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "{addr} is not a loopback address; a load test is for your own machine \
+         (pass --allow-remote if you really mean to load {addr})"
+    )]
+    NotLoopback { addr: SocketAddr },
+    #[error("bad option: {0}")]
+    BadOption(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// Where sessions connect and what they ask for.
+struct Target {
+    addr: SocketAddr,
+    url: String,
+    host: Option<HeaderValue>,
+    config: WebSocketConfig,
+}
+
+/// Runs the load and reports. `on_ready` is called once every session has
+/// opened or failed (a script can sample the proxy's memory then).
+pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<Report, LoadError> {
+    validate(options)?;
+    let target = Arc::new(target(options).await?);
+    let recorder =
+        Arc::new(Recorder::new().map_err(|e| LoadError::Internal(format!("histogram: {e}")))?);
+    let gate = Arc::new(Semaphore::new(options.concurrency));
+    let (opened_tx, mut opened_rx) = mpsc::channel::<bool>(options.sessions.max(1));
+    let (phase_tx, phase_rx) = watch::channel::<Option<Phase>>(None);
+
+    let mut tasks = Vec::with_capacity(options.sessions);
+    for index in 0..options.sessions {
+        let task = session::SessionTask {
+            index,
+            sessions: options.sessions,
+            target: target.clone(),
+            mode: options.mode.clone(),
+            size: options.size,
+            expect_timeout: options.expect_timeout,
+            recorder: recorder.clone(),
+            gate: gate.clone(),
+            opened: opened_tx.clone(),
+            phase: phase_rx.clone(),
+        };
+        tasks.push(tokio::spawn(task.run()));
+    }
+    drop(opened_tx);
+
+    let mut ready = Ready {
+        opened: 0,
+        failed: 0,
+    };
+    // Every task reports once; counting (rather than waiting for the
+    // channel to close) lets tasks keep their sender while they run.
+    while ready.opened + ready.failed < options.sessions {
+        let Some(ok) = opened_rx.recv().await else {
+            break;
+        };
+        if ok {
+            ready.opened += 1;
+        } else {
+            ready.failed += 1;
+        }
+    }
+    on_ready(ready);
+
+    let hold = options
+        .duration
+        .unwrap_or(match (&options.mode, options.expect_timeout) {
+            (Mode::Idle, Some(t)) => t + Duration::from_secs(5),
+            _ => Duration::from_secs(10),
+        });
+    let start = Instant::now();
+    let phase = Phase {
+        start,
+        end: start + hold,
+    };
+    phase_tx.send_replace(Some(phase));
+
+    let mut lateness = Vec::new();
+    let mut closes: Vec<CloseCount> = Vec::new();
+    let mut still_open = 0;
+    for task in tasks {
+        match task.await {
+            Ok(Outcome::Closed { label, lateness: l }) => {
+                if let Some(l) = l {
+                    lateness.push(l);
+                }
+                match closes.iter_mut().find(|c| c.close == label) {
+                    Some(c) => c.sessions += 1,
+                    None => closes.push(CloseCount {
+                        close: label,
+                        sessions: 1,
+                    }),
+                }
+            }
+            Ok(Outcome::StillOpen) => still_open += 1,
+            Ok(Outcome::Done | Outcome::Failed) => {}
+            Err(e) => recorder.error(format!("session task failed: {e}")),
+        }
+    }
+    let elapsed = hold.min(start.elapsed());
+    closes.sort_by(|a, b| b.sessions.cmp(&a.sessions).then(a.close.cmp(&b.close)));
+    let idle = (options.mode == Mode::Idle).then(|| IdleReport {
+        expect_timeout_s: options.expect_timeout.map(|t| t.as_secs_f64()),
+        lateness_ms: lateness_summary(&mut lateness),
+        closes,
+        still_open,
+    });
+    Ok(recorder.report(options, ready, elapsed, idle))
+}
+
+fn validate(options: &LoadOptions) -> Result<(), LoadError> {
+    let bad = |m: &str| Err(LoadError::BadOption(m.to_string()));
+    if options.sessions == 0 {
+        return bad("--sessions must be at least 1");
+    }
+    if options.concurrency == 0 {
+        return bad("--concurrency must be at least 1");
+    }
+    if options.mode != Mode::Idle && options.size == 0 {
+        return bad("--size must be at least 1 byte");
+    }
+    if let Mode::Paced { interval } = options.mode
+        && interval.is_zero()
+    {
+        return bad("--interval-ms must be at least 1");
+    }
+    Ok(())
+}
+
+async fn target(options: &LoadOptions) -> Result<Target, LoadError> {
+    let bad = |reason: &str| LoadError::BadUrl {
+        url: options.url.clone(),
+        reason: reason.to_string(),
+    };
+    let request = options
+        .url
+        .as_str()
+        .into_client_request()
+        .map_err(|e| bad(&e.to_string()))?;
+    let uri = request.uri();
+    if uri.scheme_str() != Some("ws") {
+        return Err(bad(
+            "only ws:// is supported (TLS would measure the generator)",
+        ));
+    }
+    let host = uri.host().ok_or_else(|| bad("no host"))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = uri.port_u16().unwrap_or(80);
+    let addr = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|source| LoadError::Resolve {
+            host: host.to_string(),
+            source,
+        })?
+        .next()
+        .ok_or_else(|| bad("the host resolves to no address"))?;
+    if !addr.ip().is_loopback() && !options.allow_remote {
+        return Err(LoadError::NotLoopback { addr });
+    }
+    let host_header = match &options.host {
+        Some(h) => Some(HeaderValue::from_str(h).map_err(|_| {
+            LoadError::BadOption(format!("--host {h:?} is not a valid header value"))
+        })?),
+        None => None,
+    };
+    Ok(Target {
+        addr,
+        url: options.url.clone(),
+        host: host_header,
+        config: client_config(options),
+    })
+}
+
+/// Small read buffers, as a server holding thousands of sessions would use
+/// (the default 128 KiB per stream would dominate memory at 9,000 sessions).
+/// Large messages get a buffer that takes one in a few reads, so the
+/// generator's CPU does not become what the throughput runs measure.
+fn client_config(options: &LoadOptions) -> WebSocketConfig {
+    let read = if options.size > 4096 { 64 * 1024 } else { 4096 };
+    WebSocketConfig::default()
+        .read_buffer_size(read)
+        .write_buffer_size(0)
+}

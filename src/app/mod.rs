@@ -207,16 +207,22 @@ impl SortKey {
             Self::Traffic => {
                 sessions.sort_by(|a, b| traffic(b).cmp(&traffic(a)).then(a.id.cmp(&b.id)))
             }
+            // Case-insensitive without allocating: this runs every frame.
             Self::Domain => sessions.sort_by(|a, b| {
-                (a.domain.to_ascii_lowercase(), a.remaining, a.id).cmp(&(
-                    b.domain.to_ascii_lowercase(),
-                    b.remaining,
-                    b.id,
-                ))
+                cmp_ignore_ascii_case(&a.domain, &b.domain)
+                    .then(a.remaining.cmp(&b.remaining))
+                    .then(a.id.cmp(&b.id))
             }),
             Self::Id => sessions.sort_by_key(|s| s.id),
         }
     }
+}
+
+/// Orders names as their lowercase forms would, without building them.
+fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
+    a.bytes()
+        .map(|c| c.to_ascii_lowercase())
+        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 #[derive(Debug, Default)]
@@ -263,7 +269,9 @@ pub struct App {
     /// Sessions as sampled at the last refresh, in the chosen sort order.
     pub live: Vec<SessionSnapshot>,
     /// Live sessions per domain (lower-case name).
-    live_per_domain: HashMap<String, usize>,
+    /// Live sessions per domain name as the relay registered it (the
+    /// config's spelling); looked up case-insensitively.
+    live_per_domain: HashMap<Arc<str>, usize>,
 }
 
 impl App {
@@ -296,10 +304,8 @@ impl App {
         self.sessions.sort.sort(&mut live);
         self.live_per_domain.clear();
         for s in &live {
-            *self
-                .live_per_domain
-                .entry(s.domain.to_ascii_lowercase())
-                .or_default() += 1;
+            // Keyed by the shared name: no allocation per session per frame.
+            *self.live_per_domain.entry(s.domain.clone()).or_default() += 1;
         }
         self.live = live;
         self.log.sample_active(clock.wall, self.live.len());
@@ -319,10 +325,12 @@ impl App {
     }
 
     pub fn live_on(&self, domain: &str) -> usize {
+        // A handful of domains: a scan is cheaper than folding every name.
         self.live_per_domain
-            .get(&domain.to_ascii_lowercase())
-            .copied()
-            .unwrap_or(0)
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(domain))
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// The domain list after the `/` filter.

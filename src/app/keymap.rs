@@ -5,8 +5,8 @@
 use crossterm::event::{Event, KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tui_input::backend::crossterm::to_input_request;
 
-use super::Screen;
 use super::action::{Action, Command};
+use super::{ManageTab, Screen};
 
 /// A key (or class of keys) a binding answers to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,24 +225,42 @@ pub const FILTER: &[Binding] = &[
     },
 ];
 
-pub const MANAGE: &[Binding] = &[
-    cmd(&[Key(K::Tab)], Command::NextTab, "tabs"),
-    more(&[Key(K::BackTab)], Command::PrevTab, "previous tab"),
-    more(&[Key(K::Right), Char('l')], Command::NextTab, "next tab"),
-    more(&[Key(K::Left), Char('h')], Command::PrevTab, "previous tab"),
+/// A Manage tab's table: switching tabs, the tab's own keys, then reload
+/// and back. One table per tab, so the footer never offers a key that does
+/// nothing on the tab in view.
+macro_rules! manage_tab {
+    ($($binding:expr),* $(,)?) => {
+        &[
+            cmd(&[Key(K::Tab)], Command::NextTab, "tabs"),
+            more(&[Key(K::BackTab)], Command::PrevTab, "previous tab"),
+            more(&[Key(K::Right), Char('l')], Command::NextTab, "next tab"),
+            more(&[Key(K::Left), Char('h')], Command::PrevTab, "previous tab"),
+            $($binding,)*
+            more(&[Char('r')], Command::Reload, "reload the file"),
+            BACK_BINDING,
+        ]
+    };
+}
+
+const ON_OFFLINE: Binding = cmd(&[Char('o')], Command::ToggleOnline, "on/offline");
+
+pub const MANAGE_BASIC: &[Binding] =
+    manage_tab![cmd(&[Char('e')], Command::Edit, "edit timeout"), ON_OFFLINE,];
+
+pub const MANAGE_ORIGIN: &[Binding] =
+    manage_tab![cmd(&[Char('e')], Command::Edit, "edit origins"), ON_OFFLINE,];
+
+pub const MANAGE_ADVANCED: &[Binding] = manage_tab![
     cmd(&[Char('e')], Command::Edit, "edit"),
     cmd(&[Char(' ')], Command::Toggle, "switch"),
-    cmd(&[Char('o')], Command::ToggleOnline, "on/offline"),
-    more(UP, Command::Up, "up (Sessions tab)"),
-    more(DOWN, Command::Down, "down (Sessions tab)"),
-    more(ENTER, Command::Open, "open session (Sessions tab)"),
-    more(
-        &[Char('x')],
-        Command::CloseSession,
-        "close session (Sessions tab)",
-    ),
-    more(&[Char('r')], Command::Reload, "reload the file"),
-    cmd(BACK, Command::Back, "back"),
+    ON_OFFLINE,
+];
+
+pub const MANAGE_SESSIONS: &[Binding] = manage_tab![
+    MOVE[0],
+    MOVE[1],
+    cmd(ENTER, Command::Open, "frames"),
+    cmd(&[Char('x')], Command::CloseSession, "close session"),
 ];
 
 pub const SESSIONS: &[Binding] = list_screen![
@@ -352,7 +370,7 @@ pub enum Context {
     Overview,
     Domains,
     Filter,
-    Manage,
+    Manage(ManageTab),
     Sessions,
     SessionDetail,
     Events,
@@ -370,7 +388,10 @@ impl Context {
             Context::Overview => OVERVIEW,
             Context::Domains => DOMAINS,
             Context::Filter => FILTER,
-            Context::Manage => MANAGE,
+            Context::Manage(ManageTab::Basic) => MANAGE_BASIC,
+            Context::Manage(ManageTab::Origin) => MANAGE_ORIGIN,
+            Context::Manage(ManageTab::Advanced) => MANAGE_ADVANCED,
+            Context::Manage(ManageTab::Sessions) => MANAGE_SESSIONS,
             Context::Sessions => SESSIONS,
             Context::SessionDetail => SESSION_DETAIL,
             Context::Events => EVENTS,
@@ -393,7 +414,7 @@ impl Context {
             Context::Overview => "Overview",
             Context::Domains => "Domain list",
             Context::Filter => "Filter",
-            Context::Manage => "Manage domain",
+            Context::Manage(_) => "Manage domain",
             Context::Sessions => "Live Sessions",
             Context::SessionDetail => "Session",
             Context::Events => "Event Log",

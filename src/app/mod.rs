@@ -426,7 +426,7 @@ impl App {
             Screen::Overview => Context::Overview,
             Screen::Domains => match &self.domains.manage {
                 Some(m) if m.detail.is_some() => Context::SessionDetail,
-                Some(_) => Context::Manage,
+                Some(m) => Context::Manage(m.tab),
                 None if self.domains.filtering => Context::Filter,
                 None => Context::Domains,
             },

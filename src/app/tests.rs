@@ -70,7 +70,7 @@ fn key(code: KeyCode) -> KeyEvent {
 fn to_advanced(app: &mut App) {
     use Command::*;
     run(app, &[Down, Open, Down, Open, NextTab, NextTab]);
-    assert_eq!(app.context(), Context::Manage);
+    assert_eq!(app.context(), Context::Manage(ManageTab::Advanced));
     let m = app.domains.manage.as_ref().unwrap();
     assert_eq!(
         (m.domain.as_str(), m.tab),
@@ -198,7 +198,10 @@ fn the_footer_and_help_come_from_the_key_tables() {
     for context in [
         Context::Menu,
         Context::Domains,
-        Context::Manage,
+        Context::Manage(ManageTab::Basic),
+        Context::Manage(ManageTab::Origin),
+        Context::Manage(ManageTab::Advanced),
+        Context::Manage(ManageTab::Sessions),
         Context::Sessions,
         Context::EditWebSocket,
     ] {

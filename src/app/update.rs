@@ -60,7 +60,7 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
             filter(app, cmd);
             Vec::new()
         }
-        Context::Manage => manage(app, cmd),
+        Context::Manage(_) => manage(app, cmd),
         Context::Sessions => sessions(app, cmd),
         Context::SessionDetail => session_detail(app, cmd),
         Context::Events => {

@@ -40,7 +40,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     }
     if matches!(
         context,
-        Context::Sessions | Context::SessionDetail | Context::Manage
+        Context::Sessions | Context::SessionDetail | Context::Manage(_)
     ) {
         lines.push(Line::default());
         for legend in LEGEND {

@@ -76,6 +76,28 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             table_area,
         );
     } else {
+        // The selected event in full, wrapped: a narrow table cuts details.
+        let (table_area, detail_area) = if table_area.height > 8 {
+            let [t, d] =
+                Layout::vertical([Constraint::Min(0), Constraint::Length(3)]).areas(table_area);
+            (t, Some(d))
+        } else {
+            (table_area, None)
+        };
+        if let (Some(area), Some(event)) = (detail_area, events.get(app.log.cursor.index)) {
+            let text = format!("{} {event}", fmt_wall(event.at()));
+            frame.render_widget(
+                Paragraph::new(text)
+                    .wrap(ratatui::widgets::Wrap { trim: true })
+                    .block(
+                        ratatui::widgets::Block::default()
+                            .borders(ratatui::widgets::Borders::TOP)
+                            .border_style(theme.dim())
+                            .title(Span::styled(" Selected ", theme.dim())),
+                    ),
+                area,
+            );
+        }
         let height = usize::from(table_area.height.saturating_sub(1));
         let window = app.log.cursor.window(events.len(), height);
         let show_peer = table_area.width >= 90;

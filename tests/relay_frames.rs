@@ -25,8 +25,7 @@ async fn closed_event(events: &mut tokio::sync::mpsc::Receiver<RelayEvent>) -> R
 
 #[tokio::test]
 async fn messages_of_every_size_arrive_intact_both_ways() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, _events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let (relay, _events) = relay_to_echo(ON_60).await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     for size in [0, 1, 125, 126, 65535, 65536, 1 << 20, 5 << 20] {
         let payload: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
@@ -78,8 +77,7 @@ async fn client_close_code_and_reason_reach_the_origin() {
 
 #[tokio::test]
 async fn origin_close_code_and_reason_reach_the_client() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let (relay, mut events) = relay_to_echo(ON_60).await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     client
         .send(Message::text("/close 4001 see you later"))

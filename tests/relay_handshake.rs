@@ -36,13 +36,7 @@ async fn dead_port() -> std::net::SocketAddr {
 
 #[tokio::test]
 async fn unknown_host_is_404() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     assert_eq!(
         raw_status(relay.local_addr(), &upgrade_request("other.test")).await,
         Some(404)
@@ -54,13 +48,7 @@ async fn unknown_host_is_404() {
 
 #[tokio::test]
 async fn host_matching_ignores_case_and_port() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, _events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, _events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let mut client = connect(relay.local_addr(), "APP.Test:8080").await;
     client.send(Message::text("hi")).await.unwrap();
     assert_eq!(client.next().await.unwrap().unwrap(), Message::text("hi"));
@@ -83,13 +71,7 @@ async fn offline_domain_is_503() {
 
 #[tokio::test]
 async fn plain_http_is_426_with_an_explanation() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let mut stream = TcpStream::connect(relay.local_addr()).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
@@ -107,13 +89,7 @@ async fn plain_http_is_426_with_an_explanation() {
 
 #[tokio::test]
 async fn oversized_headers_are_431() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let mut request = upgrade_request("app.test");
     request.truncate(request.len() - 2);
     request.extend(format!("X-Big: {}\r\n\r\n", "a".repeat(20 * 1024)).bytes());
@@ -197,13 +173,7 @@ async fn origin_refusal_status_reaches_the_client() {
 
 #[tokio::test]
 async fn slow_client_is_dropped_at_the_handshake_timeout() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let mut stream = TcpStream::connect(relay.local_addr()).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: app")
@@ -313,13 +283,7 @@ async fn origin_sees_forwarding_headers_path_and_server_name() {
 
 #[tokio::test]
 async fn path_and_query_are_forwarded_unchanged() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, mut events) = start_relay(config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        origin,
-    ))
-    .await;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let _client = connect(relay.local_addr(), "app.test").await;
     let RelayEvent::Opened { path, .. } =
         wait_event(&mut events, |e| matches!(e, RelayEvent::Opened { .. })).await

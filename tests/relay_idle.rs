@@ -57,9 +57,7 @@ async fn idle_session_is_closed_with_1001_on_both_sides() {
 
 #[tokio::test]
 async fn heartbeat_keeps_a_session_alive_past_the_timeout() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 1 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_to_echo("{ switch = \"on\", timeout = 1 }").await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     for i in 0..6 {
         sleep(Duration::from_millis(400)).await;
@@ -129,9 +127,7 @@ async fn origin_traffic_alone_keeps_a_session_alive() {
 
 #[tokio::test]
 async fn timeout_zero_never_cuts() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 0 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_to_echo("{ switch = \"on\", timeout = 0 }").await;
     let mut client = connect(relay.local_addr(), "app.test").await;
     assert!(
         timeout(Duration::from_millis(2500), client.next())
@@ -313,9 +309,7 @@ async fn an_operator_can_close_a_session() {
 
 #[tokio::test]
 async fn shutdown_closes_every_session_with_1001() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let cfg = config("", &one_domain("{ switch = \"on\", timeout = 60 }"), origin);
-    let (relay, _events) = start_relay(cfg).await;
+    let (relay, _events) = relay_to_echo("{ switch = \"on\", timeout = 60 }").await;
     let mut a = connect(relay.local_addr(), "app.test").await;
     let mut b = connect(relay.local_addr(), "app.test").await;
     relay.shutdown();

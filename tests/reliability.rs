@@ -104,8 +104,7 @@ async fn the_relay_is_not_an_open_proxy() {
     // A listener the request names but the config does not: it must never be contacted.
     let bait = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let bait_addr = bait.local_addr().unwrap();
-    let origin = echo_origin(OriginOptions::default()).await;
-    let (relay, _events) = start_relay(config("", &one_domain(ON_60), origin)).await;
+    let (relay, _events) = relay_to_echo(ON_60).await;
     let absolute = format!(
         "GET ws://{bait_addr}/ HTTP/1.1\r\nHost: {bait_addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

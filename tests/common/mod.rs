@@ -264,3 +264,10 @@ pub async fn tls_origin() -> (SocketAddr, String) {
     });
     (addr, ca.pem())
 }
+
+/// The common setup: the echo origin and a relay with one domain `app.test`
+/// whose `websocket` table is `websocket`.
+pub async fn relay_to_echo(websocket: &str) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
+    let origin = echo_origin(ecdn_console::origin::OriginOptions::default()).await;
+    start_relay(config("", &one_domain(websocket), origin)).await
+}

@@ -413,3 +413,36 @@ fn a_missing_file_is_created_from_the_default_and_loaded() {
         ConfigFile::load_or_create(&path, ecdn_console::config::DEFAULT_CONFIG).unwrap();
     assert!(!created_again);
 }
+
+#[test]
+fn a_save_clears_temporary_files_left_by_killed_saves_but_not_fresh_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, ecdn_console::config::DEFAULT_CONFIG).unwrap();
+    let stale = dir.path().join(".ecdn-console-save-old.tmp");
+    let fresh = dir.path().join(".ecdn-console-save-now.tmp");
+    std::fs::write(&stale, "half a file").unwrap();
+    std::fs::write(&fresh, "a save in progress").unwrap();
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&stale)
+        .unwrap()
+        .set_modified(hour_ago)
+        .unwrap();
+    let mut file = ecdn_console::config::ConfigFile::load(&path).unwrap();
+    file.apply(&ecdn_console::config::Edit::SetWebSocket {
+        domain: "cloud.tencent.com".into(),
+        switch: None,
+        timeout: Some(30),
+    })
+    .unwrap();
+    assert!(
+        !stale.exists(),
+        "a temporary file from a killed save is removed"
+    );
+    assert!(
+        fresh.exists(),
+        "a recent one may belong to a save in progress"
+    );
+}

@@ -165,9 +165,10 @@ pub fn write_atomic_with(
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    remove_stale_temp_files(dir);
     let mut temp = tempfile::Builder::new()
-        .prefix(".ecdn-console-save-")
-        .suffix(".tmp")
+        .prefix(TEMP_PREFIX)
+        .suffix(TEMP_SUFFIX)
         .tempfile_in(dir)?;
     temp.write_all(bytes)?;
     if let Ok(meta) = fs::metadata(path) {
@@ -182,6 +183,36 @@ pub fn write_atomic_with(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+const TEMP_PREFIX: &str = ".ecdn-console-save-";
+const TEMP_SUFFIX: &str = ".tmp";
+/// A temporary file this old belongs to no save in progress.
+const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Removes temporary files left by saves that were killed before their
+/// rename (the config itself is intact then; only the debris is cleared).
+/// Recent ones are left alone: another process may be saving right now.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with(TEMP_PREFIX) && name.ends_with(TEMP_SUFFIX)) {
+            continue;
+        }
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_TEMP_AGE);
+        if stale {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// Where the console's config lives when `--config` is not given:

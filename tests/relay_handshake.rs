@@ -28,6 +28,20 @@ async fn refused_event(
     }
 }
 
+/// Sends `request` and checks the client got `status` and a `Refused`
+/// event with the same status; returns the event's reason.
+async fn expect_refusal(
+    relay: &ecdn_console::relay::RelayHandle,
+    events: &mut tokio::sync::mpsc::Receiver<RelayEvent>,
+    request: &[u8],
+    status: u16,
+) -> String {
+    assert_eq!(raw_status(relay.local_addr(), request).await, Some(status));
+    let (event_status, reason, _) = refused_event(events).await;
+    assert_eq!(event_status, Some(status));
+    reason
+}
+
 /// A port with nothing listening on it.
 async fn dead_port() -> std::net::SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -106,12 +120,7 @@ async fn no_reachable_origin_is_502() {
         dead,
     ))
     .await;
-    assert_eq!(
-        raw_status(relay.local_addr(), &upgrade_request("app.test")).await,
-        Some(502)
-    );
-    let (status, reason, _) = refused_event(&mut events).await;
-    assert_eq!(status, Some(502));
+    let reason = expect_refusal(&relay, &mut events, &upgrade_request("app.test"), 502).await;
     assert!(reason.contains(&dead.to_string()), "{reason}");
 }
 
@@ -162,12 +171,7 @@ async fn origin_refusal_status_reaches_the_client() {
         origin,
     ))
     .await;
-    assert_eq!(
-        raw_status(relay.local_addr(), &upgrade_request("app.test")).await,
-        Some(403)
-    );
-    let (status, reason, _) = refused_event(&mut events).await;
-    assert_eq!(status, Some(403));
+    let reason = expect_refusal(&relay, &mut events, &upgrade_request("app.test"), 403).await;
     assert!(reason.contains("403"), "{reason}");
 }
 
@@ -204,12 +208,7 @@ async fn session_limit_is_503() {
     ))
     .await;
     let _first = connect(relay.local_addr(), "app.test").await;
-    assert_eq!(
-        raw_status(relay.local_addr(), &upgrade_request("app.test")).await,
-        Some(503)
-    );
-    let (status, reason, _) = refused_event(&mut events).await;
-    assert_eq!(status, Some(503));
+    let reason = expect_refusal(&relay, &mut events, &upgrade_request("app.test"), 503).await;
     assert!(reason.contains("max-sessions"), "{reason}");
 }
 

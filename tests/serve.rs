@@ -76,13 +76,28 @@ impl Serve {
     }
 }
 
-#[tokio::test]
-async fn sighup_reload_changes_a_live_sessions_deadline() {
+/// The echo origin, a config file with a `timeout_secs` domain, and `serve`
+/// running on it. Keep the returned directory alive for the test's length.
+async fn serve_echo(
+    timeout_secs: u32,
+    extra: &[&str],
+) -> (
+    std::net::SocketAddr,
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Serve,
+) {
     let origin = echo_origin(OriginOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config_text(origin, 60)).unwrap();
-    let mut serve = Serve::start(&path, &[]).await;
+    std::fs::write(&path, config_text(origin, timeout_secs)).unwrap();
+    let serve = Serve::start(&path, extra).await;
+    (origin, dir, path, serve)
+}
+
+#[tokio::test]
+async fn sighup_reload_changes_a_live_sessions_deadline() {
+    let (origin, _dir, path, mut serve) = serve_echo(60, &[]).await;
     let mut client = connect(serve.addr, "app.test").await;
     serve.line_with("opened").await;
 
@@ -104,11 +119,7 @@ async fn sighup_reload_changes_a_live_sessions_deadline() {
 
 #[tokio::test]
 async fn a_broken_file_on_reload_keeps_the_old_config() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config_text(origin, 1)).unwrap();
-    let mut serve = Serve::start(&path, &[]).await;
+    let (origin, _dir, path, mut serve) = serve_echo(1, &[]).await;
     std::fs::write(&path, config_text(origin, 301)).unwrap();
     serve.signal("HUP");
     let rejected = serve.line_with("rejected").await;
@@ -129,11 +140,7 @@ async fn a_broken_file_on_reload_keeps_the_old_config() {
 
 #[tokio::test]
 async fn a_changed_file_is_reloaded_without_a_signal() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config_text(origin, 60)).unwrap();
-    let mut serve = Serve::start(&path, &["--log-format", "json"]).await;
+    let (origin, _dir, path, mut serve) = serve_echo(60, &["--log-format", "json"]).await;
     let mut client = connect(serve.addr, "app.test").await;
     std::fs::write(&path, config_text(origin, 2)).unwrap();
     let applied = serve.line_with("config-applied").await;
@@ -151,11 +158,7 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
 
 #[tokio::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
-    let origin = echo_origin(OriginOptions::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("relay.toml");
-    std::fs::write(&path, config_text(origin, 60)).unwrap();
-    let mut serve = Serve::start(&path, &[]).await;
+    let (_origin, _dir, _path, mut serve) = serve_echo(60, &[]).await;
     let mut client = connect(serve.addr, "app.test").await;
     serve.line_with("opened").await;
     serve.signal("TERM");

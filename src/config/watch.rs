@@ -8,7 +8,8 @@
 //! - its *content* differs from what is in force (not only mtime and size:
 //!   a same-size rewrite with the old mtime restored is still a change),
 //! - the content has stayed the same for [`QUIET_PERIOD`],
-//! - it is not empty (refused, the old config stays in force),
+//! - it is not empty (refused, the old config stays in force);
+//!
 //! and the text that was read is the text that is parsed and applied —
 //! nothing is stat'ed or read again after it.
 //!

@@ -12,6 +12,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::event::CloseCause;
+use super::history::{self, ClientKey, DomainEvidence, History};
+
 pub type SessionId = u64;
 
 /// How many recent frames each session remembers.
@@ -154,6 +157,9 @@ pub struct SessionStats {
     /// Last frame that counts as activity (ping/pong only when the domain
     /// says so), nanoseconds since the epoch.
     last_activity: AtomicU64,
+    /// The longest gap between two activities (from the start to the first
+    /// one included), nanoseconds: what a shorter limit would have cut.
+    longest_gap: AtomicU64,
     /// Kind and direction of the last frame: `kind | direction << 7`.
     last_kind: AtomicU8,
     timeout_ms: AtomicU64,
@@ -206,6 +212,12 @@ impl SessionStats {
             }
         }
         if counts_as_activity {
+            // Only this session's task writes these: a load and a store,
+            // no read-modify-write on the frame path.
+            let gap = stamp.saturating_sub(self.last_activity.load(Relaxed));
+            if gap > self.longest_gap.load(Relaxed) {
+                self.longest_gap.store(gap, Relaxed);
+            }
             self.last_activity.store(stamp, Relaxed);
         }
         let dir_bit = if direction == Direction::OriginToClient {
@@ -243,6 +255,12 @@ impl SessionStats {
     /// started, if none has).
     pub fn last_activity(&self) -> Instant {
         at_nanos(self.epoch, self.last_activity.load(Relaxed)).unwrap_or(self.started)
+    }
+
+    /// The longest gap between activity so far (a gap still open is not
+    /// counted: see [`last_activity`](Self::last_activity) for that).
+    pub fn longest_gap(&self) -> Duration {
+        Duration::from_nanos(self.longest_gap.load(Relaxed))
     }
 
     pub fn set_timeout(&self, timeout: Option<Duration>) {
@@ -400,6 +418,8 @@ pub struct Registry {
     // A std Mutex, not tokio's: it is never held across an `.await`, and
     // only for a map insert/remove or while cloning `Arc`s out.
     sessions: Mutex<HashMap<SessionId, Arc<SessionStats>>>,
+    /// What ended sessions showed, for advice (DESIGN §10).
+    history: Arc<History>,
 }
 
 impl Default for Registry {
@@ -414,6 +434,7 @@ impl Registry {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
+            history: Arc::new(History::new()),
         }
     }
 
@@ -443,6 +464,7 @@ impl Registry {
             epoch: self.epoch,
             flows: Default::default(),
             last_activity: AtomicU64::new(nanos_since(self.epoch, now)),
+            longest_gap: AtomicU64::new(0),
             last_kind: AtomicU8::new(0),
             timeout_ms: AtomicU64::new(NO_LIMIT),
             recent: Mutex::new(VecDeque::new()),
@@ -450,6 +472,11 @@ impl Registry {
             operator_close: parent.child_token(),
         });
         stats.set_timeout(new.timeout);
+        self.history.opened(
+            &stats.domain,
+            &ClientKey::new(stats.client.ip(), &stats.path),
+            now,
+        );
         lock(&self.sessions).insert(id, stats.clone());
         SessionGuard {
             registry: self.clone(),
@@ -478,6 +505,21 @@ impl Registry {
     /// Every live session's counters at `now`.
     pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
         self.sessions().iter().map(|s| s.snapshot(now)).collect()
+    }
+
+    /// The evidence store of ended sessions.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// Records how a session ended (call once, before its guard drops).
+    pub fn record_close(&self, stats: &SessionStats, cause: &CloseCause, idle: Duration) {
+        self.history.closed(stats, cause, idle, Instant::now());
+    }
+
+    /// A domain's sessions of the last 10 minutes, ended and live.
+    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+        history::evidence(&self.history, &self.sessions(), domain, now)
     }
 
     /// Asks one session to close with 1001 `closed by operator`. Returns

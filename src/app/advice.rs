@@ -239,7 +239,9 @@ pub fn recommend(e: &DomainEvidence, current: Option<Duration>) -> Recommendatio
         recommended_timeout_secs: recommended,
         reason,
         sessions_seen: f.seen,
-        heartbeat_secs: f.slowest_median.map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
+        heartbeat_secs: f
+            .slowest_median
+            .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0),
         cut_while_alive: f.cut.len(),
         would_cut_now: e
             .sessions
@@ -302,7 +304,11 @@ fn outcome(e: &DomainEvidence, s: &SessionEvidence, limit: Option<Duration>) -> 
         return Outcome::Kept;
     };
     let reached = |gap: Duration| {
-        if gap >= l { Outcome::Cut } else { Outcome::Kept }
+        if gap >= l {
+            Outcome::Cut
+        } else {
+            Outcome::Kept
+        }
     };
     match s.idle_cut {
         Some(at) if s.cut_while_alive => {
@@ -449,7 +455,12 @@ mod tests {
         let r = recommend(&e, Some(s(60)));
         // 25 × 1.5 = 37.5 → 40.
         assert_eq!(r.recommended_timeout_secs, 40);
-        assert!(r.reason.starts_with("1 client was cut while alive at 20 s; heartbeat every ~25 s"), "{}", r.reason);
+        assert!(
+            r.reason
+                .starts_with("1 client was cut while alive at 20 s; heartbeat every ~25 s"),
+            "{}",
+            r.reason
+        );
         let w = what_if(&e, Some(s(30)));
         assert_eq!((w.cuts, w.saved, w.unknowable), (1, 1, 0));
         let w = what_if(&e, Some(s(20)));
@@ -464,7 +475,11 @@ mod tests {
         let r = recommend(&e, Some(s(100)));
         // 8.2 s × 1.5 = 12.3 → 15.
         assert_eq!(r.recommended_timeout_secs, 15);
-        assert!(r.reason.ends_with("15 s leaves room for a late beat."), "{}", r.reason);
+        assert!(
+            r.reason.ends_with("15 s leaves room for a late beat."),
+            "{}",
+            r.reason
+        );
         assert!(r.reason.contains("longest gap 8.2 s"), "{}", r.reason);
     }
 
@@ -474,7 +489,11 @@ mod tests {
         let r = recommend(&e, Some(s(20)));
         assert_eq!(r.cut_while_alive, 0);
         assert_eq!(r.recommended_timeout_secs, 60);
-        assert!(r.reason.starts_with("No heartbeat seen on 2 sessions"), "{}", r.reason);
+        assert!(
+            r.reason.starts_with("No heartbeat seen on 2 sessions"),
+            "{}",
+            r.reason
+        );
         // Any limit would have cut it (it was gone).
         assert_eq!(what_if(&e, Some(s(120))).would_have_cut, 1);
         assert_eq!(what_if(&e, None).would_have_cut, 0);

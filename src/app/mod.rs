@@ -21,15 +21,15 @@ use tokio::time::Instant;
 use tui_input::Input;
 
 pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
+pub use advice::{Recommendation, WhatIf};
 pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
 pub use keymap::Context;
 pub use list::ListCursor;
-pub use advice::{Recommendation, WhatIf};
 pub use log::{DomainTotals, EventLog, KindFilter, Minute};
 pub use update::update;
 
-use crate::config::{Config, Domain};
 use crate::config::effective_timeout;
+use crate::config::{Config, Domain};
 use crate::relay::heartbeat::Rhythm;
 use crate::relay::history::{DomainCounts, DomainEvidence};
 use crate::relay::{Registry, SessionId, SessionSnapshot};

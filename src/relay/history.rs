@@ -232,7 +232,10 @@ impl History {
             .iter()
             .filter(|e| since.is_none_or(|s| e.ended >= s))
         {
-            let i = match out.iter().position(|(d, _)| d.eq_ignore_ascii_case(&e.domain)) {
+            let i = match out
+                .iter()
+                .position(|(d, _)| d.eq_ignore_ascii_case(&e.domain))
+            {
                 Some(i) => i,
                 None => {
                     out.push((e.domain.clone(), DomainCounts::default()));
@@ -295,5 +298,106 @@ pub fn evidence(
     DomainEvidence {
         domain: domain.to_string(),
         sessions,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use tokio::time::advance;
+
+    use super::*;
+    use crate::relay::registry::{NewSession, Registry, SessionGuard};
+
+    fn open(registry: &Arc<Registry>, port: u16, path: &str) -> SessionGuard {
+        registry.register(NewSession {
+            domain: "a.test".into(),
+            client: format!("127.0.0.1:{port}").parse().unwrap(),
+            origin: "127.0.0.1:9".into(),
+            path: path.into(),
+            timeout: Some(Duration::from_secs(20)),
+        })
+    }
+
+    fn idle_cut(registry: &Registry, g: SessionGuard) {
+        let cause = CloseCause::IdleTimeout { timeout_secs: 20 };
+        registry.record_close(g.stats(), &cause, Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_back_within_ten_seconds_was_cut_while_alive() {
+        let registry = Arc::new(Registry::new());
+        let a = open(&registry, 1000, "/chat");
+        let b = open(&registry, 1001, "/chat");
+        let c = open(&registry, 1002, "/other");
+        advance(Duration::from_secs(20)).await;
+        let (a_id, b_id) = (a.stats().id, b.stats().id);
+        for g in [a, b, c] {
+            idle_cut(&registry, g);
+        }
+        advance(Duration::from_secs(2)).await;
+        // One reconnect from the same address and path marks one cut.
+        let _back = open(&registry, 2000, "/chat?token=new");
+        advance(Duration::from_secs(9)).await;
+        // Beyond 10 s: too late to tell.
+        let _late = open(&registry, 2001, "/other");
+        let e = registry.evidence("A.TEST", Instant::now());
+        assert_eq!(e.cut_while_alive(), 1);
+        let marked: Vec<_> = registry.history().cut_while_alive_ids(Instant::now());
+        assert_eq!(marked.len(), 1);
+        assert!(marked[0] == b_id || marked[0] == a_id);
+        assert_eq!(e.sessions.len(), 5);
+        assert_eq!(e.sessions.iter().filter(|s| s.live).count(), 2);
+        let counts = registry.history().counts(Instant::now());
+        assert_eq!(counts.len(), 1);
+        assert_eq!(
+            counts[0].1,
+            DomainCounts {
+                ended: 3,
+                idle_cuts: 3,
+                cut_while_alive: 1
+            }
+        );
+        // Ten minutes later the evidence is gone.
+        advance(WINDOW).await;
+        assert_eq!(registry.history().counts(Instant::now()), vec![]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn memory_is_bounded_whatever_the_churn() {
+        let registry = Arc::new(Registry::new());
+        for i in 0..(CAPACITY + 50) {
+            let g = open(&registry, 1000, &format!("/{}", i % 7));
+            idle_cut(&registry, g);
+        }
+        assert_eq!(registry.history().len(), CAPACITY);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_longest_gap_is_between_activities() {
+        let registry = Arc::new(Registry::new());
+        let g = open(&registry, 1000, "/");
+        use crate::relay::registry::{Direction, FrameKind};
+        let beat = |active: bool| {
+            g.stats().record_frame(
+                Instant::now(),
+                Direction::ClientToOrigin,
+                FrameKind::Ping,
+                true,
+                0,
+                active,
+            );
+        };
+        advance(Duration::from_secs(3)).await;
+        beat(true);
+        advance(Duration::from_secs(7)).await;
+        // A ping that does not count as activity does not end the gap.
+        beat(false);
+        advance(Duration::from_secs(2)).await;
+        beat(true);
+        advance(Duration::from_secs(30)).await;
+        // The open gap (30 s) is not a gap seen yet.
+        assert_eq!(g.stats().longest_gap(), Duration::from_secs(9));
     }
 }

@@ -6,10 +6,10 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs, Wrap};
 
+use crate::app::Command;
+use crate::app::advice::fmt_secs;
 use crate::app::keymap::{self, Context};
 use crate::app::{App, ManageTab};
-use crate::app::advice::fmt_secs;
-use crate::app::Command;
 use crate::config::{
     Domain, LIMITATION_TEXT, RECOMMENDATION_TEXT, Status, TimeoutSource, effective_timeout,
 };
@@ -147,7 +147,7 @@ fn recent_spans(app: &App, d: &Domain, theme: &Theme) -> Vec<Span<'static>> {
         } else {
             Span::raw(alive)
         },
-        Span::styled(" (client back within 10 s)", theme.dim()),
+        Span::styled(" (back within 10 s)", theme.dim()),
     ]
 }
 
@@ -295,7 +295,10 @@ fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'stati
         )),
         _ => {}
     }
-    let mut evidence = format!("{} sessions in the last 10 min", rec.sessions_seen);
+    let mut evidence = match rec.sessions_seen {
+        1 => "1 session in 10 min".to_string(),
+        n => format!("{n} sessions in 10 min"),
+    };
     if let Some(h) = rec.heartbeat_secs {
         evidence.push_str(&format!(
             " · heartbeat ~{} s",

@@ -240,6 +240,13 @@ impl SessionStats {
         });
     }
 
+    /// Records bytes of a data frame's payload passing (a slow upload is
+    /// activity too; only its header was seen as a frame).
+    pub fn record_activity(&self, now: Instant) {
+        self.last_activity
+            .store(nanos_since(self.epoch, now), Relaxed);
+    }
+
     fn record_gap(&self, direction: Direction, gap_nanos: u64) {
         let ms = u32::try_from(gap_nanos / 1_000_000).unwrap_or(u32::MAX);
         let mut gaps = lock(&self.gaps);

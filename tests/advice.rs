@@ -20,7 +20,11 @@ async fn beating(relay: std::net::SocketAddr, every: Duration, late: Option<Dura
     for i in 0..100u32 {
         let pause = if i == 3 { late.unwrap_or(every) } else { every };
         sleep(pause).await;
-        if client.send(Message::text(format!("beat {i}"))).await.is_err() {
+        if client
+            .send(Message::text(format!("beat {i}")))
+            .await
+            .is_err()
+        {
             return;
         }
         match client.next().await {

@@ -212,13 +212,7 @@ impl SessionStats {
             }
         }
         if counts_as_activity {
-            // Only this session's task writes these: a load and a store,
-            // no read-modify-write on the frame path.
-            let gap = stamp.saturating_sub(self.last_activity.load(Relaxed));
-            if gap > self.longest_gap.load(Relaxed) {
-                self.longest_gap.store(gap, Relaxed);
-            }
-            self.last_activity.store(stamp, Relaxed);
+            self.active_at(stamp);
         }
         let dir_bit = if direction == Direction::OriginToClient {
             0x80
@@ -243,8 +237,18 @@ impl SessionStats {
     /// Records bytes of a data frame's payload passing (a slow upload is
     /// activity too; only its header was seen as a frame).
     pub fn record_activity(&self, now: Instant) {
-        self.last_activity
-            .store(nanos_since(self.epoch, now), Relaxed);
+        self.active_at(nanos_since(self.epoch, now));
+    }
+
+    /// Activity at `stamp`: ends the current gap (measured for advice).
+    fn active_at(&self, stamp: u64) {
+        // Only this session's task writes these: a load and a store, no
+        // read-modify-write on the frame path.
+        let gap = stamp.saturating_sub(self.last_activity.load(Relaxed));
+        if gap > self.longest_gap.load(Relaxed) {
+            self.longest_gap.store(gap, Relaxed);
+        }
+        self.last_activity.store(stamp, Relaxed);
     }
 
     fn record_gap(&self, direction: Direction, gap_nanos: u64) {

@@ -62,6 +62,14 @@ pub struct RelaySettings {
     /// behind a private CA. Relative paths are resolved against the config
     /// file's directory.
     pub origin_ca_file: Option<std::path::PathBuf>,
+    /// Relay threads, each with its own listener on `listen` (SO_REUSEPORT);
+    /// a session stays on the worker that accepted it.
+    pub workers: usize,
+}
+
+/// The default `workers`: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl Default for RelaySettings {
@@ -74,6 +82,7 @@ impl Default for RelaySettings {
             max_sessions: 100_000,
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
+            workers: default_workers(),
         }
     }
 }

@@ -12,7 +12,7 @@ mod timeout;
 pub use edit::{Edit, NewDomain};
 pub use error::{ConfigError, Problem, Problems, RuleViolation};
 pub use model::{
-    Acceleration, Area, Config, Domain, IdleCloseMode, Origin, OriginProtocol, RelaySettings,
+    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, Origin, OriginProtocol, RelaySettings,
     Status, Switch, WebSocketSettings, host_without_port,
 };
 pub use store::{

@@ -11,7 +11,7 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem, Problems, RuleViolation};
 use super::model::{
-    Acceleration, Area, Config, Domain, IdleCloseMode, OriginProtocol, RelaySettings, Status,
+    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, OriginProtocol, RelaySettings, Status,
     Switch, WebSocketSettings,
 };
 use super::rules;
@@ -21,6 +21,8 @@ use super::rules;
 struct RawFile {
     #[serde(default)]
     relay: Option<RawRelay>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
     #[serde(default)]
     domain: Vec<RawDomain>,
 }
@@ -35,6 +37,13 @@ struct RawRelay {
     max_sessions: Option<Spanned<i64>>,
     idle_close: Option<IdleCloseMode>,
     origin_ca_file: Option<Spanned<String>>,
+    drain_timeout: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -113,6 +122,7 @@ impl Config {
             problems: Vec::new(),
         };
         let relay = relay_settings(&mut checker, raw.relay, path);
+        let admin = admin_settings(&mut checker, raw.admin);
         let mut domains: Vec<Domain> = Vec::new();
         let mut names: Vec<(String, usize)> = Vec::new();
         for raw_domain in raw.domain {
@@ -145,7 +155,11 @@ impl Config {
             }
         }
         if checker.problems.is_empty() {
-            Ok(Config { relay, domains })
+            Ok(Config {
+                relay,
+                admin,
+                domains,
+            })
         } else {
             Err(invalid(checker.problems))
         }
@@ -217,6 +231,19 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .origin_ca_file
             .as_ref()
             .and_then(|v| c.check(v, |f| rules::ca_file(f, path))),
+        drain_timeout: raw
+            .drain_timeout
+            .as_ref()
+            .and_then(|v| c.check(v, |n| rules::drain_timeout(*n)))
+            .map_or(defaults.drain_timeout, Duration::from_secs),
+    }
+}
+
+fn admin_settings(c: &mut Checker, raw: Option<RawAdmin>) -> AdminSettings {
+    AdminSettings {
+        listen: raw
+            .and_then(|raw| raw.listen)
+            .and_then(|v| c.check(&v, |s| rules::listen(s))),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod handshake;
 pub mod heartbeat;
 mod io;
 mod listener;
+pub mod metrics;
 pub mod registry;
 mod session;
 
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
+pub use metrics::Metrics;
 pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
 pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
 pub use registry::{
@@ -63,6 +65,8 @@ struct Inner {
     config: watch::Sender<Arc<Config>>,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    /// Cancelled to close the listeners only (a drain); a child of `shutdown`.
+    accepting: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
     events: EventSink,
@@ -85,6 +89,11 @@ impl RelayHandle {
         &self.inner.registry
     }
 
+    /// The relay's Prometheus metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.inner.registry.metrics()
+    }
+
     /// The configuration in force.
     pub fn config(&self) -> Arc<Config> {
         self.inner.config.borrow().clone()
@@ -94,12 +103,19 @@ impl RelayHandle {
     /// at once, sessions of offline or deleted domains are closed. (A new
     /// `listen` address needs a restart.)
     pub fn apply_config(&self, config: Arc<Config>) {
+        self.metrics().apply_config(&config);
         self.inner.config.send_replace(config);
     }
 
     /// Events lost because their reader fell behind.
     pub fn dropped_events(&self) -> usize {
         self.inner.events.dropped()
+    }
+
+    /// Closes the listeners (new clients are refused by the kernel) and
+    /// leaves live sessions running: the start of a drain.
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.cancel();
     }
 
     /// Stops accepting and closes every session with 1001 `relay shutting down`.
@@ -132,6 +148,15 @@ impl RelayHandle {
 pub async fn start(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
+    start_with_metrics(config, Arc::new(Metrics::new())).await
+}
+
+/// [`start`], counting into `metrics` (made before the relay, so that an
+/// admin listener can answer while the relay is still starting).
+pub async fn start_with_metrics(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
     let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
         .map_err(RelayError::Tls)?;
     let addr = config.relay.listen;
@@ -140,20 +165,24 @@ pub async fn start(
         .local_addr()
         .map_err(|source| RelayError::Bind { addr, source })?;
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    metrics.apply_config(&config);
     let (config_tx, config_rx) = watch::channel(config);
+    let shutdown = CancellationToken::new();
     let inner = Arc::new(Inner {
         config: config_tx,
-        registry: Arc::new(Registry::new()),
-        shutdown: CancellationToken::new(),
+        registry: Arc::new(Registry::with_metrics(metrics.clone())),
+        accepting: shutdown.child_token(),
+        shutdown,
         tracker: TaskTracker::new(),
         local_addr,
-        events: EventSink::new(event_tx),
+        events: EventSink::with_metrics(event_tx, metrics),
     });
     let shared = Arc::new(Shared {
         config: config_rx,
         registry: inner.registry.clone(),
         events: inner.events.clone(),
         shutdown: inner.shutdown.clone(),
+        accepting: inner.accepting.clone(),
         tracker: inner.tracker.clone(),
         connections: AtomicUsize::new(0),
         tls,

@@ -12,6 +12,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::metrics::{DomainMetrics, Metrics};
+
 pub type SessionId = u64;
 
 /// How many recent frames each session remembers.
@@ -162,6 +164,8 @@ pub struct SessionStats {
     /// Cancelled when an operator closes the session from the console (or
     /// when its parent, the relay's shutdown, is cancelled).
     operator_close: CancellationToken,
+    /// The domain's Prometheus counters (looked up once, at registration).
+    metrics: Arc<DomainMetrics>,
 }
 
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -198,7 +202,10 @@ impl SessionStats {
         flow.frames.fetch_add(1, Relaxed);
         flow.bytes.fetch_add(payload_len, Relaxed);
         flow.last_frame.store(stamp, Relaxed);
-        if fin && !kind.is_control() {
+        let ends_message = fin && !kind.is_control();
+        self.metrics
+            .record_frame(direction.index(), payload_len, ends_message);
+        if ends_message {
             flow.messages.fetch_add(1, Relaxed);
             let previous = flow.last_message.swap(stamp, Relaxed);
             if previous != 0 {
@@ -400,6 +407,7 @@ pub struct Registry {
     // A std Mutex, not tokio's: it is never held across an `.await`, and
     // only for a map insert/remove or while cloning `Arc`s out.
     sessions: Mutex<HashMap<SessionId, Arc<SessionStats>>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Default for Registry {
@@ -410,11 +418,21 @@ impl Default for Registry {
 
 impl Registry {
     pub fn new() -> Self {
+        Self::with_metrics(Arc::new(Metrics::new()))
+    }
+
+    /// A registry whose sessions count into `metrics`.
+    pub fn with_metrics(metrics: Arc<Metrics>) -> Self {
         Self {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             sessions: Mutex::new(HashMap::new()),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Adds a session; it stays until the returned guard is dropped, so a
@@ -433,6 +451,8 @@ impl Registry {
     ) -> SessionGuard {
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = Instant::now();
+        let metrics = self.metrics.domain(&new.domain);
+        metrics.session_opened();
         let stats = Arc::new(SessionStats {
             id,
             domain: new.domain,
@@ -448,6 +468,7 @@ impl Registry {
             recent: Mutex::new(VecDeque::new()),
             gaps: Mutex::new(Default::default()),
             operator_close: parent.child_token(),
+            metrics,
         });
         stats.set_timeout(new.timeout);
         lock(&self.sessions).insert(id, stats.clone());
@@ -502,6 +523,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.stats.metrics.session_closed();
         lock(&self.registry.sessions).remove(&self.stats.id);
     }
 }

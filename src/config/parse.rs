@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem, Problems, RuleViolation};
 use super::model::{
-    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, OriginProtocol, RelaySettings, Status,
-    Switch, WebSocketSettings,
+    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, OriginProtocol,
+    RelaySettings, Status, Switch, WebSocketSettings,
 };
 use super::rules;
 

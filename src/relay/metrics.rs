@@ -163,11 +163,7 @@ impl Metrics {
             "Config reloads (SIGHUP or a file change), applied or refused",
             reloads.clone(),
         );
-        registry.register(
-            "ecdn_relay_build_info",
-            "The relay's version",
-            build_info,
-        );
+        registry.register("ecdn_relay_build_info", "The relay's version", build_info);
         registry.register(
             "ecdn_relay_sessions_ended_during_drain",
             "Sessions that ended by themselves while the relay was draining",
@@ -305,7 +301,8 @@ impl Metrics {
     }
 
     /// The `Content-Type` of [`encode`](Self::encode)'s text.
-    pub const CONTENT_TYPE: &'static str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+    pub const CONTENT_TYPE: &'static str =
+        prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
     /// The Prometheus text format (version 0.0.4).
     pub fn encode(&self) -> String {

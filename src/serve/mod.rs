@@ -226,6 +226,9 @@ fn apply_reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> 
                     relay.local_addr()
                 ));
             }
+            if new.admin.listen != relay.config().admin.listen {
+                detail.push_str("; [admin] listen takes effect after a restart");
+            }
             relay.apply_config(Arc::new(new));
             RelayEvent::ConfigApplied { at, detail }
         }

@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod app;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod demo;
 #[doc(hidden)]

@@ -20,6 +20,17 @@ pub struct ServeArgs {
     /// Serve /metrics, /healthz and /readyz on ADDR (overrides [admin] listen)
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<SocketAddr>,
+    /// Relay threads, each with its own listener (overrides `[relay] workers`;
+    /// default: one per CPU)
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+}
+
+fn parse_workers(value: &str) -> Result<usize, String> {
+    let n: i64 = value.parse().map_err(|_| {
+        format!("\"{value}\" is not a number; give a count of relay threads, e.g. 2")
+    })?;
+    crate::config::rules::workers(n).map_err(|v| format!("{}; {}", v.message, v.fix))
 }
 
 #[derive(Debug, Args)]
@@ -54,6 +65,7 @@ pub fn run_serve(
     let options = ServeOptions {
         format: args.log_format,
         admin: args.admin,
+        workers: args.workers,
     };
     runtime()?.block_on(serve::run(file, options, out))
 }

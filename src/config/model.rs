@@ -66,6 +66,14 @@ pub struct RelaySettings {
     /// How long live sessions may go on after SIGTERM (or `stop`) before
     /// they get 1001 `relay shutting down`; zero closes them at once.
     pub drain_timeout: Duration,
+    /// Relay threads, each with its own listener on `listen` (SO_REUSEPORT);
+    /// a session stays on the worker that accepted it.
+    pub workers: usize,
+}
+
+/// The default `workers`: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl Default for RelaySettings {
@@ -79,6 +87,7 @@ impl Default for RelaySettings {
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
             drain_timeout: Duration::ZERO,
+            workers: default_workers(),
         }
     }
 }

@@ -37,6 +37,7 @@ struct RawRelay {
     max_sessions: Option<Spanned<i64>>,
     idle_close: Option<IdleCloseMode>,
     origin_ca_file: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
     drain_timeout: Option<Spanned<i64>>,
 }
 
@@ -231,6 +232,11 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .origin_ca_file
             .as_ref()
             .and_then(|v| c.check(v, |f| rules::ca_file(f, path))),
+        workers: raw
+            .workers
+            .as_ref()
+            .and_then(|v| c.check(v, |n| rules::workers(*n)))
+            .unwrap_or(defaults.workers),
         drain_timeout: raw
             .drain_timeout
             .as_ref()

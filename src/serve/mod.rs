@@ -41,13 +41,15 @@ pub struct ServeOptions {
     pub format: LogFormat,
     /// `--admin ADDR`: overrides `[admin] listen`.
     pub admin: Option<SocketAddr>,
+    /// `--workers N`: overrides `[relay] workers`.
+    pub workers: Option<usize>,
 }
 
 /// Runs the relay until SIGTERM/SIGINT (then drains, see [`drain`]). `file`
 /// is already loaded and valid.
 pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -> Result<()> {
     let path = file.path().to_path_buf();
-    let config = Arc::new(file.config().clone());
+    let config = Arc::new(with_workers(file.config().clone(), options.workers));
     // Handlers first: a SIGHUP sent as soon as the "listening" line appears
     // must reload, not kill the process with the default action.
     let mut signals = Signals {
@@ -69,7 +71,10 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         None => None,
     };
     let _stop_admin = stop_admin.drop_guard();
-    let (relay, mut events) = relay::start_with_metrics(config.clone(), metrics).await?;
+    // Every worker on a thread of its own: this runtime only writes the
+    // event log, serves the admin endpoints and watches signals and the
+    // file, so none of that delays a frame.
+    let (relay, mut events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
     admin.set(Readiness::Ready);
     let mut log = EventLog {
         format: options.format,
@@ -90,12 +95,12 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         tokio::select! {
             Some(event) = events.recv() => log.write(&event)?,
             _ = signals.hangup.recv() => {
-                let event = reload(&relay, &mut watcher, "SIGHUP");
+                let event = reload(&relay, &mut watcher, options.workers, "SIGHUP");
                 log.write(&event)?;
             }
             _ = tick.tick() => {
                 if watcher.changed() {
-                    let event = reload(&relay, &mut watcher, "file changed");
+                    let event = reload(&relay, &mut watcher, options.workers, "file changed");
                     log.write(&event)?;
                 }
             }
@@ -110,19 +115,30 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
     // their events are still printed.
-    let stopped = tokio::time::timeout(CLOSE_GRACE * 3, relay.stopped());
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            Some(event) = events.recv() => log.write(&event)?,
+    {
+        let stopped = tokio::time::timeout(CLOSE_GRACE * 3, relay.stopped());
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(event) = events.recv() => log.write(&event)?,
+            }
         }
     }
     while let Ok(event) = events.try_recv() {
         log.write(&event)?;
     }
+    relay.join(CLOSE_GRACE);
     log.line("stopped", "relay stopped")?;
     Ok(())
+}
+
+/// The config with `--workers`, when given, in place of `[relay] workers`.
+fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
+    if let Some(n) = workers {
+        config.relay.workers = n;
+    }
+    config
 }
 
 struct Signals {
@@ -196,11 +212,16 @@ fn notify(state: &[NotifyState]) {
 }
 
 /// Loads the file again and, if valid, puts it in force.
-fn reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayEvent {
+fn reload(
+    relay: &RelayHandle,
+    watcher: &mut FileWatch,
+    workers: Option<usize>,
+    trigger: &str,
+) -> RelayEvent {
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         notify(&[NotifyState::Reloading, now]);
     }
-    let event = apply_reload(relay, watcher, trigger);
+    let event = apply_reload(relay, watcher, workers, trigger);
     relay
         .metrics()
         .config_reload(matches!(event, RelayEvent::ConfigApplied { .. }));
@@ -208,12 +229,17 @@ fn reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayE
     event
 }
 
-fn apply_reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayEvent {
+fn apply_reload(
+    relay: &RelayHandle,
+    watcher: &mut FileWatch,
+    workers: Option<usize>,
+    trigger: &str,
+) -> RelayEvent {
     let at = SystemTime::now();
     match ConfigFile::load(&watcher.path) {
         Ok(file) => {
             watcher.seen(file.text().to_string());
-            let new = file.config().clone();
+            let new = with_workers(file.config().clone(), workers);
             let mut detail = format!(
                 "{} reloaded ({trigger}): {} domain(s)",
                 watcher.path.display(),
@@ -224,6 +250,13 @@ fn apply_reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> 
                     "; listen {} takes effect after a restart (still on {})",
                     new.relay.listen,
                     relay.local_addr()
+                ));
+            }
+            if new.relay.workers != relay.workers() {
+                detail.push_str(&format!(
+                    "; workers = {} takes effect after a restart (still {})",
+                    new.relay.workers,
+                    relay.workers()
                 ));
             }
             if new.admin.listen != relay.config().admin.listen {
@@ -297,8 +330,9 @@ impl EventLog<'_> {
         config: &Config,
     ) -> Result<()> {
         let detail = format!(
-            "listening on {} with {} domain(s) from {}",
+            "listening on {} ({} worker(s)) with {} domain(s) from {}",
             relay.local_addr(),
+            relay.workers(),
             config.domains.len(),
             path.display()
         );

@@ -23,9 +23,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use metrics::Metrics;
 pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
 pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
+pub use metrics::Metrics;
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,

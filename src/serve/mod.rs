@@ -80,6 +80,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         format: options.format,
         out,
     };
+    // Stamped before the "listening" line: a change made as soon as that
+    // line appears must be seen as a change.
+    let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
     log.write_started(&relay, &path, &config)?;
     if let Some(addr) = admin_addr {
         log.line(
@@ -88,7 +91,6 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         )?;
     }
     notify(&[NotifyState::Ready]);
-    let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
 
     loop {

@@ -7,7 +7,6 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -18,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::config::{Config, ConfigFile};
+use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -30,10 +29,6 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
-
-/// How often the file is checked for changes (a stat, and a read only when
-/// its size or modification time moved).
-const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// How `serve` runs, from its command line.
 #[derive(Debug, Clone, Default)]
@@ -48,8 +43,9 @@ pub struct ServeOptions {
 /// Runs the relay until SIGTERM/SIGINT (then drains, see [`drain`]). `file`
 /// is already loaded and valid.
 pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -> Result<()> {
+    let workers = options.workers;
     let path = file.path().to_path_buf();
-    let config = Arc::new(with_workers(file.config().clone(), options.workers));
+    let config = Arc::new(with_workers(file.config().clone(), workers));
     // Handlers first: a SIGHUP sent as soon as the "listening" line appears
     // must reload, not kill the process with the default action.
     let mut signals = Signals {
@@ -80,9 +76,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         format: options.format,
         out,
     };
-    // Stamped before the "listening" line: a change made as soon as that
-    // line appears must be seen as a change.
-    let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
+    // Made before the "listening" line: a change made as soon as that line
+    // appears must be seen as a change.
+    let mut watcher = ConfigWatch::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
     if let Some(addr) = admin_addr {
         log.line(
@@ -91,19 +87,19 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         )?;
     }
     notify(&[NotifyState::Ready]);
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             Some(event) = events.recv() => log.write(&event)?,
             _ = signals.hangup.recv() => {
-                let event = reload(&relay, &mut watcher, options.workers, "SIGHUP");
-                log.write(&event)?;
+                let reload = watcher.reload_now();
+                log.write(&put_in_force(&relay, &mut watcher, reload, workers, "SIGHUP"))?;
             }
             _ = tick.tick() => {
-                if watcher.changed() {
-                    let event = reload(&relay, &mut watcher, options.workers, "file changed");
-                    log.write(&event)?;
+                if let Some(reload) = watcher.poll(std::time::Instant::now()) {
+                    log.write(&put_in_force(&relay, &mut watcher, reload, workers, "file changed"))?;
                 }
             }
             _ = signals.terminate.recv() => break,
@@ -213,17 +209,19 @@ fn notify(state: &[NotifyState]) {
     let _ = sd_notify::notify(state);
 }
 
-/// Loads the file again and, if valid, puts it in force.
-fn reload(
+/// Puts a reloaded config in force, or reports why it was refused; tells
+/// systemd and the reload counter either way.
+fn put_in_force(
     relay: &RelayHandle,
-    watcher: &mut FileWatch,
+    watcher: &mut ConfigWatch,
+    reload: Reload,
     workers: Option<usize>,
     trigger: &str,
 ) -> RelayEvent {
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         notify(&[NotifyState::Reloading, now]);
     }
-    let event = apply_reload(relay, watcher, workers, trigger);
+    let event = apply_reload(relay, watcher, reload, workers, trigger);
     relay
         .metrics()
         .config_reload(matches!(event, RelayEvent::ConfigApplied { .. }));
@@ -233,90 +231,42 @@ fn reload(
 
 fn apply_reload(
     relay: &RelayHandle,
-    watcher: &mut FileWatch,
+    watcher: &mut ConfigWatch,
+    reload: Reload,
     workers: Option<usize>,
     trigger: &str,
 ) -> RelayEvent {
     let at = SystemTime::now();
-    match ConfigFile::load(&watcher.path) {
-        Ok(file) => {
-            watcher.seen(file.text().to_string());
-            let new = with_workers(file.config().clone(), workers);
-            let mut detail = format!(
-                "{} reloaded ({trigger}): {} domain(s)",
-                watcher.path.display(),
-                new.domains.len()
-            );
-            if new.relay.listen != relay.config().relay.listen {
-                detail.push_str(&format!(
-                    "; listen {} takes effect after a restart (still on {})",
-                    new.relay.listen,
-                    relay.local_addr()
-                ));
-            }
-            if new.relay.workers != relay.workers() {
-                detail.push_str(&format!(
-                    "; workers = {} takes effect after a restart (still {})",
-                    new.relay.workers,
-                    relay.workers()
-                ));
-            }
-            if new.admin.listen != relay.config().admin.listen {
-                detail.push_str("; [admin] listen takes effect after a restart");
-            }
-            relay.apply_config(Arc::new(new));
-            RelayEvent::ConfigApplied { at, detail }
-        }
-        Err(error) => {
-            // Remember this text too, so a broken file is reported once, not every tick.
-            if let Ok(text) = std::fs::read_to_string(&watcher.path) {
-                watcher.seen(text);
-            }
-            RelayEvent::ConfigRejected {
-                at,
-                error: error.one_line(),
-            }
-        }
+    let file = match reload {
+        Reload::Apply(file) => file,
+        Reload::Refused(error) => return RelayEvent::ConfigRejected { at, error },
+    };
+    watcher.applied(&file);
+    let new = with_workers(file.config().clone(), workers);
+    let mut detail = format!(
+        "{} reloaded ({trigger}): {} domain(s)",
+        watcher.path().display(),
+        new.domains.len()
+    );
+    if new.relay.listen != relay.config().relay.listen {
+        detail.push_str(&format!(
+            "; listen {} takes effect after a restart (still on {})",
+            new.relay.listen,
+            relay.local_addr()
+        ));
     }
-}
-
-/// Notices when the config file's content changes.
-struct FileWatch {
-    path: PathBuf,
-    text: String,
-    stamp: Option<(SystemTime, u64)>,
-}
-
-impl FileWatch {
-    fn new(path: PathBuf, text: String) -> Self {
-        let stamp = stamp(&path);
-        Self { path, text, stamp }
+    if new.relay.workers != relay.workers() {
+        detail.push_str(&format!(
+            "; workers = {} takes effect after a restart (still {})",
+            new.relay.workers,
+            relay.workers()
+        ));
     }
-
-    fn seen(&mut self, text: String) {
-        self.stamp = stamp(&self.path);
-        self.text = text;
+    if new.admin.listen != relay.config().admin.listen {
+        detail.push_str("; [admin] listen takes effect after a restart");
     }
-
-    /// Whether the content differs from what was last seen (a save that
-    /// rewrote the same text is not a change).
-    fn changed(&mut self) -> bool {
-        let now = stamp(&self.path);
-        if now == self.stamp {
-            return false;
-        }
-        self.stamp = now;
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => text != self.text,
-            // Mid-rename or deleted: try again on the next tick.
-            Err(_) => false,
-        }
-    }
-}
-
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    relay.apply_config(Arc::new(new));
+    RelayEvent::ConfigApplied { at, detail }
 }
 
 struct EventLog<'o> {

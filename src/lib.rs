@@ -13,7 +13,6 @@ pub mod config;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod load;
 pub mod origin;
 pub mod probe;
 pub mod relay;

@@ -8,6 +8,7 @@
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;

@@ -62,6 +62,9 @@ pub struct RelaySettings {
     /// behind a private CA. Relative paths are resolved against the config
     /// file's directory.
     pub origin_ca_file: Option<std::path::PathBuf>,
+    /// The control socket (§7); `None`: the default path derived from
+    /// `listen`. Relative paths are resolved against the config file's directory.
+    pub control_socket: Option<std::path::PathBuf>,
 }
 
 impl Default for RelaySettings {
@@ -74,6 +77,7 @@ impl Default for RelaySettings {
             max_sessions: 100_000,
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
+            control_socket: None,
         }
     }
 }

@@ -12,6 +12,7 @@ use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::config::{Config, ConfigFile};
+use crate::control::{Control, ControlServer};
 use crate::relay::{self, CLOSE_GRACE, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -38,24 +39,38 @@ pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Re
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
     let (relay, mut events) = relay::start(config.clone()).await?;
+    let control = start_control(&relay, &file)?;
+    let ctl = control.control.clone();
+    let mut edits = ctl.config.subscribe();
     let mut log = EventLog { format, out };
     log.write_started(&relay, &path, &config)?;
+    log.line(
+        "control",
+        &format!("control socket at {}", control.path().display()),
+    )?;
     let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
     let mut tick = tokio::time::interval(WATCH_INTERVAL);
 
     loop {
         tokio::select! {
-            Some(event) = events.recv() => log.write(&event)?,
+            Some(event) = events.recv() => {
+                ctl.events.publish(&event);
+                log.write(&event)?;
+            }
             _ = hangup.recv() => {
-                let event = reload(&relay, &mut watcher, "SIGHUP");
+                let event = reload(&relay, &ctl, &mut watcher, "SIGHUP");
                 log.write(&event)?;
             }
             _ = tick.tick() => {
                 if watcher.changed() {
-                    let event = reload(&relay, &mut watcher, "file changed");
+                    let event = reload(&relay, &ctl, &mut watcher, "file changed");
                     log.write(&event)?;
                 }
             }
+            // An edit over the control socket saved the file: it is not
+            // a change to reload.
+            Ok(()) = edits.changed() => watcher.seen(ctl.config.get().text),
+            () = ctl.stop.cancelled() => break,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -69,18 +84,34 @@ pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Re
     loop {
         tokio::select! {
             _ = &mut stopped => break,
-            Some(event) = events.recv() => log.write(&event)?,
+            Some(event) = events.recv() => {
+                ctl.events.publish(&event);
+                log.write(&event)?;
+            }
         }
     }
     while let Ok(event) = events.try_recv() {
         log.write(&event)?;
     }
+    drop(control);
     log.line("stopped", "relay stopped")?;
     Ok(())
 }
 
+/// The control socket at `[relay] control-socket` or the default path.
+fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
+    let control = Control::new(relay.link(), file.clone(), "serve");
+    let path = crate::control::socket_path(file.config(), relay.local_addr());
+    Ok(ControlServer::start(control, &path)?)
+}
+
 /// Loads the file again and, if valid, puts it in force.
-fn reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayEvent {
+fn reload(
+    relay: &RelayHandle,
+    control: &Control,
+    watcher: &mut FileWatch,
+    trigger: &str,
+) -> RelayEvent {
     let at = SystemTime::now();
     match ConfigFile::load(&watcher.path) {
         Ok(file) => {
@@ -99,6 +130,7 @@ fn reload(relay: &RelayHandle, watcher: &mut FileWatch, trigger: &str) -> RelayE
                 ));
             }
             relay.apply_config(Arc::new(new));
+            control.config.replace(file);
             RelayEvent::ConfigApplied { at, detail }
         }
         Err(error) => {

@@ -255,7 +255,7 @@ async fn a_custom_close_code_and_reason_are_reported() {
 }
 
 #[tokio::test]
-async fn an_origin_that_vanishes_is_reported_as_1014_not_tungstenites_1002() {
+async fn an_origin_that_vanishes_behind_the_relay_is_seen_as_a_dropped_connection() {
     let (origin, mut seen, send) = recording_origin().await;
     let relay = relay_for("{ switch = \"on\", timeout = 60 }", "", origin).await;
     let run = tokio::spawn(probe_json(args(&[
@@ -275,11 +275,17 @@ async fn an_origin_that_vanishes_is_reported_as_1014_not_tungstenites_1002() {
     }
     drop(send);
     let (code, _, summary) = run.await.unwrap();
-    assert_eq!(code, 3);
-    assert_eq!(summary["close"]["code"], 1014);
-    assert_eq!(summary["close"]["reason"], "origin went away");
-    assert_eq!(summary["close"]["meaning"], "bad gateway");
-    assert!(summary["diagnosis"].as_str().unwrap().contains("origin"));
+    assert_eq!(code, 4, "exit 4: dropped without a close frame");
+    // The relay mirrors the origin: no close frame, as if connected directly.
+    assert_eq!(summary["close"]["frame"], false, "{summary}");
+    assert_eq!(summary["close"]["code"], 1006);
+    assert!(
+        summary["diagnosis"]
+            .as_str()
+            .unwrap()
+            .contains("without a close frame"),
+        "{summary}"
+    );
 }
 
 #[tokio::test]

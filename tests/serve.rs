@@ -174,3 +174,47 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
         .unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn sigterm_with_two_workers_closes_every_workers_sessions() {
+    let (_origin, _dir, _path, mut serve) = serve_echo(60, &["--workers", "2"]).await;
+    // 16 sessions: the kernel spreads them over both workers' listeners
+    // (all on one: 2 in 65,536).
+    let mut clients = Vec::new();
+    for _ in 0..16 {
+        clients.push(connect(serve.addr, "app.test").await);
+        serve.line_with("opened").await;
+    }
+    serve.signal("TERM");
+    for client in clients.iter_mut() {
+        let close = timeout(Duration::from_secs(3), next_close(client))
+            .await
+            .unwrap();
+        assert_eq!(code(&close), Some(1001));
+        assert_eq!(reason(&close), "relay shutting down");
+    }
+    serve.line_with("relay stopped").await;
+    let status = timeout(Duration::from_secs(5), serve.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn workers_out_of_range_is_refused_with_the_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text("127.0.0.1:9".parse().unwrap(), 60)).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .arg("--config")
+        .arg(&path)
+        .args(["serve", "--workers", "0"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("workers = 0 is out of range"), "{stderr}");
+    assert!(stderr.contains("1 to 1024"), "{stderr}");
+}

@@ -17,6 +17,17 @@ pub struct ServeArgs {
     /// Event line format on stdout
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Relay threads, each with its own listener (overrides `[relay] workers`;
+    /// default: one per CPU)
+    #[arg(long, value_name = "N", value_parser = parse_workers)]
+    pub workers: Option<usize>,
+}
+
+fn parse_workers(value: &str) -> Result<usize, String> {
+    let n: i64 = value.parse().map_err(|_| {
+        format!("\"{value}\" is not a number; give a count of relay threads, e.g. 2")
+    })?;
+    crate::config::rules::workers(n).map_err(|v| format!("{}; {}", v.message, v.fix))
 }
 
 #[derive(Debug, Args)]
@@ -48,7 +59,7 @@ pub fn run_serve(
     err: &mut dyn Write,
 ) -> Result<()> {
     let file = super::open_config(config_path, err)?;
-    runtime()?.block_on(serve::run(file, args.log_format, out))
+    runtime()?.block_on(serve::run(file, args.log_format, args.workers, out))
 }
 
 pub fn run_origin(args: &OriginArgs, out: &mut dyn Write) -> Result<()> {

@@ -13,7 +13,7 @@ pub use edit::{Edit, NewDomain};
 pub use error::{ConfigError, Problem, Problems, RuleViolation};
 pub use model::{
     Acceleration, Area, Config, Domain, IdleCloseMode, Origin, OriginProtocol, RelaySettings,
-    Status, Switch, WebSocketSettings, host_without_port,
+    Status, Switch, WebSocketSettings, default_workers, host_without_port,
 };
 pub use store::{
     ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, write_atomic, write_atomic_with,

@@ -65,6 +65,14 @@ pub struct RelaySettings {
     /// The control socket (§7); `None`: the default path derived from
     /// `listen`. Relative paths are resolved against the config file's directory.
     pub control_socket: Option<std::path::PathBuf>,
+    /// Relay threads, each with its own listener on `listen` (SO_REUSEPORT);
+    /// a session stays on the worker that accepted it.
+    pub workers: usize,
+}
+
+/// The default `workers`: one per CPU this process may run on.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl Default for RelaySettings {
@@ -78,6 +86,7 @@ impl Default for RelaySettings {
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
             control_socket: None,
+            workers: default_workers(),
         }
     }
 }

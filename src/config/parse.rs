@@ -36,6 +36,7 @@ struct RawRelay {
     idle_close: Option<IdleCloseMode>,
     origin_ca_file: Option<Spanned<String>>,
     control_socket: Option<Spanned<String>>,
+    workers: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -222,6 +223,11 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .control_socket
             .as_ref()
             .and_then(|v| c.check(v, |f| rules::control_socket(f, path))),
+        workers: raw
+            .workers
+            .as_ref()
+            .and_then(|v| c.check(v, |n| rules::workers(*n)))
+            .unwrap_or(defaults.workers),
     }
 }
 

@@ -10,6 +10,21 @@ use super::timeout::{MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS};
 
 type Rule<T> = Result<T, RuleViolation>;
 
+/// The most `[relay] workers` (and `serve --workers`) accepted.
+pub const MAX_WORKERS: i64 = 1024;
+
+/// `[relay] workers` / `serve --workers`: 1 to [`MAX_WORKERS`] threads.
+pub fn workers(value: i64) -> Rule<usize> {
+    if (1..=MAX_WORKERS).contains(&value) {
+        Ok(value as usize)
+    } else {
+        Err(RuleViolation::new(
+            format!("workers = {value} is out of range"),
+            format!("use 1 to {MAX_WORKERS} relay threads (the default is one per CPU)"),
+        ))
+    }
+}
+
 pub fn timeout(value: i64) -> Rule<u16> {
     match u16::try_from(value) {
         Ok(v) if v <= MAX_TIMEOUT_SECS => Ok(v),

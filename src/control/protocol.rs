@@ -17,9 +17,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Edit;
+use crate::relay::heartbeat::Rhythm;
 use crate::relay::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, RecentFrame, RelayEvent, SessionId,
-    SessionSnapshot,
+    SessionSnapshot, SessionStats,
 };
 
 /// The protocol's name in the hello line.
@@ -143,24 +144,30 @@ pub struct SessionInfo {
     pub to_origin: FlowInfo,
     pub to_client: FlowInfo,
     pub last_frame: Option<(Direction, FrameKind)>,
+    /// The relay worker (thread) the session runs on.
+    #[serde(default)]
+    pub worker: u16,
+    /// Gaps between data messages each way (the heartbeat evidence).
+    #[serde(default)]
+    pub gaps_client_to_origin: GapsInfo,
+    #[serde(default)]
+    pub gaps_origin_to_client: GapsInfo,
 }
 
 /// Message gaps of one direction (the heartbeat evidence).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct GapsInfo {
     pub samples: usize,
     pub median_secs: Option<f64>,
     pub max_secs: Option<f64>,
 }
 
-/// A session's page: its counters, recent frames and message gaps.
+/// A session's page: its counters, message gaps and recent frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionDetail {
     #[serde(flatten)]
     pub session: SessionInfo,
     pub recent_frames: Vec<FrameInfo>,
-    pub gaps_client_to_origin: GapsInfo,
-    pub gaps_origin_to_client: GapsInfo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -252,9 +259,21 @@ impl FlowInfo {
 }
 
 impl SessionInfo {
-    /// A snapshot taken at `now` on the relay's clock.
+    /// A live session's counters and message gaps at `now`.
+    pub fn of_stats(stats: &SessionStats, now: tokio::time::Instant) -> Self {
+        Self {
+            gaps_client_to_origin: GapsInfo::of(&stats.message_gaps(Direction::ClientToOrigin)),
+            gaps_origin_to_client: GapsInfo::of(&stats.message_gaps(Direction::OriginToClient)),
+            ..Self::of(&stats.snapshot(now), now)
+        }
+    }
+
+    /// A snapshot taken at `now` on the relay's clock (no gaps).
     pub fn of(s: &SessionSnapshot, now: tokio::time::Instant) -> Self {
         Self {
+            worker: s.worker,
+            gaps_client_to_origin: GapsInfo::default(),
+            gaps_origin_to_client: GapsInfo::default(),
             id: s.id,
             domain: s.domain.to_string(),
             client: s.client,
@@ -285,6 +304,15 @@ impl SessionInfo {
             to_origin: self.to_origin.snapshot(now),
             to_client: self.to_client.snapshot(now),
             last_frame: self.last_frame,
+            worker: self.worker,
+        }
+    }
+
+    /// The session's message rhythm, as the relay measured it.
+    pub fn rhythm(&self) -> Rhythm {
+        Rhythm {
+            client_to_origin: self.gaps_client_to_origin.gaps(),
+            origin_to_client: self.gaps_origin_to_client.gaps(),
         }
     }
 }

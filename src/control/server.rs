@@ -22,13 +22,12 @@ use crate::config::ConfigFile;
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, GapsInfo, Hello,
-    HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, Request, SessionDetail, SessionInfo,
+    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
+    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, Request, SessionDetail, SessionInfo,
     SessionReply, SessionsReply, StoppingReply,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
-use crate::relay::Direction;
 
 /// A client that does not take an answer within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -345,13 +344,16 @@ fn handle(control: &Control, request: Request) -> Answer {
 
 fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
     let now = tokio::time::Instant::now();
-    let mut snaps = control.relay.registry().snapshot(now);
+    let mut stats = control.relay.registry().sessions();
     if let Some(d) = domain {
-        snaps.retain(|s| s.domain.eq_ignore_ascii_case(d));
+        stats.retain(|s| s.domain.eq_ignore_ascii_case(d));
     }
-    snaps.sort_by_key(|s| s.id);
+    stats.sort_by_key(|s| s.id);
     SessionsReply {
-        sessions: snaps.iter().map(|s| SessionInfo::of(s, now)).collect(),
+        sessions: stats
+            .iter()
+            .map(|s| SessionInfo::of_stats(s, now))
+            .collect(),
     }
 }
 
@@ -371,10 +373,8 @@ fn session(control: &Control, id: SessionId) -> Result<SessionReply, ErrorReply>
     let now = tokio::time::Instant::now();
     Ok(SessionReply {
         session: SessionDetail {
-            session: SessionInfo::of(&stats.snapshot(now), now),
+            session: SessionInfo::of_stats(&stats, now),
             recent_frames: stats.recent_frames().iter().map(FrameInfo::of).collect(),
-            gaps_client_to_origin: GapsInfo::of(&stats.message_gaps(Direction::ClientToOrigin)),
-            gaps_origin_to_client: GapsInfo::of(&stats.message_gaps(Direction::OriginToClient)),
         },
     })
 }

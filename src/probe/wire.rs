@@ -1,6 +1,6 @@
 //! WebSocket frames as a client sees them, done by hand rather than with a
 //! `tungstenite::WebSocket`: tungstenite turns a close code missing from its
-//! table (1014, which our relay sends when an origin vanishes) into its own
+//! table (1014, which gateways send when their upstream fails) into its own
 //! 1002 "Protocol violation", both toward the application and in the reply
 //! to the server. A troubleshooting client must report, and echo, what the
 //! server really sent.

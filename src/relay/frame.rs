@@ -47,6 +47,9 @@ pub struct Scan {
     /// Where that close frame's header starts in the input (0 when the
     /// frame began in an earlier input).
     pub close_at: usize,
+    /// Payload bytes of a data frame passed in this input: a large frame
+    /// still arriving is activity even though no new header was seen.
+    pub data_payload: bool,
 }
 
 #[derive(Debug)]
@@ -56,6 +59,8 @@ enum Position {
     /// Inside a frame's payload.
     Payload {
         remaining: u64,
+        /// Text, binary or continuation (not a control frame).
+        data: bool,
         /// Collects a close frame's payload (at most 125 bytes).
         close: Option<CloseCollector>,
     },
@@ -120,10 +125,15 @@ impl FrameScanner {
         let mut pos = 0;
         while pos < data.len() {
             match &mut self.position {
-                Position::Payload { remaining, close } => {
+                Position::Payload {
+                    remaining,
+                    data: is_data,
+                    close,
+                } => {
                     let take = usize::try_from(*remaining)
                         .unwrap_or(usize::MAX)
                         .min(data.len() - pos);
+                    scan.data_payload |= *is_data && take > 0;
                     if let Some(c) = close {
                         c.payload.extend_from_slice(&data[pos..pos + take]);
                     }
@@ -182,6 +192,7 @@ impl FrameScanner {
                             } else {
                                 self.position = Position::Payload {
                                     remaining: len,
+                                    data: !frame.kind.is_control(),
                                     close,
                                 };
                             }

@@ -22,6 +22,9 @@ pub trait RawIo: Send + Sync + 'static {
     /// short read the same way). Data that arrives later raises a new event.
     fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadNow>;
     fn try_write(&self, buf: &[u8]) -> io::Result<usize>;
+    /// Sends FIN: the peer reads end-of-stream, as it would if the other
+    /// peer had closed a direct connection.
+    fn shutdown_write(&self) -> io::Result<()>;
 }
 
 macro_rules! raw_io {
@@ -50,6 +53,9 @@ macro_rules! raw_io {
             }
             fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
                 <$t>::try_write(self, buf)
+            }
+            fn shutdown_write(&self) -> io::Result<()> {
+                socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
             }
         }
     };

@@ -59,9 +59,11 @@ pub struct Shared {
     pub events: EventSink,
     pub shutdown: CancellationToken,
     pub tracker: TaskTracker,
-    /// Connections being handshaken or relayed (for `max-sessions`).
-    pub connections: AtomicUsize,
+    /// Connections being handshaken or relayed on every worker (for `max-sessions`).
+    pub connections: Arc<AtomicUsize>,
     pub tls: Arc<rustls::ClientConfig>,
+    /// The worker (thread) these connections run on.
+    pub worker: usize,
 }
 
 /// Counts a connection for `max-sessions` until dropped.
@@ -297,7 +299,8 @@ async fn start_session(
         );
         return;
     }
-    let guard = shared.registry.register_under(
+    let guard = shared.registry.register_on(
+        shared.worker,
         NewSession {
             domain: domain.name.as_str().into(),
             client: peer,
@@ -413,6 +416,7 @@ mod tests {
             tracker: Default::default(),
             connections: Default::default(),
             tls: super::super::handshake::tls_client_config(None).unwrap(),
+            worker: 0,
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())

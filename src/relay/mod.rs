@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpSocket};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -37,7 +37,7 @@ use listener::{EventSink, Shared, accept_loop};
 pub const EVENT_CAPACITY: usize = 16 * 1024;
 /// Listen backlog: bursts of hundreds of connects must not be dropped by
 /// the kernel (it caps this at `somaxconn`).
-const BACKLOG: u32 = 4096;
+const BACKLOG: i32 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -57,7 +57,7 @@ pub enum RelayError {
     Stopped,
 }
 
-/// The parts of a running relay that its owner talks to.
+/// The parts of a running relay that its owner talks to (shared by every worker).
 #[derive(Debug)]
 struct Inner {
     config: watch::Sender<Arc<Config>>,
@@ -66,13 +66,33 @@ struct Inner {
     tracker: TaskTracker,
     local_addr: SocketAddr,
     events: EventSink,
+    /// Connections being handshaken or relayed on all workers (for `max-sessions`).
+    connections: Arc<AtomicUsize>,
+    tls: Arc<rustls::ClientConfig>,
 }
 
-/// A running relay. Dropping it does not stop the relay; call [`shutdown`](Self::shutdown).
+impl Inner {
+    /// What the connection tasks of `worker` share.
+    fn worker(&self, worker: usize) -> Arc<Shared> {
+        Arc::new(Shared {
+            config: self.config.subscribe(),
+            registry: self.registry.clone(),
+            events: self.events.clone(),
+            shutdown: self.shutdown.clone(),
+            tracker: self.tracker.clone(),
+            connections: self.connections.clone(),
+            tls: self.tls.clone(),
+            worker,
+        })
+    }
+}
+
+/// A running relay, all its workers behind one handle. Dropping it does not
+/// stop the relay; call [`shutdown`](Self::shutdown).
 #[derive(Debug)]
 pub struct RelayHandle {
     inner: Arc<Inner>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 /// A cheap, clonable view of a running relay for other threads (the control
@@ -124,8 +144,14 @@ impl RelayHandle {
         self.inner.local_addr
     }
 
+    /// The session table of every worker, merged when sampled.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// How many workers (threads with a listener each) are running.
+    pub fn workers(&self) -> usize {
+        self.inner.registry.workers()
     }
 
     /// The configuration in force.
@@ -133,9 +159,9 @@ impl RelayHandle {
         self.inner.config.borrow().clone()
     }
 
-    /// Puts a new configuration in force: every session re-arms its deadline
-    /// at once, sessions of offline or deleted domains are closed. (A new
-    /// `listen` address needs a restart.)
+    /// Puts a new configuration in force on every worker: every session
+    /// re-arms its deadline at once, sessions of offline or deleted domains
+    /// are closed. (A new `listen` or `workers` needs a restart.)
     pub fn apply_config(&self, config: Arc<Config>) {
         self.inner.config.send_replace(config);
     }
@@ -145,122 +171,205 @@ impl RelayHandle {
         self.inner.events.dropped()
     }
 
-    /// Stops accepting and closes every session with 1001 `relay shutting down`.
+    /// Stops accepting on every worker and closes every session with 1001
+    /// `relay shutting down`.
     pub fn shutdown(&self) {
         self.inner.shutdown.cancel();
     }
 
-    /// Waits until every session has closed its sockets (after [`shutdown`](Self::shutdown)).
+    /// Waits until every session of every worker has closed its sockets
+    /// (after [`shutdown`](Self::shutdown)).
     pub async fn stopped(&self) {
         self.inner.tracker.wait().await;
     }
 
-    /// Waits, at most `timeout`, for the relay thread to finish after
-    /// [`shutdown`](Self::shutdown). A relay started with [`start`] has no thread.
+    /// Waits, at most `timeout` in all, for the worker threads to finish
+    /// after [`shutdown`](Self::shutdown). A relay started with [`start`]
+    /// has no thread.
     pub fn join(mut self, timeout: Duration) {
-        let Some(thread) = self.thread.take() else {
-            return;
-        };
         let deadline = std::time::Instant::now() + timeout;
-        while !thread.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
+        for thread in self.threads.drain(..) {
+            while !thread.is_finished() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
         }
     }
 }
 
-/// Binds `[relay] listen` and runs the relay on the current tokio runtime.
+/// Binds `[relay] listen` and runs one worker on the current tokio runtime,
+/// whatever `[relay] workers` says: for callers that own the runtime (tests
+/// under paused time). [`spawn_relay_thread`] runs every worker.
 pub async fn start(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
-    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
-        .map_err(RelayError::Tls)?;
-    let addr = config.relay.listen;
-    let listener = bind(addr).map_err(|source| RelayError::Bind { addr, source })?;
-    let local_addr = listener
-        .local_addr()
-        .map_err(|source| RelayError::Bind { addr, source })?;
-    let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
-    let (config_tx, config_rx) = watch::channel(config);
-    let inner = Arc::new(Inner {
-        config: config_tx,
-        registry: Arc::new(Registry::new()),
-        shutdown: CancellationToken::new(),
-        tracker: TaskTracker::new(),
-        local_addr,
-        events: EventSink::new(event_tx),
-    });
-    let shared = Arc::new(Shared {
-        config: config_rx,
-        registry: inner.registry.clone(),
-        events: inner.events.clone(),
-        shutdown: inner.shutdown.clone(),
-        tracker: inner.tracker.clone(),
-        connections: AtomicUsize::new(0),
-        tls,
-    });
-    inner.tracker.spawn(accept_loop(listener, shared));
+    let (inner, mut listeners, events) = prepare(config, 1)?;
+    let addr = inner.local_addr;
+    let std_listener = listeners.pop().ok_or(RelayError::Stopped)?;
+    let listener =
+        TcpListener::from_std(std_listener).map_err(|source| RelayError::Bind { addr, source })?;
+    inner.tracker.spawn(accept_loop(listener, inner.worker(0)));
     // Closed so that `wait()` returns once the accept loop and every
     // session have ended (new sessions are spawned from inside the loop).
     inner.tracker.close();
     Ok((
         RelayHandle {
             inner,
-            thread: None,
+            threads: Vec::new(),
         },
-        event_rx,
+        events,
     ))
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(BACKLOG)
+/// The shared state, one bound listener per worker, and the event stream.
+type Prepared = (
+    Arc<Inner>,
+    Vec<std::net::TcpListener>,
+    mpsc::Receiver<RelayEvent>,
+);
+
+/// TLS settings, the listeners and the shared state for `workers` workers.
+fn prepare(config: Arc<Config>, workers: usize) -> Result<Prepared, RelayError> {
+    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
+        .map_err(RelayError::Tls)?;
+    let addr = config.relay.listen;
+    let listeners =
+        bind_workers(addr, workers).map_err(|source| RelayError::Bind { addr, source })?;
+    let local_addr = listeners
+        .first()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()
+        .map_err(|source| RelayError::Bind { addr, source })?
+        .unwrap_or(addr);
+    let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    let (config_tx, _) = watch::channel(config);
+    let inner = Arc::new(Inner {
+        config: config_tx,
+        registry: Arc::new(Registry::with_workers(workers)),
+        shutdown: CancellationToken::new(),
+        tracker: TaskTracker::new(),
+        local_addr,
+        events: EventSink::new(event_tx),
+        connections: Arc::new(AtomicUsize::new(0)),
+        tls,
+    });
+    Ok((inner, listeners, event_rx))
 }
 
-/// Runs the relay on its own thread with a current-thread runtime, so that
-/// drawing a UI never delays a frame (measured: a shared two-worker runtime
-/// was ~10 % slower on this 2-core machine).
+/// One listener per worker on `addr`. Several share the port through
+/// `SO_REUSEPORT` (the kernel spreads new connections over them); with
+/// port 0 the first picks the port and the others bind to it.
+fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    if workers <= 1 {
+        return Ok(vec![bind(addr, false)?]);
+    }
+    if addr.port() != 0 {
+        // SO_REUSEPORT would let us share a port another relay (of the same
+        // user) listens on; a plain bind first keeps "address in use" an error.
+        drop(bind(addr, false)?);
+    }
+    let first = bind(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..workers {
+        listeners.push(bind(addr, true)?);
+    }
+    Ok(listeners)
+}
+
+fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Runs `[relay] workers` workers, each on its own thread with a
+/// current-thread runtime and its own listener, so that drawing a UI never
+/// delays a frame and every core relays (measured: one shared multi-thread
+/// runtime was ~10 % slower on this 2-core machine than a current-thread
+/// one). A session stays on the worker that accepted it.
 pub fn spawn_relay_thread(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
+    let workers = config.relay.workers.max(1);
+    let (inner, listeners, events) = prepare(config, workers)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-    let thread = std::thread::Builder::new()
-        .name("relay".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(RelayError::Runtime(e)));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                match start(config).await {
-                    Ok((handle, events)) => {
-                        let inner = handle.inner.clone();
-                        let _ = ready_tx.send(Ok((handle, events)));
-                        inner.shutdown.cancelled().await;
-                        // Sessions get their close handshakes, within bounds.
-                        let _ = tokio::time::timeout(CLOSE_GRACE * 3, inner.tracker.wait()).await;
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e));
-                    }
-                }
-            });
-        })?;
-    let (mut handle, events) = ready_rx.recv().map_err(|_| RelayError::Stopped)??;
-    handle.thread = Some(thread);
+    let mut handle = RelayHandle {
+        inner: inner.clone(),
+        threads: Vec::with_capacity(workers),
+    };
+    let fail = |handle: RelayHandle, error| {
+        handle.inner.tracker.close();
+        handle.shutdown();
+        handle.join(CLOSE_GRACE);
+        Err(error)
+    };
+    for (worker, listener) in listeners.into_iter().enumerate() {
+        let shared = inner.worker(worker);
+        let ready = ready_tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("relay-{worker}"))
+            .spawn(move || run_worker(listener, shared, ready));
+        match spawned {
+            Ok(thread) => handle.threads.push(thread),
+            Err(e) => return fail(handle, RelayError::Runtime(e)),
+        }
+    }
+    drop(ready_tx);
+    for _ in 0..workers {
+        match ready_rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return fail(handle, e),
+            Err(_) => return fail(handle, RelayError::Stopped),
+        }
+    }
+    // Every accept loop is tracked: `wait()` may now return once they and
+    // every session have ended.
+    inner.tracker.close();
     Ok((handle, events))
+}
+
+/// One worker's thread: its runtime, its accept loop, until shutdown and
+/// its sessions' close handshakes (within bounds) are done.
+fn run_worker(
+    listener: std::net::TcpListener,
+    shared: Arc<Shared>,
+    ready: std::sync::mpsc::Sender<Result<(), RelayError>>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            let _ = ready.send(Err(RelayError::Runtime(e)));
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let addr = shared.config.borrow().relay.listen;
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(source) => {
+                let _ = ready.send(Err(RelayError::Bind { addr, source }));
+                return;
+            }
+        };
+        let shutdown = shared.shutdown.clone();
+        let tracker = shared.tracker.clone();
+        tracker.spawn(accept_loop(listener, shared));
+        let _ = ready.send(Ok(()));
+        shutdown.cancelled().await;
+        // Sessions get their close handshakes, within bounds.
+        let _ = tokio::time::timeout(CLOSE_GRACE * 3, tracker.wait()).await;
+    });
 }

@@ -1,6 +1,10 @@
 //! The live session table. Sessions write plain atomics on their hot path;
 //! the UI samples them when it draws. Nothing here is ever awaited on, and
 //! the only lock a frame takes is its own session's (uncontended) ring lock.
+//!
+//! The table is sharded per relay worker: a worker registers and removes its
+//! sessions in its own shard, so workers never contend on one lock; readers
+//! merge the shards when they sample, and see one table.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -149,6 +153,8 @@ pub struct SessionStats {
     pub origin: Arc<str>,
     pub path: Arc<str>,
     pub started: Instant,
+    /// The relay worker (thread) that accepted the session and runs it.
+    pub worker: u16,
     epoch: Instant,
     flows: [Flow; 2],
     /// Last frame that counts as activity (ping/pong only when the domain
@@ -229,6 +235,13 @@ impl SessionStats {
             kind,
             direction,
         });
+    }
+
+    /// Records bytes of a data frame's payload passing (a slow upload is
+    /// activity too; only its header was seen as a frame).
+    pub fn record_activity(&self, now: Instant) {
+        self.last_activity
+            .store(nanos_since(self.epoch, now), Relaxed);
     }
 
     fn record_gap(&self, direction: Direction, gap_nanos: u64) {
@@ -334,6 +347,7 @@ impl SessionStats {
         let timeout = self.timeout();
         SessionSnapshot {
             id: self.id,
+            worker: self.worker,
             domain: self.domain.clone(),
             client: self.client,
             origin: self.origin.clone(),
@@ -376,6 +390,8 @@ pub struct FlowSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionSnapshot {
     pub id: SessionId,
+    /// The relay worker the session runs on (0-based).
+    pub worker: u16,
     pub domain: Arc<str>,
     pub client: SocketAddr,
     pub origin: Arc<str>,
@@ -411,15 +427,21 @@ pub struct NewSession {
     pub timeout: Option<Duration>,
 }
 
-/// All live sessions.
+/// All live sessions, in one shard per relay worker.
 #[derive(Debug)]
 pub struct Registry {
     epoch: Instant,
     next_id: AtomicU64,
-    // A std Mutex, not tokio's: it is never held across an `.await`, and
-    // only for a map insert/remove or while cloning `Arc`s out.
-    sessions: Mutex<HashMap<SessionId, Arc<SessionStats>>>,
+    shards: Box<[Shard]>,
 }
+
+/// One worker's sessions. Aligned to a cache line so that two workers
+/// registering at once do not share one.
+// A std Mutex, not tokio's: it is never held across an `.await`, and only
+// for a map insert/remove or while cloning `Arc`s out.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct Shard(Mutex<HashMap<SessionId, Arc<SessionStats>>>);
 
 impl Default for Registry {
     fn default() -> Self {
@@ -428,18 +450,29 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// A table for one worker.
     pub fn new() -> Self {
+        Self::with_workers(1)
+    }
+
+    /// A table with one shard per worker (at least one).
+    pub fn with_workers(workers: usize) -> Self {
         Self {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
-            sessions: Mutex::new(HashMap::new()),
+            shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
         }
+    }
+
+    /// How many workers (shards) the table has.
+    pub fn workers(&self) -> usize {
+        self.shards.len()
     }
 
     /// Adds a session; it stays until the returned guard is dropped, so a
     /// session task that ends in any way (even a panic) leaves no ghost.
     pub fn register(self: &Arc<Self>, new: NewSession) -> SessionGuard {
-        self.register_under(new, &CancellationToken::new())
+        self.register_on(0, new, &CancellationToken::new())
     }
 
     /// [`register`](Self::register), with the session's close request a
@@ -450,6 +483,18 @@ impl Registry {
         new: NewSession,
         parent: &CancellationToken,
     ) -> SessionGuard {
+        self.register_on(0, new, parent)
+    }
+
+    /// [`register_under`](Self::register_under), in the shard of `worker`
+    /// (taken modulo the number of shards).
+    pub fn register_on(
+        self: &Arc<Self>,
+        worker: usize,
+        new: NewSession,
+        parent: &CancellationToken,
+    ) -> SessionGuard {
+        let worker = worker % self.shards.len();
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = Instant::now();
         let stats = Arc::new(SessionStats {
@@ -459,6 +504,7 @@ impl Registry {
             origin: new.origin,
             path: new.path,
             started: now,
+            worker: u16::try_from(worker).unwrap_or(u16::MAX),
             epoch: self.epoch,
             flows: Default::default(),
             last_activity: AtomicU64::new(nanos_since(self.epoch, now)),
@@ -470,15 +516,16 @@ impl Registry {
             operator_frame: std::sync::OnceLock::new(),
         });
         stats.set_timeout(new.timeout);
-        lock(&self.sessions).insert(id, stats.clone());
+        lock(&self.shards[worker].0).insert(id, stats.clone());
         SessionGuard {
             registry: self.clone(),
             stats,
+            worker,
         }
     }
 
     pub fn len(&self) -> usize {
-        lock(&self.sessions).len()
+        self.shards.iter().map(|s| lock(&s.0).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -486,13 +533,20 @@ impl Registry {
     }
 
     pub fn get(&self, id: SessionId) -> Option<Arc<SessionStats>> {
-        lock(&self.sessions).get(&id).cloned()
+        self.shards
+            .iter()
+            .find_map(|s| lock(&s.0).get(&id).cloned())
     }
 
-    /// Every live session (cheap `Arc` clones; the lock is released before
-    /// the caller looks at any of them).
+    /// Every live session of every worker (cheap `Arc` clones; each shard's
+    /// lock is released before the next is taken and before the caller
+    /// looks at any of them).
     pub fn sessions(&self) -> Vec<Arc<SessionStats>> {
-        lock(&self.sessions).values().cloned().collect()
+        let mut all = Vec::with_capacity(self.len());
+        for shard in self.shards.iter() {
+            all.extend(lock(&shard.0).values().cloned());
+        }
+        all
     }
 
     /// Every live session's counters at `now`.
@@ -512,6 +566,7 @@ impl Registry {
 pub struct SessionGuard {
     registry: Arc<Registry>,
     stats: Arc<SessionStats>,
+    worker: usize,
 }
 
 impl SessionGuard {
@@ -522,7 +577,9 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
-        lock(&self.registry.sessions).remove(&self.stats.id);
+        if let Some(shard) = self.registry.shards.get(self.worker) {
+            lock(&shard.0).remove(&self.stats.id);
+        }
     }
 }
 
@@ -614,5 +671,42 @@ mod tests {
         drop(guard);
         assert!(registry.is_empty());
         assert!(!registry.close(id));
+    }
+
+    #[test]
+    fn shards_merge_into_one_table() {
+        let registry = Arc::new(Registry::with_workers(3));
+        let new = |port| NewSession {
+            domain: "a.test".into(),
+            client: SocketAddr::from(([127, 0, 0, 1], port)),
+            origin: "127.0.0.1:9001".into(),
+            path: "/".into(),
+            timeout: None,
+        };
+        let parent = CancellationToken::new();
+        let guards: Vec<_> = (0..6)
+            .map(|w| registry.register_on(w, new(5000 + w as u16), &parent))
+            .collect();
+        assert_eq!(registry.len(), 6);
+        let mut ids: Vec<_> = registry
+            .snapshot(Instant::now())
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 6, "every session once");
+        let on_worker = |w| {
+            registry
+                .snapshot(Instant::now())
+                .iter()
+                .filter(|s| s.worker == w)
+                .count()
+        };
+        assert_eq!((on_worker(0), on_worker(1), on_worker(2)), (2, 2, 2));
+        let last = guards[5].stats().id;
+        assert!(registry.close(last));
+        drop(guards);
+        assert!(registry.is_empty());
     }
 }

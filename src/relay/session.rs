@@ -100,6 +100,15 @@ enum Side {
     Origin,
 }
 
+impl Side {
+    fn index(self) -> usize {
+        match self {
+            Side::Client => 0,
+            Side::Origin => 1,
+        }
+    }
+}
+
 struct Pump {
     stats: Arc<SessionStats>,
     domain: String,
@@ -120,6 +129,9 @@ struct Pump {
     /// sent before (echoes of earlier messages) still reach the client —
     /// as they would without a relay in between.
     owed_to_client: Option<(u16, String)>,
+    /// Per side (`Side::index`): end its TCP once what waits for it is
+    /// written, mirroring a peer that vanished.
+    fin_owed: [bool; 2],
 }
 
 /// Runs a session until both sides are closed; never panics, never blocks.
@@ -160,6 +172,7 @@ pub fn run<O: RawIo>(
         to_client: None,
         to_origin: None,
         owed_to_client: None,
+        fin_owed: [false; 2],
     };
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
@@ -410,6 +423,9 @@ impl Pump {
         } else {
             scan.forward
         };
+        if scan.data_payload {
+            stats.record_activity(now);
+        }
         if lane.forwarding
             && !dest_gone
             && forward > 0
@@ -436,6 +452,7 @@ impl Pump {
                 if lane.pending.is_empty() {
                     // Give the memory back: most sessions are idle most of the time.
                     lane.pending = Vec::new();
+                    self.fin_if_flushed(dest, dst);
                 }
                 LaneEvent::Nothing
             }
@@ -476,36 +493,49 @@ impl Pump {
     }
 
     /// A side's connection ended (or failed) without a close frame.
+    ///
+    /// Mirrored (DESIGN §1: the relay never invents a close the peer did
+    /// not send): what the vanished side sent before it left still reaches
+    /// the survivor, then the survivor's TCP is ended without a close frame
+    /// too, so each side sees what it would see connected directly (a
+    /// browser reports 1006). An earlier version sent the client 1014
+    /// instead, which Autobahn's client and tungstenite reject as invalid.
     fn side_vanished(&mut self, side: Side, client: &impl RawIo, origin: &impl RawIo) {
-        let already_closed = match side {
-            Side::Client => self.up.source_closed,
-            Side::Origin => self.down.source_closed,
-        };
-        match side {
-            Side::Client => self.client_gone = true,
-            Side::Origin => self.origin_gone = true,
-        }
+        let already_closed = self.lane(side).source_closed;
+        self.mark_gone(side);
         if side == Side::Origin {
             self.pay_owed_close(client);
         }
         if already_closed || !matches!(self.phase, Phase::Open) {
             return;
         }
-        match side {
-            Side::Client => {
-                self.set_cause(CloseCause::ClientVanished);
-                self.to_origin =
-                    self.inject(Side::Origin, 1001, "client went away", client, origin);
-            }
-            Side::Origin => {
-                self.set_cause(CloseCause::OriginVanished);
-                self.to_client =
-                    self.inject(Side::Client, 1014, "origin went away", client, origin);
-            }
-        }
+        self.set_cause(match side {
+            Side::Client => CloseCause::ClientVanished,
+            Side::Origin => CloseCause::OriginVanished,
+        });
+        // The survivor's bytes go nowhere now; it is read only to see it leave.
         self.up.forwarding = false;
         self.down.forwarding = false;
+        let survivor = other(side);
+        // Bytes still waiting for the vanished side can never be delivered.
+        self.lane(survivor).pending = Vec::new();
+        self.fin_owed[survivor.index()] = true;
+        match survivor {
+            Side::Client => self.fin_if_flushed(survivor, client),
+            Side::Origin => self.fin_if_flushed(survivor, origin),
+        }
         self.start_closing();
+    }
+
+    /// Ends `dest`'s TCP (FIN) once everything owed to it has been written.
+    fn fin_if_flushed(&mut self, dest: Side, dst: &dyn WriteSide) {
+        if !self.fin_owed[dest.index()] || !self.lane(other(dest)).pending.is_empty() {
+            return;
+        }
+        self.fin_owed[dest.index()] = false;
+        if dst.shutdown_write_dyn().is_err() {
+            self.mark_gone(dest);
+        }
     }
 
     fn violation(&mut self, source: Side, v: Violation, client: &impl RawIo, origin: &impl RawIo) {
@@ -547,10 +577,13 @@ impl Pump {
             self.down.forwarding = false;
             self.up.forwarding = false;
             self.to_origin = self.inject(Side::Origin, code, &reason, client, origin);
+            // The client did nothing wrong: 1011, the server-side failure
+            // code every client accepts (1014 is rejected by Autobahn's
+            // client and tungstenite).
             self.to_client = self.inject(
                 Side::Client,
-                1014,
-                &format!("origin went away: {reason}"),
+                1011,
+                &format!("origin failed: {reason}"),
                 client,
                 origin,
             );
@@ -755,6 +788,7 @@ trait ReadSide {
 
 trait WriteSide {
     fn write_now_dyn(&self, data: &[u8]) -> io::Result<usize>;
+    fn shutdown_write_dyn(&self) -> io::Result<()>;
 }
 
 impl<T: RawIo> ReadSide for T {
@@ -766,5 +800,8 @@ impl<T: RawIo> ReadSide for T {
 impl<T: RawIo> WriteSide for T {
     fn write_now_dyn(&self, data: &[u8]) -> io::Result<usize> {
         write_now(self, data)
+    }
+    fn shutdown_write_dyn(&self) -> io::Result<()> {
+        self.shutdown_write()
     }
 }

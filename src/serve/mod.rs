@@ -29,16 +29,24 @@ pub enum LogFormat {
 /// its size or modification time moved).
 const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Runs the relay until SIGTERM/SIGINT. `file` is already loaded and valid.
-pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Result<()> {
+/// Runs the relay until SIGTERM/SIGINT. `file` is already loaded and valid;
+/// `workers` (from `--workers`) overrides its `[relay] workers`.
+pub async fn run(
+    file: ConfigFile,
+    format: LogFormat,
+    workers: Option<usize>,
+    out: &mut dyn Write,
+) -> Result<()> {
     let path = file.path().to_path_buf();
-    let config = Arc::new(file.config().clone());
+    let config = Arc::new(with_workers(file.config().clone(), workers));
     // Handlers first: a SIGHUP sent as soon as the "listening" line appears
     // must reload, not kill the process with the default action.
     let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
     let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
     let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
-    let (relay, mut events) = relay::start(config.clone()).await?;
+    // Every worker on a thread of its own: this runtime only writes the
+    // event log and watches signals and the file, so neither delays a frame.
+    let (relay, mut events) = relay::spawn_relay_thread(config.clone())?;
     let control = start_control(&relay, &file)?;
     let ctl = control.control.clone();
     let mut edits = ctl.config.subscribe();
@@ -58,18 +66,19 @@ pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Re
                 log.write(&event)?;
             }
             _ = hangup.recv() => {
-                let event = reload(&relay, &ctl, &mut watcher, "SIGHUP");
+                let event = reload(&relay, &ctl, &mut watcher, workers, "SIGHUP");
                 log.write(&event)?;
             }
             _ = tick.tick() => {
                 if watcher.changed() {
-                    let event = reload(&relay, &ctl, &mut watcher, "file changed");
+                    let event = reload(&relay, &ctl, &mut watcher, workers, "file changed");
                     log.write(&event)?;
                 }
             }
             // An edit over the control socket saved the file: it is not
             // a change to reload.
             Ok(()) = edits.changed() => watcher.seen(ctl.config.get().text),
+            // `ecdn-console stop`.
             () = ctl.stop.cancelled() => break,
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -79,23 +88,34 @@ pub async fn run(file: ConfigFile, format: LogFormat, out: &mut dyn Write) -> Re
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
     // their events are still printed.
-    let stopped = tokio::time::timeout(CLOSE_GRACE * 3, relay.stopped());
-    tokio::pin!(stopped);
-    loop {
-        tokio::select! {
-            _ = &mut stopped => break,
-            Some(event) = events.recv() => {
-                ctl.events.publish(&event);
-                log.write(&event)?;
+    {
+        let stopped = tokio::time::timeout(CLOSE_GRACE * 3, relay.stopped());
+        tokio::pin!(stopped);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(event) = events.recv() => {
+                    ctl.events.publish(&event);
+                    log.write(&event)?;
+                }
             }
         }
     }
     while let Ok(event) = events.try_recv() {
         log.write(&event)?;
     }
+    relay.join(CLOSE_GRACE);
     drop(control);
     log.line("stopped", "relay stopped")?;
     Ok(())
+}
+
+/// The config with `--workers`, when given, in place of `[relay] workers`.
+fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
+    if let Some(n) = workers {
+        config.relay.workers = n;
+    }
+    config
 }
 
 /// The control socket at `[relay] control-socket` or the default path.
@@ -110,13 +130,14 @@ fn reload(
     relay: &RelayHandle,
     control: &Control,
     watcher: &mut FileWatch,
+    workers: Option<usize>,
     trigger: &str,
 ) -> RelayEvent {
     let at = SystemTime::now();
     match ConfigFile::load(&watcher.path) {
         Ok(file) => {
             watcher.seen(file.text().to_string());
-            let new = file.config().clone();
+            let new = with_workers(file.config().clone(), workers);
             let mut detail = format!(
                 "{} reloaded ({trigger}): {} domain(s)",
                 watcher.path.display(),
@@ -127,6 +148,13 @@ fn reload(
                     "; listen {} takes effect after a restart (still on {})",
                     new.relay.listen,
                     relay.local_addr()
+                ));
+            }
+            if new.relay.workers != relay.workers() {
+                detail.push_str(&format!(
+                    "; workers = {} takes effect after a restart (still {})",
+                    new.relay.workers,
+                    relay.workers()
                 ));
             }
             relay.apply_config(Arc::new(new));
@@ -198,8 +226,9 @@ impl EventLog<'_> {
         config: &Config,
     ) -> Result<()> {
         let detail = format!(
-            "listening on {} with {} domain(s) from {}",
+            "listening on {} ({} worker(s)) with {} domain(s) from {}",
             relay.local_addr(),
+            relay.workers(),
             config.domains.len(),
             path.display()
         );

@@ -1,0 +1,289 @@
+//! A real browser as the client: headless Chromium (Debian's `chromium`)
+//! loads a page whose WebSockets go through the relay to the embedded
+//! origin, and the page posts back each close event it saw (code, reason,
+//! wasClean). Skips, saying so, when /usr/bin/chromium is absent
+//! (`apt-get install -y chromium`; .ci/run installs it).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use ecdn_console::origin::OriginOptions;
+use ecdn_console::relay::{CloseCause, RelayEvent, RelayHandle};
+use serde_json::Value;
+use tokio::sync::mpsc;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// Chromium's cold start on a loaded 2-core machine plus a 1 s idle timeout.
+const REPORT_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Opens one WebSocket per case whose relay port is in the query string and
+/// posts what its close event said to /report.
+const PAGE: &str = r#"<!doctype html>
+<meta charset="utf-8">
+<title>relay close events</title>
+<script>
+const query = new URLSearchParams(location.search);
+function report(body) {
+  fetch('/report', { method: 'POST', body: JSON.stringify(body) });
+}
+window.onerror = (message) => report({ name: 'page-error', reason: String(message) });
+function watch(name, onOpen) {
+  const port = query.get(name);
+  if (!port) return;
+  // Host is localhost:PORT: the relay routes it to the domain `localhost`.
+  const ws = new WebSocket('ws://localhost:' + port + '/browser');
+  let openedAt = null;
+  ws.onopen = () => {
+    openedAt = performance.now();
+    if (onOpen) onOpen(ws);
+  };
+  ws.onclose = (event) => report({
+    name,
+    opened: openedAt !== null,
+    openMs: openedAt === null ? 0 : performance.now() - openedAt,
+    code: event.code,
+    reason: event.reason,
+    wasClean: event.wasClean,
+  });
+}
+watch('idle');
+watch('abort');
+// The embedded origin closes with the code and reason it is asked for.
+watch('passthrough', (ws) => ws.send('/close 4321 bye'));
+</script>
+"#;
+
+/// What the page reported for one WebSocket.
+#[derive(Debug)]
+struct Seen {
+    opened: bool,
+    open_ms: f64,
+    code: u64,
+    reason: String,
+    was_clean: bool,
+}
+
+impl Seen {
+    fn from_json(v: &Value) -> Self {
+        Seen {
+            opened: v["opened"].as_bool().unwrap_or(false),
+            open_ms: v["openMs"].as_f64().unwrap_or(0.0),
+            code: v["code"].as_u64().unwrap_or(0),
+            reason: v["reason"].as_str().unwrap_or("").to_string(),
+            was_clean: v["wasClean"].as_bool().unwrap_or(false),
+        }
+    }
+}
+
+/// Serves the page and collects the reports on a thread of its own.
+struct PageServer {
+    server: Arc<tiny_http::Server>,
+    port: u16,
+}
+
+impl PageServer {
+    fn start(reports: mpsc::UnboundedSender<Value>) -> Self {
+        let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let port = server.server_addr().to_ip().unwrap().port();
+        let serving = server.clone();
+        std::thread::spawn(move || {
+            for mut request in serving.incoming_requests() {
+                let path = request.url().split('?').next().unwrap_or("").to_string();
+                let response = match (request.method(), path.as_str()) {
+                    (tiny_http::Method::Get, "/") => {
+                        let html: tiny_http::Header =
+                            "Content-Type: text/html; charset=utf-8".parse().unwrap();
+                        tiny_http::Response::from_string(PAGE).with_header(html)
+                    }
+                    (tiny_http::Method::Post, "/report") => {
+                        let mut body = String::new();
+                        let _ = request.as_reader().read_to_string(&mut body);
+                        if let Ok(report) = serde_json::from_str(&body) {
+                            let _ = reports.send(report);
+                        }
+                        tiny_http::Response::from_string("").with_status_code(204)
+                    }
+                    _ => tiny_http::Response::from_string("not found").with_status_code(404),
+                };
+                let _ = request.respond(response);
+            }
+        });
+        PageServer { server, port }
+    }
+}
+
+impl Drop for PageServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+    }
+}
+
+/// Headless Chromium on a fresh profile, in a process group of its own so
+/// that its helper processes end with it.
+struct Browser {
+    child: Child,
+    profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn open(url: &str) -> Self {
+        let profile = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(profile.path().join("chromium.log")).unwrap();
+        let child = Command::new(CHROMIUM)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg(url)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Browser { child, profile }
+    }
+
+    /// The end of Chromium's output, for a failure message.
+    fn log_tail(&self) -> String {
+        let log =
+            std::fs::read_to_string(self.profile.path().join("chromium.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(15)..].join("\n")
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = self.child.wait();
+    }
+}
+
+/// One relay with the single domain `localhost` (the browser's Host).
+async fn relay_for_localhost(
+    relay_extra: &str,
+    websocket: &str,
+) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let domain = format!(
+        "[[domain]]\nname = \"localhost\"\nacceleration = \"full-site\"\norigins = [\"{{origin}}\"]\nwebsocket = {websocket}\n"
+    );
+    start_relay(config(relay_extra, &domain, origin)).await
+}
+
+/// Waits for a report from each of `names`; a page error ends the wait.
+async fn collect(
+    reports: &mut mpsc::UnboundedReceiver<Value>,
+    names: &[&str],
+    browser: &Browser,
+) -> HashMap<String, Seen> {
+    let mut seen = HashMap::new();
+    let waited = tokio::time::timeout(REPORT_DEADLINE, async {
+        while seen.len() < names.len() {
+            let Some(report) = reports.recv().await else {
+                break;
+            };
+            let name = report["name"].as_str().unwrap_or("").to_string();
+            assert_ne!(name, "page-error", "the page failed: {report}");
+            seen.insert(name, Seen::from_json(&report));
+        }
+    })
+    .await;
+    if waited.is_err() {
+        panic!(
+            "only {:?} of {names:?} reported within {REPORT_DEADLINE:?}; chromium said:\n{}",
+            seen.keys().collect::<Vec<_>>(),
+            browser.log_tail()
+        );
+    }
+    seen
+}
+
+#[tokio::test]
+async fn chromium_sees_idle_close_abort_and_passed_through_close_codes() {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("SKIPPED: {CHROMIUM} is absent (apt-get install -y chromium)");
+        return;
+    }
+    let timeout_1s = "{ switch = \"on\", timeout = 1 }";
+    let (idle, _idle_events) = relay_for_localhost("", timeout_1s).await;
+    let (abort, mut abort_events) = relay_for_localhost("idle-close = \"abort\"", timeout_1s).await;
+    let (passthrough, _pass_events) =
+        relay_for_localhost("", "{ switch = \"on\", timeout = 60 }").await;
+
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let page = PageServer::start(reports_tx);
+    let url = format!(
+        "http://localhost:{}/?idle={}&abort={}&passthrough={}",
+        page.port,
+        idle.local_addr().port(),
+        abort.local_addr().port(),
+        passthrough.local_addr().port()
+    );
+    let browser = Browser::open(&url);
+    let seen = collect(&mut reports, &["idle", "abort", "passthrough"], &browser).await;
+    drop(browser);
+
+    // Idle close: a real close frame, 1001 with the reason, after ~1 s.
+    let s = &seen["idle"];
+    assert!(s.opened, "{s:?}");
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.was_clean),
+        (1001, "idle timeout (1 s)", true),
+        "{s:?}"
+    );
+    assert!(
+        s.open_ms >= 900.0,
+        "cut after {} ms, before the timeout",
+        s.open_ms
+    );
+
+    // Abort mode: TCP dropped without a close frame, which a browser reports as 1006.
+    let s = &seen["abort"];
+    assert!(s.opened, "{s:?}");
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.was_clean),
+        (1006, "", false),
+        "{s:?}"
+    );
+    assert!(
+        s.open_ms >= 900.0,
+        "cut after {} ms, before the timeout",
+        s.open_ms
+    );
+    let closed = wait_event(&mut abort_events, |e| {
+        matches!(e, RelayEvent::Closed { .. })
+    })
+    .await;
+    let RelayEvent::Closed { cause, .. } = closed else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::IdleTimeout { timeout_secs: 1 });
+
+    // The origin's own close code and reason reach the page unchanged.
+    let s = &seen["passthrough"];
+    assert!(s.opened, "{s:?}");
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.was_clean),
+        (4321, "bye", true),
+        "{s:?}"
+    );
+}

@@ -7,6 +7,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod demo;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use serde::Serialize;
 
+use super::cloud::CloudTarget;
 use super::{open_config, table};
 use crate::config::{Config, Domain, effective_timeout};
 
@@ -16,6 +17,15 @@ pub struct DomainsArgs {
     /// idle timeout in seconds (null = no idle limit)
     #[arg(long)]
     pub json: bool,
+
+    /// The Tencent Cloud account's domains, through the CDN API, instead of
+    /// the file's (keys: TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY, else
+    /// ~/.tccli/PROFILE.credential)
+    #[arg(long)]
+    pub cloud: bool,
+
+    #[command(flatten)]
+    pub target: CloudTarget,
 }
 
 pub fn run(
@@ -24,6 +34,10 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
+    if args.cloud {
+        return super::cloud::domains(&args.target, args.json, out);
+    }
+    args.target.refuse_without_cloud()?;
     let file = open_config(config_path, err)?;
     let text = if args.json {
         json(file.path(), file.config())?
@@ -34,7 +48,7 @@ pub fn run(
     Ok(())
 }
 
-const HEADERS: [&str; 7] = [
+pub(super) const HEADERS: [&str; 7] = [
     "Domain",
     "Status",
     "CNAME",

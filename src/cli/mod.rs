@@ -5,6 +5,7 @@
 //! Adding a command: a variant of [`Command`] with its `Args` struct in its
 //! own file, and one arm in [`run`].
 
+mod cloud;
 mod config_cmd;
 mod control;
 mod demo;
@@ -189,6 +190,8 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
             .is_some_and(ConfigError::is_bad_input)
             || e.is::<RuleViolation>()
             || e.is::<BadInput>()
+            || e.is::<crate::cloud::EndpointError>()
+            || e.is::<crate::cloud::CredentialsError>()
     });
     if bad_input {
         EXIT_BAD_INPUT

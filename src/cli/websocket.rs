@@ -8,10 +8,11 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use clap::Args;
 
+use super::cloud::CloudTarget;
 use super::open_config;
 use crate::config::{
-    ConfigFile, Domain, Edit, LIMITATION_TEXT, RECOMMENDATION_TEXT, Switch, WebSocketSettings,
-    effective_timeout, rules,
+    ConfigFile, Domain, Edit, EffectiveTimeout, LIMITATION_TEXT, RECOMMENDATION_TEXT, Switch,
+    WebSocketSettings, effective_timeout, rules,
 };
 
 #[derive(Debug, Args)]
@@ -33,6 +34,14 @@ pub struct WebsocketArgs {
     // message rather than a generic parse error from clap.
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub timeout: Option<i64>,
+
+    /// Show or change the domain on the Tencent Cloud account, through the
+    /// CDN API, instead of in the file
+    #[arg(long)]
+    pub cloud: bool,
+
+    #[command(flatten)]
+    pub target: CloudTarget,
 }
 
 impl WebsocketArgs {
@@ -51,8 +60,12 @@ pub fn run(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
-    let mut file = open_config(config_path, err)?;
     let switch = args.switch();
+    if args.cloud {
+        return super::cloud::websocket(&args.target, &args.domain, switch, args.timeout, out);
+    }
+    args.target.refuse_without_cloud()?;
+    let mut file = open_config(config_path, err)?;
     let text = if switch.is_none() && args.timeout.is_none() {
         show(rules::existing_domain(file.config(), &args.domain)?)
     } else {
@@ -71,20 +84,32 @@ fn show(domain: &Domain) -> String {
         domain.acceleration.label(),
         domain.status.as_str()
     );
-    let mut field = |label: &str, value: String| {
-        let _ = writeln!(text, "  {label:<18} {value}");
-    };
-    field("Switch", ws.switch.as_str().to_string());
-    field("Timeout", format!("{} s", ws.timeout));
-    field("Effective timeout", format!("{t} — {}", t.explanation()));
+    setting_lines(&mut text, ws, t);
     field(
+        &mut text,
         "Pings reset idle",
-        if ws.ping_resets_idle { "yes" } else { "no" }.to_string(),
+        if ws.ping_resets_idle { "yes" } else { "no" },
     );
     text.push('\n');
     text.push_str(advice(domain));
     text.push('\n');
     text
+}
+
+/// The card's lines for the switch, the timeout and what they mean, for
+/// the file's domains and the account's alike.
+pub(super) fn setting_lines(text: &mut String, ws: &WebSocketSettings, t: EffectiveTimeout) {
+    field(text, "Switch", ws.switch.as_str());
+    field(text, "Timeout", &format!("{} s", ws.timeout));
+    field(
+        text,
+        "Effective timeout",
+        &format!("{t} — {}", t.explanation()),
+    );
+}
+
+fn field(text: &mut String, label: &str, value: &str) {
+    let _ = writeln!(text, "  {label:<18} {value}");
 }
 
 /// The card's footnote: the limitation where the switch cannot be used,
@@ -137,19 +162,35 @@ fn set(
 /// `cloud.tencent.com: WebSocket on, timeout 100 s → 30 s (saved to PATH)`,
 /// then what that means for idle sessions.
 fn changed(before: &Domain, after: &Domain, path: &Path) -> String {
-    let (old, new) = (before.websocket, after.websocket);
-    let t = effective_timeout(after);
-    let mut text = format!(
-        "{}: WebSocket {}, timeout {} (saved to {})\n",
-        after.name,
-        arrow(old.switch.as_str(), new.switch.as_str()),
-        arrow(&format!("{} s", old.timeout), &format!("{} s", new.timeout)),
-        path.display()
+    let destination = format!("saved to {}", path.display());
+    let mut text = changed_text(
+        &after.name,
+        &before.websocket,
+        &after.websocket,
+        effective_timeout(after),
+        &destination,
     );
-    let _ = writeln!(text, "effective idle timeout: {t} — {}", t.explanation());
     if !after.can_configure_websocket() {
         let _ = writeln!(text, "{LIMITATION_TEXT}");
     }
+    text
+}
+
+/// `NAME: WebSocket off → on, timeout 60 s → 100 s (DESTINATION)` and the
+/// effective idle timeout line: the file's and the account's wording.
+pub(super) fn changed_text(
+    name: &str,
+    old: &WebSocketSettings,
+    new: &WebSocketSettings,
+    t: EffectiveTimeout,
+    destination: &str,
+) -> String {
+    let mut text = format!(
+        "{name}: WebSocket {}, timeout {} ({destination})\n",
+        arrow(old.switch.as_str(), new.switch.as_str()),
+        arrow(&format!("{} s", old.timeout), &format!("{} s", new.timeout)),
+    );
+    let _ = writeln!(text, "effective idle timeout: {t} — {}", t.explanation());
     text
 }
 

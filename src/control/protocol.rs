@@ -381,6 +381,7 @@ mod tests {
         .unwrap();
         assert!(matches!(r, Request::ConfigEdit { version: 3, .. }));
         assert!(serde_json::from_str::<Request>(r#"{"request":"nope"}"#).is_err());
-        assert!(serde_json::from_str::<Request>(r#"{"request":"stop","x":1}"#).is_err());
+        // A misspelt field is an error, not silently the default.
+        assert!(serde_json::from_str::<Request>(r#"{"request":"sessions","domian":"a"}"#).is_err());
     }
 }

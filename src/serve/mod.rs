@@ -89,6 +89,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         "control",
         &format!("control socket at {}", control.path().display()),
     )?;
+    if let Some(addr) = relay.tls_local_addr() {
+        log.line("tls", &format!("wss:// clients on {addr}"))?;
+    }
     if let Some(addr) = admin_addr {
         log.line(
             "admin",
@@ -295,9 +298,21 @@ fn apply_reload(
     if new.admin.listen != relay.config().admin.listen {
         detail.push_str("; [admin] listen takes effect after a restart");
     }
-    relay.apply_config(Arc::new(new));
-    control.config.replace(*file);
-    RelayEvent::ConfigApplied { at, detail }
+    if new.relay.tls_listen != relay.config().relay.tls_listen {
+        detail.push_str("; tls-listen takes effect after a restart");
+    }
+    // A certificate that cannot be served refuses the whole reload: the old
+    // certificates and config stay in force.
+    match relay.try_apply_config(Arc::new(new)) {
+        Ok(()) => {
+            control.config.replace(*file);
+            RelayEvent::ConfigApplied { at, detail }
+        }
+        Err(error) => RelayEvent::ConfigRejected {
+            at,
+            error: format!("certificate {error}"),
+        },
+    }
 }
 
 /// Events written at most in one write.

@@ -14,7 +14,6 @@ pub mod control;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod load;
 pub mod origin;
 pub mod probe;
 pub mod relay;

@@ -10,6 +10,7 @@ pub mod app;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;

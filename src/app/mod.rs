@@ -4,6 +4,7 @@
 //! so every behaviour can be tested by sending actions.
 
 pub mod action;
+pub mod cloud;
 pub mod dialog;
 pub mod keymap;
 pub mod list;
@@ -20,6 +21,7 @@ use tokio::time::Instant;
 use tui_input::Input;
 
 pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
+pub use cloud::{CloudEvent, CloudView, DomainSource, LoadState, ProbeResult, ProbeState};
 pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
 pub use keymap::Context;
 pub use list::ListCursor;
@@ -272,6 +274,8 @@ pub struct App {
     /// Live sessions per domain name as the relay registered it (the
     /// config's spelling); looked up case-insensitively.
     live_per_domain: HashMap<Arc<str>, usize>,
+    /// A file (the default) or a Tencent Cloud account.
+    pub source: DomainSource,
 }
 
 impl App {
@@ -292,6 +296,7 @@ impl App {
             status: None,
             live: Vec::new(),
             live_per_domain: HashMap::new(),
+            source: DomainSource::File,
         }
         // No sampling here: the runner refreshes before every draw, and
         // tests with their own clock.
@@ -424,6 +429,12 @@ impl App {
         }
         match self.screen {
             Screen::Overview => Context::Overview,
+            Screen::Sessions | Screen::Events if self.is_cloud() => Context::CloudNoSessions,
+            Screen::Domains if self.is_cloud() => match &self.domains.manage {
+                Some(m) => Context::CloudManage(m.tab),
+                None if self.domains.filtering => Context::Filter,
+                None => Context::CloudDomains,
+            },
             Screen::Domains => match &self.domains.manage {
                 Some(m) if m.detail.is_some() => Context::SessionDetail,
                 Some(m) => Context::Manage(m.tab),

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Side-by-side benchmark of issue 6: the same loads against the origin
-# directly, nginx, HAProxy and `ecdn-console serve`, all on loopback, then
-# one table with the ratios relay÷nginx, relay÷HAProxy, relay÷direct.
+# Side-by-side benchmark of issues 6 and 13: the same loads against the
+# origin directly, nginx, HAProxy and `ecdn-console serve`, all on loopback,
+# in two sets run in interleaved rounds — "defaults" (each as a user runs it:
+# nginx `worker_processes auto`, HAProxy's default threads, the relay's
+# default workers, all one per CPU) and "one" (one worker each: per-core
+# efficiency) — then one table per set with the ratios relay÷nginx,
+# relay÷HAProxy, relay÷direct.
 #
 #   bench/compare.sh quick     # small numbers, ~2 minutes: does everything work?
 #   bench/compare.sh full      # the figures of docs/BENCHMARKS.md
@@ -25,10 +29,12 @@ case "$MODE" in
 quick)
     : "${ROUNDS:=1}" "${DURATION:=2}" "${ECHO_SESSIONS:=20}" "${PACED_SESSIONS:=50}"
     : "${PACED_INTERVAL_MS:=100}" "${IDLE_SESSIONS:=200}" "${IDLE_TIMEOUT:=2}" "${HOLD:=4}"
+    : "${FANOUT_SESSIONS:=500}"
     ;;
 full)
     : "${ROUNDS:=3}" "${DURATION:=10}" "${ECHO_SESSIONS:=100}" "${PACED_SESSIONS:=1000}"
     : "${PACED_INTERVAL_MS:=100}" "${IDLE_SESSIONS:=9000}" "${IDLE_TIMEOUT:=5}" "${HOLD:=8}"
+    : "${FANOUT_SESSIONS:=5000}"
     ;;
 *)
     echo "usage: $0 [quick|full]" >&2
@@ -42,6 +48,12 @@ esac
 : "${LONG_TIMEOUT:=120}"
 : "${CONCURRENCY:=64}"
 : "${TARGETS:=direct nginx haproxy relay}"
+# The worker sets (see the top), and what each test runs.
+: "${SETS:=defaults one}"
+: "${TESTS:=memory echo64 echo4k echo64k paced handshake fanout timeout}"
+# Fan-out: the origin (ecdn-load itself) pushes FANOUT_SIZE bytes every
+# FANOUT_INTERVAL_MS to FANOUT_SESSIONS clients.
+: "${FANOUT_INTERVAL_MS:=100}" "${FANOUT_SIZE:=256}"
 
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
@@ -82,7 +94,7 @@ run_load() {
     t0=$(date +%s.%N)
     load0=$(loadavg)
     # bash's `time` gives the generator's own CPU (user + sys seconds).
-    if ! { TIMEFORMAT='%U %S'; time "$LOAD" "$(url_of "$target")" --host "$HOST" \
+    if ! { TIMEFORMAT='%U %S'; time "$LOAD" "$(url_of "$target" "${URL_KIND:-}")" --host "${LOAD_HOST:-$HOST}" \
         --concurrency "$CONCURRENCY" --json "$@" >"$file.json" 2>"$file.err"; } 2>"$file.time"; then
         log "  $test/$target: ecdn-load failed: $(tail -1 "$file.err")"
     fi
@@ -92,7 +104,7 @@ run_load() {
     [[ $target == direct ]] || ours_user=$((ours_user + $(user_ticks "$pid") - pid_user0))
     report=$(cat "$file.json")
     [[ -n $report ]] || report='{}'
-    jq -c --arg test "$test" --arg target "$target" --argjson round "$round" \
+    jq -c --arg test "$test" --arg target "$target" --argjson round "$round" --arg set "$PROXY_SET" \
         --argjson cpu "$(($(cpu_ticks "$pid") - pid_cpu0))" \
         --argjson origin_cpu "$(($(cpu_ticks "$origin_pid") - origin_cpu0))" \
         --argjson busy "$(($(machine_busy) - busy0))" --argjson gen_cpu "${gen_cpu:-0}" \
@@ -101,7 +113,7 @@ run_load() {
         --argjson wall "$(awk -v a="$(date +%s.%N)" -v b="$t0" 'BEGIN { print a - b }')" --argjson ncpu "$(nproc)" \
         --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
-        '. + {url: .target, test: $test, target: $target, round: $round, load_before: $load0, load_after: $load1,
+        '. + {url: .target, test: $test, target: $target, round: $round, set: $set, load_before: $load0, load_after: $load1,
           proxy_cpu_s: (if $target == "direct" then 0 else $cpu / $hz end), origin_cpu_s: ($origin_cpu / $hz),
           generator_cpu_s: $gen_cpu, wall_s: $wall,
           machine_busy_pct: ($busy / $hz / $wall / $ncpu * 100),
@@ -135,10 +147,10 @@ run_memory() {
     sleep 5
     cpu1=$(cpu_ticks "$pid")
     wait "$load_pid" || log "  memory/$target: ecdn-load failed: $(tail -1 "$file.err")"
-    jq -c --arg target "$target" --argjson round "$round" --argjson rss0 "$rss0" --argjson rss1 "$rss1" \
+    jq -c --arg target "$target" --argjson round "$round" --arg set "$PROXY_SET" --argjson rss0 "$rss0" --argjson rss1 "$rss1" \
         --argjson cpu "$((cpu1 - cpu0))" --argjson hz "$(getconf CLK_TCK)" \
         --argjson load0 "$load0" --argjson load1 "$(loadavg)" \
-        '. + {url: .target, test: "memory", target: $target, round: $round, load_before: $load0, load_after: $load1,
+        '. + {url: .target, test: "memory", target: $target, round: $round, set: $set, load_before: $load0, load_after: $load1,
           rss_before_kib: $rss0, rss_after_kib: $rss1,
           kib_per_session: (if .opened > 0 then ($rss1 - $rss0) / .opened else null end),
           idle_cpu_pct: ($cpu / $hz / 5 * 100)}' \
@@ -159,40 +171,75 @@ ulimit -n 20000 2>/dev/null || true
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)"
 } | tee "$OUT/machine.txt" >&2
 
-start_origin
-for round in $(seq "$ROUNDS"); do
-    log "round $round of $ROUNDS"
-    start_proxies "$LONG_TIMEOUT"
+wants() { [[ " $TESTS " == *" $1 "* ]]; }
+
+# One set's runs: every test, each over every target in turn.
+run_set() {
+    local round=$1 set=$2 target
+    start_proxies "$LONG_TIMEOUT" "$set"
     # Memory first, on fresh processes (earlier runs would leave reusable heap).
+    if wants memory; then
+        for target in $TARGETS; do
+            [[ $target == direct ]] || run_memory "$target" "$round"
+        done
+    fi
     for target in $TARGETS; do
-        [[ $target == direct ]] || run_memory "$target" "$round"
+        wants echo64 && run_load echo64 "$target" "$round" --mode echo --size 64 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
     done
     for target in $TARGETS; do
-        run_load echo64 "$target" "$round" --mode echo --size 64 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
+        wants echo4k && run_load echo4k "$target" "$round" --mode echo --size 4096 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
     done
     for target in $TARGETS; do
-        run_load echo4k "$target" "$round" --mode echo --size 4096 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
+        wants echo64k && run_load echo64k "$target" "$round" --mode echo --size 65536 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
     done
     for target in $TARGETS; do
-        run_load echo64k "$target" "$round" --mode echo --size 65536 --sessions "$ECHO_SESSIONS" --duration "$DURATION"
-    done
-    for target in $TARGETS; do
-        run_load paced "$target" "$round" --mode paced --interval-ms "$PACED_INTERVAL_MS" --size 64 \
+        wants paced && run_load paced "$target" "$round" --mode paced --interval-ms "$PACED_INTERVAL_MS" --size 64 \
             --sessions "$PACED_SESSIONS" --duration "$DURATION"
     done
-    stop_proxies
-    start_proxies "$IDLE_TIMEOUT"
+    # CONCURRENCY (64) loops of open, one message, close.
     for target in $TARGETS; do
-        [[ $target == direct ]] || run_load timeout "$target" "$round" --mode idle \
-            --sessions "$IDLE_SESSIONS" --expect-timeout "$IDLE_TIMEOUT" --duration "$((IDLE_TIMEOUT + 3))"
+        wants handshake && run_load handshake "$target" "$round" --mode handshake --size 64 --duration "$DURATION"
+    done
+    for target in $TARGETS; do
+        wants fanout && URL_KIND=push LOAD_HOST=$PUSH_HOST run_load fanout "$target" "$round" --mode fanout \
+            --push-listen "$LOOP:$PUSH_PORT" --interval-ms "$FANOUT_INTERVAL_MS" --size "$FANOUT_SIZE" \
+            --sessions "$FANOUT_SESSIONS" --duration "$DURATION"
     done
     stop_proxies
+    if wants timeout; then
+        start_proxies "$IDLE_TIMEOUT" "$set"
+        for target in $TARGETS; do
+            [[ $target == direct ]] || run_load timeout "$target" "$round" --mode idle \
+                --sessions "$IDLE_SESSIONS" --expect-timeout "$IDLE_TIMEOUT" --duration "$((IDLE_TIMEOUT + 3))"
+        done
+        stop_proxies
+    fi
+}
+
+start_origin
+for round in $(seq "$ROUNDS"); do
+    for set in $SETS; do
+        log "round $round of $ROUNDS, set $set"
+        run_set "$round" "$set"
+    done
 done
 echo "date_end=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)" | tee -a "$OUT/machine.txt" >&2
 
 # --- the table -----------------------------------------------------------
 # Medians over the rounds; ratios relay÷X ("higher is better" rows want > 1,
 # the others < 1).
-jq -rs --arg echo_n "$ECHO_SESSIONS" --arg paced_n "$PACED_SESSIONS" --arg interval "$PACED_INTERVAL_MS" \
-    --arg idle_n "$IDLE_SESSIONS" --arg idle_t "$IDLE_TIMEOUT" -f bench/table.jq "$RESULTS" | tee "$OUT/table.md"
+: >"$OUT/table.md"
+for set in $SETS; do
+    case $set in
+    defaults) echo "### At their defaults (nginx worker_processes auto, HAProxy default threads, relay default workers; $(nproc) CPUs)" ;;
+    one) echo "### One worker each" ;;
+    *) echo "### Set $set" ;;
+    esac
+    echo
+    jq -rs --arg set "$set" --arg echo_n "$ECHO_SESSIONS" --arg paced_n "$PACED_SESSIONS" --arg interval "$PACED_INTERVAL_MS" \
+        --arg idle_n "$IDLE_SESSIONS" --arg idle_t "$IDLE_TIMEOUT" --arg fan_n "$FANOUT_SESSIONS" \
+        --arg fan_interval "$FANOUT_INTERVAL_MS" --arg fan_size "$FANOUT_SIZE" --arg conc "$CONCURRENCY" \
+        -f bench/table.jq "$RESULTS"
+    echo
+done | tee "$OUT/table.md"
 log "results in $OUT"

@@ -4,6 +4,10 @@
 # and may override the ports, OUT and the timeouts from the environment.
 # Every process started here is stopped by its PID on exit (trap).
 : "${ORIGIN_PORT:=19001}" "${NGINX_PORT:=19081}" "${HAPROXY_PORT:=19082}" "${RELAY_PORT:=19083}"
+# Where ecdn-load's pushing origin listens in fanout runs (path /push,
+# Host push.test: every proxy forwards those there).
+: "${PUSH_PORT:=19002}"
+PUSH_HOST=push.test
 : "${OUT:=$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)-${MODE:-run}}"
 HOST=bench.test
 LOOP=127.0.0.1
@@ -93,16 +97,31 @@ name = "$HOST"
 acceleration = "full-site"
 origins = ["$LOOP:$ORIGIN_PORT"]
 websocket = { switch = "on", timeout = $2 }
+
+[[domain]]
+name = "$PUSH_HOST"
+acceleration = "full-site"
+origins = ["$LOOP:$PUSH_PORT"]
+websocket = { switch = "on", timeout = $2 }
 EOF
 }
 
-# $1: idle timeout in seconds for all three proxies.
+# start_proxies TIMEOUT [SET]: all three proxies with TIMEOUT seconds of
+# idle limit. SET "defaults" (the default): each as a user runs it — nginx
+# `worker_processes auto`, HAProxy's default threads (one per CPU), the
+# relay's default workers (one per CPU); SET "one": one worker each.
 start_proxies() {
-    local t=$1 dir=$OUT/conf-$1
+    local t=$1 set=${2:-defaults} dir=$OUT/conf-$1-${2:-defaults}
+    local nginx_workers=auto haproxy_threads="" relay_workers=()
+    if [[ $set == one ]]; then
+        nginx_workers=1
+        haproxy_threads="nbthread 1"
+        relay_workers=(--workers 1)
+    fi
     mkdir -p "$dir"
     cat >"$dir/nginx.conf" <<EOF
-# One worker like our single relay thread; 2 descriptors per session.
-worker_processes 1;
+# Set "$set"; 2 descriptors per session.
+worker_processes $nginx_workers;
 worker_rlimit_nofile 20000;
 daemon off;
 pid $dir/nginx.pid;
@@ -112,24 +131,27 @@ http {
     access_log off;
     client_body_temp_path $dir/nginx-tmp;
     proxy_temp_path $dir/nginx-tmp;
+    proxy_http_version 1.1;
+    proxy_set_header Upgrade \$http_upgrade;
+    proxy_set_header Connection "upgrade";
+    proxy_set_header Host \$host;
+    proxy_read_timeout ${t}s;
+    proxy_send_timeout ${t}s;
     server {
         listen $LOOP:$NGINX_PORT backlog=4096;
         location / {
             proxy_pass http://$LOOP:$ORIGIN_PORT;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection "upgrade";
-            proxy_set_header Host \$host;
-            proxy_read_timeout ${t}s;
-            proxy_send_timeout ${t}s;
+        }
+        location /push {
+            proxy_pass http://$LOOP:$PUSH_PORT;
         }
     }
 }
 EOF
     cat >"$dir/haproxy.cfg" <<EOF
-# One thread like our single relay thread; 2 descriptors per session.
+# Set "$set"; 2 descriptors per session.
 global
-    nbthread 1
+    $haproxy_threads
     maxconn 9900
 defaults
     mode http
@@ -141,9 +163,12 @@ defaults
 frontend ws
     bind $LOOP:$HAPROXY_PORT
     maxconn 9900
+    use_backend push if { path_beg /push }
     default_backend origin
 backend origin
     server o1 $LOOP:$ORIGIN_PORT
+backend push
+    server p1 $LOOP:$PUSH_PORT
 EOF
     relay_config "$dir/relay.toml" "$t"
     mkdir -p "$dir/nginx-tmp"
@@ -154,19 +179,23 @@ EOF
     HAPROXY_PID=$!
     STARTED_PIDS+=("$HAPROXY_PID")
     # Event lines are not what is measured: discard them.
-    "$CONSOLE" serve --config "$dir/relay.toml" >/dev/null 2>"$dir/relay.err" &
+    "$CONSOLE" serve --config "$dir/relay.toml" "${relay_workers[@]}" >/dev/null 2>"$dir/relay.err" &
     RELAY_PID=$!
     STARTED_PIDS+=("$RELAY_PID")
     wait_port "$NGINX_PORT"
     wait_port "$HAPROXY_PORT"
     wait_port "$RELAY_PORT"
     NGINX_PID=""
+    local want
+    want=$([[ $nginx_workers == auto ]] && nproc || echo 1)
     for _ in $(seq 50); do
-        NGINX_PID=$(pgrep -P "$NGINX_MASTER" | head -1 || true)
-        [[ -n $NGINX_PID ]] && break
+        # Every worker (all of nginx's work is theirs; the master only waits).
+        NGINX_PID=$(pgrep -P "$NGINX_MASTER" -d, || true)
+        [[ -n $NGINX_PID && $(tr , '\n' <<<"$NGINX_PID" | wc -l) -ge $want ]] && break
         sleep 0.1
     done
-    log "proxies up (timeout ${t}s): nginx worker $NGINX_PID, haproxy $HAPROXY_PID, relay $RELAY_PID"
+    PROXY_SET=$set
+    log "proxies up (set $set, timeout ${t}s): nginx workers $NGINX_PID, haproxy $HAPROXY_PID, relay $RELAY_PID"
 }
 
 stop_proxies() {
@@ -180,7 +209,17 @@ stop_proxies() {
 
 # --- measuring -----------------------------------------------------------
 
+# url_of TARGET [push]: where the generator connects (push: the fanout path).
 url_of() {
+    if [[ ${2:-} == push ]]; then
+        case $1 in
+        direct) echo "ws://$LOOP:$PUSH_PORT/push" ;;
+        nginx) echo "ws://$LOOP:$NGINX_PORT/push" ;;
+        haproxy) echo "ws://$LOOP:$HAPROXY_PORT/push" ;;
+        relay) echo "ws://$LOOP:$RELAY_PORT/push" ;;
+        esac
+        return
+    fi
     case $1 in
     direct) echo "ws://$LOOP:$ORIGIN_PORT/bench" ;;
     nginx) echo "ws://$LOOP:$NGINX_PORT/bench" ;;
@@ -198,13 +237,15 @@ pid_of() {
     esac
 }
 
-rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+# PIDs may be a comma-separated list (nginx's workers): figures are summed.
+proc_files() { local f=$2 p; for p in ${1//,/ }; do echo "/proc/$p/$f"; done; }
+rss_kib() { awk '/^VmRSS:/ { s += $2 } END { print s + 0 }' $(proc_files "$1" status); }
 # Busy ticks of the whole machine (all cores), and its user-mode part: other
 # work (compilers) shows as user time nobody of ours spent, while loopback
 # networking is kernel time that may not be charged to our processes.
 machine_busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 machine_user() { awk '/^cpu / { print $2 + $3 }' /proc/stat; }
-user_ticks() { awk '{ print $14 }' "/proc/$1/stat"; }
+user_ticks() { awk '{ s += $14 } END { print s + 0 }' $(proc_files "$1" stat); }
 # utime + stime in clock ticks.
-cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+cpu_ticks() { awk '{ s += $14 + $15 } END { print s + 0 }' $(proc_files "$1" stat); }
 loadavg() { cut -d' ' -f1 /proc/loadavg; }

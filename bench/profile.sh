@@ -79,7 +79,7 @@ heap)
     start_proxies 120
     # The relay again, under heaptrack, on the same port with the same config.
     stop_pid "$RELAY_PID"
-    heaptrack -o "$OUT/heap" "$CONSOLE" serve --config "$OUT/conf-120/relay.toml" >/dev/null 2>"$OUT/heaptrack.log" &
+    heaptrack -o "$OUT/heap" "$CONSOLE" serve --config "$OUT/conf-120-defaults/relay.toml" >/dev/null 2>"$OUT/heaptrack.log" &
     wrapper=$!
     STARTED_PIDS+=("$wrapper")
     wait_port "$RELAY_PORT"

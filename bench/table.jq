@@ -15,7 +15,8 @@ def num: if . == null then "–"
 def ratio(a; b): if a == null or b == null or b == 0 then "–"
   else ((a / b * 100 | round) / 100 | tostring) + "×" end;
 
-map(. + {proxy_us_per_msg:
+map(select((.set // "defaults") == $set))
+| map(. + {proxy_us_per_msg:
   (if (.messages // 0) > 0 and .target != "direct" then .proxy_cpu_s / .messages * 1e6 else null end)})
 | . as $all
 | def m($test; $target; $path): [$all[] | select(.test == $test and .target == $target) | getpath($path)] | median;
@@ -40,6 +41,10 @@ map(. + {proxy_us_per_msg:
   row("paced, RTT p99 ms"; "paced"; ["rtt_ms", "p99"]; "lower"),
   row("paced, RTT p99.9 ms"; "paced"; ["rtt_ms", "p999"]; "lower"),
   row("paced, handshake p99 ms"; "paced"; ["handshake_ms", "p99"]; "lower"),
+  row("handshakes, \($conc) in flight (open, 1 msg, close), sessions/s"; "handshake"; ["messages_per_s"]; "higher"),
+  row("handshakes, whole session p99 ms"; "handshake"; ["rtt_ms", "p99"]; "lower"),
+  row("fan-out \($fan_size) B every \($fan_interval) ms to \($fan_n), delivery p50 ms"; "fanout"; ["rtt_ms", "p50"]; "lower"),
+  row("fan-out, delivery p99 ms"; "fanout"; ["rtt_ms", "p99"]; "lower"),
   row("idle \($idle_n) sessions, KiB/session"; "memory"; ["kib_per_session"]; "lower"),
   row("idle \($idle_n), proxy CPU % while held"; "memory"; ["idle_cpu_pct"]; "lower"),
   row("timeout \($idle_t) s × \($idle_n), lateness p50 ms"; "timeout"; ["idle", "lateness_ms", "p50"]; "lower"),

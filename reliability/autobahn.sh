@@ -1,19 +1,29 @@
 #!/usr/bin/env bash
 # Protocol conformance through the relay: the Autobahn TestSuite fuzzing
-# client against the embedded origin, once directly and once through
-# `ecdn-console serve`, then a verdict comparison (summarize_autobahn.py).
+# client against three origin implementations — the embedded origin
+# (`ecdn-console origin`), a plain tokio-tungstenite echo
+# (examples/tungstenite_echo.rs) and a Python `websockets` echo
+# (reliability/origins/websockets_echo.py) — each once directly and once
+# through `ecdn-console serve` (one relay per origin), then a verdict
+# comparison per case and per origin (summarize_autobahn.py): through the
+# relay every case must end as it does directly.
 #
 # Needs a Python 2.7 interpreter (autobahntestsuite is Python 2 only):
 # $PYTHON2, else python2.7 / python2 on PATH, else pyenv's 2.7.x. The
 # virtualenv (virtualenv < 20.22) is created under target/autobahn-venv.
+# The Python echo runs in target/websockets-venv (python3 -m venv, then
+# pip install websockets), created on first use.
 #
-# Usage: reliability/autobahn.sh [CASES]   e.g. reliability/autobahn.sh '1.*,2.*'
+# Usage: reliability/autobahn.sh [CASES]
+#   CASES defaults to groups 1-10; e.g. reliability/autobahn.sh '1.*,2.*'
+#   or add the permessage-deflate groups: reliability/autobahn.sh '1.*,...,10.*,12.*,13.*'
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-cases="${1:-*}"
+cases="${1:-1.*,2.*,3.*,4.*,5.*,6.*,7.*,8.*,9.*,10.*}"
 work=target/autobahn
 venv=target/autobahn-venv
+pyvenv=target/websockets-venv
 mkdir -p "$work"
 
 find_python2() {
@@ -40,19 +50,34 @@ if [ ! -x "$venv/bin/wstest" ]; then
   "$venv/bin/pip" install -q autobahntestsuite
 fi
 
+if ! "$pyvenv/bin/python" -c 'import websockets' 2>/dev/null; then
+  echo "== setting up $pyvenv (Python websockets for the third origin)"
+  python3 -m venv "$pyvenv"
+  "$pyvenv/bin/pip" install -q websockets
+fi
+
 echo "== building"
-cargo build --release -q
+cargo build --release -q --bin ecdn-console --example tungstenite_echo
 bin=target/release/ecdn-console
 
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
 
-origin_port=19101
-relay_port=19102
-"$bin" origin --listen "127.0.0.1:$origin_port" >"$work/origin.log" 2>&1 &
-pids+=($!)
-cat >"$work/relay.toml" <<TOML
+# Waits (at most 10 s) until something listens on 127.0.0.1:$1.
+wait_port() {
+  for _ in $(seq 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "autobahn.sh: nothing listens on 127.0.0.1:$1 after 10 s (see $work/*.log)" >&2
+  exit 1
+}
+
+# A relay with one domain, `localhost`, in front of 127.0.0.1:$2.
+start_relay() {
+  local name=$1 origin_port=$2 relay_port=$3
+  cat >"$work/relay-$name.toml" <<TOML
 [relay]
 listen = "127.0.0.1:$relay_port"
 max-message-bytes = 16777216
@@ -64,25 +89,42 @@ acceleration = "full-site"
 origins = ["127.0.0.1:$origin_port"]
 websocket = { switch = "on", timeout = 300 }
 TOML
-"$bin" --config "$work/relay.toml" serve >"$work/relay.log" 2>&1 &
+  "$bin" --config "$work/relay-$name.toml" serve >"$work/relay-$name.log" 2>&1 &
+  pids+=($!)
+}
+
+# name, origin port, relay port.
+origins=("embedded 19101 19102" "tungstenite 19103 19104" "websockets 19105 19106")
+"$bin" origin --listen 127.0.0.1:19101 >"$work/origin-embedded.log" 2>&1 &
 pids+=($!)
-sleep 1
+target/release/examples/tungstenite_echo 127.0.0.1:19103 >"$work/origin-tungstenite.log" 2>&1 &
+pids+=($!)
+"$pyvenv/bin/python" reliability/origins/websockets_echo.py 127.0.0.1:19105 >"$work/origin-websockets.log" 2>&1 &
+pids+=($!)
+
+servers=""
+for entry in "${origins[@]}"; do
+  read -r name origin_port relay_port <<<"$entry"
+  start_relay "$name" "$origin_port" "$relay_port"
+  wait_port "$origin_port"
+  wait_port "$relay_port"
+  servers+="{\"agent\": \"$name-direct\", \"url\": \"ws://127.0.0.1:$origin_port\"},"
+  servers+="{\"agent\": \"$name-relay\", \"url\": \"ws://localhost:$relay_port\"},"
+done
 
 IFS=',' read -r -a case_list <<<"$cases"
 case_json=$(printf '"%s",' "${case_list[@]}")
 cat >"$work/fuzzingclient.json" <<JSON
 {
   "outdir": "./reports",
-  "servers": [
-    {"agent": "direct", "url": "ws://127.0.0.1:$origin_port"},
-    {"agent": "ecdn-relay", "url": "ws://localhost:$relay_port"}
-  ],
+  "servers": [${servers%,}],
   "cases": [${case_json%,}],
   "exclude-cases": [],
   "exclude-agent-cases": {}
 }
 JSON
 
-echo "== running wstest (cases: $cases); this takes a few minutes"
+rm -rf "$work/reports"
+echo "== running wstest (cases: $cases) against 3 origins × direct/relay; this takes several minutes"
 (cd "$work" && "../../$venv/bin/wstest" -m fuzzingclient -s fuzzingclient.json >wstest.log 2>&1)
 python3 reliability/summarize_autobahn.py "$work/reports/index.json"

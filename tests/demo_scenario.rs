@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ecdn_console::app::advice;
 use ecdn_console::config::{ConfigFile, Edit};
 use ecdn_console::demo::{self, Fate, Scenario};
 use ecdn_console::relay::heartbeat::Rhythm;
@@ -129,9 +130,16 @@ fn check(scenario: &Scenario, records: &HashMap<String, Record>, watched: Durati
                 let cycle = f64::from(t) + scenario.reconnect.as_secs_f64();
                 (watched.as_secs_f64() / cycle).floor() as usize
             }
+            Fate::CutOnceAfter(_) => 1,
         };
         match spec.fate {
             Fate::Stays => assert!(r.idle_cuts.is_empty(), "{} was cut: {r:?}", key(&spec)),
+            Fate::CutOnceAfter(t) => {
+                // Never back: one session, one cut.
+                assert_eq!(r.opened, 1, "{}: {r:?}", key(&spec));
+                assert_eq!(r.idle_cuts.len(), 1, "{}: {r:?}", key(&spec));
+                assert_eq!(r.idle_cuts[0].1, u64::from(t), "{}: {r:?}", key(&spec));
+            }
             Fate::CutAfter(t) => {
                 assert!(
                     r.idle_cuts.len() >= expected_cycles,
@@ -184,14 +192,58 @@ async fn the_shipped_demo_cuts_the_right_clients_within_a_minute() {
     assert_eq!(kept.heartbeat().unwrap().median, Duration::from_secs(25));
     assert!(kept.exceeds(twenty));
     check(&scenario, &records, Duration::from_secs(80));
+    advice_on_chat(&show, 3);
     // Who was cut first, and when: the 15 s rule, then the chat timeout.
     let first_cut = |k: &str| records[k].idle_cuts.first().map(|c| c.0.round() as u64);
     assert_eq!(first_cut("legacy.demo.test/silent"), Some(15));
     assert_eq!(first_cut("api.demo.test/silent"), Some(15));
-    assert_eq!(first_cut("chat.demo.test/silent"), Some(20));
+    assert_eq!(first_cut("chat.demo.test/silent-never-back"), Some(20));
     assert_eq!(first_cut("chat.demo.test/heartbeat-25s"), Some(20));
     show.stop.cancel();
     show.relay.shutdown();
+}
+
+/// DESIGN §10 on the demo's chat domain (20 s): the 25 s client, cut
+/// every cycle and back 2 s later, is counted as cut while alive — at
+/// least `cuts` times; the silent client that never came back is not; the
+/// recommendation is above the limit and says why.
+fn advice_on_chat(show: &Show, cuts: usize) {
+    let now = Instant::now();
+    let registry = show.relay.registry();
+    let evidence = registry.evidence(demo::scenario::CHAT, now);
+    let cut: Vec<_> = evidence
+        .sessions
+        .iter()
+        .filter(|s| s.cut_while_alive)
+        .collect();
+    assert!(cut.len() >= cuts, "{evidence:#?}");
+    for s in &cut {
+        assert_eq!(s.client.path.as_ref(), "/heartbeat-25s", "{evidence:#?}");
+    }
+    let silent: Vec<_> = evidence
+        .sessions
+        .iter()
+        .filter(|s| s.client.path.as_ref() == "/silent-never-back")
+        .collect();
+    assert_eq!(silent.len(), 1, "{evidence:#?}");
+    assert!(silent[0].idle_cut.is_some() && !silent[0].cut_while_alive);
+
+    let config = show.relay.config();
+    let rec = advice::recommend_for(registry, &config, "CHAT.demo.test", now).unwrap();
+    assert_eq!(rec.domain, "chat.demo.test");
+    assert_eq!(rec.current_limit_secs, Some(20));
+    assert_eq!(rec.cut_while_alive, cut.len());
+    assert!(rec.recommended_timeout_secs > 20, "{rec:#?}");
+    assert_eq!(rec.recommended_timeout_secs, 60, "{rec:#?}");
+    assert!(
+        rec.reason.starts_with(&format!(
+            "{} clients were cut while alive at 20 s before their first beat",
+            cut.len()
+        )),
+        "{rec:#?}"
+    );
+    assert!(rec.reason.contains("raise the limit to 60 s"), "{rec:#?}");
+    assert!(rec.would_cut_now.is_empty(), "{rec:#?}");
 }
 
 /// The cast with timeouts of 2 s, in real time; then chat's timeout is
@@ -216,12 +268,13 @@ async fn scaled_down_demo_and_a_changed_timeout() {
         after.get(slow).is_none_or(|r| r.idle_cuts.is_empty()),
         "{slow} was cut after the timeout went above its heartbeat: {after:#?}"
     );
-    let silent = &after["chat.demo.test/silent"];
-    assert!(!silent.idle_cuts.is_empty(), "{after:#?}");
-    for (_, timeout, idle) in &silent.idle_cuts {
-        assert_eq!(*timeout, 3, "{after:#?}");
-        assert!(idle.as_secs_f64() >= 2.9, "{after:#?}");
-    }
+    // The silent chat client was a dead peer: cut once, never back.
+    assert!(
+        after
+            .get("chat.demo.test/silent-never-back")
+            .is_none_or(|r| r.opened == 0 && r.idle_cuts.is_empty()),
+        "{after:#?}"
+    );
     for stays in [
         "chat.demo.test/heartbeat-0.5s",
         "ticker.demo.test/silent-origin-ticks",

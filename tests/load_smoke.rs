@@ -31,6 +31,7 @@ fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
         duration: Some(Duration::from_secs(1)),
         expect_timeout: None,
         allow_remote: false,
+        push_listen: None,
     }
 }
 
@@ -131,4 +132,55 @@ async fn targets_outside_loopback_need_allow_remote() {
         load::run(&opts, |_| {}).await,
         Err(LoadError::BadUrl { .. })
     ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_mode_counts_whole_sessions_per_second() {
+    let (relay, mut events) = relay_and_origin(60).await;
+    let report = load::run(&options(relay.local_addr(), Mode::Handshake), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    assert!(report.messages > 2, "{}", report.messages);
+    assert!(report.messages_per_s > 0.0);
+    // Every session was opened and closed by the client, through the relay.
+    let mut client_closed = 0;
+    while client_closed < report.messages {
+        let event = tokio::time::timeout(Duration::from_secs(3), events.recv())
+            .await
+            .expect("a closed event per session")
+            .unwrap();
+        if let RelayEvent::Closed { cause, .. } = event {
+            assert_eq!(cause, ecdn_console::relay::CloseCause::ClientClosed);
+            client_closed += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fanout_mode_times_pushed_messages_through_the_relay() {
+    // The generator is the origin: the relay forwards app.test to it.
+    let push = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let push_addr = push.local_addr().unwrap();
+    drop(push);
+    let config = config(
+        "",
+        &one_domain("{ switch = \"on\", timeout = 60 }"),
+        push_addr,
+    );
+    let (relay, _events) = start_relay(config).await;
+    let mut opts = options(
+        relay.local_addr(),
+        Mode::Fanout {
+            interval: Duration::from_millis(100),
+        },
+    );
+    opts.size = 256;
+    opts.push_listen = Some(push_addr);
+    let report = load::run(&opts, |_| {}).await.unwrap();
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    // 4 sessions × 10 pushes in 1 s, give or take the edges of the window.
+    assert!((32..=44).contains(&report.messages), "{}", report.messages);
+    assert_eq!(report.rtt_ms.count, report.messages);
+    assert!(report.rtt_ms.p50 > 0.0, "{:?}", report.rtt_ms);
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use ecdn_console::origin::OriginOptions;
+use futures_util::SinkExt;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::time::timeout;
@@ -173,6 +174,34 @@ async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
         .unwrap()
         .unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn a_file_truncated_then_written_a_second_later_never_drops_live_sessions() {
+    // What `open(f, 'w')` followed by a slow write does: for a second the
+    // file is empty. A relay that loaded it would close every session.
+    let (origin, _dir, path, mut serve) = serve_echo(60, &[]).await;
+    let mut client = connect(serve.addr, "app.test").await;
+    serve.line_with("opened").await;
+    std::fs::File::create(&path).unwrap(); // truncates
+    let refused = serve.line_with("rejected").await;
+    assert!(refused.contains("is empty"), "{refused}");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    std::fs::write(&path, config_text(origin, 50)).unwrap();
+    serve.line_with("reloaded").await;
+    // The session lived through it, and new clients are still routed.
+    client
+        .send(tokio_tungstenite::tungstenite::Message::text("still here"))
+        .await
+        .unwrap();
+    assert_eq!(
+        futures_util::StreamExt::next(&mut client)
+            .await
+            .unwrap()
+            .unwrap(),
+        tokio_tungstenite::tungstenite::Message::text("still here")
+    );
+    let _second = connect(serve.addr, "app.test").await;
 }
 
 #[tokio::test]

@@ -533,3 +533,22 @@ pub fn footer(context: Context) -> impl Iterator<Item = &'static Binding> {
         .filter(move |b| !(context.types_text() && b.keys.contains(&Char('?'))));
     context.table().iter().filter(|b| b.footer).chain(global)
 }
+
+/// The bindings of `context` that run `command`, for hints drawn outside
+/// the footer (a card's buttons, a dialog's notes): what they say is then
+/// what the keys do. `Adjust` matches every step size.
+pub fn bindings_for(context: Context, command: Command) -> impl Iterator<Item = &'static Binding> {
+    context
+        .table()
+        .iter()
+        .filter(move |b| match (b.bound, command) {
+            (Bound::Cmd(Command::Adjust(_)), Command::Adjust(_)) => true,
+            (Bound::Cmd(c), _) => c == command,
+            (Bound::Type, _) => false,
+        })
+}
+
+/// The binding of `context` that types into its field.
+pub fn typing_binding(context: Context) -> Option<&'static Binding> {
+    context.table().iter().find(|b| b.bound == Bound::Type)
+}

@@ -4,6 +4,7 @@
 //! so every behaviour can be tested by sending actions.
 
 pub mod action;
+pub mod advice;
 pub mod cloud;
 pub mod dialog;
 pub mod keymap;
@@ -11,7 +12,7 @@ pub mod list;
 pub mod log;
 mod update;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -21,6 +22,7 @@ use tokio::time::Instant;
 use tui_input::Input;
 
 pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
+pub use advice::{Recommendation, WhatIf};
 pub use cloud::{CloudEvent, CloudView, DomainSource, LoadState, ProbeResult, ProbeState};
 pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
 pub use keymap::Context;
@@ -28,8 +30,10 @@ pub use list::ListCursor;
 pub use log::{DomainTotals, EventLog, KindFilter, Minute};
 pub use update::update;
 
+use crate::config::effective_timeout;
 use crate::config::{Config, Domain};
-use crate::relay::heartbeat::{self, Recommendation, Rhythm};
+use crate::relay::heartbeat::Rhythm;
+use crate::relay::history::{DomainCounts, DomainEvidence};
 use crate::relay::{Registry, SessionId, SessionSnapshot};
 
 /// The time a frame is drawn at: monotonic for session counters, wall
@@ -276,6 +280,10 @@ pub struct App {
     live_per_domain: HashMap<Arc<str>, usize>,
     /// A file (the default) or a Tencent Cloud account.
     pub source: DomainSource,
+    /// The relay's evidence counts per domain over the last 10 minutes.
+    recent: Vec<(Arc<str>, DomainCounts)>,
+    /// Sessions of the last 10 minutes cut while alive (marked in the log).
+    cut_while_alive: HashSet<SessionId>,
 }
 
 impl App {
@@ -297,6 +305,8 @@ impl App {
             live: Vec::new(),
             live_per_domain: HashMap::new(),
             source: DomainSource::File,
+            recent: Vec::new(),
+            cut_while_alive: HashSet::new(),
         }
         // No sampling here: the runner refreshes before every draw, and
         // tests with their own clock.
@@ -313,6 +323,12 @@ impl App {
             *self.live_per_domain.entry(s.domain.clone()).or_default() += 1;
         }
         self.live = live;
+        let history = self.registry.history();
+        self.recent = history.counts(clock.mono);
+        self.cut_while_alive = history
+            .cut_while_alive_ids(clock.mono)
+            .into_iter()
+            .collect();
         self.log.sample_active(clock.wall, self.live.len());
         self.follow_selected_session();
     }
@@ -387,15 +403,32 @@ impl App {
         self.registry.get(id).map(|stats| Rhythm::of(&stats))
     }
 
-    /// The timeout a domain's live sessions' heartbeats call for, and why
-    /// (60 s when none shows a heartbeat).
-    pub fn recommendation(&self, domain: &str) -> Recommendation {
-        let rhythms: Vec<Rhythm> = self
-            .sessions_of(domain)
+    /// A domain's counts over the last 10 minutes (ended sessions, idle
+    /// cuts, cuts of clients that were alive), as of the last refresh.
+    pub fn recent_on(&self, domain: &str) -> DomainCounts {
+        self.recent
             .iter()
-            .filter_map(|s| self.rhythm(s.id))
-            .collect();
-        heartbeat::recommend(&rhythms)
+            .find(|(name, _)| name.eq_ignore_ascii_case(domain))
+            .map(|(_, c)| *c)
+            .unwrap_or_default()
+    }
+
+    /// Whether a (closed) session was cut while its client was alive.
+    pub fn was_cut_while_alive(&self, id: SessionId) -> bool {
+        self.cut_while_alive.contains(&id)
+    }
+
+    /// The last 10 minutes of a domain's sessions, ended and live. Takes
+    /// the evidence store's lock: ask for the domain on screen only.
+    pub fn evidence(&self, domain: &str) -> DomainEvidence {
+        self.registry.evidence(domain, self.clock.mono)
+    }
+
+    /// The timeout the evidence calls for, and why (DESIGN §10).
+    pub fn recommendation(&self, domain: &Domain) -> Recommendation {
+        let mut evidence = self.evidence(&domain.name);
+        evidence.domain = domain.name.clone();
+        advice::recommend(&evidence, effective_timeout(domain).limit)
     }
 
     /// The session shown in a detail page, if one is open.

@@ -26,10 +26,13 @@ struct Args {
     /// Handshakes in flight at most
     #[arg(long, default_value_t = 64, value_name = "K")]
     concurrency: usize,
-    /// echo: closed loop; paced: one message per --interval-ms; idle: silent sessions
+    /// echo: closed loop; paced: one message per --interval-ms; idle: silent
+    /// sessions; handshake: --concurrency loops of open, one message, close
+    /// (sessions/s); fanout: this generator is the origin on --push-listen and
+    /// pushes to every session every --interval-ms (delivery time)
     #[arg(long, value_enum, default_value_t = ModeArg::Echo)]
     mode: ModeArg,
-    /// Paced mode: each session sends every M milliseconds
+    /// Paced mode: each session sends every M milliseconds (fanout: the origin pushes)
     #[arg(long, default_value_t = 100, value_name = "M")]
     interval_ms: u64,
     /// Payload bytes per message (e.g. 64, 4096, 65536)
@@ -55,6 +58,10 @@ struct Args {
     /// Allow a target outside the loopback range
     #[arg(long)]
     allow_remote: bool,
+    /// Fanout mode: where this generator's pushing origin listens (the
+    /// target must forward sessions there)
+    #[arg(long, value_name = "ADDR")]
+    push_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -62,6 +69,8 @@ enum ModeArg {
     Echo,
     Paced,
     Idle,
+    Handshake,
+    Fanout,
 }
 
 fn seconds(flag: &str, value: Option<f64>) -> Result<Option<Duration>, String> {
@@ -142,6 +151,10 @@ fn options(args: &Args) -> Result<LoadOptions, String> {
             interval: Duration::from_millis(args.interval_ms),
         },
         ModeArg::Idle => Mode::Idle,
+        ModeArg::Handshake => Mode::Handshake,
+        ModeArg::Fanout => Mode::Fanout {
+            interval: Duration::from_millis(args.interval_ms),
+        },
     };
     Ok(LoadOptions {
         url: args.url.clone(),
@@ -153,5 +166,6 @@ fn options(args: &Args) -> Result<LoadOptions, String> {
         duration: seconds("--duration", args.duration)?,
         expect_timeout: seconds("--expect-timeout", args.expect_timeout)?,
         allow_remote: args.allow_remote,
+        push_listen: args.push_listen,
     })
 }

@@ -8,6 +8,7 @@ mod parse;
 pub mod rules;
 mod store;
 mod timeout;
+mod watch;
 
 pub use edit::{Edit, NewDomain};
 pub use error::{ConfigError, Problem, Problems, RuleViolation};
@@ -23,3 +24,4 @@ pub use timeout::{
     RECOMMENDED_TIMEOUT_SECS, SWITCH_OFF_TIMEOUT_SECS, TimeoutSource, effective_timeout,
     effective_timeout_for,
 };
+pub use watch::{ConfigWatch, POLL_INTERVAL as WATCH_POLL_INTERVAL, QUIET_PERIOD, Reload};

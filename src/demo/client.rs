@@ -35,7 +35,9 @@ pub async fn run(spec: ClientSpec, relay: SocketAddr, pause: Backoff, stop: Canc
         match connected {
             Ok(ws) => {
                 tracing::debug!(domain = spec.domain, path = %spec.path, "demo client connected");
-                if session(ws, spec.behaviour, &stop).await == Ended::Stopped {
+                if session(ws, spec.behaviour, &stop).await == Ended::Stopped
+                    || !spec.fate.reconnects()
+                {
                     return;
                 }
                 wait = pause.first;

@@ -94,9 +94,9 @@ impl Scenario {
             },
             ClientSpec {
                 domain: CHAT,
-                path: "/silent".into(),
+                path: "/silent-never-back".into(),
                 behaviour: Behaviour::Silent,
-                fate: Fate::CutAfter(self.chat_timeout),
+                fate: Fate::CutOnceAfter(self.chat_timeout),
             },
             ClientSpec {
                 domain: CHAT,
@@ -172,6 +172,17 @@ pub enum Fate {
     Stays,
     /// Cut for idleness after this many seconds, every cycle.
     CutAfter(u16),
+    /// Cut for idleness after this many seconds, once: a dead client that
+    /// never reconnects (so the console does not count it as cut while
+    /// alive).
+    CutOnceAfter(u16),
+}
+
+impl Fate {
+    /// Whether the client connects again after its session ends.
+    pub fn reconnects(self) -> bool {
+        !matches!(self, Fate::CutOnceAfter(_))
+    }
 }
 
 #[cfg(test)]

@@ -7,13 +7,21 @@
 //! - `paced`: every session sends a message every M ms (spread evenly over
 //!   the interval) and measures each round trip;
 //! - `idle`: the sessions stay silent; each one's close is timed against its
-//!   expected deadline (handshake + `--expect-timeout`), and counted by code.
+//!   expected deadline (handshake + `--expect-timeout`), and counted by code;
+//! - `handshake`: K loops (K = `--concurrency`) each open a session, exchange
+//!   one message and close it, over and over: sessions per second (reported
+//!   as `messages_per_s`; `rtt_ms` is a whole session, open to closed);
+//! - `fanout`: the generator is also the origin (`--push-listen`), pushing a
+//!   message to every session every M ms; `rtt_ms` is the delivery time,
+//!   from the origin's tick to the client's receipt.
 //!
 //! Built on tokio-tungstenite like the applications that sit behind a CDN,
 //! so every target pays the same client-side costs. Timings are taken on the
 //! generator's clock; the load phase starts once every session is open, so
 //! handshakes never overlap the measured window.
 
+mod fanout;
+mod handshake;
 mod report;
 mod session;
 
@@ -40,6 +48,10 @@ pub enum Mode {
     Paced { interval: Duration },
     /// Silent sessions; closes are timed and counted.
     Idle,
+    /// Open, one message, close, again: the reconnect storm.
+    Handshake,
+    /// The origin (this generator) pushes to every session every `interval`.
+    Fanout { interval: Duration },
 }
 
 impl Mode {
@@ -48,6 +60,8 @@ impl Mode {
             Mode::Echo => "echo",
             Mode::Paced { .. } => "paced",
             Mode::Idle => "idle",
+            Mode::Handshake => "handshake",
+            Mode::Fanout { .. } => "fanout",
         }
     }
 }
@@ -74,6 +88,9 @@ pub struct LoadOptions {
     /// Permit targets outside the loopback range (a load test is for your
     /// own machine unless you say otherwise).
     pub allow_remote: bool,
+    /// Fan-out: where the generator's pushing origin listens (the target
+    /// must forward sessions there).
+    pub push_listen: Option<SocketAddr>,
 }
 
 impl Default for LoadOptions {
@@ -88,6 +105,7 @@ impl Default for LoadOptions {
             duration: None,
             expect_timeout: None,
             allow_remote: false,
+            push_listen: None,
         }
     }
 }
@@ -135,6 +153,22 @@ pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<
     let target = Arc::new(target(options).await?);
     let recorder =
         Arc::new(Recorder::new().map_err(|e| LoadError::Internal(format!("histogram: {e}")))?);
+    if options.mode == Mode::Handshake {
+        return Ok(run_handshakes(options, target, recorder, on_ready).await);
+    }
+    let push = match (&options.mode, options.push_listen) {
+        (Mode::Fanout { .. }, Some(addr)) => Some(
+            fanout::PushOrigin::listen(addr, recorder.clone())
+                .await
+                .map_err(|e| {
+                    LoadError::BadOption(format!("--push-listen {addr}: cannot listen: {e}"))
+                })?,
+        ),
+        _ => None,
+    };
+    let epoch = push
+        .as_ref()
+        .map_or_else(Instant::now, fanout::PushOrigin::epoch);
     let gate = Arc::new(Semaphore::new(options.concurrency));
     let (opened_tx, mut opened_rx) = mpsc::channel::<bool>(options.sessions.max(1));
     let (phase_tx, phase_rx) = watch::channel::<Option<Phase>>(None);
@@ -152,6 +186,7 @@ pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<
             gate: gate.clone(),
             opened: opened_tx.clone(),
             phase: phase_rx.clone(),
+            epoch,
         };
         tasks.push(tokio::spawn(task.run()));
     }
@@ -187,6 +222,15 @@ pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<
         end: start + hold,
     };
     phase_tx.send_replace(Some(phase));
+    let pushing = match (&push, &options.mode) {
+        (Some(push), Mode::Fanout { interval }) => {
+            Some(push.push(phase.start, phase.end, *interval, options.size))
+        }
+        _ => None,
+    };
+    if let Some(pushing) = pushing {
+        pushing.await;
+    }
 
     let mut lateness = Vec::new();
     let mut closes: Vec<CloseCount> = Vec::new();
@@ -210,6 +254,9 @@ pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<
             Err(e) => recorder.error(format!("session task failed: {e}")),
         }
     }
+    if let Some(push) = &push {
+        push.stop();
+    }
     let elapsed = hold.min(start.elapsed());
     closes.sort_by(|a, b| b.sessions.cmp(&a.sessions).then(a.close.cmp(&b.close)));
     let idle = (options.mode == Mode::Idle).then(|| IdleReport {
@@ -219,6 +266,35 @@ pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<
         still_open,
     });
     Ok(recorder.report(options, ready, elapsed, idle))
+}
+
+/// Handshake mode: no sessions to open first; the window starts at once.
+async fn run_handshakes(
+    options: &LoadOptions,
+    target: Arc<Target>,
+    recorder: Arc<Recorder>,
+    on_ready: impl FnOnce(Ready),
+) -> Report {
+    on_ready(Ready {
+        opened: 0,
+        failed: 0,
+    });
+    let hold = options.duration.unwrap_or(Duration::from_secs(10));
+    let start = Instant::now();
+    handshake::run(
+        target,
+        recorder.clone(),
+        options.concurrency,
+        options.size,
+        start + hold,
+    )
+    .await;
+    let done = recorder.messages();
+    let ready = Ready {
+        opened: usize::try_from(done).unwrap_or(usize::MAX),
+        failed: usize::try_from(recorder.errors()).unwrap_or(usize::MAX),
+    };
+    recorder.report(options, ready, hold.min(start.elapsed()), None)
 }
 
 fn validate(options: &LoadOptions) -> Result<(), LoadError> {
@@ -232,10 +308,16 @@ fn validate(options: &LoadOptions) -> Result<(), LoadError> {
     if options.mode != Mode::Idle && options.size == 0 {
         return bad("--size must be at least 1 byte");
     }
-    if let Mode::Paced { interval } = options.mode
+    if let Mode::Paced { interval } | Mode::Fanout { interval } = options.mode
         && interval.is_zero()
     {
         return bad("--interval-ms must be at least 1");
+    }
+    if matches!(options.mode, Mode::Fanout { .. }) && options.push_listen.is_none() {
+        return bad("--mode fanout needs --push-listen ADDR, where the target forwards sessions");
+    }
+    if matches!(options.mode, Mode::Fanout { .. }) && options.size < 8 {
+        return bad("--mode fanout needs --size of at least 8 bytes (the time stamp)");
     }
     Ok(())
 }

@@ -138,6 +138,15 @@ impl Recorder {
         locked(&self.rtt).saturating_record(micros(took));
     }
 
+    /// Round trips (or sessions, or deliveries) recorded so far.
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Relaxed)
+    }
+
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Relaxed)
+    }
+
     pub fn error(&self, message: String) {
         self.errors.fetch_add(1, Relaxed);
         let mut samples = locked(&self.samples);
@@ -165,7 +174,9 @@ impl Recorder {
             host: options.host.clone(),
             mode: options.mode.name().to_string(),
             interval_ms: match options.mode {
-                Mode::Paced { interval } => Some(interval.as_millis() as u64),
+                Mode::Paced { interval } | Mode::Fanout { interval } => {
+                    Some(interval.as_millis() as u64)
+                }
                 _ => None,
             },
             size: options.size,

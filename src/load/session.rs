@@ -24,7 +24,7 @@ type Ws = WebSocketStream<TcpStream>;
 /// A handshake that takes longer than this counts as failed.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
 /// An echo that does not come back within this is an error.
-const ECHO_LIMIT: Duration = Duration::from_secs(10);
+pub(super) const ECHO_LIMIT: Duration = Duration::from_secs(10);
 /// How long the generator waits for the peer's reply to its own close.
 const CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
@@ -61,6 +61,8 @@ pub struct SessionTask {
     pub gate: Arc<Semaphore>,
     pub opened: mpsc::Sender<bool>,
     pub phase: watch::Receiver<Option<Phase>>,
+    /// Fan-out: the push origin's clock origin for the stamps.
+    pub epoch: Instant,
 }
 
 impl SessionTask {
@@ -96,7 +98,49 @@ impl SessionTask {
                 };
                 self.echo(ws, phase, Some(interval)).await
             }
+            Mode::Fanout { .. } => {
+                let Some(phase) = wait_phase(&mut self.phase).await else {
+                    return Outcome::Done;
+                };
+                self.receive(ws, phase).await
+            }
+            // Run by `handshake.rs`, never as a session task.
+            Mode::Handshake => Outcome::Done,
         }
+    }
+
+    /// Fan-out: records each pushed message's delivery time until the window ends.
+    async fn receive(&self, mut ws: Ws, phase: Phase) -> Outcome {
+        loop {
+            tokio::select! {
+                message = ws.next() => match message {
+                    Some(Ok(Message::Binary(b))) => {
+                        let now = Instant::now();
+                        match super::fanout::delivery(self.epoch, &b, now) {
+                            Some(took) if now <= phase.end => self.recorder.round_trip(took),
+                            Some(_) => {}
+                            None => self.recorder.error("a pushed message without a stamp".into()),
+                        }
+                    }
+                    Some(Ok(Message::Close(frame))) => {
+                        self.recorder.error(format!("closed by peer: {}", close_label(frame.as_ref())));
+                        return Outcome::Done;
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        self.recorder.error(format!("receive: {e}"));
+                        return Outcome::Done;
+                    }
+                    None => {
+                        self.recorder.error("connection ended without a close frame".into());
+                        return Outcome::Done;
+                    }
+                },
+                () = sleep_until(phase.end) => break,
+            }
+        }
+        close(&mut ws).await;
+        Outcome::Done
     }
 
     /// Closed loop (`interval` None) or paced: send, await the echo, record.
@@ -198,7 +242,7 @@ async fn wait_phase(rx: &mut watch::Receiver<Option<Phase>>) -> Option<Phase> {
     rx.wait_for(Option::is_some).await.ok().and_then(|p| *p)
 }
 
-async fn connect(target: &Target) -> Result<Ws, String> {
+pub(super) async fn connect(target: &Target) -> Result<Ws, String> {
     let stream = TcpStream::connect(target.addr)
         .await
         .map_err(|e| format!("connect to {}: {e}", target.addr))?;
@@ -229,7 +273,7 @@ async fn connect(target: &Target) -> Result<Ws, String> {
 }
 
 /// The length of the next data message; pings and pongs are skipped.
-async fn next_data(ws: &mut Ws) -> Result<usize, String> {
+pub(super) async fn next_data(ws: &mut Ws) -> Result<usize, String> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(b))) => return Ok(b.len()),
@@ -245,7 +289,7 @@ async fn next_data(ws: &mut Ws) -> Result<usize, String> {
 }
 
 /// Closes with 1000 and waits briefly for the peer's reply.
-async fn close(ws: &mut Ws) {
+pub(super) async fn close(ws: &mut Ws) {
     let frame = CloseFrame {
         code: CloseCode::Normal,
         reason: "load done".into(),

@@ -65,10 +65,13 @@ pub enum CloseCause {
 }
 
 impl CloseCause {
+    /// [`label`](Self::label) of an idle timeout.
+    pub const IDLE_LABEL: &'static str = "idle timeout";
+
     /// A short stable label, used for per-domain counts and log lines.
     pub fn label(&self) -> &'static str {
         match self {
-            Self::IdleTimeout { .. } => "idle timeout",
+            Self::IdleTimeout { .. } => Self::IDLE_LABEL,
             Self::ClientClosed => "client closed",
             Self::OriginClosed => "origin closed",
             Self::ClientVanished => "client went away",

@@ -1,11 +1,11 @@
-//! Heartbeat inference: from the gaps observed between messages, what
-//! timeout would keep a domain's sessions alive, and which sessions the
-//! current timeout is going to cut.
+//! Heartbeat inference: from the gaps observed between messages, each
+//! session's rhythm, and whether the current timeout is going to cut it
+//! between beats. (What to recommend, and how to say it, is the console's:
+//! `app::advice`.)
 
 use std::time::Duration;
 
 use super::registry::{Direction, MessageGaps, SessionStats};
-use crate::config::{MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS};
 
 /// Gaps needed before a direction's rhythm is trusted as a heartbeat.
 pub const MIN_SAMPLES: usize = 3;
@@ -55,65 +55,6 @@ impl Rhythm {
 pub struct Heartbeat {
     pub median: Duration,
     pub max: Duration,
-}
-
-/// A timeout recommended for a domain, and why, in one line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Recommendation {
-    pub timeout_secs: u16,
-    pub reasoning: String,
-}
-
-/// Recommends a timeout from the rhythms of a domain's sessions: room for
-/// one and a half of the slowest heartbeat's worst gap (at least 5 s more
-/// than it), rounded up to 5 s; the console's 60 s when no heartbeat is seen.
-pub fn recommend(rhythms: &[Rhythm]) -> Recommendation {
-    let beats: Vec<Heartbeat> = rhythms.iter().filter_map(Rhythm::heartbeat).collect();
-    let Some(slowest) = beats.iter().max_by_key(|h| h.max) else {
-        let seen = if rhythms.is_empty() {
-            "no live sessions to observe".to_string()
-        } else {
-            format!("no heartbeat seen on {} session(s)", rhythms.len())
-        };
-        return Recommendation {
-            timeout_secs: RECOMMENDED_TIMEOUT_SECS,
-            reasoning: format!(
-                "{seen}: {RECOMMENDED_TIMEOUT_SECS} s is the console's recommendation when the application sends none"
-            ),
-        };
-    };
-    let worst = slowest.max.as_secs_f64();
-    let wanted = (worst * 1.5).max(worst + 5.0);
-    let rounded = ((wanted / 5.0).ceil() * 5.0) as u64;
-    let timeout_secs = u16::try_from(rounded)
-        .unwrap_or(u16::MAX)
-        .min(MAX_TIMEOUT_SECS);
-    let mut reasoning = format!(
-        "heartbeat every ~{} s on {} of {} session(s), slowest gap {} s: {timeout_secs} s leaves room for a late beat",
-        secs(slowest.median),
-        beats.len(),
-        rhythms.len(),
-        secs(slowest.max),
-    );
-    if u64::from(timeout_secs) < rounded {
-        reasoning = format!(
-            "heartbeat gaps up to {} s need more than the {MAX_TIMEOUT_SECS} s maximum: send heartbeats more often",
-            secs(slowest.max)
-        );
-    }
-    Recommendation {
-        timeout_secs,
-        reasoning,
-    }
-}
-
-fn secs(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s >= 10.0 {
-        format!("{s:.0}")
-    } else {
-        format!("{s:.1}")
-    }
 }
 
 #[cfg(test)]
@@ -168,66 +109,5 @@ mod tests {
         assert!(r.exceeds(Some(Duration::from_secs(20))));
         assert!(!r.exceeds(Some(Duration::from_secs(30))));
         assert!(!r.exceeds(None));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn recommendation_covers_the_slowest_heartbeat() {
-        let registry = Arc::new(Registry::new());
-        let fast = scripted(
-            &registry,
-            Duration::from_secs(5),
-            5,
-            Direction::ClientToOrigin,
-        )
-        .await;
-        let slow = scripted(
-            &registry,
-            Duration::from_secs(25),
-            5,
-            Direction::OriginToClient,
-        )
-        .await;
-        let silent = scripted(
-            &registry,
-            Duration::from_secs(1),
-            0,
-            Direction::ClientToOrigin,
-        )
-        .await;
-        let rec = recommend(&[fast, slow, silent]);
-        // 25 s × 1.5 = 37.5 → 40 s.
-        assert_eq!(rec.timeout_secs, 40);
-        assert!(rec.reasoning.contains("2 of 3"), "{}", rec.reasoning);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_heartbeat_means_the_consoles_sixty_seconds() {
-        let registry = Arc::new(Registry::new());
-        let two = scripted(
-            &registry,
-            Duration::from_secs(5),
-            2,
-            Direction::ClientToOrigin,
-        )
-        .await;
-        let rec = recommend(&[two]);
-        assert_eq!(rec.timeout_secs, 60);
-        assert!(rec.reasoning.contains("no heartbeat"), "{}", rec.reasoning);
-        assert_eq!(recommend(&[]).timeout_secs, 60);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn heartbeats_too_slow_for_the_maximum_say_so() {
-        let registry = Arc::new(Registry::new());
-        let slow = scripted(
-            &registry,
-            Duration::from_secs(250),
-            4,
-            Direction::ClientToOrigin,
-        )
-        .await;
-        let rec = recommend(&[slow]);
-        assert_eq!(rec.timeout_secs, 300);
-        assert!(rec.reasoning.contains("more often"), "{}", rec.reasoning);
     }
 }

@@ -361,6 +361,7 @@ fn run_session<O: RawIo>(
 ) -> impl std::future::Future<Output = ()> + Send {
     session::run(client, origin, setup).map(move |end| {
         let stats = guard.stats();
+        slot.0.registry.record_close(stats, &end.cause, end.idle);
         slot.0.events.emit(RelayEvent::Closed {
             id: stats.id,
             at: SystemTime::now(),

@@ -6,6 +6,7 @@ pub mod event;
 mod frame;
 pub mod handshake;
 pub mod heartbeat;
+pub mod history;
 mod io;
 mod listener;
 pub mod registry;

@@ -16,6 +16,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::event::CloseCause;
+use super::history::{self, ClientKey, DomainEvidence, History};
+
 pub type SessionId = u64;
 
 /// How many recent frames each session remembers.
@@ -160,6 +163,9 @@ pub struct SessionStats {
     /// Last frame that counts as activity (ping/pong only when the domain
     /// says so), nanoseconds since the epoch.
     last_activity: AtomicU64,
+    /// The longest gap between two activities (from the start to the first
+    /// one included), nanoseconds: what a shorter limit would have cut.
+    longest_gap: AtomicU64,
     /// Kind and direction of the last frame: `kind | direction << 7`.
     last_kind: AtomicU8,
     timeout_ms: AtomicU64,
@@ -212,7 +218,7 @@ impl SessionStats {
             }
         }
         if counts_as_activity {
-            self.last_activity.store(stamp, Relaxed);
+            self.active_at(stamp);
         }
         let dir_bit = if direction == Direction::OriginToClient {
             0x80
@@ -237,8 +243,18 @@ impl SessionStats {
     /// Records bytes of a data frame's payload passing (a slow upload is
     /// activity too; only its header was seen as a frame).
     pub fn record_activity(&self, now: Instant) {
-        self.last_activity
-            .store(nanos_since(self.epoch, now), Relaxed);
+        self.active_at(nanos_since(self.epoch, now));
+    }
+
+    /// Activity at `stamp`: ends the current gap (measured for advice).
+    fn active_at(&self, stamp: u64) {
+        // Only this session's task writes these: a load and a store, no
+        // read-modify-write on the frame path.
+        let gap = stamp.saturating_sub(self.last_activity.load(Relaxed));
+        if gap > self.longest_gap.load(Relaxed) {
+            self.longest_gap.store(gap, Relaxed);
+        }
+        self.last_activity.store(stamp, Relaxed);
     }
 
     fn record_gap(&self, direction: Direction, gap_nanos: u64) {
@@ -256,6 +272,12 @@ impl SessionStats {
     /// started, if none has).
     pub fn last_activity(&self) -> Instant {
         at_nanos(self.epoch, self.last_activity.load(Relaxed)).unwrap_or(self.started)
+    }
+
+    /// The longest gap between activity so far (a gap still open is not
+    /// counted: see [`last_activity`](Self::last_activity) for that).
+    pub fn longest_gap(&self) -> Duration {
+        Duration::from_nanos(self.longest_gap.load(Relaxed))
     }
 
     pub fn set_timeout(&self, timeout: Option<Duration>) {
@@ -414,6 +436,9 @@ pub struct Registry {
     epoch: Instant,
     next_id: AtomicU64,
     shards: Box<[Shard]>,
+    /// What ended sessions showed, for advice (DESIGN §10): one for every
+    /// worker, since a client's reconnect may land on another one.
+    history: Arc<History>,
 }
 
 /// One worker's sessions. Aligned to a cache line so that two workers
@@ -442,6 +467,7 @@ impl Registry {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
+            history: Arc::new(History::new()),
         }
     }
 
@@ -489,6 +515,7 @@ impl Registry {
             epoch: self.epoch,
             flows: Default::default(),
             last_activity: AtomicU64::new(nanos_since(self.epoch, now)),
+            longest_gap: AtomicU64::new(0),
             last_kind: AtomicU8::new(0),
             timeout_ms: AtomicU64::new(NO_LIMIT),
             recent: Mutex::new(VecDeque::new()),
@@ -496,6 +523,11 @@ impl Registry {
             operator_close: parent.child_token(),
         });
         stats.set_timeout(new.timeout);
+        self.history.opened(
+            &stats.domain,
+            &ClientKey::new(stats.client.ip(), &stats.path),
+            now,
+        );
         lock(&self.shards[worker].0).insert(id, stats.clone());
         SessionGuard {
             registry: self.clone(),
@@ -532,6 +564,21 @@ impl Registry {
     /// Every live session's counters at `now`.
     pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
         self.sessions().iter().map(|s| s.snapshot(now)).collect()
+    }
+
+    /// The evidence store of ended sessions.
+    pub fn history(&self) -> &Arc<History> {
+        &self.history
+    }
+
+    /// Records how a session ended (call once, before its guard drops).
+    pub fn record_close(&self, stats: &SessionStats, cause: &CloseCause, idle: Duration) {
+        self.history.closed(stats, cause, idle, Instant::now());
+    }
+
+    /// A domain's sessions of the last 10 minutes, ended and live.
+    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+        history::evidence(&self.history, &self.sessions(), domain, now)
     }
 
     /// Asks one session to close with 1001 `closed by operator`. Returns

@@ -4,14 +4,14 @@
 //! Ctrl-C closes every session with 1001 and exits cleanly.
 
 use std::io::Write;
-use std::path::PathBuf;
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context, Result};
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::config::{Config, ConfigFile};
+use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
 use crate::relay::{self, CLOSE_GRACE, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -23,10 +23,6 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
-
-/// How often the file is checked for changes (a stat, and a read only when
-/// its size or modification time moved).
-const WATCH_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Runs the relay until SIGTERM/SIGINT. `file` is already loaded and valid;
 /// `workers` (from `--workers`) overrides its `[relay] workers`.
@@ -48,20 +44,20 @@ pub async fn run(
     let (relay, mut events) = relay::spawn_relay_thread(config.clone())?;
     let mut log = EventLog { format, out };
     log.write_started(&relay, &path, &config)?;
-    let mut watcher = FileWatch::new(path.clone(), file.text().to_string());
-    let mut tick = tokio::time::interval(WATCH_INTERVAL);
+    let mut watcher = ConfigWatch::new(&path, file.text());
+    let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             Some(event) = events.recv() => log.write(&event)?,
             _ = hangup.recv() => {
-                let event = reload(&relay, &mut watcher, workers, "SIGHUP");
-                log.write(&event)?;
+                let reload = watcher.reload_now();
+                log.write(&put_in_force(&relay, &mut watcher, reload, workers, "SIGHUP"))?;
             }
             _ = tick.tick() => {
-                if watcher.changed() {
-                    let event = reload(&relay, &mut watcher, workers, "file changed");
-                    log.write(&event)?;
+                if let Some(reload) = watcher.poll(std::time::Instant::now()) {
+                    log.write(&put_in_force(&relay, &mut watcher, reload, workers, "file changed"))?;
                 }
             }
             _ = terminate.recv() => break,
@@ -98,90 +94,42 @@ fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
     config
 }
 
-/// Loads the file again and, if valid, puts it in force.
-fn reload(
+/// Puts a reloaded config in force, or reports why it was refused.
+fn put_in_force(
     relay: &RelayHandle,
-    watcher: &mut FileWatch,
+    watcher: &mut ConfigWatch,
+    reload: Reload,
     workers: Option<usize>,
     trigger: &str,
 ) -> RelayEvent {
     let at = SystemTime::now();
-    match ConfigFile::load(&watcher.path) {
-        Ok(file) => {
-            watcher.seen(file.text().to_string());
-            let new = with_workers(file.config().clone(), workers);
-            let mut detail = format!(
-                "{} reloaded ({trigger}): {} domain(s)",
-                watcher.path.display(),
-                new.domains.len()
-            );
-            if new.relay.listen != relay.config().relay.listen {
-                detail.push_str(&format!(
-                    "; listen {} takes effect after a restart (still on {})",
-                    new.relay.listen,
-                    relay.local_addr()
-                ));
-            }
-            if new.relay.workers != relay.workers() {
-                detail.push_str(&format!(
-                    "; workers = {} takes effect after a restart (still {})",
-                    new.relay.workers,
-                    relay.workers()
-                ));
-            }
-            relay.apply_config(Arc::new(new));
-            RelayEvent::ConfigApplied { at, detail }
-        }
-        Err(error) => {
-            // Remember this text too, so a broken file is reported once, not every tick.
-            if let Ok(text) = std::fs::read_to_string(&watcher.path) {
-                watcher.seen(text);
-            }
-            RelayEvent::ConfigRejected {
-                at,
-                error: error.one_line(),
-            }
-        }
+    let file = match reload {
+        Reload::Apply(file) => file,
+        Reload::Refused(error) => return RelayEvent::ConfigRejected { at, error },
+    };
+    watcher.applied(&file);
+    let new = with_workers(file.config().clone(), workers);
+    let mut detail = format!(
+        "{} reloaded ({trigger}): {} domain(s)",
+        watcher.path().display(),
+        new.domains.len()
+    );
+    if new.relay.listen != relay.config().relay.listen {
+        detail.push_str(&format!(
+            "; listen {} takes effect after a restart (still on {})",
+            new.relay.listen,
+            relay.local_addr()
+        ));
     }
-}
-
-/// Notices when the config file's content changes.
-struct FileWatch {
-    path: PathBuf,
-    text: String,
-    stamp: Option<(SystemTime, u64)>,
-}
-
-impl FileWatch {
-    fn new(path: PathBuf, text: String) -> Self {
-        let stamp = stamp(&path);
-        Self { path, text, stamp }
+    if new.relay.workers != relay.workers() {
+        detail.push_str(&format!(
+            "; workers = {} takes effect after a restart (still {})",
+            new.relay.workers,
+            relay.workers()
+        ));
     }
-
-    fn seen(&mut self, text: String) {
-        self.stamp = stamp(&self.path);
-        self.text = text;
-    }
-
-    /// Whether the content differs from what was last seen (a save that
-    /// rewrote the same text is not a change).
-    fn changed(&mut self) -> bool {
-        let now = stamp(&self.path);
-        if now == self.stamp {
-            return false;
-        }
-        self.stamp = now;
-        match std::fs::read_to_string(&self.path) {
-            Ok(text) => text != self.text,
-            // Mid-rename or deleted: try again on the next tick.
-            Err(_) => false,
-        }
-    }
-}
-
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+    relay.apply_config(Arc::new(new));
+    RelayEvent::ConfigApplied { at, detail }
 }
 
 struct EventLog<'o> {

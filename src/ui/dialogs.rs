@@ -5,13 +5,15 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Wrap};
 
+use crate::app::advice::what_if;
+use crate::app::keymap::{self, Context};
 use crate::app::{
-    App, Confirm, Dialog, FieldValue, Form, Message, SaveError, SaveErrorKind, WsDraft,
+    App, Command, Confirm, Dialog, FieldValue, Form, Message, SaveError, SaveErrorKind, WsDraft,
 };
 use crate::config::{MAX_TIMEOUT_SECS, RECOMMENDATION_TEXT, TimeoutSource};
 
 use super::theme::Theme;
-use super::widgets::{dialog_block, fmt_secs, popup, switch_spans, text_input};
+use super::widgets::{dialog_block, fmt_secs, key_hints, popup, switch_spans, text_input};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     match &app.dialog {
@@ -123,6 +125,7 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
             }
             lines.push(Line::from(format!("  {text}")));
         }
+        lines.extend(history_lines(app, d, theme));
     }
     if let Some(e) = &d.error {
         lines.extend(error_lines(e, theme));
@@ -144,9 +147,15 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
     ])
     .areas(inner);
 
+    let ctx = Context::EditWebSocket;
     let mut switch = vec![Span::styled("Switch   ", theme.label())];
     switch.extend(switch_spans(d.switch.is_on(), theme));
-    switch.extend([Span::styled("  Space", theme.key()), Span::raw(" toggles")]);
+    switch.push(Span::raw("  "));
+    switch.extend(key_hints(
+        keymap::bindings_for(ctx, Command::Toggle),
+        "  ",
+        theme,
+    ));
     frame.render_widget(Paragraph::new(Line::from(switch)), switch_row);
 
     let [label, field, after] = Layout::horizontal([
@@ -165,18 +174,14 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
         (None, 0) => Span::styled(" s  = no idle limit", theme.warn()),
         (None, _) => Span::raw(" s"),
     };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            note,
-            Span::styled("   0-9", theme.key()),
-            Span::raw(" type  "),
-            Span::styled("←/→", theme.key()),
-            Span::raw(" 1 s  "),
-            Span::styled("PgUp/PgDn", theme.key()),
-            Span::raw(" 10 s"),
-        ])),
-        after,
-    );
+    let mut hints = vec![note, Span::raw("   ")];
+    let steps = keymap::bindings_for(ctx, Command::Adjust(0)).filter(|b| b.footer);
+    hints.extend(key_hints(
+        keymap::typing_binding(ctx).into_iter().chain(steps),
+        "  ",
+        theme,
+    ));
+    frame.render_widget(Paragraph::new(Line::from(hints)), after);
     let track_width = slider_row.width.saturating_sub(10);
     frame.render_widget(
         Paragraph::new(slider(d.timeout, track_width, theme)),
@@ -185,20 +190,66 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
 
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), body);
 
-    let saving = if d.saving { "  saving…" } else { "" };
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::raw("  "),
-            Span::styled("  OK  ", theme.button(d.ok_focused)),
-            Span::raw("   "),
-            Span::styled(" Cancel ", theme.button(!d.ok_focused)),
-            Span::styled("   Enter", theme.key()),
-            Span::raw(" apply & save  "),
-            Span::styled("Esc", theme.key()),
-            Span::raw(format!(" cancel{saving}")),
-        ])),
-        buttons,
-    );
+    let mut row = vec![
+        Span::raw("  "),
+        Span::styled("  OK  ", theme.button(d.ok_focused)),
+        Span::raw("   "),
+        Span::styled(" Cancel ", theme.button(!d.ok_focused)),
+        Span::raw("   "),
+    ];
+    let keys =
+        keymap::bindings_for(ctx, Command::Open).chain(keymap::bindings_for(ctx, Command::Cancel));
+    row.extend(key_hints(keys, "  ", theme));
+    if d.saving {
+        row.push(Span::raw("  saving…"));
+    }
+    frame.render_widget(Paragraph::new(Line::from(row)), buttons);
+}
+
+/// The draft against the last 10 minutes (DESIGN §10): the sessions it
+/// would have cut, and the cuts of live clients it would have spared —
+/// where that can be known.
+fn history_lines(app: &App, d: &WsDraft, theme: &Theme) -> Vec<Line<'static>> {
+    let limit = d.effective().limit;
+    let w = what_if(&app.evidence(&d.domain), limit);
+    if w.seen == 0 {
+        return vec![Line::from(Span::styled(
+            "Last 10 min: no session to compare with.",
+            theme.dim(),
+        ))];
+    }
+    let cut = match limit {
+        Some(l) => format!(
+            "Last 10 min: would have cut {} of {} sessions (idle {} or more, or gone).",
+            w.would_have_cut,
+            w.seen,
+            fmt_secs(l)
+        ),
+        None => format!("Last 10 min: would have cut none of {} sessions.", w.seen),
+    };
+    let mut lines = vec![Line::from(Span::styled(
+        cut,
+        if w.would_have_cut > 0 {
+            theme.warn()
+        } else {
+            theme.good()
+        },
+    ))];
+    if w.cuts > 0 {
+        let mut text = format!(
+            "Of {} idle cuts: would have saved {} live client(s)",
+            w.cuts, w.saved
+        );
+        if w.unknowable > 0 {
+            text.push_str(&format!(
+                "; {} cannot be known (cut before a beat showed)",
+                w.unknowable
+            ));
+        }
+        text.push('.');
+        lines.push(Line::from(text));
+    }
+    lines
 }
 
 fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {

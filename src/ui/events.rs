@@ -7,7 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use crate::app::App;
-use crate::relay::{CloseInfo, RelayEvent};
+use crate::relay::{CloseCause, CloseInfo, RelayEvent};
 
 use super::WIDE;
 use super::theme::Theme;
@@ -22,7 +22,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
 
     let wide = area.width >= WIDE + 20;
     let reasons = app.log.reason_counts();
-    let reason_lines: usize = reasons.iter().map(|(_, r)| 1 + r.len()).sum();
+    let reason_lines: usize = reasons
+        .iter()
+        .map(|(d, r)| 1 + r.len() + usize::from(app.recent_on(d).cut_while_alive > 0))
+        .sum();
     let (log_area, counts_area) = if wide {
         let [l, c] = Layout::horizontal([Constraint::Min(0), Constraint::Length(34)]).areas(inner);
         (l, c)
@@ -85,7 +88,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             (table_area, None)
         };
         if let (Some(area), Some(event)) = (detail_area, events.get(app.log.cursor.index)) {
-            let text = format!("{} {event}", fmt_wall(event.at()));
+            let mut text = format!("{} {event}", fmt_wall(event.at()));
+            if let RelayEvent::Closed { id, .. } = event
+                && app.was_cut_while_alive(*id)
+            {
+                text.push_str(" · cut while alive: the client came back within 10 s");
+            }
             frame.render_widget(
                 Paragraph::new(text)
                     .wrap(ratatui::widgets::Wrap { trim: true })
@@ -103,7 +111,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         let show_peer = table_area.width >= 90;
         let rows: Vec<Row> = events[window.clone()]
             .iter()
-            .map(|e| event_row(e, show_peer, theme))
+            .map(|e| event_row(e, app, show_peer, theme))
             .collect();
         let mut header = vec!["Time (UTC)", "Event", "Domain"];
         let mut widths = vec![
@@ -131,6 +139,13 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         lines.push(Line::from(Span::styled(domain.to_string(), theme.value())));
         for (reason, n) in counts.iter() {
             lines.push(Line::from(format!("  {reason:<22}{n:>6}")));
+            let alive = app.recent_on(domain).cut_while_alive;
+            if *reason == CloseCause::IDLE_LABEL && alive > 0 {
+                lines.push(Line::from(Span::styled(
+                    format!("  ↳ cut while alive (10m){alive:>5}"),
+                    theme.warn(),
+                )));
+            }
         }
     }
     if lines.is_empty() {
@@ -147,7 +162,7 @@ fn close_codes(to_client: &Option<CloseInfo>, to_origin: &Option<CloseInfo>) -> 
     format!("client←{} origin←{}", code(to_client), code(to_origin))
 }
 
-fn event_row<'a>(e: &'a RelayEvent, show_peer: bool, theme: &Theme) -> Row<'a> {
+fn event_row<'a>(e: &'a RelayEvent, app: &App, show_peer: bool, theme: &Theme) -> Row<'a> {
     let (kind, style, domain, peer, details) = match e {
         RelayEvent::Opened {
             domain,
@@ -189,7 +204,12 @@ fn event_row<'a>(e: &'a RelayEvent, show_peer: bool, theme: &Theme) -> Row<'a> {
             client.to_string(),
             // Cause and idle time first: they are what a narrow terminal keeps.
             format!(
-                "#{id} {cause} · idle {:.1} s · {}",
+                "#{id} {}{cause} · idle {:.1} s · {}",
+                if app.was_cut_while_alive(*id) {
+                    "cut while alive: "
+                } else {
+                    ""
+                },
                 idle.as_secs_f64(),
                 close_codes(to_client, to_origin),
             ),

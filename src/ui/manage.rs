@@ -6,6 +6,9 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs, Wrap};
 
+use crate::app::Command;
+use crate::app::advice::fmt_secs;
+use crate::app::keymap::{self, Context};
 use crate::app::{App, ManageTab};
 use crate::config::{
     Domain, LIMITATION_TEXT, RECOMMENDATION_TEXT, Status, TimeoutSource, effective_timeout,
@@ -13,7 +16,7 @@ use crate::config::{
 
 use super::sessions::{render_detail, session_table};
 use super::theme::Theme;
-use super::widgets::{block, kv, switch_spans};
+use super::widgets::{block, key_hints, kv, switch_spans};
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
     let (Some(m), Some(domain)) = (app.domains.manage.as_ref(), app.managed_domain()) else {
@@ -59,19 +62,15 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         ManageTab::Origin => origin(frame, body, domain, theme),
         ManageTab::Advanced => advanced(frame, body, app, domain, theme),
         ManageTab::Sessions => {
-            session_table(frame, body, app, Some(&domain.name), focused, theme);
+            let [summary, table] =
+                Layout::vertical([Constraint::Length(1), Constraint::Min(0)]).areas(body);
+            frame.render_widget(Paragraph::new(recent_line(app, domain, theme)), summary);
+            session_table(frame, table, app, Some(&domain.name), focused, theme);
         }
     }
 }
 
 const W: usize = 19;
-
-fn capitalized(s: &str) -> String {
-    let mut chars = s.chars();
-    chars.next().map_or_else(String::new, |first| {
-        first.to_uppercase().chain(chars).collect()
-    })
-}
 
 const TAB_DIVIDER: &str = "·";
 
@@ -92,6 +91,12 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
     };
     let t = app.log.totals(&d.name);
     let ws = effective_timeout(d);
+    let mut status = vec![status, Span::raw("   ")];
+    status.extend(key_hints(
+        keymap::bindings_for(Context::Manage(ManageTab::Basic), Command::ToggleOnline),
+        "  ",
+        theme,
+    ));
     let lines = vec![
         kv(
             "Domain",
@@ -100,12 +105,7 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(d.cname())], theme),
-        kv(
-            "Status",
-            W,
-            vec![status, Span::styled("   o: online/offline", theme.dim())],
-            theme,
-        ),
+        kv("Status", W, status, theme),
         kv(
             "Acceleration type",
             W,
@@ -135,8 +135,30 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
             ))],
             theme,
         ),
+        kv("Last 10 min", W, recent_spans(app, d, theme), theme),
     ];
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
+}
+
+/// The domain's last 10 minutes: idle cuts, and cuts of live clients.
+fn recent_spans(app: &App, d: &Domain, theme: &Theme) -> Vec<Span<'static>> {
+    let c = app.recent_on(&d.name);
+    let alive = format!("{} cut while alive", c.cut_while_alive);
+    vec![
+        Span::raw(format!("{} ended, {} idle cuts, ", c.ended, c.idle_cuts)),
+        if c.cut_while_alive > 0 {
+            Span::styled(alive, theme.warn())
+        } else {
+            Span::raw(alive)
+        },
+        Span::styled(" (back within 10 s)", theme.dim()),
+    ]
+}
+
+fn recent_line(app: &App, d: &Domain, theme: &Theme) -> Line<'static> {
+    let mut spans = vec![Span::styled("Last 10 min  ", theme.label())];
+    spans.extend(recent_spans(app, d, theme));
+    Line::from(spans)
 }
 
 fn origin(frame: &mut Frame, area: Rect, d: &Domain, theme: &Theme) {
@@ -221,19 +243,7 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
             )));
         }
         lines.push(Line::default());
-        let rec = app.recommendation(&d.name);
-        let mut value = vec![Span::styled(
-            format!("{} s", rec.timeout_secs),
-            theme.value(),
-        )];
-        if ws.secs() == Some(u64::from(rec.timeout_secs)) {
-            value.push(Span::styled("  (in force)", theme.good()));
-        }
-        lines.push(kv("Recommended", 14, value, theme));
-        lines.push(Line::from(Span::styled(
-            capitalized(&rec.reasoning),
-            theme.dim(),
-        )));
+        lines.extend(recommendation_lines(app, d, theme));
         lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
         lines.push(Line::default());
     }
@@ -260,13 +270,61 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
     ));
     if d.can_configure_websocket() {
         // The card's buttons, on a line of their own at any width.
+        let tab = Context::Manage(ManageTab::Advanced);
+        let buttons = keymap::bindings_for(tab, Command::Edit)
+            .chain(keymap::bindings_for(tab, Command::Toggle));
         lines.push(Line::default());
-        lines.push(Line::from(vec![
-            Span::styled("e", theme.key()),
-            Span::raw(" edit the timeout   "),
-            Span::styled("Space", theme.key()),
-            Span::raw(" switch on/off"),
-        ]));
+        lines.push(Line::from(key_hints(buttons, "   ", theme)));
     }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
+}
+
+/// The recommendation from the last 10 minutes (DESIGN §10): the value,
+/// how it compares with the limit in force, the reason, the evidence.
+fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
+    let rec = app.recommendation(d);
+    let mut value = vec![Span::styled(
+        match rec.recommended_timeout_secs {
+            0 => "0 s — no idle limit".to_string(),
+            n => format!("{n} s"),
+        },
+        theme.value(),
+    )];
+    let recommended = u64::from(rec.recommended_timeout_secs);
+    match rec.current_limit_secs {
+        Some(c) if c == recommended => value.push(Span::styled("  (in force)", theme.good())),
+        Some(c) if c < recommended && rec.cut_while_alive > 0 => value.push(Span::styled(
+            format!("  (above the {c} s in force, which cuts live clients)"),
+            theme.warn(),
+        )),
+        _ => {}
+    }
+    let mut evidence = match rec.sessions_seen {
+        1 => "1 session in 10 min".to_string(),
+        n => format!("{n} sessions in 10 min"),
+    };
+    if let Some(h) = rec.heartbeat_secs {
+        evidence.push_str(&format!(
+            " · heartbeat ~{} s",
+            fmt_secs(std::time::Duration::from_secs_f64(h))
+        ));
+    }
+    let cut = Span::styled(
+        format!(" · {} cut while alive", rec.cut_while_alive),
+        if rec.cut_while_alive > 0 {
+            theme.warn()
+        } else {
+            theme.dim()
+        },
+    );
+    vec![
+        kv("Recommended", 14, value, theme),
+        Line::from(Span::styled(rec.reason, theme.dim())),
+        kv(
+            "Evidence",
+            14,
+            vec![Span::styled(evidence, theme.dim()), cut],
+            theme,
+        ),
+    ]
 }

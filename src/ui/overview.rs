@@ -61,7 +61,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         Paragraph::new(vec![
             first,
             Line::from(Span::styled(
-                format!("Domains ({})  Enter: manage", app.config.domains.len()),
+                format!(
+                    "Domains ({}) · Cut alive: back within 10 s, last 10 min",
+                    app.config.domains.len()
+                ),
                 theme.dim(),
             )),
         ]),
@@ -74,8 +77,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     let narrow = inner.width < 64;
     // Beside the menu on the smallest terminal: what the console is about.
     let tiny = inner.width < 50;
+    // The Domain list has the status; here the cuts need the room.
+    let status = !narrow;
     let mut header = vec!["Domain"];
-    if !tiny {
+    if status {
         header.push("Status");
     }
     header.extend(["WebSocket", "Live"]);
@@ -86,7 +91,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         header.push("Closed");
     }
     if !tiny {
-        header.push("Idle cuts");
+        header.extend(["Idle cuts", "Cut alive"]);
     }
     if wide {
         header.push("Refused");
@@ -99,7 +104,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .map(|d| {
             let t = app.log.totals(&d.name);
             let mut cells = vec![d.name.clone()];
-            if !tiny {
+            if status {
                 cells.push(d.status.as_str().to_string());
             }
             cells.extend([
@@ -114,6 +119,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             }
             if !tiny {
                 cells.push(format!("{:>9}", t.idle_closes));
+                cells.push(format!("{:>9}", app.recent_on(&d.name).cut_while_alive));
             }
             if wide {
                 cells.push(format!("{:>7}", t.refused));
@@ -122,7 +128,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         })
         .collect();
     let mut widths = vec![Constraint::Fill(1)];
-    if !tiny {
+    if status {
         widths.push(Constraint::Length(7));
     }
     widths.extend([Constraint::Length(13), Constraint::Length(4)]);
@@ -133,7 +139,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         widths.push(Constraint::Length(6));
     }
     if !tiny {
-        widths.push(Constraint::Length(9));
+        widths.extend([Constraint::Length(9), Constraint::Length(9)]);
     }
     if wide {
         widths.push(Constraint::Length(7));

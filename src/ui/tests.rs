@@ -563,7 +563,7 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
     // A 5 s heartbeat: 5 s more than the slowest gap, rounded up to 5 s.
     assert_line(&screen, "Recommended", "10 s");
     assert!(
-        screen.contains("Heartbeat every ~5.0 s on 1 of 1 session(s)"),
+        screen.contains("Heartbeat every ~5 s on 1 of 1 session, longest gap 5 s"),
         "{screen}"
     );
 
@@ -579,9 +579,130 @@ async fn the_advanced_tab_recommends_a_timeout_from_the_heartbeats() {
     let screen = text(&f.app, 80, 24);
     assert_line(&screen, "Recommended", "60 s");
     assert!(
-        screen.contains("No heartbeat seen on 2 session(s)"),
+        screen.contains("No heartbeat seen on 2 sessions"),
         "{screen}"
     );
+}
+
+/// cloud.tencent.com (100 s) over the last minutes: a client cut at 100 s
+/// that came back 2 s later (cut while alive, rhythm unknown), a client cut
+/// that never came back, and a client beating every 5 s.
+async fn cut_alive_fixture() -> Fixture {
+    let registry = Arc::new(Registry::new());
+    let domain = "cloud.tencent.com";
+    let open = |port: u16, path: &str| {
+        registry.register(NewSession {
+            domain: domain.into(),
+            client: format!("127.0.0.1:{port}").parse().unwrap(),
+            origin: "127.0.0.1:9001".into(),
+            path: path.into(),
+            timeout: Some(Duration::from_secs(100)),
+        })
+    };
+    let cut_alive = open(50001, "/chat?token=1");
+    let gone = open(50002, "/gone");
+    let fast = open(50003, "/fast");
+    for _ in 0..20 {
+        advance(Duration::from_secs(5)).await;
+        frame(&fast, Direction::ClientToOrigin, FrameKind::Text, 9);
+    }
+    let cause = CloseCause::IdleTimeout { timeout_secs: 100 };
+    let mut events = Vec::new();
+    for g in [cut_alive, gone] {
+        let st = g.stats().clone();
+        registry.record_close(&st, &cause, Duration::from_secs(100));
+        events.push(RelayEvent::Closed {
+            id: st.id,
+            at: wall() - Duration::from_secs(3),
+            domain: domain.into(),
+            client: st.client,
+            origin: "127.0.0.1:9001".into(),
+            cause: cause.clone(),
+            to_client: Some(CloseInfo::new(1001, "idle timeout (100 s)")),
+            to_origin: Some(CloseInfo::new(1001, "idle timeout (100 s)")),
+            idle: Duration::from_secs(100),
+            duration: Duration::from_secs(100),
+        });
+    }
+    advance(Duration::from_secs(2)).await;
+    frame(&fast, Direction::ClientToOrigin, FrameKind::Text, 9);
+    // Same address, same path, a new token: the same client, back.
+    let back = open(50004, "/chat?token=2");
+    advance(Duration::from_secs(1)).await;
+    let mut app = App::new(config(), registry.clone(), Settings::default());
+    for e in events {
+        update(&mut app, Action::Relay(e));
+    }
+    app.refresh(Clock {
+        mono: Instant::now(),
+        wall: wall(),
+    });
+    Fixture {
+        app,
+        _guards: vec![fast, back],
+    }
+}
+
+/// The card recommends above the limit that cut a live client and says
+/// why; the dialog's what-if counts the history; the Overview, Basic,
+/// Sessions and Event Log show the cut.
+#[tokio::test(start_paused = true)]
+async fn clients_cut_while_alive_shape_the_advice() {
+    let mut f = cut_alive_fixture().await;
+    manage(&mut f.app, 2);
+    check("manage_advanced_cut_alive", &f.app);
+    let screen = text(&f.app, 120, 40);
+    assert_line(&screen, "Recommended", "200 s");
+    assert_line(&screen, "Recommended", "above the 100 s in force");
+    assert!(
+        screen.contains("1 client was cut while alive at 100 s before its first beat"),
+        "{screen}"
+    );
+    assert_line(&screen, "Evidence", "1 cut while alive");
+
+    update(&mut f.app, Action::Cmd(Command::Edit));
+    typed(&mut f.app, "150");
+    check("edit_dialog_history", &f.app);
+    let screen = text(&f.app, 120, 40);
+    // The client that never came back would have been cut at any limit.
+    assert_line(&screen, "Last 10 min", "would have cut 1 of 4 sessions");
+    assert_line(
+        &screen,
+        "Of 2 idle cuts",
+        "would have saved 0 live client(s); 1 cannot be known",
+    );
+    update(&mut f.app, Action::Cmd(Command::Cancel));
+    update(&mut f.app, Action::Cmd(Command::Edit));
+    typed(&mut f.app, "50");
+    let screen = text(&f.app, 120, 40);
+    assert_line(&screen, "Last 10 min", "would have cut 2 of 4 sessions");
+
+    let mut f = cut_alive_fixture().await;
+    let screen = text(&f.app, 80, 24);
+    assert_line(&screen, "cloud.tencent.com", "2         1");
+    manage(&mut f.app, 0);
+    let screen = text(&f.app, 80, 24);
+    assert_line(
+        &screen,
+        "Last 10 min",
+        "2 ended, 2 idle cuts, 1 cut while alive",
+    );
+    cmds(
+        &mut f.app,
+        &[Command::NextTab, Command::NextTab, Command::NextTab],
+    );
+    assert_line(&text(&f.app, 80, 24), "Last 10 min", "1 cut while alive");
+
+    let mut f = cut_alive_fixture().await;
+    cmds(&mut f.app, &[Command::Goto(Screen::Events)]);
+    check("events_cut_alive", &f.app);
+    let screen = text(&f.app, 120, 40);
+    assert_eq!(
+        screen.matches("cut while alive: idle").count(),
+        1,
+        "{screen}"
+    );
+    assert_line(&screen, "↳ cut while alive (10m)", "1");
 }
 
 /// The footer drops whole hints from the right as the terminal narrows,

@@ -179,3 +179,21 @@ pub fn row_highlight(focused: bool, theme: &Theme) -> Style {
         theme.selected_inactive()
     }
 }
+
+/// `key hint` spans for each binding, as the footer writes them, `gap`
+/// between hints.
+pub fn key_hints<'a>(
+    bindings: impl IntoIterator<Item = &'a crate::app::keymap::Binding>,
+    gap: &str,
+    theme: &Theme,
+) -> Vec<Span<'static>> {
+    let mut spans = Vec::new();
+    for (i, b) in bindings.into_iter().enumerate() {
+        if i > 0 {
+            spans.push(Span::raw(gap.to_string()));
+        }
+        spans.push(Span::styled(b.keys_label(), theme.key()));
+        spans.push(Span::raw(format!(" {}", b.hint)));
+    }
+    spans
+}

@@ -5,6 +5,7 @@
 //! and `ui` never touch a terminal; `tui` owns it; `cli` parses the command
 //! line and runs the commands that need no terminal.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod cloud;

@@ -10,13 +10,16 @@ use clap::Args;
 use tokio_util::sync::CancellationToken;
 
 use crate::origin::{self, OriginOptions};
-use crate::serve::{self, LogFormat};
+use crate::serve::{self, LogFormat, ServeOptions};
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// Event line format on stdout
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve /metrics, /healthz and /readyz on ADDR (overrides [admin] listen)
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<SocketAddr>,
     /// Relay threads, each with its own listener (overrides `[relay] workers`;
     /// default: one per CPU)
     #[arg(long, value_name = "N", value_parser = parse_workers)]
@@ -59,7 +62,12 @@ pub fn run_serve(
     err: &mut dyn Write,
 ) -> Result<()> {
     let file = super::open_config(config_path, err)?;
-    runtime()?.block_on(serve::run(file, args.log_format, args.workers, out))
+    let options = ServeOptions {
+        format: args.log_format,
+        admin: args.admin,
+        workers: args.workers,
+    };
+    runtime()?.block_on(serve::run(file, options, out))
 }
 
 pub fn run_origin(args: &OriginArgs, out: &mut dyn Write) -> Result<()> {

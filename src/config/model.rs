@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
     pub relay: RelaySettings,
+    pub admin: AdminSettings,
     pub domains: Vec<Domain>,
 }
 
@@ -62,6 +63,9 @@ pub struct RelaySettings {
     /// behind a private CA. Relative paths are resolved against the config
     /// file's directory.
     pub origin_ca_file: Option<std::path::PathBuf>,
+    /// How long live sessions may go on after SIGTERM (or `stop`) before
+    /// they get 1001 `relay shutting down`; zero closes them at once.
+    pub drain_timeout: Duration,
     /// Relay threads, each with its own listener on `listen` (SO_REUSEPORT);
     /// a session stays on the worker that accepted it.
     pub workers: usize,
@@ -82,9 +86,17 @@ impl Default for RelaySettings {
             max_sessions: 100_000,
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
+            drain_timeout: Duration::ZERO,
             workers: default_workers(),
         }
     }
+}
+
+/// The `[admin]` table: the `/metrics`, `/healthz`, `/readyz` listener.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct AdminSettings {
+    /// None: no admin listener (`serve --admin ADDR` can still open one).
+    pub listen: Option<SocketAddr>,
 }
 
 /// How the relay ends a session that went idle for too long.

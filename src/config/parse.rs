@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem, Problems, RuleViolation};
 use super::model::{
-    Acceleration, Area, Config, Domain, IdleCloseMode, OriginProtocol, RelaySettings, Status,
-    Switch, WebSocketSettings,
+    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, OriginProtocol,
+    RelaySettings, Status, Switch, WebSocketSettings,
 };
 use super::rules;
 
@@ -21,6 +21,8 @@ use super::rules;
 struct RawFile {
     #[serde(default)]
     relay: Option<RawRelay>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
     #[serde(default)]
     domain: Vec<RawDomain>,
 }
@@ -36,6 +38,13 @@ struct RawRelay {
     idle_close: Option<IdleCloseMode>,
     origin_ca_file: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
+    drain_timeout: Option<Spanned<i64>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -114,6 +123,7 @@ impl Config {
             problems: Vec::new(),
         };
         let relay = relay_settings(&mut checker, raw.relay, path);
+        let admin = admin_settings(&mut checker, raw.admin);
         let mut domains: Vec<Domain> = Vec::new();
         let mut names: Vec<(String, usize)> = Vec::new();
         for raw_domain in raw.domain {
@@ -146,7 +156,11 @@ impl Config {
             }
         }
         if checker.problems.is_empty() {
-            Ok(Config { relay, domains })
+            Ok(Config {
+                relay,
+                admin,
+                domains,
+            })
         } else {
             Err(invalid(checker.problems))
         }
@@ -223,6 +237,19 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .as_ref()
             .and_then(|v| c.check(v, |n| rules::workers(*n)))
             .unwrap_or(defaults.workers),
+        drain_timeout: raw
+            .drain_timeout
+            .as_ref()
+            .and_then(|v| c.check(v, |n| rules::drain_timeout(*n)))
+            .map_or(defaults.drain_timeout, Duration::from_secs),
+    }
+}
+
+fn admin_settings(c: &mut Checker, raw: Option<RawAdmin>) -> AdminSettings {
+    AdminSettings {
+        listen: raw
+            .and_then(|raw| raw.listen)
+            .and_then(|v| c.check(&v, |s| rules::listen(s))),
     }
 }
 

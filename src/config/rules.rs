@@ -236,6 +236,18 @@ pub fn seconds(key: &str, value: i64, max: i64) -> Rule<u64> {
     }
 }
 
+/// `drain-timeout`: 0 (close at once) up to a day.
+pub fn drain_timeout(value: i64) -> Rule<u64> {
+    if (0..=86_400).contains(&value) {
+        Ok(value as u64)
+    } else {
+        Err(RuleViolation::new(
+            format!("drain-timeout = {value} is out of range"),
+            "use 0 (close sessions at once on SIGTERM) to 86400 seconds",
+        ))
+    }
+}
+
 pub fn positive(key: &str, value: i64, max: i64, unit: &str) -> Rule<u64> {
     if (1..=max).contains(&value) {
         Ok(value as u64)

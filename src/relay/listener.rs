@@ -21,6 +21,7 @@ use super::handshake::{
     switching_protocols, tls_connect, upgrade_origin,
 };
 use super::io::RawIo;
+use super::metrics::Metrics;
 use super::registry::{NewSession, Registry, SessionGuard};
 use super::session::{self, SessionSetup};
 use crate::config::{Config, Domain, Status, effective_timeout};
@@ -31,17 +32,26 @@ use crate::config::{Config, Domain, Status, effective_timeout};
 pub struct EventSink {
     tx: mpsc::Sender<RelayEvent>,
     dropped: Arc<AtomicUsize>,
+    /// Closes and refusals are counted here, before the event can be dropped.
+    metrics: Arc<Metrics>,
 }
 
 impl EventSink {
+    #[cfg(test)]
     pub fn new(tx: mpsc::Sender<RelayEvent>) -> Self {
+        Self::with_metrics(tx, Arc::default())
+    }
+
+    pub fn with_metrics(tx: mpsc::Sender<RelayEvent>, metrics: Arc<Metrics>) -> Self {
         Self {
             tx,
             dropped: Arc::new(AtomicUsize::new(0)),
+            metrics,
         }
     }
 
     pub fn emit(&self, event: RelayEvent) {
+        self.metrics.observe(&event);
         if self.tx.try_send(event).is_err() {
             self.dropped.fetch_add(1, Relaxed);
         }
@@ -58,6 +68,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub events: EventSink,
     pub shutdown: CancellationToken,
+    /// Cancelled when the listeners close (a drain, or shutdown).
+    pub accepting: CancellationToken,
     pub tracker: TaskTracker,
     /// Connections being handshaken or relayed on every worker (for `max-sessions`).
     pub connections: Arc<AtomicUsize>,
@@ -84,7 +96,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
-            () = shared.shutdown.cancelled() => break,
+            () = shared.accepting.cancelled() => break,
             r = listener.accept() => r,
         };
         match accepted {
@@ -99,7 +111,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 });
                 refuse_with_spare(&listener, &mut spare, &shared).await;
                 tokio::select! {
-                    () = shared.shutdown.cancelled() => break,
+                    () = shared.accepting.cancelled() => break,
                     () = tokio::time::sleep(backoff) => {}
                 }
                 backoff = (backoff * 2).min(MAX_ACCEPT_BACKOFF);
@@ -407,6 +419,7 @@ mod tests {
         let (events, _rx) = mpsc::channel(1);
         let (_config_tx, config) = watch::channel(Arc::new(Config {
             relay: Default::default(),
+            admin: Default::default(),
             domains: vec![],
         }));
         let shared = Arc::new(Shared {
@@ -414,6 +427,7 @@ mod tests {
             registry: Default::default(),
             events: EventSink::new(events),
             shutdown: Default::default(),
+            accepting: Default::default(),
             tracker: Default::default(),
             connections: Default::default(),
             tls: super::super::handshake::tls_client_config(None).unwrap(),

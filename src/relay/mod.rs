@@ -9,6 +9,7 @@ pub mod heartbeat;
 pub mod history;
 mod io;
 mod listener;
+pub mod metrics;
 pub mod registry;
 mod session;
 
@@ -25,6 +26,7 @@ use tokio_util::task::TaskTracker;
 pub use event::{CloseCause, CloseInfo, RelayEvent};
 pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
 pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
+pub use metrics::Metrics;
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,
@@ -64,6 +66,8 @@ struct Inner {
     config: watch::Sender<Arc<Config>>,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
+    /// Cancelled to close the listeners only (a drain); a child of `shutdown`.
+    accepting: CancellationToken,
     tracker: TaskTracker,
     local_addr: SocketAddr,
     events: EventSink,
@@ -80,6 +84,7 @@ impl Inner {
             registry: self.registry.clone(),
             events: self.events.clone(),
             shutdown: self.shutdown.clone(),
+            accepting: self.accepting.clone(),
             tracker: self.tracker.clone(),
             connections: self.connections.clone(),
             tls: self.tls.clone(),
@@ -107,6 +112,11 @@ impl RelayHandle {
         &self.inner.registry
     }
 
+    /// The relay's Prometheus metrics (every worker counts into them).
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        self.inner.registry.metrics()
+    }
+
     /// How many workers (threads with a listener each) are running.
     pub fn workers(&self) -> usize {
         self.inner.registry.workers()
@@ -121,12 +131,19 @@ impl RelayHandle {
     /// re-arms its deadline at once, sessions of offline or deleted domains
     /// are closed. (A new `listen` or `workers` needs a restart.)
     pub fn apply_config(&self, config: Arc<Config>) {
+        self.metrics().apply_config(&config);
         self.inner.config.send_replace(config);
     }
 
     /// Events lost because their reader fell behind.
     pub fn dropped_events(&self) -> usize {
         self.inner.events.dropped()
+    }
+
+    /// Closes every worker's listener (new clients are refused by the
+    /// kernel) and leaves live sessions running: the start of a drain.
+    pub fn stop_accepting(&self) {
+        self.inner.accepting.cancel();
     }
 
     /// Stops accepting on every worker and closes every session with 1001
@@ -163,7 +180,7 @@ impl RelayHandle {
 pub async fn start(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
-    let (inner, mut listeners, events) = prepare(config, 1)?;
+    let (inner, mut listeners, events) = prepare(config, 1, Arc::default())?;
     let addr = inner.local_addr;
     let std_listener = listeners.pop().ok_or(RelayError::Stopped)?;
     let listener =
@@ -189,7 +206,11 @@ type Prepared = (
 );
 
 /// TLS settings, the listeners and the shared state for `workers` workers.
-fn prepare(config: Arc<Config>, workers: usize) -> Result<Prepared, RelayError> {
+fn prepare(
+    config: Arc<Config>,
+    workers: usize,
+    metrics: Arc<Metrics>,
+) -> Result<Prepared, RelayError> {
     let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
         .map_err(RelayError::Tls)?;
     let addr = config.relay.listen;
@@ -202,14 +223,17 @@ fn prepare(config: Arc<Config>, workers: usize) -> Result<Prepared, RelayError> 
         .map_err(|source| RelayError::Bind { addr, source })?
         .unwrap_or(addr);
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
+    metrics.apply_config(&config);
     let (config_tx, _) = watch::channel(config);
+    let shutdown = CancellationToken::new();
     let inner = Arc::new(Inner {
         config: config_tx,
-        registry: Arc::new(Registry::with_workers(workers)),
-        shutdown: CancellationToken::new(),
+        registry: Arc::new(Registry::with_metrics(workers, metrics.clone())),
+        accepting: shutdown.child_token(),
+        shutdown,
         tracker: TaskTracker::new(),
         local_addr,
-        events: EventSink::new(event_tx),
+        events: EventSink::with_metrics(event_tx, metrics),
         connections: Arc::new(AtomicUsize::new(0)),
         tls,
     });
@@ -258,8 +282,17 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpList
 pub fn spawn_relay_thread(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
+    spawn_relay_threads_with_metrics(config, Arc::default())
+}
+
+/// [`spawn_relay_thread`], counting into `metrics` (made before the relay,
+/// so that an admin listener can answer while the relay is still starting).
+pub fn spawn_relay_threads_with_metrics(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
     let workers = config.relay.workers.max(1);
-    let (inner, listeners, events) = prepare(config, workers)?;
+    let (inner, listeners, events) = prepare(config, workers, metrics)?;
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handle = RelayHandle {
         inner: inner.clone(),

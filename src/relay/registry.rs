@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
+use super::metrics::{DomainMetrics, Metrics};
 
 pub type SessionId = u64;
 
@@ -174,6 +175,8 @@ pub struct SessionStats {
     /// Cancelled when an operator closes the session from the console (or
     /// when its parent, the relay's shutdown, is cancelled).
     operator_close: CancellationToken,
+    /// The domain's Prometheus counters (looked up once, at registration).
+    metrics: Arc<DomainMetrics>,
 }
 
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -210,7 +213,10 @@ impl SessionStats {
         flow.frames.fetch_add(1, Relaxed);
         flow.bytes.fetch_add(payload_len, Relaxed);
         flow.last_frame.store(stamp, Relaxed);
-        if fin && !kind.is_control() {
+        let ends_message = fin && !kind.is_control();
+        self.metrics
+            .record_frame(direction.index(), payload_len, ends_message);
+        if ends_message {
             flow.messages.fetch_add(1, Relaxed);
             let previous = flow.last_message.swap(stamp, Relaxed);
             if previous != 0 {
@@ -439,6 +445,7 @@ pub struct Registry {
     /// What ended sessions showed, for advice (DESIGN §10): one for every
     /// worker, since a client's reconnect may land on another one.
     history: Arc<History>,
+    metrics: Arc<Metrics>,
 }
 
 /// One worker's sessions. Aligned to a cache line so that two workers
@@ -463,12 +470,22 @@ impl Registry {
 
     /// A table with one shard per worker (at least one).
     pub fn with_workers(workers: usize) -> Self {
+        Self::with_metrics(workers, Arc::new(Metrics::new()))
+    }
+
+    /// [`with_workers`](Self::with_workers), its sessions counting into `metrics`.
+    pub fn with_metrics(workers: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             epoch: Instant::now(),
             next_id: AtomicU64::new(1),
             shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
             history: Arc::new(History::new()),
+            metrics,
         }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// How many workers (shards) the table has.
@@ -504,6 +521,8 @@ impl Registry {
         let worker = worker % self.shards.len();
         let id = self.next_id.fetch_add(1, Relaxed);
         let now = Instant::now();
+        let metrics = self.metrics.domain(&new.domain);
+        metrics.session_opened();
         let stats = Arc::new(SessionStats {
             id,
             domain: new.domain,
@@ -521,6 +540,7 @@ impl Registry {
             recent: Mutex::new(VecDeque::new()),
             gaps: Mutex::new(Default::default()),
             operator_close: parent.child_token(),
+            metrics,
         });
         stats.set_timeout(new.timeout);
         self.history.opened(
@@ -604,6 +624,7 @@ impl SessionGuard {
 
 impl Drop for SessionGuard {
     fn drop(&mut self) {
+        self.stats.metrics.session_closed();
         if let Some(shard) = self.registry.shards.get(self.worker) {
             lock(&shard.0).remove(&self.stats.id);
         }

@@ -1,18 +1,24 @@
 //! `ecdn-console serve`: the relay without a UI. One line per event on
 //! stdout; the config is reloaded on SIGHUP and when the file changes; a
 //! bad new file is refused and the old config stays in force; SIGTERM or
-//! Ctrl-C closes every session with 1001 and exits cleanly.
+//! Ctrl-C drains for `[relay] drain-timeout` (listeners closed, `/readyz`
+//! 503, live sessions carry on), then closes what is left with 1001 and
+//! exits cleanly. Speaks sd_notify when `NOTIFY_SOCKET` is set.
 
 use std::io::Write;
-
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
-use tokio::signal::unix::{SignalKind, signal};
+use sd_notify::NotifyState;
+use tokio::signal::unix::{Signal, SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
+use crate::admin::{self, AdminState, Readiness};
 use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
-use crate::relay::{self, CLOSE_GRACE, RelayEvent, RelayHandle};
+use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -24,34 +30,70 @@ pub enum LogFormat {
     Json,
 }
 
-/// Runs the relay until SIGTERM/SIGINT. `file` is already loaded and valid;
-/// `workers` (from `--workers`) overrides its `[relay] workers`.
-pub async fn run(
-    file: ConfigFile,
-    format: LogFormat,
-    workers: Option<usize>,
-    out: &mut dyn Write,
-) -> Result<()> {
+/// How `serve` runs, from its command line.
+#[derive(Debug, Clone, Default)]
+pub struct ServeOptions {
+    pub format: LogFormat,
+    /// `--admin ADDR`: overrides `[admin] listen`.
+    pub admin: Option<SocketAddr>,
+    /// `--workers N`: overrides `[relay] workers`.
+    pub workers: Option<usize>,
+}
+
+/// Runs the relay until SIGTERM/SIGINT (then drains, see [`drain`]). `file`
+/// is already loaded and valid.
+pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -> Result<()> {
+    let workers = options.workers;
     let path = file.path().to_path_buf();
     let config = Arc::new(with_workers(file.config().clone(), workers));
     // Handlers first: a SIGHUP sent as soon as the "listening" line appears
     // must reload, not kill the process with the default action.
-    let mut hangup = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let mut signals = Signals {
+        hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
+        terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+    };
+    let metrics = Arc::new(Metrics::new());
+    let admin = Arc::new(AdminState::new(metrics.clone()));
+    let stop_admin = CancellationToken::new();
+    // The admin listener comes first, so a probe sees 503 while the relay starts.
+    let admin_addr = match options.admin.or(config.admin.listen) {
+        Some(addr) => {
+            let listener = admin::bind(addr).await?;
+            let local = listener.local_addr().unwrap_or(addr);
+            tokio::spawn(admin::serve(listener, admin.clone(), stop_admin.clone()));
+            Some(local)
+        }
+        None => None,
+    };
+    let _stop_admin = stop_admin.drop_guard();
     // Every worker on a thread of its own: this runtime only writes the
-    // event log and watches signals and the file, so neither delays a frame.
-    let (relay, mut events) = relay::spawn_relay_thread(config.clone())?;
-    let mut log = EventLog { format, out };
-    log.write_started(&relay, &path, &config)?;
+    // event log, serves the admin endpoints and watches signals and the
+    // file, so none of that delays a frame.
+    let (relay, mut events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
+    admin.set(Readiness::Ready);
+    let mut log = EventLog {
+        format: options.format,
+        out,
+    };
+    // Made before the "listening" line: a change made as soon as that line
+    // appears must be seen as a change.
     let mut watcher = ConfigWatch::new(&path, file.text());
+    log.write_started(&relay, &path, &config)?;
+    if let Some(addr) = admin_addr {
+        log.line(
+            "admin",
+            &format!("admin endpoints on http://{addr}/ (/metrics, /healthz, /readyz)"),
+        )?;
+    }
+    notify(&[NotifyState::Ready]);
     let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
     loop {
         tokio::select! {
             Some(event) = events.recv() => log.write(&event)?,
-            _ = hangup.recv() => {
+            _ = signals.hangup.recv() => {
                 let reload = watcher.reload_now();
                 log.write(&put_in_force(&relay, &mut watcher, reload, workers, "SIGHUP"))?;
             }
@@ -60,11 +102,14 @@ pub async fn run(
                     log.write(&put_in_force(&relay, &mut watcher, reload, workers, "file changed"))?;
                 }
             }
-            _ = terminate.recv() => break,
-            _ = interrupt.recv() => break,
+            _ = signals.terminate.recv() => break,
+            _ = signals.interrupt.recv() => break,
         }
     }
 
+    admin.set(Readiness::Draining);
+    notify(&[NotifyState::Stopping]);
+    drain(&relay, &mut events, &mut signals, &mut log).await?;
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
     // their events are still printed.
@@ -94,8 +139,97 @@ fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
     config
 }
 
-/// Puts a reloaded config in force, or reports why it was refused.
+struct Signals {
+    hangup: Signal,
+    terminate: Signal,
+    interrupt: Signal,
+}
+
+/// How often a drain checks whether every session has ended.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
+/// The drain of `[relay] drain-timeout`: the listeners close at once (the
+/// caller already made `/readyz` answer 503); live sessions go on until
+/// they end or the timeout passes; a second SIGTERM or SIGINT ends it at
+/// once. The caller then closes what is left with 1001.
+async fn drain(
+    relay: &RelayHandle,
+    events: &mut mpsc::Receiver<RelayEvent>,
+    signals: &mut Signals,
+    log: &mut EventLog<'_>,
+) -> Result<()> {
+    let timeout = relay.config().relay.drain_timeout;
+    relay.stop_accepting();
+    let live = relay.registry().len();
+    if timeout.is_zero() || live == 0 {
+        return Ok(());
+    }
+    relay.metrics().start_drain();
+    log.line(
+        "drain",
+        &format!(
+            "draining: listeners closed, {live} session(s) live; what is left gets 1001 \"relay shutting down\" in {} s (SIGTERM or Ctrl-C again: now)",
+            timeout.as_secs()
+        ),
+    )?;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut poll = tokio::time::interval(DRAIN_POLL);
+    let how = loop {
+        tokio::select! {
+            () = &mut deadline => break "drain-timeout passed",
+            _ = signals.terminate.recv() => break "second signal",
+            _ = signals.interrupt.recv() => break "second signal",
+            Some(event) = events.recv() => log.write(&event)?,
+            _ = poll.tick() => {
+                if relay.registry().is_empty() {
+                    break "every session ended";
+                }
+            }
+        }
+    };
+    // Closed events already queued belong to the drain's count.
+    while let Ok(event) = events.try_recv() {
+        log.write(&event)?;
+    }
+    let ended = relay.metrics().ended_during_drain();
+    let left = relay.registry().len();
+    log.line(
+        "drain",
+        &format!(
+            "drain over ({how}): {ended} session(s) ended by themselves, {left} to close with 1001"
+        ),
+    )?;
+    Ok(())
+}
+
+/// Tells systemd (only when `NOTIFY_SOCKET` is set; a failure to reach it
+/// is not the relay's problem).
+fn notify(state: &[NotifyState]) {
+    let _ = sd_notify::notify(state);
+}
+
+/// Puts a reloaded config in force, or reports why it was refused; tells
+/// systemd and the reload counter either way.
 fn put_in_force(
+    relay: &RelayHandle,
+    watcher: &mut ConfigWatch,
+    reload: Reload,
+    workers: Option<usize>,
+    trigger: &str,
+) -> RelayEvent {
+    if let Ok(now) = NotifyState::monotonic_usec_now() {
+        notify(&[NotifyState::Reloading, now]);
+    }
+    let event = apply_reload(relay, watcher, reload, workers, trigger);
+    relay
+        .metrics()
+        .config_reload(matches!(event, RelayEvent::ConfigApplied { .. }));
+    notify(&[NotifyState::Ready]);
+    event
+}
+
+fn apply_reload(
     relay: &RelayHandle,
     watcher: &mut ConfigWatch,
     reload: Reload,
@@ -127,6 +261,9 @@ fn put_in_force(
             new.relay.workers,
             relay.workers()
         ));
+    }
+    if new.admin.listen != relay.config().admin.listen {
+        detail.push_str("; [admin] listen takes effect after a restart");
     }
     relay.apply_config(Arc::new(new));
     RelayEvent::ConfigApplied { at, detail }

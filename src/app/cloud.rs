@@ -217,6 +217,7 @@ pub fn event(app: &mut App, event: CloudEvent) -> Vec<Effect> {
 pub fn config_of(domains: &[CloudDomain]) -> Config {
     Config {
         relay: RelaySettings::default(),
+        admin: Default::default(),
         domains: domains.iter().map(domain_of).collect(),
     }
 }

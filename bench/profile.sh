@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Profiles one proxy under one load, for the Findings of docs/BENCHMARKS.md.
 #
-#   bench/profile.sh stat [relay|nginx|haproxy]
+#   bench/profile.sh stat [relay|nginx|haproxy] [LOAD]
 #       perf stat (task clock, context switches) and syscalls per message of
-#       the proxy during closed-loop echo, 64 B × 100 sessions
-#   bench/profile.sh record
-#       perf record of the relay under the same load: where its CPU goes
+#       the proxy during LOAD (default echo: closed loop, 64 B × 100 sessions;
+#       paced: 1,000 sessions × 64 B every 100 ms; handshake: 64 loops of
+#       open, one message, close)
+#   bench/profile.sh record [LOAD]
+#       perf record of the relay under LOAD: where its CPU goes
+#
+# SET=one profiles the one-worker configuration (default: each at its defaults).
 #   bench/profile.sh heap [SESSIONS]
 #       heaptrack of `ecdn-console serve` holding SESSIONS idle sessions
 #       (default 3000): the allocation sites of what an idle session keeps
@@ -29,10 +33,17 @@ build
 command -v perf >/dev/null || { apt-get install -y -q linux-perf >&2; }
 start_origin
 
-# Starts a closed-loop echo load against $1 in the background; returns once
+# Starts LOAD ($2, default echo) against $1 in the background; returns once
 # its sessions are open (the window then measures steady state only).
 echo_load() {
-    "$LOAD" "$(url_of "$1")" --host "$HOST" --mode echo --size 64 --sessions 100 \
+    local args
+    case ${2:-echo} in
+    echo) args=(--mode echo --size 64 --sessions 100) ;;
+    paced) args=(--mode paced --interval-ms 100 --size 64 --sessions 1000) ;;
+    handshake) args=(--mode handshake --size 64) ;;
+    *) echo "unknown load $2 (echo, paced, handshake)" >&2; exit 2 ;;
+    esac
+    "$LOAD" "$(url_of "$1")" --host "$HOST" "${args[@]}" \
         --duration "$((WINDOW + 4))" --ready-line --json >"$OUT/load-$1.json" 2>"$OUT/load-$1.err" &
     LOAD_PID=$!
     STARTED_PIDS+=("$LOAD_PID")
@@ -43,9 +54,9 @@ echo_load() {
 case $WHAT in
 stat)
     target=${2:-relay}
-    start_proxies 120
+    start_proxies 120 "${SET:-defaults}"
     pid=$(pid_of "$target")
-    echo_load "$target"
+    echo_load "$target" "${3:-echo}"
     perf stat -e task-clock,context-switches,cpu-migrations,page-faults,raw_syscalls:sys_enter \
         -p "$pid" -- sleep "$WINDOW" 2>"$OUT/perf-stat-$target.txt"
     # Which syscalls: strace slows the proxy down, but the mix per message holds.
@@ -67,8 +78,8 @@ stat)
         "$OUT/strace-$target.txt" | head -8
     ;;
 record)
-    start_proxies 120
-    echo_load relay
+    start_proxies 120 "${SET:-defaults}"
+    echo_load relay "${2:-echo}"
     perf record -F 2999 -g -o "$OUT/perf.data" -p "$RELAY_PID" -- sleep "$WINDOW" 2>/dev/null
     wait "$LOAD_PID"
     perf report -i "$OUT/perf.data" --no-children --stdio --sort dso,symbol --percent-limit 0.7 \
@@ -100,7 +111,7 @@ heap)
     echo "sessions held: $(jq .opened "$OUT/load-heap.json")"
     ;;
 *)
-    echo "usage: $0 stat [relay|nginx|haproxy] | record | heap [SESSIONS]" >&2
+    echo "usage: $0 stat [relay|nginx|haproxy] [echo|paced|handshake] | record [echo|paced|handshake] | heap [SESSIONS]" >&2
     exit 2
     ;;
 esac

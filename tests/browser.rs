@@ -8,6 +8,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -17,7 +18,9 @@ use std::time::Duration;
 use common::*;
 use ecdn_console::origin::OriginOptions;
 use ecdn_console::relay::{CloseCause, RelayEvent, RelayHandle};
+use futures_util::StreamExt;
 use serde_json::Value;
+use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -59,6 +62,8 @@ watch('idle');
 watch('abort');
 // The embedded origin closes with the code and reason it is asked for.
 watch('passthrough', (ws) => ws.send('/close 4321 bye'));
+// The vanishing origin drops TCP after one message, without a close frame.
+watch('vanish', (ws) => ws.send('goodbye'));
 </script>
 "#;
 
@@ -177,16 +182,42 @@ impl Drop for Browser {
     }
 }
 
-/// One relay with the single domain `localhost` (the browser's Host).
+/// One relay with the single domain `localhost` (the browser's Host) in
+/// front of the embedded echo origin.
 async fn relay_for_localhost(
     relay_extra: &str,
     websocket: &str,
 ) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
     let origin = echo_origin(OriginOptions::default()).await;
+    relay_to(origin, relay_extra, websocket).await
+}
+
+async fn relay_to(
+    origin: SocketAddr,
+    relay_extra: &str,
+    websocket: &str,
+) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
     let domain = format!(
         "[[domain]]\nname = \"localhost\"\nacceleration = \"full-site\"\norigins = [\"{{origin}}\"]\nwebsocket = {websocket}\n"
     );
     start_relay(config(relay_extra, &domain, origin)).await
+}
+
+/// A tokio-tungstenite origin that reads one message, then vanishes: its
+/// TCP connection ends without a close frame.
+async fn vanishing_origin() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await {
+                    let _ = ws.next().await;
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// Waits for a report from each of `names`; a page error ends the wait.
@@ -218,7 +249,7 @@ async fn collect(
 }
 
 #[tokio::test]
-async fn chromium_sees_idle_close_abort_and_passed_through_close_codes() {
+async fn chromium_sees_idle_close_abort_passed_through_codes_and_a_mirrored_vanish() {
     if !Path::new(CHROMIUM).exists() {
         eprintln!("SKIPPED: {CHROMIUM} is absent (apt-get install -y chromium)");
         return;
@@ -226,20 +257,23 @@ async fn chromium_sees_idle_close_abort_and_passed_through_close_codes() {
     let timeout_1s = "{ switch = \"on\", timeout = 1 }";
     let (idle, _idle_events) = relay_for_localhost("", timeout_1s).await;
     let (abort, mut abort_events) = relay_for_localhost("idle-close = \"abort\"", timeout_1s).await;
-    let (passthrough, _pass_events) =
-        relay_for_localhost("", "{ switch = \"on\", timeout = 60 }").await;
+    let timeout_60s = "{ switch = \"on\", timeout = 60 }";
+    let (passthrough, _pass_events) = relay_for_localhost("", timeout_60s).await;
+    let (vanish, mut vanish_events) = relay_to(vanishing_origin().await, "", timeout_60s).await;
 
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let page = PageServer::start(reports_tx);
     let url = format!(
-        "http://localhost:{}/?idle={}&abort={}&passthrough={}",
+        "http://localhost:{}/?idle={}&abort={}&passthrough={}&vanish={}",
         page.port,
         idle.local_addr().port(),
         abort.local_addr().port(),
-        passthrough.local_addr().port()
+        passthrough.local_addr().port(),
+        vanish.local_addr().port()
     );
     let browser = Browser::open(&url);
-    let seen = collect(&mut reports, &["idle", "abort", "passthrough"], &browser).await;
+    let names = ["idle", "abort", "passthrough", "vanish"];
+    let seen = collect(&mut reports, &names, &browser).await;
     drop(browser);
 
     // Idle close: a real close frame, 1001 with the reason, after ~1 s.
@@ -286,4 +320,25 @@ async fn chromium_sees_idle_close_abort_and_passed_through_close_codes() {
         (4321, "bye", true),
         "{s:?}"
     );
+
+    // A vanished origin is mirrored: the relay invents no close frame, so the
+    // page sees 1006 as it would connected directly (DESIGN §1).
+    let s = &seen["vanish"];
+    assert!(s.opened, "{s:?}");
+    assert_eq!(
+        (s.code, s.reason.as_str(), s.was_clean),
+        (1006, "", false),
+        "{s:?}"
+    );
+    let closed = wait_event(&mut vanish_events, |e| {
+        matches!(e, RelayEvent::Closed { .. })
+    })
+    .await;
+    let RelayEvent::Closed {
+        cause, to_client, ..
+    } = closed
+    else {
+        unreachable!()
+    };
+    assert_eq!((cause, to_client), (CloseCause::OriginVanished, None));
 }

@@ -31,8 +31,32 @@ impl fmt::Display for CloseInfo {
         if self.reason.is_empty() {
             write!(f, "{}", self.code)
         } else {
-            write!(f, "{} \"{}\"", self.code, self.reason)
+            write!(f, "{} \"{}\"", self.code, LogText(&self.reason))
         }
+    }
+}
+
+/// A peer-controlled string (a path, a close reason, a refusal's detail)
+/// made safe for a text log line: log lines are data, so a newline cannot
+/// forge a line, an escape code cannot reach an operator's terminal, and a
+/// `"` cannot end a quoted field early. JSON logs are escaped by serde.
+pub struct LogText<'a>(pub &'a str);
+
+impl fmt::Display for LogText<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        for c in self.0.chars() {
+            match c {
+                '"' => f.write_str("\\\"")?,
+                '\\' => f.write_str("\\\\")?,
+                '\n' => f.write_str("\\n")?,
+                '\r' => f.write_str("\\r")?,
+                '\t' => f.write_str("\\t")?,
+                c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -203,10 +227,11 @@ impl fmt::Display for RelayEvent {
             } => {
                 write!(
                     f,
-                    "opened  #{id} {domain} client={client} origin={origin} path={path}"
+                    "opened  #{id} {domain} client={client} origin={origin} path={}",
+                    LogText(path)
                 )?;
                 if let Some(p) = subprotocol {
-                    write!(f, " subprotocol={p}")?;
+                    write!(f, " subprotocol={}", LogText(p))?;
                 }
                 Ok(())
             }
@@ -223,7 +248,8 @@ impl fmt::Display for RelayEvent {
             } => {
                 write!(
                     f,
-                    "closed  #{id} {domain} client={client} reason=\"{cause}\" idle={:.1}s duration={:.1}s",
+                    "closed  #{id} {domain} client={client} reason=\"{}\" idle={:.1}s duration={:.1}s",
+                    LogText(&cause.to_string()),
                     idle.as_secs_f64(),
                     duration.as_secs_f64()
                 )?;
@@ -240,18 +266,22 @@ impl fmt::Display for RelayEvent {
                 let status = status.map_or("dropped".to_string(), |s| s.to_string());
                 write!(
                     f,
-                    "refused {} client={client} status={status} reason=\"{reason}\"",
-                    domain.as_deref().unwrap_or("-")
+                    "refused {} client={client} status={status} reason=\"{}\"",
+                    domain.as_deref().unwrap_or("-"),
+                    LogText(reason)
                 )
             }
-            Self::ConfigApplied { detail, .. } => write!(f, "config  applied: {detail}"),
+            Self::ConfigApplied { detail, .. } => {
+                write!(f, "config  applied: {}", LogText(detail))
+            }
             Self::ConfigRejected { error, .. } => {
                 write!(
                     f,
-                    "config  rejected, previous config stays in force: {error}"
+                    "config  rejected, previous config stays in force: {}",
+                    LogText(error)
                 )
             }
-            Self::AcceptFailed { error, .. } => write!(f, "accept  failed: {error}"),
+            Self::AcceptFailed { error, .. } => write!(f, "accept  failed: {}", LogText(error)),
         }
     }
 }
@@ -269,4 +299,42 @@ fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
 fn close_or_none(c: &Option<CloseInfo>) -> String {
     c.as_ref()
         .map_or_else(|| "none".to_string(), |c| c.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn peer_strings_cannot_forge_a_log_line_or_reach_the_terminal() {
+        let forged = "bye\n2026-12-01T00:00:00.000Z opened  #999 app.test\u{1b}[2J\"x=\"y";
+        let closed = RelayEvent::Closed {
+            id: 7,
+            at: SystemTime::UNIX_EPOCH,
+            domain: "app.test".into(),
+            client: "127.0.0.1:1".parse().unwrap(),
+            origin: "127.0.0.1:2".into(),
+            cause: CloseCause::ClientClosed,
+            to_client: None,
+            to_origin: Some(CloseInfo::new(4000, forged)),
+            idle: Duration::ZERO,
+            duration: Duration::ZERO,
+        };
+        let refused = RelayEvent::Refused {
+            at: SystemTime::UNIX_EPOCH,
+            client: "127.0.0.1:1".parse().unwrap(),
+            domain: None,
+            status: Some(400),
+            reason: format!("the Host header {forged} is bad"),
+        };
+        for line in [closed.to_string(), refused.to_string()] {
+            assert!(!line.contains('\n'), "{line}");
+            assert!(!line.chars().any(char::is_control), "{line}");
+            assert!(line.contains("bye\\n2026"), "{line}");
+            assert!(line.contains("\\u{1b}[2J"), "{line}");
+            // The quoted field is not ended early by the peer's quote.
+            assert!(line.contains("\\\"x=\\\"y"), "{line}");
+        }
+    }
 }

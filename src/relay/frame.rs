@@ -208,6 +208,10 @@ impl FrameScanner {
     /// The rules a relay can enforce from a header alone.
     fn check(&mut self, header: &FrameHeader, len: u64) -> Result<SeenFrame, Violation> {
         let protocol = |why: &str| Err(Violation::Protocol(why.to_string()));
+        if len > i64::MAX as u64 {
+            // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+            return protocol("frame length with the most significant bit set");
+        }
         if header.mask.is_some() != self.from_client {
             return protocol(if self.from_client {
                 "unmasked frame from the client"

@@ -29,6 +29,25 @@ pub struct Refusal {
     pub domain: Option<String>,
     /// Headers to add to the refusal (e.g. `Sec-WebSocket-Version: 13`).
     pub headers: Vec<(&'static str, String)>,
+    /// The origin's own refusal, passed on in place of the relay's text.
+    pub origin_answer: Option<Box<OriginAnswer>>,
+}
+
+/// An origin's non-101 answer: the client gets its status, its headers
+/// (minus hop-by-hop ones) and its body up to [`MAX_REFUSAL_BODY`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OriginAnswer {
+    pub phrase: String,
+    pub headers: Vec<(String, Vec<u8>)>,
+    pub body: Vec<u8>,
+}
+
+/// The most of an origin's refusal body passed on to the client.
+pub const MAX_REFUSAL_BODY: usize = 64 * 1024;
+
+/// Statuses that never carry a body (RFC 9110 §6.4.1).
+fn bodiless(code: u16) -> bool {
+    (100..200).contains(&code) || code == 204 || code == 304
 }
 
 impl Refusal {
@@ -38,14 +57,33 @@ impl Refusal {
             reason: reason.into(),
             domain: None,
             headers: Vec::new(),
+            origin_answer: None,
         }
     }
 
     pub fn drop(reason: impl Into<String>) -> Self {
         Self {
             status: None,
-            ..Self::status(0, reason)
+            reason: reason.into(),
+            domain: None,
+            headers: Vec::new(),
+            origin_answer: None,
         }
+    }
+
+    /// 426: not a WebSocket upgrade. RFC 9110 §15.5.22: a 426 names the
+    /// protocol to upgrade to; RFC 6455 §4.4: and the version spoken.
+    pub fn upgrade_required(why: &str) -> Self {
+        let mut refusal = Self::status(
+            426,
+            format!(
+                "this is a WebSocket relay and {why}; connect with a WebSocket client \
+                 (GET with Connection: Upgrade, Upgrade: websocket)"
+            ),
+        );
+        refusal.headers.push(("Upgrade", "websocket".into()));
+        refusal.headers.push(("Sec-WebSocket-Version", "13".into()));
+        refusal
     }
 
     pub fn for_domain(mut self, domain: &str) -> Self {
@@ -56,23 +94,51 @@ impl Refusal {
     /// The HTTP response for this refusal (none when the connection is dropped).
     pub fn response(&self) -> Option<Vec<u8>> {
         let code = self.status?;
-        let phrase = StatusCode::from_u16(code)
+        let canonical = StatusCode::from_u16(code)
             .ok()
             .and_then(|s| s.canonical_reason())
             .unwrap_or("Error");
-        let body = format!("{code} {phrase}: {}\n", self.reason);
-        let mut out = format!(
-            "HTTP/1.1 {code} {phrase}\r\nContent-Type: text/plain; charset=utf-8\r\n\
-             Content-Length: {}\r\nConnection: close\r\n",
-            body.len()
-        );
-        for (name, value) in &self.headers {
-            out.push_str(&format!("{name}: {value}\r\n"));
+        let (phrase, body, content_type) = match &self.origin_answer {
+            Some(answer) => (answer.phrase.as_str(), answer.body.clone(), None),
+            None => (
+                canonical,
+                format!("{code} {canonical}: {}\n", self.reason).into_bytes(),
+                Some("text/plain; charset=utf-8"),
+            ),
+        };
+        let mut out = format!("HTTP/1.1 {code} {}\r\n", printable(phrase)).into_bytes();
+        if let Some(answer) = &self.origin_answer {
+            for (name, value) in &answer.headers {
+                out.extend_from_slice(name.as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(value);
+                out.extend_from_slice(b"\r\n");
+            }
         }
-        out.push_str("\r\n");
-        out.push_str(&body);
-        Some(out.into_bytes())
+        for (name, value) in &self.headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if !bodiless(code) {
+            if let Some(t) = content_type {
+                out.extend_from_slice(format!("Content-Type: {t}\r\n").as_bytes());
+            }
+            out.extend_from_slice(format!("Content-Length: {}\r\n", body.len()).as_bytes());
+        }
+        out.extend_from_slice(b"Connection: close\r\n\r\n");
+        if !bodiless(code) {
+            out.extend_from_slice(&body);
+        }
+        Some(out)
     }
+}
+
+/// A reason phrase safe to put on a status line (RFC 9112 §4: HTAB, SP,
+/// VCHAR, obs-text; anything else would end or forge the line).
+fn printable(phrase: &str) -> String {
+    phrase
+        .chars()
+        .filter(|c| *c == '\t' || !c.is_control())
+        .collect()
 }
 
 /// What the relay needs from a client's upgrade request.
@@ -138,20 +204,64 @@ async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> i
     result
 }
 
-fn header<'h>(headers: &'h [httparse::Header<'_>], name: &str) -> Option<&'h str> {
-    headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case(name))
-        .and_then(|h| std::str::from_utf8(h.value).ok())
+/// A message's header lines, read the way RFC 9110 §5.3 says: repeated
+/// lines of a list header are one list; a header that may appear once is
+/// refused when it appears twice.
+struct HeaderLines<'h, 'b>(&'h [httparse::Header<'b>]);
+
+impl<'h> HeaderLines<'h, '_> {
+    fn values(&self, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
+        let lines: &'h [httparse::Header<'_>] = self.0;
+        lines
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    fn present(&self, name: &'h str) -> bool {
+        self.values(name).next().is_some()
+    }
+
+    /// A header that may appear at most once, as text.
+    fn single(&self, name: &'h str) -> Result<Option<&'h str>, String> {
+        let mut values = self.values(name);
+        let Some(first) = values.next() else {
+            return Ok(None);
+        };
+        if values.next().is_some() {
+            return Err(format!("more than one {name} header"));
+        }
+        text(name, first).map(Some)
+    }
+
+    /// Every element of a comma-separated list header, over all its lines.
+    fn list(&self, name: &'h str) -> Result<Vec<&'h str>, String> {
+        let mut elements = Vec::new();
+        for value in self.values(name) {
+            elements.extend(
+                text(name, value)?
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty()),
+            );
+        }
+        Ok(elements)
+    }
+}
+
+fn text<'v>(name: &str, value: &'v [u8]) -> Result<&'v str, String> {
+    std::str::from_utf8(value)
         .map(str::trim)
+        .map_err(|_| format!("the {name} header is not valid text"))
 }
 
-fn has_token(value: Option<&str>, token: &str) -> bool {
-    value.is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+fn has_token(list: &[&str], token: &str) -> bool {
+    list.iter().any(|t| t.eq_ignore_ascii_case(token))
 }
 
-/// Headers the relay sets itself or that belong to one hop only.
-const NOT_FORWARDED: [&str; 14] = [
+/// Headers that belong to one hop (RFC 9110 §7.6.1), that the relay sets
+/// itself, or that describe a body an upgrade request may not have.
+const NOT_FORWARDED: [&str; 18] = [
     "host",
     "connection",
     "upgrade",
@@ -160,68 +270,200 @@ const NOT_FORWARDED: [&str; 14] = [
     "te",
     "trailer",
     "transfer-encoding",
+    "content-length",
+    "expect",
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-protocol",
     "sec-websocket-extensions",
+    "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
+    "forwarded",
 ];
 
-fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, Refusal> {
-    let headers = &*request.headers;
-    let not_websocket = |why: &str| {
-        Refusal::status(
-            426,
-            format!(
-                "this is a WebSocket relay and {why}; connect with a WebSocket client \
-                 (GET with Connection: Upgrade, Upgrade: websocket)"
-            ),
-        )
+/// Whether `value` is a valid Host (RFC 9110 §7.2, RFC 3986 §3.2.2): a
+/// name, an IPv4 address or a bracketed IPv6 address, and an optional
+/// numeric port. Nothing else — no userinfo, no fragment, no spaces — so
+/// no two readers can disagree about which host a request names.
+pub fn valid_host(value: &str) -> bool {
+    let (host, port) = if let Some(rest) = value.strip_prefix('[') {
+        let Some((v6, after)) = rest.split_once(']') else {
+            return false;
+        };
+        if v6.parse::<std::net::Ipv6Addr>().is_err() {
+            return false;
+        }
+        match after {
+            "" => return true,
+            _ => match after.strip_prefix(':') {
+                Some(port) => ("v6", Some(port)),
+                None => return false,
+            },
+        }
+    } else {
+        match value.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        }
     };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+    let port_ok = port.is_none_or(|p| {
+        (1..=5).contains(&p.len())
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u16>().is_ok()
+    });
+    host_ok && port_ok
+}
+
+/// Splits a Host into its name (lower case) and port (the scheme's default
+/// when absent), to compare two authorities.
+fn host_and_port(value: &str, default_port: u16) -> (String, u16) {
+    let (host, port) = match value.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && (h.starts_with('[') == h.ends_with(']')) => {
+            (h, p.parse().unwrap_or(default_port))
+        }
+        _ => (value, default_port),
+    };
+    (host.to_ascii_lowercase(), port)
+}
+
+/// The path the origin gets: the request target in origin-form. An
+/// absolute-form target (RFC 9112 §3.2.2) is accepted only when its
+/// authority is the Host's, and is sent on as its path and query.
+fn origin_form(target: &str, host: &str) -> Result<String, String> {
+    if target.starts_with('/') {
+        return Ok(target.to_string());
+    }
+    let Some((scheme, rest)) = target.split_once("://") else {
+        return Err(format!(
+            "the request target {target:?} is not a path; send GET /path HTTP/1.1"
+        ));
+    };
+    let default_port = match scheme.to_ascii_lowercase().as_str() {
+        "http" | "ws" => 80,
+        "https" | "wss" => 443,
+        _ => {
+            return Err(format!(
+                "the request target {target:?} has an unknown scheme"
+            ));
+        }
+    };
+    let split = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(split);
+    if !valid_host(authority) {
+        return Err(format!(
+            "the request target {target:?} has an invalid authority"
+        ));
+    }
+    if host_and_port(authority, default_port) != host_and_port(host, default_port) {
+        return Err(format!(
+            "the request target's authority {authority:?} does not match Host {host:?}"
+        ));
+    }
+    Ok(match path {
+        "" => "/".to_string(),
+        p if p.starts_with('?') => format!("/{p}"),
+        p => p.to_string(),
+    })
+}
+
+/// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.
+fn valid_key(key: &str) -> bool {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD
+        .decode(key)
+        .is_ok_and(|bytes| bytes.len() == 16)
+}
+
+fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, Refusal> {
+    let lines = HeaderLines(request.headers);
+    let bad = |why: String| Refusal::status(400, why);
     if request.method != Some("GET") {
-        return Err(not_websocket(&format!(
+        return Err(Refusal::upgrade_required(&format!(
             "the request method is {}, not GET",
             request.method.unwrap_or("?")
         )));
     }
-    if !has_token(header(headers, "upgrade"), "websocket")
-        || !has_token(header(headers, "connection"), "upgrade")
-    {
-        return Err(not_websocket("the request is not a WebSocket upgrade"));
+    if request.version != Some(1) {
+        return Err(bad(
+            "a WebSocket upgrade needs HTTP/1.1 (RFC 6455 §4.1); this request is HTTP/1.0".into(),
+        ));
     }
-    if header(headers, "sec-websocket-version") != Some("13") {
-        let mut refusal = not_websocket("only WebSocket version 13 is supported");
-        refusal.headers.push(("Sec-WebSocket-Version", "13".into()));
-        return Err(refusal);
-    }
-    let key = header(headers, "sec-websocket-key")
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| Refusal::status(400, "the upgrade request has no Sec-WebSocket-Key"))?;
-    let host = header(headers, "host")
+    let host = lines
+        .single("Host")
+        .map_err(bad)?
         .filter(|h| !h.is_empty())
-        .ok_or_else(|| {
-            Refusal::status(
-                400,
-                "the request has no Host header, so no domain can be chosen",
-            )
-        })?;
-    let forward = headers
+        .ok_or_else(|| bad("the request has no Host header, so no domain can be chosen".into()))?;
+    if !valid_host(host) {
+        return Err(bad(format!(
+            "the Host header {host:?} is not a valid host[:port]"
+        )));
+    }
+    let path = origin_form(request.path.unwrap_or("/"), host).map_err(bad)?;
+    if lines.present("Transfer-Encoding")
+        || lines
+            .single("Content-Length")
+            .map_err(bad)?
+            .is_some_and(|n| n != "0")
+    {
+        return Err(bad(
+            "an upgrade request must not have a body (Content-Length or Transfer-Encoding)".into(),
+        ));
+    }
+    let connection = lines.list("Connection").map_err(bad)?;
+    if !has_token(&lines.list("Upgrade").map_err(bad)?, "websocket")
+        || !has_token(&connection, "upgrade")
+    {
+        return Err(Refusal::upgrade_required(
+            "the request is not a WebSocket upgrade",
+        ));
+    }
+    if lines.single("Sec-WebSocket-Version").map_err(bad)? != Some("13") {
+        return Err(Refusal::upgrade_required(
+            "only WebSocket version 13 is supported",
+        ));
+    }
+    let key = lines
+        .single("Sec-WebSocket-Key")
+        .map_err(bad)?
+        .ok_or_else(|| bad("the upgrade request has no Sec-WebSocket-Key".into()))?;
+    if !valid_key(key) {
+        return Err(bad(format!(
+            "the Sec-WebSocket-Key {key:?} is not 16 bytes of base64 (RFC 6455 §4.1)"
+        )));
+    }
+    let joined = |name| {
+        lines
+            .list(name)
+            .map(|l| (!l.is_empty()).then(|| l.join(", ")))
+            .map_err(bad)
+    };
+    let protocols = joined("Sec-WebSocket-Protocol")?;
+    let extensions = joined("Sec-WebSocket-Extensions")?;
+    let forwarded_for = joined("X-Forwarded-For")?;
+    // Headers named in Connection are this hop's only (RFC 9110 §7.6.1).
+    let forward = request
+        .headers
         .iter()
         .filter(|h| {
-            let name = h.name.to_ascii_lowercase();
-            !NOT_FORWARDED.contains(&name.as_str()) && name != "x-forwarded-for"
+            !NOT_FORWARDED.iter().any(|n| h.name.eq_ignore_ascii_case(n))
+                && !has_token(&connection, h.name)
         })
         .map(|h| (h.name.to_string(), h.value.to_vec()))
         .collect();
     Ok(ClientRequest {
-        path: request.path.unwrap_or("/").to_string(),
+        path,
         host: host.to_string(),
         key: key.to_string(),
-        protocols: header(headers, "sec-websocket-protocol").map(str::to_string),
-        extensions: header(headers, "sec-websocket-extensions").map(str::to_string),
+        protocols,
+        extensions,
         forward,
-        forwarded_for: header(headers, "x-forwarded-for").map(str::to_string),
+        forwarded_for,
     })
 }
 
@@ -297,6 +539,11 @@ pub struct Upgraded {
     pub leftover: Vec<u8>,
 }
 
+/// Interim (1xx) responses skipped before the origin's real answer, at most.
+const MAX_INTERIM_RESPONSES: usize = 8;
+/// How long an origin's refusal body may take to arrive once its head has.
+const REFUSAL_BODY_TIME: Duration = Duration::from_secs(1);
+
 /// Sends the upgrade request to the origin and reads its answer.
 pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
@@ -311,23 +558,41 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
         .await
         .map_err(|e| refuse(502, format!("origin connection failed: {e}")))?;
     let mut buf = Vec::with_capacity(1024);
+    let mut interim = 0;
     loop {
-        let n = read_some(stream, &mut buf)
-            .await
-            .map_err(|e| refuse(502, format!("origin connection failed: {e}")))?;
-        if n == 0 {
-            return Err(refuse(
-                502,
-                "origin closed the connection without answering the upgrade".into(),
-            ));
-        }
+        // Parse what is there first: an interim response and the real one
+        // can share a packet.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
         match response.parse(&buf) {
             Ok(httparse::Status::Complete(end)) => {
-                let upgraded =
-                    check_response(&response, &request.key, request.protocols.as_deref())
-                        .map_err(|r| r.for_domain(&domain.name))?;
+                let code = response.code.unwrap_or(0);
+                if (100..200).contains(&code) && code != 101 {
+                    // 100 Continue, 103 Early Hints...: not the answer (RFC 9110 §15.2).
+                    interim += 1;
+                    if interim > MAX_INTERIM_RESPONSES {
+                        return Err(refuse(
+                            502,
+                            format!(
+                                "origin sent more than {MAX_INTERIM_RESPONSES} interim responses"
+                            ),
+                        ));
+                    }
+                    buf.drain(..end);
+                    continue;
+                }
+                if code != 101 {
+                    let refusal = origin_refusal(&response);
+                    let leftover = buf[end..].to_vec();
+                    let framing = BodyFraming::of(&response);
+                    let body = read_refusal_body(stream, leftover, framing).await;
+                    let mut refusal = refusal.for_domain(&domain.name);
+                    if let Some(answer) = refusal.origin_answer.as_mut() {
+                        answer.body = body;
+                    }
+                    return Err(refusal);
+                }
+                let upgraded = check_101(&response, request).map_err(|why| refuse(502, why))?;
                 return Ok(Upgraded {
                     leftover: buf[end..].to_vec(),
                     ..upgraded
@@ -347,7 +612,144 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
                 ));
             }
         }
+        let n = read_some(stream, &mut buf)
+            .await
+            .map_err(|e| refuse(502, format!("origin connection failed: {e}")))?;
+        if n == 0 {
+            return Err(refuse(
+                502,
+                "origin closed the connection without answering the upgrade".into(),
+            ));
+        }
     }
+}
+
+/// Headers of an origin's refusal that belong to its hop only, or that the
+/// relay writes itself for the body it passes on.
+const NOT_PASSED_BACK: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+];
+
+/// An origin's non-101 answer, to be passed on (its body is read after).
+fn origin_refusal(response: &httparse::Response<'_, '_>) -> Refusal {
+    let code = response.code.unwrap_or(502);
+    let phrase = response.reason.unwrap_or("").to_string();
+    let lines = HeaderLines(response.headers);
+    let connection = lines.list("Connection").unwrap_or_default();
+    let headers = response
+        .headers
+        .iter()
+        .filter(|h| {
+            !NOT_PASSED_BACK
+                .iter()
+                .any(|n| h.name.eq_ignore_ascii_case(n))
+                && !has_token(&connection, h.name)
+        })
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect();
+    let mut refusal = Refusal::status(
+        code,
+        format!("origin refused the WebSocket upgrade with {code} {phrase}")
+            .trim_end()
+            .to_string(),
+    );
+    refusal.origin_answer = Some(Box::new(OriginAnswer {
+        phrase,
+        headers,
+        body: Vec::new(),
+    }));
+    refusal
+}
+
+/// How an origin's refusal says where its body ends (RFC 9112 §6.3).
+enum BodyFraming {
+    None,
+    Length(usize),
+    Chunked,
+    UntilClose,
+}
+
+impl BodyFraming {
+    fn of(response: &httparse::Response<'_, '_>) -> Self {
+        let lines = HeaderLines(response.headers);
+        if bodiless(response.code.unwrap_or(0)) {
+            return Self::None;
+        }
+        if lines
+            .list("Transfer-Encoding")
+            .is_ok_and(|te| te.last().is_some_and(|t| t.eq_ignore_ascii_case("chunked")))
+        {
+            return Self::Chunked;
+        }
+        match lines.single("Content-Length") {
+            Ok(Some(n)) => n.parse().map_or(Self::None, Self::Length),
+            Ok(None) => Self::UntilClose,
+            Err(_) => Self::None,
+        }
+    }
+}
+
+/// Reads an origin refusal's body, at most [`MAX_REFUSAL_BODY`] bytes and
+/// [`REFUSAL_BODY_TIME`]; what arrived by then is what the client gets.
+async fn read_refusal_body<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    mut raw: Vec<u8>,
+    framing: BodyFraming,
+) -> Vec<u8> {
+    let wanted = match framing {
+        BodyFraming::None => return Vec::new(),
+        BodyFraming::Length(n) => n.min(MAX_REFUSAL_BODY),
+        BodyFraming::Chunked | BodyFraming::UntilClose => MAX_REFUSAL_BODY,
+    };
+    let chunked = matches!(framing, BodyFraming::Chunked);
+    let _ = timeout(REFUSAL_BODY_TIME, async {
+        loop {
+            let have = if chunked {
+                dechunk(&raw).1
+            } else {
+                raw.len() >= wanted
+            };
+            if have || raw.len() >= MAX_REFUSAL_BODY * 2 {
+                break;
+            }
+            let mut chunk = vec![0u8; 4096];
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    let mut body = if chunked { dechunk(&raw).0 } else { raw };
+    body.truncate(wanted);
+    body
+}
+
+/// Decodes a chunked body as far as it has arrived: the data, and whether
+/// the last chunk was seen.
+fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
+    let mut body = Vec::new();
+    while let Ok(httparse::Status::Complete((start, size))) = httparse::parse_chunk_size(raw) {
+        if size == 0 {
+            return (body, true);
+        }
+        let size = usize::try_from(size).unwrap_or(usize::MAX);
+        let data = &raw[start..];
+        let take = size.min(data.len());
+        body.extend_from_slice(&data[..take]);
+        if take < size || data.len() < size + 2 || body.len() >= MAX_REFUSAL_BODY {
+            break;
+        }
+        raw = &data[size + 2..];
+    }
+    (body, false)
 }
 
 /// The upgrade request the relay sends to the origin.
@@ -382,41 +784,58 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
     bytes
 }
 
-fn check_response(
+/// Checks an origin's 101 as strictly as a client would (RFC 6455 §4.1):
+/// a WebSocket upgrade, the right accept key, and nothing the client did
+/// not offer. A 101 that fails is a 502, never passed on.
+fn check_101(
     response: &httparse::Response<'_, '_>,
-    key: &str,
-    offered: Option<&str>,
-) -> Result<Upgraded, Refusal> {
-    let code = response.code.unwrap_or(0);
-    if code != 101 {
-        let reason = response.reason.unwrap_or("");
-        return Err(Refusal::status(
-            code,
-            format!("origin refused the WebSocket upgrade with {code} {reason}")
-                .trim_end()
-                .to_string(),
+    request: &ClientRequest,
+) -> Result<Upgraded, String> {
+    let lines = HeaderLines(response.headers);
+    let upgrade = lines.list("Upgrade")?;
+    if upgrade.len() != 1 || !has_token(&upgrade, "websocket") {
+        return Err(format!(
+            "origin answered 101 without Upgrade: websocket (Upgrade: {:?})",
+            upgrade.join(", ")
         ));
     }
-    let headers = &*response.headers;
-    if header(headers, "sec-websocket-accept") != Some(derive_accept_key(key.as_bytes()).as_str()) {
-        return Err(Refusal::status(
-            502,
-            "origin answered 101 with a wrong Sec-WebSocket-Accept",
+    if !has_token(&lines.list("Connection")?, "upgrade") {
+        return Err("origin answered 101 without Connection: Upgrade".into());
+    }
+    let expected = derive_accept_key(request.key.as_bytes());
+    if lines.single("Sec-WebSocket-Accept")? != Some(expected.as_str()) {
+        return Err("origin answered 101 with a wrong Sec-WebSocket-Accept".into());
+    }
+    let offered = |list: &Option<String>, name: &str| {
+        list.as_deref().is_some_and(|o| {
+            o.split(',')
+                .map(|x| x.split(';').next().unwrap_or("").trim())
+                .any(|x| x.eq_ignore_ascii_case(name))
+        })
+    };
+    let protocol = lines.single("Sec-WebSocket-Protocol")?.map(str::to_string);
+    if let Some(p) = &protocol
+        && !request
+            .protocols
+            .as_deref()
+            .is_some_and(|o| o.split(',').any(|x| x.trim() == p))
+    {
+        return Err(format!(
+            "origin chose subprotocol {p:?}, which the client did not offer"
         ));
     }
-    let protocol = header(headers, "sec-websocket-protocol").map(str::to_string);
-    if let Some(p) = &protocol {
-        let was_offered = offered.is_some_and(|o| o.split(',').any(|x| x.trim() == p));
-        if !was_offered {
-            return Err(Refusal::status(
-                502,
-                format!("origin chose subprotocol \"{p}\", which the client did not offer"),
+    let extensions = lines.list("Sec-WebSocket-Extensions")?;
+    for extension in &extensions {
+        let name = extension.split(';').next().unwrap_or("").trim();
+        if !offered(&request.extensions, name) {
+            return Err(format!(
+                "origin accepted extension {name:?}, which the client did not offer"
             ));
         }
     }
     Ok(Upgraded {
         protocol,
-        extensions: header(headers, "sec-websocket-extensions").map(str::to_string),
+        extensions: (!extensions.is_empty()).then(|| extensions.join(", ")),
         leftover: Vec::new(),
     })
 }

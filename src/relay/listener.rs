@@ -15,7 +15,8 @@ use tokio::time::{Instant, timeout};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::event::RelayEvent;
+use super::event::{CloseCause, RelayEvent};
+use super::frame::close_frame;
 use super::handshake::{
     ClientRequest, Refusal, Upgraded, connect_origin, read_request, send_refusal,
     switching_protocols, tls_connect, upgrade_origin,
@@ -206,6 +207,44 @@ enum OriginConn {
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
+impl OriginConn {
+    /// Ends an upgraded origin connection the relay will not use, with a
+    /// close frame of its own (the relay's decision, so a close frame is
+    /// owed), best effort and bounded.
+    async fn close_with(self, code: u16, reason: &str) {
+        let frame = close_frame(code, reason, true);
+        let _ = timeout(Duration::from_secs(1), async {
+            match self {
+                OriginConn::Tcp(mut s) => {
+                    s.write_all(&frame).await?;
+                    s.shutdown().await
+                }
+                OriginConn::Tls(mut s) => {
+                    s.write_all(&frame).await?;
+                    s.shutdown().await
+                }
+            }
+        })
+        .await;
+    }
+}
+
+/// Whether the domain is still configured and online under the config in force now.
+fn still_served(shared: &Shared, name: &str) -> Result<(), (Refusal, CloseCause)> {
+    let config = shared.config.borrow();
+    let (status, cause, what) = match config.domain(name) {
+        None => (404, CloseCause::DomainRemoved, "removed"),
+        Some(d) if d.status == Status::Offline => (503, CloseCause::DomainOffline, "taken offline"),
+        Some(_) => return Ok(()),
+    };
+    let refusal = Refusal::status(
+        status,
+        format!("domain {name} was {what} while its upgrade waited on the origin"),
+    )
+    .for_domain(name);
+    Err((refusal, cause))
+}
+
 async fn handshake(
     shared: &Shared,
     client: &mut TcpStream,
@@ -276,6 +315,13 @@ async fn handshake(
         .map_err(|_| no_answer())??;
         (OriginConn::Tcp(stream), upgraded)
     };
+    // The origin's answer can take seconds: the domain may have been deleted
+    // or taken offline meanwhile, and a session must start under the config
+    // in force when it starts, not the one its handshake began with.
+    if let Err((refusal, cause)) = still_served(shared, &domain.name) {
+        origin.close_with(1001, cause.label()).await;
+        return Err(refusal);
+    }
     Ok(Established {
         domain: domain.clone(),
         request,

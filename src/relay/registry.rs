@@ -543,11 +543,13 @@ impl Registry {
             metrics,
         });
         stats.set_timeout(new.timeout);
-        self.history.opened(
-            &stats.domain,
-            &ClientKey::new(stats.client.ip(), &stats.path),
-            now,
-        );
+        if self.history.reconnect_may_match(now) {
+            self.history.opened(
+                &stats.domain,
+                &ClientKey::new(stats.client.ip(), &stats.path),
+                now,
+            );
+        }
         lock(&self.shards[worker].0).insert(id, stats.clone());
         SessionGuard {
             registry: self.clone(),

@@ -188,6 +188,9 @@ pub fn run<O: RawIo>(
         let idle_timer = sleep_until(Instant::now());
         tokio::pin!(idle_timer);
         pump.apply_config(&current, idle_timer.as_mut());
+        // The config may have changed since the handshake checked it: a
+        // deleted domain's session must not run with no idle limit at all.
+        pump.check_domain(&current, &client, &origin);
         drop(current);
 
         // Cancelled by an operator's close, or by the relay's shutdown (it is

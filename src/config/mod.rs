@@ -13,8 +13,9 @@ mod watch;
 pub use edit::{Edit, NewDomain};
 pub use error::{ConfigError, Problem, Problems, RuleViolation};
 pub use model::{
-    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, Origin, OriginProtocol,
-    RelaySettings, Status, Switch, WebSocketSettings, default_workers, host_without_port,
+    Acceleration, AdminSettings, Area, CertificateFiles, Config, Domain, IdleCloseMode, Origin,
+    OriginProtocol, RelaySettings, Status, Switch, WebSocketSettings, default_workers,
+    host_without_port,
 };
 pub use store::{
     ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, write_atomic, write_atomic_with,

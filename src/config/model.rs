@@ -69,6 +69,19 @@ pub struct RelaySettings {
     /// Relay threads, each with its own listener on `listen` (SO_REUSEPORT);
     /// a session stays on the worker that accepted it.
     pub workers: usize,
+    /// Where `wss://` clients connect (TLS at the edge); none by default.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificate for a client whose SNI names no domain with one of its own.
+    pub tls_certificate: Option<CertificateFiles>,
+}
+
+/// A PEM certificate chain and its private key, paths already resolved
+/// against the config file's directory. Read (and checked) by the relay,
+/// at start and on every reload, so a renewed file is picked up.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct CertificateFiles {
+    pub cert_file: std::path::PathBuf,
+    pub key_file: std::path::PathBuf,
 }
 
 /// The default `workers`: one per CPU this process may run on.
@@ -88,6 +101,8 @@ impl Default for RelaySettings {
             origin_ca_file: None,
             drain_timeout: Duration::ZERO,
             workers: default_workers(),
+            tls_listen: None,
+            tls_certificate: None,
         }
     }
 }
@@ -130,6 +145,8 @@ pub struct Domain {
     pub server_name: Option<String>,
     pub origin_protocol: OriginProtocol,
     pub websocket: WebSocketSettings,
+    /// Served to TLS clients whose SNI is this domain's name.
+    pub certificate: Option<CertificateFiles>,
 }
 
 impl Domain {
@@ -243,9 +260,15 @@ impl OriginProtocol {
         }
     }
 
-    /// Whether the relay speaks TLS to the origin.
+    /// Whether the relay speaks TLS to the origin for a plain-TCP client.
     pub fn uses_tls(self) -> bool {
         self == Self::Https
+    }
+
+    /// Whether the relay speaks TLS to the origin for this client:
+    /// `follow` means `wss://` for a client that came over TLS.
+    pub fn uses_tls_for(self, client_tls: bool) -> bool {
+        self == Self::Https || (self == Self::Follow && client_tls)
     }
 }
 

@@ -11,8 +11,8 @@ use toml::Spanned;
 
 use super::error::{ConfigError, Problem, Problems, RuleViolation};
 use super::model::{
-    Acceleration, AdminSettings, Area, Config, Domain, IdleCloseMode, OriginProtocol,
-    RelaySettings, Status, Switch, WebSocketSettings,
+    Acceleration, AdminSettings, Area, CertificateFiles, Config, Domain, IdleCloseMode,
+    OriginProtocol, RelaySettings, Status, Switch, WebSocketSettings,
 };
 use super::rules;
 
@@ -39,6 +39,15 @@ struct RawRelay {
     origin_ca_file: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
     drain_timeout: Option<Spanned<i64>>,
+    tls_listen: Option<Spanned<String>>,
+    tls_certificate: Option<Spanned<RawCertificate>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawCertificate {
+    cert_file: String,
+    key_file: String,
 }
 
 #[derive(Deserialize)]
@@ -58,6 +67,7 @@ struct RawDomain {
     server_name: Option<Spanned<String>>,
     origin_protocol: Option<OriginProtocol>,
     websocket: Option<RawWebSocket>,
+    certificate: Option<Spanned<RawCertificate>>,
 }
 
 #[derive(Deserialize)]
@@ -122,6 +132,11 @@ impl Config {
             text,
             problems: Vec::new(),
         };
+        let tls_listen_span = raw
+            .relay
+            .as_ref()
+            .and_then(|r| r.tls_listen.as_ref())
+            .map(Spanned::span);
         let relay = relay_settings(&mut checker, raw.relay, path);
         let admin = admin_settings(&mut checker, raw.admin);
         let mut domains: Vec<Domain> = Vec::new();
@@ -151,8 +166,15 @@ impl Config {
                 );
             }
             names.push((raw_domain.name.get_ref().clone(), line));
-            if let Some(domain) = domain(&mut checker, raw_domain) {
+            if let Some(domain) = domain(&mut checker, raw_domain, path) {
                 domains.push(domain);
+            }
+        }
+        if let Some(span) = tls_listen_span {
+            let certified =
+                relay.tls_certificate.is_some() || domains.iter().any(|d| d.certificate.is_some());
+            if !certified && checker.problems.is_empty() {
+                checker.report(span, rules::tls_without_certificate());
             }
         }
         if checker.problems.is_empty() {
@@ -242,7 +264,28 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .as_ref()
             .and_then(|v| c.check(v, |n| rules::drain_timeout(*n)))
             .map_or(defaults.drain_timeout, Duration::from_secs),
+        tls_listen: raw
+            .tls_listen
+            .as_ref()
+            .and_then(|v| c.check(v, |s| rules::listen(s))),
+        tls_certificate: raw
+            .tls_certificate
+            .as_ref()
+            .and_then(|v| certificate(c, v, path)),
     }
+}
+
+fn certificate(
+    c: &mut Checker,
+    raw: &Spanned<RawCertificate>,
+    path: &Path,
+) -> Option<CertificateFiles> {
+    c.check(raw, |r| {
+        Ok(CertificateFiles {
+            cert_file: rules::relative_to_config(&r.cert_file, path),
+            key_file: rules::relative_to_config(&r.key_file, path),
+        })
+    })
 }
 
 fn admin_settings(c: &mut Checker, raw: Option<RawAdmin>) -> AdminSettings {
@@ -253,7 +296,11 @@ fn admin_settings(c: &mut Checker, raw: Option<RawAdmin>) -> AdminSettings {
     }
 }
 
-fn domain(c: &mut Checker, raw: RawDomain) -> Option<Domain> {
+fn domain(c: &mut Checker, raw: RawDomain, path: &Path) -> Option<Domain> {
+    let certificate = raw
+        .certificate
+        .as_ref()
+        .and_then(|v| certificate(c, v, path));
     let name_ok = c.check(&raw.name, |n| rules::domain_name(n)).is_some();
     let name = raw.name.into_inner();
     let acceleration = *raw.acceleration.get_ref();
@@ -301,5 +348,6 @@ fn domain(c: &mut Checker, raw: RawDomain) -> Option<Domain> {
         server_name: raw.server_name.map(Spanned::into_inner),
         origin_protocol: raw.origin_protocol.unwrap_or_default(),
         websocket,
+        certificate,
     })
 }

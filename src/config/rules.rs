@@ -259,6 +259,23 @@ pub fn positive(key: &str, value: i64, max: i64, unit: &str) -> Rule<u64> {
     }
 }
 
+/// A path from the config: relative ones start at the config file's directory.
+pub fn relative_to_config(value: &str, config_path: &std::path::Path) -> std::path::PathBuf {
+    let given = std::path::Path::new(value);
+    match config_path.parent() {
+        Some(dir) if given.is_relative() => dir.join(given),
+        _ => given.to_path_buf(),
+    }
+}
+
+/// `tls-listen` with no certificate to serve.
+pub fn tls_without_certificate() -> RuleViolation {
+    RuleViolation::new(
+        "tls-listen is set but no certificate is configured",
+        "add [relay] tls-certificate = { cert-file = \"…\", key-file = \"…\" } or a domain's certificate, or remove tls-listen",
+    )
+}
+
 /// `origin-ca-file`: must name a readable file; relative to the config's directory.
 pub fn ca_file(value: &str, config_path: &std::path::Path) -> Rule<std::path::PathBuf> {
     let given = std::path::Path::new(value);

@@ -152,10 +152,15 @@ pub struct ClientRequest {
     /// End-to-end headers passed on to the origin as they came.
     pub forward: Vec<(String, Vec<u8>)>,
     pub forwarded_for: Option<String>,
+    /// The client came over TLS (`tls-listen`): `X-Forwarded-Proto: https`,
+    /// and `origin-protocol = "follow"` means `wss://`.
+    pub tls: bool,
 }
 
 /// Reads the client's request head. The caller bounds the time it may take.
-pub async fn read_request(stream: &mut TcpStream) -> Result<(ClientRequest, Vec<u8>), Refusal> {
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(ClientRequest, Vec<u8>), Refusal> {
     let mut buf = Vec::with_capacity(1024);
     loop {
         let n = read_some(stream, &mut buf).await.map_err(|e| {
@@ -464,6 +469,7 @@ fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, 
         extensions,
         forward,
         forwarded_for,
+        tls: false,
     })
 }
 
@@ -761,10 +767,11 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
     let mut head = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\
-         X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: {}\r\n",
+         X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\n",
         request.path,
         domain.origin_host_header(),
         request.key,
+        if request.tls { "https" } else { "http" },
         request.host,
     );
     if let Some(p) = &request.protocols {
@@ -859,7 +866,7 @@ pub fn switching_protocols(key: &str, upgraded: &Upgraded) -> Vec<u8> {
 
 /// Writes a refusal and closes politely: half-close, then drain briefly, so
 /// the client reads the answer instead of a reset.
-pub async fn send_refusal(stream: &mut TcpStream, refusal: &Refusal) {
+pub async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, refusal: &Refusal) {
     let Some(response) = refusal.response() else {
         return;
     };

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::time::{Duration, SystemTime};
 
 use futures_util::FutureExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
 use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, timeout};
@@ -80,7 +80,14 @@ pub struct Shared {
 }
 
 /// Counts a connection for `max-sessions` until dropped.
-struct ConnectionSlot(Arc<Shared>);
+pub struct ConnectionSlot(Arc<Shared>);
+
+impl ConnectionSlot {
+    pub fn take(shared: &Arc<Shared>) -> Self {
+        shared.connections.fetch_add(1, Relaxed);
+        ConnectionSlot(shared.clone())
+    }
+}
 
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
@@ -155,12 +162,19 @@ async fn refuse_with_spare(
 }
 
 fn spawn_connection(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
-    shared.connections.fetch_add(1, Relaxed);
-    let slot = ConnectionSlot(shared.clone());
-    shared.tracker.spawn(handle_connection(slot, stream, peer));
+    let _ = stream.set_nodelay(true);
+    let slot = ConnectionSlot::take(shared);
+    shared
+        .tracker
+        .spawn(handle_connection(slot, stream, peer, false));
 }
 
-fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
+/// A client connection as the handshake and the pump see it: a plain TCP
+/// stream, or the near end of a TLS client's bridge.
+pub trait ClientIo: RawIo + AsyncRead + AsyncWrite + Unpin {}
+impl<T: RawIo + AsyncRead + AsyncWrite + Unpin> ClientIo for T {}
+
+pub fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
     shared.events.emit(RelayEvent::Refused {
         at: SystemTime::now(),
         client,
@@ -173,14 +187,18 @@ fn refused(shared: &Shared, client: SocketAddr, refusal: Refusal) {
 /// The connection's first task: handshakes, then it hands a successful
 /// session to a task of its own and ends, so a session that idles for
 /// minutes holds only its session state, not the handshake's.
-async fn handle_connection(slot: ConnectionSlot, mut client: TcpStream, peer: SocketAddr) {
+pub async fn handle_connection<C: ClientIo>(
+    slot: ConnectionSlot,
+    mut client: C,
+    peer: SocketAddr,
+    client_tls: bool,
+) {
     let shared = slot.0.clone();
     let shared = &*shared;
-    let _ = client.set_nodelay(true);
     // Boxed: the handshake's state is large and short-lived; a session that
     // then idles for minutes should not carry its space in its task.
     let outcome = tokio::select! {
-        r = Box::pin(handshake(shared, &mut client, peer)) => r,
+        r = Box::pin(handshake(shared, &mut client, peer, client_tls)) => r,
         () = shared.shutdown.cancelled() => Err(Refusal::status(503, "the relay is shutting down")),
     };
     match outcome {
@@ -245,20 +263,22 @@ fn still_served(shared: &Shared, name: &str) -> Result<(), (Refusal, CloseCause)
     Err((refusal, cause))
 }
 
-async fn handshake(
+async fn handshake<C: ClientIo>(
     shared: &Shared,
-    client: &mut TcpStream,
+    client: &mut C,
     peer: SocketAddr,
+    client_tls: bool,
 ) -> Result<Established, Refusal> {
     let handshake_timeout = shared.config.borrow().relay.handshake_timeout;
-    let (request, client_leftover) = timeout(handshake_timeout, read_request(client))
+    let (mut request, client_leftover) = timeout(handshake_timeout, read_request(client))
         .await
         .map_err(|_| {
-            Refusal::drop(format!(
-                "handshake timeout: the client did not finish its upgrade request within {} s",
-                handshake_timeout.as_secs()
-            ))
-        })??;
+        Refusal::drop(format!(
+            "handshake timeout: the client did not finish its upgrade request within {} s",
+            handshake_timeout.as_secs()
+        ))
+    })??;
+    request.tls = client_tls;
     // Route with the configuration in force now, not at accept time.
     let config = shared.config.borrow().clone();
     let domain = config.route(&request.host).ok_or_else(|| {
@@ -295,7 +315,7 @@ async fn handshake(
         )
         .for_domain(&domain.name)
     };
-    let (origin, upgraded) = if domain.origin_protocol.uses_tls() {
+    let (origin, upgraded) = if domain.origin_protocol.uses_tls_for(client_tls) {
         let tls = &shared.tls;
         let upgrade = async {
             let mut stream = tls_connect(tcp, domain, tls).await?;
@@ -332,9 +352,9 @@ async fn handshake(
     })
 }
 
-async fn start_session(
+async fn start_session<C: ClientIo>(
     slot: ConnectionSlot,
-    mut client: TcpStream,
+    mut client: C,
     peer: SocketAddr,
     est: Established,
 ) {
@@ -410,10 +430,10 @@ async fn start_session(
 /// A session's own task: the pump, then the `Closed` event. A `map`, not an
 /// `async` block: the task then holds the pump's future exactly once (an
 /// async block would also keep a copy of it and of its arguments).
-fn run_session<O: RawIo>(
+fn run_session<C: RawIo, O: RawIo>(
     slot: ConnectionSlot,
     guard: SessionGuard,
-    client: TcpStream,
+    client: C,
     origin: O,
     setup: SessionSetup,
 ) -> impl std::future::Future<Output = ()> + Send {

@@ -12,6 +12,7 @@ mod listener;
 pub mod metrics;
 pub mod registry;
 mod session;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ pub enum RelayError {
     Tls(String),
     #[error("the relay thread stopped while starting")]
     Stopped,
+    #[error("cannot serve TLS on [relay] tls-listen: {0}")]
+    Certificate(#[from] tls::CertificateError),
 }
 
 /// The parts of a running relay that its owner talks to (shared by every worker).
@@ -74,6 +77,8 @@ struct Inner {
     /// Connections being handshaken or relayed on all workers (for `max-sessions`).
     connections: Arc<AtomicUsize>,
     tls: Arc<rustls::ClientConfig>,
+    /// `[relay] tls-listen`, when set.
+    edge: Option<tls::Edge>,
 }
 
 impl Inner {
@@ -110,6 +115,28 @@ impl RelayHandle {
     /// The session table of every worker, merged when sampled.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
+    }
+
+    /// Where `wss://` clients connect, with `[relay] tls-listen`.
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.inner.edge.as_ref().map(|e| e.local_addr)
+    }
+
+    /// The certificates served on `tls-listen` (None without it).
+    pub fn certificates(&self) -> Option<Arc<tls::CertificateSet>> {
+        self.inner.edge.as_ref().map(|e| e.resolver.current())
+    }
+
+    /// [`apply_config`](Self::apply_config), after reading the new config's
+    /// certificates: if one cannot be served, nothing changes (the old
+    /// certificates and config stay in force) and the error says which
+    /// file and why.
+    pub fn try_apply_config(&self, config: Arc<Config>) -> Result<(), tls::CertificateError> {
+        if let Some(edge) = &self.inner.edge {
+            edge.resolver.replace(tls::CertificateSet::load(&config)?);
+        }
+        self.apply_config(config);
+        Ok(())
     }
 
     /// The relay's Prometheus metrics (every worker counts into them).
@@ -182,10 +209,8 @@ pub async fn start(
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
     let (inner, mut listeners, events) = prepare(config, 1, Arc::default())?;
     let addr = inner.local_addr;
-    let std_listener = listeners.pop().ok_or(RelayError::Stopped)?;
-    let listener =
-        TcpListener::from_std(std_listener).map_err(|source| RelayError::Bind { addr, source })?;
-    inner.tracker.spawn(accept_loop(listener, inner.worker(0)));
+    let worker = listeners.pop().ok_or(RelayError::Stopped)?;
+    spawn_accept_loops(worker, inner.worker(0), inner.edge.as_ref(), addr)?;
     // Closed so that `wait()` returns once the accept loop and every
     // session have ended (new sessions are spawned from inside the loop).
     inner.tracker.close();
@@ -198,12 +223,36 @@ pub async fn start(
     ))
 }
 
-/// The shared state, one bound listener per worker, and the event stream.
-type Prepared = (
-    Arc<Inner>,
-    Vec<std::net::TcpListener>,
-    mpsc::Receiver<RelayEvent>,
-);
+/// The shared state, one worker's bound listeners each, and the event stream.
+type Prepared = (Arc<Inner>, Vec<WorkerListeners>, mpsc::Receiver<RelayEvent>);
+
+/// A worker's listeners: `listen`, and `tls-listen` when set.
+struct WorkerListeners {
+    plain: std::net::TcpListener,
+    tls: Option<std::net::TcpListener>,
+}
+
+/// Starts a worker's accept loops on the current runtime.
+fn spawn_accept_loops(
+    listeners: WorkerListeners,
+    shared: Arc<Shared>,
+    edge: Option<&tls::Edge>,
+    addr: SocketAddr,
+) -> Result<(), RelayError> {
+    let bind_error = |addr, source| RelayError::Bind { addr, source };
+    let plain = TcpListener::from_std(listeners.plain).map_err(|e| bind_error(addr, e))?;
+    if let (Some(listener), Some(edge)) = (listeners.tls, edge) {
+        let listener =
+            TcpListener::from_std(listener).map_err(|e| bind_error(edge.local_addr, e))?;
+        shared.tracker.spawn(tls::accept_loop(
+            listener,
+            shared.clone(),
+            edge.acceptor.clone(),
+        ));
+    }
+    shared.tracker.clone().spawn(accept_loop(plain, shared));
+    Ok(())
+}
 
 /// TLS settings, the listeners and the shared state for `workers` workers.
 fn prepare(
@@ -222,6 +271,30 @@ fn prepare(
         .transpose()
         .map_err(|source| RelayError::Bind { addr, source })?
         .unwrap_or(addr);
+    let (edge, tls_listeners) = match config.relay.tls_listen {
+        Some(tls_addr) => {
+            let certificates = tls::CertificateSet::load(&config)?;
+            let tls_listeners =
+                bind_workers(tls_addr, workers).map_err(|source| RelayError::Bind {
+                    addr: tls_addr,
+                    source,
+                })?;
+            let local = tls_listeners
+                .first()
+                .and_then(|l| l.local_addr().ok())
+                .unwrap_or(tls_addr);
+            (
+                Some(tls::Edge::new(certificates, local)),
+                tls_listeners.into_iter().map(Some).collect::<Vec<_>>(),
+            )
+        }
+        None => (None, listeners.iter().map(|_| None).collect()),
+    };
+    let listeners = listeners
+        .into_iter()
+        .zip(tls_listeners)
+        .map(|(plain, tls)| WorkerListeners { plain, tls })
+        .collect();
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     metrics.apply_config(&config);
     let (config_tx, _) = watch::channel(config);
@@ -236,6 +309,7 @@ fn prepare(
         events: EventSink::with_metrics(event_tx, metrics),
         connections: Arc::new(AtomicUsize::new(0)),
         tls,
+        edge,
     });
     Ok((inner, listeners, event_rx))
 }
@@ -306,10 +380,11 @@ pub fn spawn_relay_threads_with_metrics(
     };
     for (worker, listener) in listeners.into_iter().enumerate() {
         let shared = inner.worker(worker);
+        let edge = inner.edge.clone();
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("relay-{worker}"))
-            .spawn(move || run_worker(listener, shared, ready));
+            .spawn(move || run_worker(listener, shared, edge, ready));
         match spawned {
             Ok(thread) => handle.threads.push(thread),
             Err(e) => return fail(handle, RelayError::Runtime(e)),
@@ -332,8 +407,9 @@ pub fn spawn_relay_threads_with_metrics(
 /// One worker's thread: its runtime, its accept loop, until shutdown and
 /// its sessions' close handshakes (within bounds) are done.
 fn run_worker(
-    listener: std::net::TcpListener,
+    listeners: WorkerListeners,
     shared: Arc<Shared>,
+    edge: Option<tls::Edge>,
     ready: std::sync::mpsc::Sender<Result<(), RelayError>>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -348,16 +424,12 @@ fn run_worker(
     };
     runtime.block_on(async move {
         let addr = shared.config.borrow().relay.listen;
-        let listener = match TcpListener::from_std(listener) {
-            Ok(l) => l,
-            Err(source) => {
-                let _ = ready.send(Err(RelayError::Bind { addr, source }));
-                return;
-            }
-        };
         let shutdown = shared.shutdown.clone();
         let tracker = shared.tracker.clone();
-        tracker.spawn(accept_loop(listener, shared));
+        if let Err(e) = spawn_accept_loops(listeners, shared, edge.as_ref(), addr) {
+            let _ = ready.send(Err(e));
+            return;
+        }
         let _ = ready.send(Ok(()));
         shutdown.cancelled().await;
         // Sessions get their close handshakes, within bounds.

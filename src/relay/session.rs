@@ -11,7 +11,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{Interest, Ready};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
@@ -140,8 +139,8 @@ struct Pump {
 /// `async move` block using its captures in place: an `async fn` would keep
 /// its arguments beside the locals it moves them into, and every idle
 /// session would pay for both.
-pub fn run<O: RawIo>(
-    client: TcpStream,
+pub fn run<C: RawIo, O: RawIo>(
+    client: C,
     origin: O,
     setup: SessionSetup,
 ) -> impl std::future::Future<Output = SessionEnd> + Send {

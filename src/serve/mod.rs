@@ -80,6 +80,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     // appears must be seen as a change.
     let mut watcher = ConfigWatch::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
+    if let Some(addr) = relay.tls_local_addr() {
+        log.line("tls", &format!("wss:// clients on {addr}"))?;
+    }
     if let Some(addr) = admin_addr {
         log.line(
             "admin",
@@ -271,8 +274,18 @@ fn apply_reload(
     if new.admin.listen != relay.config().admin.listen {
         detail.push_str("; [admin] listen takes effect after a restart");
     }
-    relay.apply_config(Arc::new(new));
-    RelayEvent::ConfigApplied { at, detail }
+    if new.relay.tls_listen != relay.config().relay.tls_listen {
+        detail.push_str("; tls-listen takes effect after a restart");
+    }
+    // A certificate that cannot be served refuses the whole reload: the old
+    // certificates and config stay in force.
+    match relay.try_apply_config(Arc::new(new)) {
+        Ok(()) => RelayEvent::ConfigApplied { at, detail },
+        Err(error) => RelayEvent::ConfigRejected {
+            at,
+            error: format!("certificate {error}"),
+        },
+    }
 }
 
 /// Events written at most in one write.

@@ -20,6 +20,8 @@ pub struct ServeProcess {
     pub addr: SocketAddr,
     /// The admin listener, when `--admin` was given.
     pub admin: Option<SocketAddr>,
+    /// `[relay] tls-listen`, when the config sets it.
+    pub tls: Option<SocketAddr>,
 }
 
 /// The first `ip:port` in a line.
@@ -51,10 +53,15 @@ impl ServeProcess {
             lines,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: None,
+            tls: None,
         };
         let listening = process.line_with("listening on").await;
         process.addr =
             address_in(&listening).unwrap_or_else(|| panic!("no address in {listening:?}"));
+        if std::fs::read_to_string(path).is_ok_and(|c| c.contains("tls-listen")) {
+            let tls = process.line_with("wss:// clients on").await;
+            process.tls = address_in(&tls);
+        }
         if args.contains(&"--admin") {
             let admin = process.line_with("admin endpoints on").await;
             process.admin = address_in(&admin);

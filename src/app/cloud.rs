@@ -244,6 +244,8 @@ fn domain_of(d: &CloudDomain) -> Domain {
             _ => OriginProtocol::Http,
         },
         websocket: d.websocket.settings(),
+        // The edge's certificates are the account's business, not ours.
+        certificate: None,
     }
 }
 

@@ -57,7 +57,8 @@ install_missing() {
 
 build() {
     log "building release binaries"
-    nice cargo build --release --bin ecdn-console --bin ecdn-load 2>&1 | tail -1
+    # The load generator is its own workspace crate (bench/load).
+    nice cargo build --release -p ecdn-console -p ecdn-load 2>&1 | tail -1
     CONSOLE=$ROOT/target/release/ecdn-console
     LOAD=$ROOT/target/release/ecdn-load
 }

@@ -10,10 +10,10 @@ pub mod app;
 pub mod cli;
 pub mod cloud;
 pub mod config;
+pub mod control;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;
-pub mod load;
 pub mod origin;
 pub mod probe;
 pub mod relay;

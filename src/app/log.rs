@@ -57,6 +57,7 @@ impl KindFilter {
                 RelayEvent::ConfigApplied { .. }
                     | RelayEvent::ConfigRejected { .. }
                     | RelayEvent::AcceptFailed { .. }
+                    | RelayEvent::ControlRefused { .. }
             ),
         }
     }

@@ -7,6 +7,7 @@
 
 mod cloud;
 mod config_cmd;
+mod control;
 mod demo;
 mod domains;
 mod probe;
@@ -24,6 +25,7 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 
 pub use cloud::{CloudArgs, CloudTarget};
 pub use config_cmd::ConfigCommand;
+pub use control::{CloseSessionArgs, EventsArgs, NoRelay, SessionsArgs, StopArgs};
 pub use demo::DemoArgs;
 pub use domains::DomainsArgs;
 pub use probe::ProbeArgs;
@@ -34,6 +36,8 @@ pub use websocket::WebsocketArgs;
 pub const EXIT_BAD_INPUT: u8 = 2;
 /// Exit code for a runtime failure: I/O, a conflicting edit on disk.
 pub const EXIT_FAILURE: u8 = 1;
+/// Exit code of the control commands when no relay answers on the socket.
+pub const EXIT_NO_RELAY: u8 = 3;
 
 /// Terminal console for CDN WebSocket idle-timeout settings, with a live
 /// in-process WebSocket relay.
@@ -110,6 +114,23 @@ pub enum Command {
     /// TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY (and
     /// TENCENTCLOUD_SESSION_TOKEN), else ~/.tccli/PROFILE.credential.
     Cloud(CloudArgs),
+    /// List a running relay's live sessions (over its control socket)
+    ///
+    /// Exit status 3 when no relay answers on the socket.
+    Sessions(SessionsArgs),
+    /// Close one of a running relay's sessions with a close frame to both sides
+    ///
+    /// Exit status 2 for an unknown id or a code a relay may not send, 3
+    /// when no relay answers.
+    CloseSession(CloseSessionArgs),
+    /// Print a running relay's recent events, and with --follow the new ones
+    ///
+    /// The relay keeps the last 1000 events. Exit status 3 when no relay answers.
+    Events(EventsArgs),
+    /// Stop a running relay, as SIGTERM does
+    ///
+    /// Exit status 3 when no relay answers.
+    Stop(StopArgs),
 }
 
 /// A command that has already reported its outcome and only needs the
@@ -146,6 +167,12 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
         Some(Command::Probe(args)) => probe::run(&args, out),
         Some(Command::Cloud(args)) => cloud::console(&args, &console, err),
+        Some(Command::Sessions(args)) => control::sessions(&args, config_path.as_deref(), out),
+        Some(Command::CloseSession(args)) => {
+            control::close_session(&args, config_path.as_deref(), out)
+        }
+        Some(Command::Events(args)) => control::events(&args, config_path.as_deref(), out),
+        Some(Command::Stop(args)) => control::stop(&args, config_path.as_deref(), out),
         // Scripts and pipes get the help, not a console they cannot see.
         None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
             write!(err, "{}", Cli::command().render_help())?;
@@ -165,6 +192,9 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
 pub fn exit_code(error: &anyhow::Error) -> u8 {
     if let Some(Exit(code)) = error.downcast_ref::<Exit>() {
         return *code;
+    }
+    if error.chain().any(|e| e.is::<NoRelay>()) {
+        return EXIT_NO_RELAY;
     }
     let bad_input = error.chain().any(|e| {
         e.downcast_ref::<ConfigError>()

@@ -2,6 +2,7 @@
 //! operator's comments, key order and formatting survive. Each edit checks
 //! its values with the same rules as file loading before touching anything.
 
+use serde::{Deserialize, Serialize};
 use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::RuleViolation;
@@ -9,7 +10,8 @@ use super::model::{Acceleration, Area, Config, OriginProtocol, Status, Switch};
 use super::rules;
 
 /// A new `[[domain]]`, as the add-domain form fills it in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NewDomain {
     pub name: String,
     pub acceleration: Acceleration,
@@ -19,10 +21,17 @@ pub struct NewDomain {
     pub origin_protocol: OriginProtocol,
 }
 
-/// One change to the configuration.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One change to the configuration. (Serialized for the control socket:
+/// `{"edit": "set-websocket", "domain": ..., ...}`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "edit",
+    rename_all = "kebab-case",
+    rename_all_fields = "kebab-case"
+)]
 pub enum Edit {
     /// The "WebSocket timeout" card: switch and/or timeout.
+    #[serde(rename = "set-websocket")]
     SetWebSocket {
         domain: String,
         switch: Option<Switch>,

@@ -63,6 +63,9 @@ pub struct RelaySettings {
     /// behind a private CA. Relative paths are resolved against the config
     /// file's directory.
     pub origin_ca_file: Option<std::path::PathBuf>,
+    /// The control socket (§7); `None`: the default path derived from
+    /// `listen`. Relative paths are resolved against the config file's directory.
+    pub control_socket: Option<std::path::PathBuf>,
     /// How long live sessions may go on after SIGTERM (or `stop`) before
     /// they get 1001 `relay shutting down`; zero closes them at once.
     pub drain_timeout: Duration,
@@ -99,6 +102,7 @@ impl Default for RelaySettings {
             max_sessions: 100_000,
             idle_close: IdleCloseMode::CloseFrame,
             origin_ca_file: None,
+            control_socket: None,
             drain_timeout: Duration::ZERO,
             workers: default_workers(),
             tls_listen: None,

@@ -37,6 +37,7 @@ struct RawRelay {
     max_sessions: Option<Spanned<i64>>,
     idle_close: Option<IdleCloseMode>,
     origin_ca_file: Option<Spanned<String>>,
+    control_socket: Option<Spanned<String>>,
     workers: Option<Spanned<i64>>,
     drain_timeout: Option<Spanned<i64>>,
     tls_listen: Option<Spanned<String>>,
@@ -254,6 +255,10 @@ fn relay_settings(c: &mut Checker, raw: Option<RawRelay>, path: &Path) -> RelayS
             .origin_ca_file
             .as_ref()
             .and_then(|v| c.check(v, |f| rules::ca_file(f, path))),
+        control_socket: raw
+            .control_socket
+            .as_ref()
+            .and_then(|v| c.check(v, |f| rules::control_socket(f, path))),
         workers: raw
             .workers
             .as_ref()

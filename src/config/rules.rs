@@ -296,6 +296,37 @@ pub fn ca_file(value: &str, config_path: &std::path::Path) -> Rule<std::path::Pa
     }
 }
 
+/// The longest path a Unix socket address can hold (`sun_path` is 108
+/// bytes with its terminating NUL).
+pub const MAX_SOCKET_PATH: usize = 107;
+
+/// `control-socket`: a path (relative to the config's directory) short
+/// enough for a Unix socket address.
+pub fn control_socket(value: &str, config_path: &std::path::Path) -> Rule<std::path::PathBuf> {
+    let given = std::path::Path::new(value);
+    if value.trim().is_empty() {
+        return Err(RuleViolation::new(
+            "control-socket is empty",
+            "give a path such as \"/run/ecdn-console/relay.sock\", or remove the key for the default",
+        ));
+    }
+    let resolved = match config_path.parent() {
+        Some(dir) if given.is_relative() && !dir.as_os_str().is_empty() => dir.join(given),
+        _ => given.to_path_buf(),
+    };
+    let len = resolved.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(RuleViolation::new(
+            format!(
+                "control-socket \"{value}\" is {len} bytes long ({}); a Unix socket path holds at most {MAX_SOCKET_PATH}",
+                resolved.display()
+            ),
+            "pick a shorter path, e.g. under /run or /tmp",
+        ));
+    }
+    Ok(resolved)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -5,13 +5,13 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, SystemTime};
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::registry::SessionId;
 
 /// A close frame's code and reason, as one side sent it (or as the relay
 /// sent it on that side's behalf).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseInfo {
     pub code: u16,
     pub reason: String,
@@ -61,7 +61,7 @@ impl fmt::Display for LogText<'_> {
 }
 
 /// Why a session ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum CloseCause {
     /// No frame for the effective timeout.
@@ -131,12 +131,12 @@ fn side(from_client: bool) -> &'static str {
 }
 
 /// Something that happened to a session or a connection attempt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "event")]
 pub enum RelayEvent {
     Opened {
         id: SessionId,
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         domain: String,
         client: SocketAddr,
@@ -146,7 +146,7 @@ pub enum RelayEvent {
     },
     Closed {
         id: SessionId,
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         domain: String,
         client: SocketAddr,
@@ -157,13 +157,13 @@ pub enum RelayEvent {
         /// The close frame the origin received (from the client or the relay).
         to_origin: Option<CloseInfo>,
         /// How long the session had been idle when it ended.
-        #[serde(serialize_with = "seconds")]
+        #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
         idle: Duration,
-        #[serde(serialize_with = "seconds")]
+        #[serde(serialize_with = "seconds", deserialize_with = "from_seconds")]
         duration: Duration,
     },
     Refused {
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         client: SocketAddr,
         domain: Option<String>,
@@ -173,19 +173,27 @@ pub enum RelayEvent {
     },
     /// A new configuration took effect (serve's reload, a UI save).
     ConfigApplied {
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         detail: String,
     },
     /// A new configuration was refused; the old one stays in force.
     ConfigRejected {
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         error: String,
     },
+    /// A control-socket client was turned away (another user's process).
+    ControlRefused {
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
+        at: SystemTime,
+        uid: u32,
+        pid: Option<i32>,
+        reason: String,
+    },
     /// The listener could not accept (e.g. out of file descriptors).
     AcceptFailed {
-        #[serde(serialize_with = "rfc3339")]
+        #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         error: String,
     },
@@ -199,6 +207,7 @@ impl RelayEvent {
             | Self::Refused { at, .. }
             | Self::ConfigApplied { at, .. }
             | Self::ConfigRejected { at, .. }
+            | Self::ControlRefused { at, .. }
             | Self::AcceptFailed { at, .. } => *at,
         }
     }
@@ -281,6 +290,16 @@ impl fmt::Display for RelayEvent {
                     LogText(error)
                 )
             }
+            Self::ControlRefused {
+                uid, pid, reason, ..
+            } => {
+                let pid = pid.map_or("?".to_string(), |p| p.to_string());
+                write!(
+                    f,
+                    "control refused uid={uid} pid={pid} reason=\"{}\"",
+                    LogText(reason)
+                )
+            }
             Self::AcceptFailed { error, .. } => write!(f, "accept  failed: {}", LogText(error)),
         }
     }
@@ -289,6 +308,17 @@ impl fmt::Display for RelayEvent {
 /// Timestamps as RFC 3339 with milliseconds, for log lines and JSON.
 pub fn rfc3339<S: Serializer>(at: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(&humantime::format_rfc3339_millis(*at))
+}
+
+/// The other way, for clients of the control socket.
+pub fn from_rfc3339<'de, D: Deserializer<'de>>(d: D) -> Result<SystemTime, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_rfc3339(&text).map_err(serde::de::Error::custom)
+}
+
+fn from_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let secs = f64::deserialize(d)?;
+    Duration::try_from_secs_f64(secs).map_err(serde::de::Error::custom)
 }
 
 /// Durations as (fractional) seconds, for JSON.

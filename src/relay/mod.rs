@@ -106,7 +106,50 @@ pub struct RelayHandle {
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
+/// A cheap, clonable view of a running relay for other threads (the control
+/// socket): its sessions, its configuration, its event stream, its stop.
+#[derive(Debug, Clone)]
+pub struct RelayLink {
+    inner: Arc<Inner>,
+}
+
+impl RelayLink {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.inner.config.borrow().clone()
+    }
+
+    /// See [`RelayHandle::apply_config`].
+    pub fn apply_config(&self, config: Arc<Config>) {
+        self.inner.config.send_replace(config);
+    }
+
+    /// Adds an event to the relay's stream (its owner logs and shows it).
+    pub fn emit(&self, event: RelayEvent) {
+        self.inner.events.emit(event);
+    }
+
+    /// Whether [`RelayHandle::shutdown`] was called.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutdown.is_cancelled()
+    }
+}
+
 impl RelayHandle {
+    /// A view of this relay that other threads may hold.
+    pub fn link(&self) -> RelayLink {
+        RelayLink {
+            inner: self.inner.clone(),
+        }
+    }
+
     /// Where clients connect (the actual port when the config says `:0`).
     pub fn local_addr(&self) -> SocketAddr {
         self.inner.local_addr

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +26,7 @@ pub type SessionId = u64;
 pub const RECENT_FRAMES: usize = 50;
 
 /// A WebSocket frame's opcode, as the relay saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FrameKind {
     Continuation,
@@ -78,7 +78,7 @@ impl FrameKind {
 }
 
 /// Which way a frame travelled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Direction {
     ClientToOrigin,
@@ -175,6 +175,9 @@ pub struct SessionStats {
     /// Cancelled when an operator closes the session from the console (or
     /// when its parent, the relay's shutdown, is cancelled).
     operator_close: CancellationToken,
+    /// The close frame an operator asked for, when not the default 1001
+    /// `closed by operator` (set once, before `operator_close` fires).
+    operator_frame: std::sync::OnceLock<Box<super::event::CloseInfo>>,
     /// The domain's Prometheus counters (looked up once, at registration).
     metrics: Arc<DomainMetrics>,
 }
@@ -310,8 +313,24 @@ impl SessionStats {
         self.operator_close.cancel();
     }
 
+    /// Asks the session to close with this close frame (to both sides).
+    pub fn request_close_with(&self, frame: super::event::CloseInfo) {
+        let _ = self.operator_frame.set(Box::new(frame));
+        self.operator_close.cancel();
+    }
+
     pub fn close_requested(&self) -> &CancellationToken {
         &self.operator_close
+    }
+
+    /// The close frame of an operator's close: the one asked for, else
+    /// 1001 `closed by operator`.
+    pub fn operator_close_frame(&self) -> (u16, &str) {
+        self.operator_frame
+            .get()
+            .map_or((1001, "closed by operator"), |f| {
+                (f.code, f.reason.as_str())
+            })
     }
 
     pub fn recent_frames(&self) -> Vec<RecentFrame> {
@@ -540,6 +559,7 @@ impl Registry {
             recent: Mutex::new(VecDeque::new()),
             gaps: Mutex::new(Default::default()),
             operator_close: parent.child_token(),
+            operator_frame: std::sync::OnceLock::new(),
             metrics,
         });
         stats.set_timeout(new.timeout);

@@ -245,7 +245,9 @@ pub fn run<C: RawIo, O: RawIo>(
                     if shutdown.is_cancelled() {
                         pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
                     } else {
-                        pump.relay_close(CloseCause::Operator, 1001, "closed by operator", &client, &origin);
+                        let (code, reason) = stats.operator_close_frame();
+                        let reason = reason.to_string();
+                        pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
                     }
                 }
             }

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
+use crate::control::{Control, ControlServer};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -71,15 +72,23 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     // event log, serves the admin endpoints and watches signals and the
     // file, so none of that delays a frame.
     let (relay, mut events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
+    let control = start_control(&relay, &file)?;
+    let ctl = control.control.clone();
+    let mut edits = ctl.config.subscribe();
     admin.set(Readiness::Ready);
     let mut log = EventLog {
         format: options.format,
         out,
+        control: ctl.clone(),
     };
     // Made before the "listening" line: a change made as soon as that line
     // appears must be seen as a change.
     let mut watcher = ConfigWatch::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
+    log.line(
+        "control",
+        &format!("control socket at {}", control.path().display()),
+    )?;
     if let Some(addr) = relay.tls_local_addr() {
         log.line("tls", &format!("wss:// clients on {addr}"))?;
     }
@@ -104,13 +113,18 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             }
             _ = signals.hangup.recv() => {
                 let reload = watcher.reload_now();
-                log.write(&put_in_force(&relay, &mut watcher, reload, workers, "SIGHUP"))?;
+                log.write(&put_in_force(&relay, &ctl, &mut watcher, reload, workers, "SIGHUP"))?;
             }
             _ = tick.tick() => {
                 if let Some(reload) = watcher.poll(std::time::Instant::now()) {
-                    log.write(&put_in_force(&relay, &mut watcher, reload, workers, "file changed"))?;
+                    log.write(&put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;
                 }
             }
+            // An edit over the control socket saved the file: what is
+            // on disk is now in force, not a change to reload.
+            Ok(()) = edits.changed() => watcher.applied(&ctl.config.file().0),
+            // `ecdn-console stop`: as SIGTERM.
+            () = ctl.stop.cancelled() => break,
             _ = signals.terminate.recv() => break,
             _ = signals.interrupt.recv() => break,
         }
@@ -136,6 +150,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         log.write(&event)?;
     }
     relay.join(CLOSE_GRACE);
+    drop(control);
     log.line("stopped", "relay stopped")?;
     Ok(())
 }
@@ -212,6 +227,13 @@ async fn drain(
     Ok(())
 }
 
+/// The control socket at `[relay] control-socket` or the default path.
+fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
+    let control = Control::new(relay.link(), file.clone(), "serve");
+    let path = crate::control::socket_path(file.config(), relay.local_addr());
+    Ok(ControlServer::start(control, &path)?)
+}
+
 /// Tells systemd (only when `NOTIFY_SOCKET` is set; a failure to reach it
 /// is not the relay's problem).
 fn notify(state: &[NotifyState]) {
@@ -222,6 +244,7 @@ fn notify(state: &[NotifyState]) {
 /// systemd and the reload counter either way.
 fn put_in_force(
     relay: &RelayHandle,
+    control: &Control,
     watcher: &mut ConfigWatch,
     reload: Reload,
     workers: Option<usize>,
@@ -230,7 +253,7 @@ fn put_in_force(
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         notify(&[NotifyState::Reloading, now]);
     }
-    let event = apply_reload(relay, watcher, reload, workers, trigger);
+    let event = apply_reload(relay, control, watcher, reload, workers, trigger);
     relay
         .metrics()
         .config_reload(matches!(event, RelayEvent::ConfigApplied { .. }));
@@ -240,6 +263,7 @@ fn put_in_force(
 
 fn apply_reload(
     relay: &RelayHandle,
+    control: &Control,
     watcher: &mut ConfigWatch,
     reload: Reload,
     workers: Option<usize>,
@@ -280,7 +304,10 @@ fn apply_reload(
     // A certificate that cannot be served refuses the whole reload: the old
     // certificates and config stay in force.
     match relay.try_apply_config(Arc::new(new)) {
-        Ok(()) => RelayEvent::ConfigApplied { at, detail },
+        Ok(()) => {
+            control.config.replace(*file);
+            RelayEvent::ConfigApplied { at, detail }
+        }
         Err(error) => RelayEvent::ConfigRejected {
             at,
             error: format!("certificate {error}"),
@@ -298,6 +325,8 @@ const BURST_PAUSE: std::time::Duration = std::time::Duration::from_millis(5);
 struct EventLog<'o> {
     format: LogFormat,
     out: &'o mut dyn Write,
+    /// Every event written also goes to the control socket's ring.
+    control: Arc<Control>,
 }
 
 impl EventLog<'_> {
@@ -346,6 +375,7 @@ impl EventLog<'_> {
     }
 
     fn format(&self, buf: &mut Vec<u8>, event: &RelayEvent) -> Result<()> {
+        self.control.events.publish(event);
         match self.format {
             LogFormat::Text => writeln!(
                 buf,

@@ -23,6 +23,7 @@ use tokio::time::{Instant, sleep_until};
 
 use crate::app::{Action, App, Clock, Command, Settings, update};
 use crate::config::{ConfigFile, DEFAULT_CONFIG, default_config_path};
+use crate::control::{Control, ControlServer};
 use crate::relay::{self, RelayEvent, RelayHandle};
 use crate::ui::{self, Theme};
 
@@ -91,6 +92,14 @@ pub fn run_with(
     };
     let config = Arc::new(file.config().clone());
     let mut app = App::new(config, relay.registry().clone(), settings);
+    // The in-process relay has a control socket too (shell commands,
+    // `attach` from another terminal); without one the console still works.
+    let control = start_control(&relay, &file);
+    let note = match (&control, note) {
+        (Err(e), _) => Some(format!("No control socket: {e}")),
+        (Ok(_), note) => note,
+    };
+    let control = control.ok();
     if let Some(note) = note {
         app.status = Some(crate::app::Status {
             text: note,
@@ -110,11 +119,13 @@ pub fn run_with(
             &mut file,
             &relay,
             &mut events,
+            control.as_ref().map(|c| &c.control),
             &theme,
         ));
         drop(guard);
         result
     };
+    drop(control);
     // The terminal is back; now let the relay close every session (1001).
     relay.shutdown();
     relay.join(SHUTDOWN_WAIT);
@@ -133,14 +144,39 @@ enum Exit {
     Panic,
 }
 
+fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
+    let control = Control::new(relay.link(), file.clone(), "console");
+    let path = crate::control::socket_path(file.config(), relay.local_addr());
+    Ok(ControlServer::start(control, &path)?)
+}
+
+/// Keeps the console's file and the control socket's in step: a save made
+/// here becomes the relay's new version; an edit made over the socket (an
+/// attached console) is shown here.
+fn sync_config(app: &mut App, file: &mut ConfigFile, control: &Control, seen: &mut u64) {
+    let (theirs, version) = control.config.file();
+    if version != *seen && theirs.text() != file.text() {
+        *file = theirs;
+        let config = Arc::new(file.config().clone());
+        update(app, Action::Reloaded(Ok(config)));
+    } else if theirs.text() != file.text() {
+        control.config.replace(file.clone());
+    }
+    *seen = control.config.version();
+}
+
 async fn event_loop(
     guard: &mut TerminalGuard,
     app: &mut App,
     file: &mut ConfigFile,
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
+    control: Option<&Arc<Control>>,
     theme: &Theme,
 ) -> Result<()> {
+    let stop = control.map(|c| c.stop.clone()).unwrap_or_default();
+    let mut edits = control.map(|c| c.config.subscribe());
+    let mut seen = control.map_or(0, |c| c.config.version());
     let mut input = EventStream::new();
     // Over SSH a dropped connection can leave crossterm's reader spinning
     // instead of failing (crossterm#793): SIGHUP is the reliable signal.
@@ -166,7 +202,11 @@ async fn event_loop(
                     dirty = true;
                     if let Some(action) = action_for_event(app, guard, &event) {
                         let effects = update(app, action);
-                        if perform(app, file, relay, effects) {
+                        let quit = perform(app, file, relay, effects);
+                        if let Some(c) = control {
+                            sync_config(app, file, c, &mut seen);
+                        }
+                        if quit {
                             break Exit::Quit;
                         }
                     }
@@ -180,8 +220,10 @@ async fn event_loop(
             // Lifecycle events; a burst is drained into one redraw.
             event = events.recv(), if relay_open => match event {
                 Some(event) => {
+                    publish(control, &event);
                     update(app, Action::Relay(event));
                     while let Ok(event) = events.try_recv() {
+                        publish(control, &event);
                         update(app, Action::Relay(event));
                     }
                     dirty = true;
@@ -199,6 +241,15 @@ async fn event_loop(
             () = sleep_until(last_draw + FRAME), if dirty => {}
             // Live idle counters move by themselves: redraw once a second.
             () = sleep_until(next_tick), if ticking && !dirty => dirty = true,
+            // An edit over the control socket (an attached console).
+            Some(Ok(())) = async { match edits.as_mut() { Some(e) => Some(e.changed().await), None => None } } => {
+                if let Some(c) = control {
+                    sync_config(app, file, c, &mut seen);
+                }
+                dirty = true;
+            }
+            // `ecdn-console stop` over the control socket.
+            () = stop.cancelled() => break Exit::Signal("stop request"),
             _ = hangup.recv() => break Exit::Signal("SIGHUP"),
             _ = terminate.recv() => break Exit::Signal("SIGTERM"),
             () = PANIC_NOTIFY.notified() => break Exit::Panic,
@@ -211,6 +262,12 @@ async fn event_loop(
         Exit::Panic => tracing::error!("a panic stopped the console"),
     }
     Ok(())
+}
+
+fn publish(control: Option<&Arc<Control>>, event: &RelayEvent) {
+    if let Some(c) = control {
+        c.events.publish(event);
+    }
 }
 
 /// Each frame is wrapped in synchronized-update escapes, so slow links

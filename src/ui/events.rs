@@ -244,6 +244,13 @@ fn event_row<'a>(e: &'a RelayEvent, app: &App, show_peer: bool, theme: &Theme) -
             String::new(),
             format!("rejected: {error}"),
         ),
+        RelayEvent::ControlRefused { uid, reason, .. } => (
+            "control",
+            theme.error(),
+            "—".to_string(),
+            String::new(),
+            format!("control socket refused uid {uid}: {reason}"),
+        ),
         RelayEvent::AcceptFailed { error, .. } => (
             "accept",
             theme.error(),

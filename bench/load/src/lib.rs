@@ -1,4 +1,4 @@
-//! The load generator behind `ecdn-load`: opens N WebSocket sessions through
+//! The load generator behind `ecdn-load` (bench/compare.sh builds and drives it): opens N WebSocket sessions through
 //! a target (the relay, another proxy, or an origin directly), at most K
 //! handshakes in flight, then drives them in one of three modes:
 //!

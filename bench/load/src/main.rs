@@ -1,4 +1,4 @@
-//! `ecdn-load`: the WebSocket load generator (see `ecdn_console::load`).
+//! `ecdn-load`: the WebSocket load generator (the library of this crate).
 //! Parses arguments, runs the load on a small multi-thread runtime, prints
 //! the report. Exit codes: 0 report printed, 2 bad arguments, 1 no session
 //! could be opened or the run could not start.
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use ecdn_console::load::{self, LoadOptions, Mode};
+use ecdn_load::{self as load, LoadOptions, Mode};
 
 /// WebSocket load generator: echo (closed loop), paced and idle sessions
 /// through a relay, a proxy or an origin directly.

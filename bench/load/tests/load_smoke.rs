@@ -2,22 +2,45 @@
 //! sessions for about a second, so the benchmark tool keeps working.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
-use ecdn_console::load::{self, LoadError, LoadOptions, Mode};
+use ecdn_console::config::Config;
 use ecdn_console::origin::OriginOptions;
-use ecdn_console::relay::{RelayEvent, RelayHandle};
+use ecdn_console::relay::{self, RelayEvent, RelayHandle};
+use ecdn_load::{self as load, LoadError, LoadOptions, Mode};
 use tokio::sync::mpsc;
+
+/// A relay config on an ephemeral loopback port with `app.test` → `origin`.
+fn config(websocket: &str, origin: SocketAddr) -> Arc<Config> {
+    let text = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\nworkers = 1\n[[domain]]\nname = \"app.test\"\n\
+         acceleration = \"full-site\"\norigins = [\"{origin}\"]\nwebsocket = {websocket}\n"
+    );
+    Arc::new(Config::parse(&text, std::path::Path::new("test.toml")).unwrap())
+}
+
+async fn start_relay(config: Arc<Config>) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
+    relay::start(config).await.unwrap()
+}
+
+async fn echo_origin(options: OriginOptions) -> SocketAddr {
+    ecdn_console::origin::spawn(
+        "127.0.0.1:0".parse().unwrap(),
+        options,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await
+    .unwrap()
+}
 
 /// The in-process relay with domain `app.test` (idle timeout `secs`) in
 /// front of the embedded echo origin.
 async fn relay_and_origin(secs: u64) -> (RelayHandle, mpsc::Receiver<RelayEvent>) {
     let origin = echo_origin(OriginOptions::default()).await;
     let websocket = format!("{{ switch = \"on\", timeout = {secs} }}");
-    start_relay(config("", &one_domain(&websocket), origin)).await
+    start_relay(config(&websocket, origin)).await
 }
 
 fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
@@ -163,11 +186,7 @@ async fn fanout_mode_times_pushed_messages_through_the_relay() {
     let push = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let push_addr = push.local_addr().unwrap();
     drop(push);
-    let config = config(
-        "",
-        &one_domain("{ switch = \"on\", timeout = 60 }"),
-        push_addr,
-    );
+    let config = config("{ switch = \"on\", timeout = 60 }", push_addr);
     let (relay, _events) = start_relay(config).await;
     let mut opts = options(
         relay.local_addr(),

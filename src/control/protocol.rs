@@ -1,0 +1,387 @@
+//! The control socket's wire format, shared by the server (in every relay)
+//! and the client (shell commands, `attach`). One JSON object per line.
+//!
+//! The server speaks first, with a [`Hello`]. Then each line the client
+//! sends is a [`Request`]; each gets one answer line: `{"ok": true, ...}`
+//! with the request's fields, or `{"ok": false, "error": CODE, "message":
+//! TEXT}`. `events` with `follow` keeps the connection as a stream of
+//! `{"event": {...}}` lines after its answer.
+//!
+//! Adding a request: one [`Request`] variant and one handler in
+//! `server.rs` returning a `Serialize` struct (its fields are the answer's).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::Edit;
+use crate::relay::heartbeat::Rhythm;
+use crate::relay::{
+    Direction, FlowSnapshot, FrameKind, MessageGaps, RecentFrame, RelayEvent, SessionId,
+    SessionSnapshot, SessionStats,
+};
+
+/// The protocol's name in the hello line.
+pub const PROTOCOL: &str = "ecdn-console-control";
+/// Bumped when a request or answer changes incompatibly.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Longest request line accepted (a config edit is well below this).
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+
+/// The first line the server writes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Always [`PROTOCOL`].
+    pub hello: String,
+    pub version: u32,
+    /// The relay's build (`ecdn-console --version`).
+    pub build: String,
+    pub pid: u32,
+    /// Where the relay's clients connect.
+    pub listen: SocketAddr,
+    /// The configuration file the relay runs on.
+    pub config: PathBuf,
+    pub config_version: u64,
+    /// `serve`, or `console` for a console's in-process relay.
+    pub mode: String,
+}
+
+/// What a client may ask.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Request {
+    /// The hello again (also a cheap "are you there").
+    Hello,
+    /// Every live session, optionally of one domain (case-insensitive).
+    Sessions {
+        #[serde(default)]
+        domain: Option<String>,
+    },
+    /// One session with its recent frames and message gaps.
+    Session { id: SessionId },
+    /// Closes a session with a close frame to both sides.
+    CloseSession {
+        id: SessionId,
+        /// Default 1001.
+        #[serde(default)]
+        code: Option<u16>,
+        /// Default `closed by operator`.
+        #[serde(default)]
+        reason: Option<String>,
+    },
+    /// The ring of recent events; with `follow`, then every new one.
+    Events {
+        #[serde(default)]
+        follow: bool,
+    },
+    /// The configuration text in force and its version.
+    ConfigGet,
+    /// Applies an edit made on config `version`; refused with `conflict`
+    /// when the relay's config has moved on since.
+    ConfigEdit { version: u64, edit: Edit },
+    /// Stops the relay (sessions get 1001 `relay shutting down`).
+    Stop,
+}
+
+/// Why a request failed, as a stable code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorCode {
+    /// The line is not JSON.
+    BadJson,
+    /// JSON, but not a request this relay knows (or a bad field).
+    BadRequest,
+    /// The line is longer than [`MAX_REQUEST_BYTES`].
+    TooLong,
+    UnknownSession,
+    /// A close code a relay may not send.
+    BadCloseCode,
+    /// The edit was made on an older config version.
+    Conflict,
+    /// The edit breaks a rule or would not make a valid file.
+    Invalid,
+    /// Saving failed (I/O), or the relay cannot do it.
+    Failed,
+    /// This client fell behind a followed event stream.
+    Lagged,
+    /// Another user's process.
+    PermissionDenied,
+}
+
+/// An `{"ok": false, ...}` answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorReply {
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+/// Counters of one direction.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FlowInfo {
+    pub frames: u64,
+    pub messages: u64,
+    pub bytes: u64,
+    /// Seconds since the last frame this way; `None`: none yet.
+    pub last_frame_secs_ago: Option<f64>,
+}
+
+/// One live session (`sessions --json` prints these).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: SessionId,
+    pub domain: String,
+    pub client: SocketAddr,
+    pub origin: String,
+    pub path: String,
+    pub age_secs: f64,
+    pub idle_secs: f64,
+    /// `None`: no idle limit.
+    pub timeout_secs: Option<f64>,
+    /// Seconds before the idle deadline; `None`: no idle limit.
+    pub remaining_secs: Option<f64>,
+    pub to_origin: FlowInfo,
+    pub to_client: FlowInfo,
+    pub last_frame: Option<(Direction, FrameKind)>,
+    /// The relay worker (thread) the session runs on.
+    #[serde(default)]
+    pub worker: u16,
+    /// Gaps between data messages each way (the heartbeat evidence).
+    #[serde(default)]
+    pub gaps_client_to_origin: GapsInfo,
+    #[serde(default)]
+    pub gaps_origin_to_client: GapsInfo,
+}
+
+/// Message gaps of one direction (the heartbeat evidence).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct GapsInfo {
+    pub samples: usize,
+    pub median_secs: Option<f64>,
+    pub max_secs: Option<f64>,
+}
+
+/// A session's page: its counters, message gaps and recent frames.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionDetail {
+    #[serde(flatten)]
+    pub session: SessionInfo,
+    pub recent_frames: Vec<FrameInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct FrameInfo {
+    /// Seconds after the session started.
+    pub at_secs: f64,
+    pub direction: Direction,
+    pub kind: FrameKind,
+    pub len: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionsReply {
+    pub sessions: Vec<SessionInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionReply {
+    pub session: SessionDetail,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClosedReply {
+    pub closing: SessionId,
+    pub code: u16,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsReply {
+    pub events: Vec<RelayEvent>,
+    /// Whether `{"event": ...}` lines follow.
+    pub following: bool,
+}
+
+/// One line of a followed event stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventLine {
+    pub event: RelayEvent,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigReply {
+    pub version: u64,
+    pub path: PathBuf,
+    /// The file's text as the relay holds it (comments included).
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoppingReply {
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloReply {
+    #[serde(flatten)]
+    pub hello: Hello,
+}
+
+fn secs(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1000.0).round() / 1000.0
+}
+
+fn duration(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs).unwrap_or_default()
+}
+
+impl FlowInfo {
+    fn of(f: &FlowSnapshot, now: tokio::time::Instant) -> Self {
+        Self {
+            frames: f.frames,
+            messages: f.messages,
+            bytes: f.bytes,
+            last_frame_secs_ago: f.last_frame.map(|t| secs(now.saturating_duration_since(t))),
+        }
+    }
+
+    fn snapshot(&self, now: tokio::time::Instant) -> FlowSnapshot {
+        FlowSnapshot {
+            frames: self.frames,
+            messages: self.messages,
+            bytes: self.bytes,
+            last_frame: self
+                .last_frame_secs_ago
+                .and_then(|s| now.checked_sub(duration(s))),
+        }
+    }
+}
+
+impl SessionInfo {
+    /// A live session's counters and message gaps at `now`.
+    pub fn of_stats(stats: &SessionStats, now: tokio::time::Instant) -> Self {
+        Self {
+            gaps_client_to_origin: GapsInfo::of(&stats.message_gaps(Direction::ClientToOrigin)),
+            gaps_origin_to_client: GapsInfo::of(&stats.message_gaps(Direction::OriginToClient)),
+            ..Self::of(&stats.snapshot(now), now)
+        }
+    }
+
+    /// A snapshot taken at `now` on the relay's clock (no gaps).
+    pub fn of(s: &SessionSnapshot, now: tokio::time::Instant) -> Self {
+        Self {
+            worker: s.worker,
+            gaps_client_to_origin: GapsInfo::default(),
+            gaps_origin_to_client: GapsInfo::default(),
+            id: s.id,
+            domain: s.domain.to_string(),
+            client: s.client,
+            origin: s.origin.to_string(),
+            path: s.path.to_string(),
+            age_secs: secs(s.age),
+            idle_secs: secs(s.idle),
+            timeout_secs: s.timeout.map(secs),
+            remaining_secs: s.remaining.map(secs),
+            to_origin: FlowInfo::of(&s.to_origin, now),
+            to_client: FlowInfo::of(&s.to_client, now),
+            last_frame: s.last_frame,
+        }
+    }
+
+    /// Back to a snapshot on this process's clock, as if sampled at `now`.
+    pub fn snapshot(&self, now: tokio::time::Instant) -> SessionSnapshot {
+        SessionSnapshot {
+            id: self.id,
+            domain: self.domain.as_str().into(),
+            client: self.client,
+            origin: self.origin.as_str().into(),
+            path: self.path.as_str().into(),
+            age: duration(self.age_secs),
+            idle: duration(self.idle_secs),
+            timeout: self.timeout_secs.map(duration),
+            remaining: self.remaining_secs.map(duration),
+            to_origin: self.to_origin.snapshot(now),
+            to_client: self.to_client.snapshot(now),
+            last_frame: self.last_frame,
+            worker: self.worker,
+        }
+    }
+
+    /// The session's message rhythm, as the relay measured it.
+    pub fn rhythm(&self) -> Rhythm {
+        Rhythm {
+            client_to_origin: self.gaps_client_to_origin.gaps(),
+            origin_to_client: self.gaps_origin_to_client.gaps(),
+        }
+    }
+}
+
+impl GapsInfo {
+    pub fn of(g: &MessageGaps) -> Self {
+        Self {
+            samples: g.samples,
+            median_secs: g.median.map(secs),
+            max_secs: g.max.map(secs),
+        }
+    }
+
+    pub fn gaps(&self) -> MessageGaps {
+        MessageGaps {
+            samples: self.samples,
+            median: self.median_secs.map(duration),
+            max: self.max_secs.map(duration),
+        }
+    }
+}
+
+impl FrameInfo {
+    pub fn of(f: &RecentFrame) -> Self {
+        Self {
+            at_secs: secs(f.at),
+            direction: f.direction,
+            kind: f.kind,
+            len: f.len,
+        }
+    }
+
+    pub fn frame(&self) -> RecentFrame {
+        RecentFrame {
+            at: duration(self.at_secs),
+            direction: self.direction,
+            kind: self.kind,
+            len: self.len,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn requests_read_as_documented() {
+        let r: Request = serde_json::from_str(r#"{"request":"sessions"}"#).unwrap();
+        assert_eq!(r, Request::Sessions { domain: None });
+        let r: Request =
+            serde_json::from_str(r#"{"request":"close-session","id":7,"code":4000}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::CloseSession {
+                id: 7,
+                code: Some(4000),
+                reason: None
+            }
+        );
+        let r: Request = serde_json::from_str(
+            r#"{"request":"config-edit","version":3,"edit":{"edit":"set-websocket","domain":"a.test","switch":"on","timeout":45}}"#,
+        )
+        .unwrap();
+        assert!(matches!(r, Request::ConfigEdit { version: 3, .. }));
+        assert!(serde_json::from_str::<Request>(r#"{"request":"nope"}"#).is_err());
+        // A misspelt field is an error, not silently the default.
+        assert!(serde_json::from_str::<Request>(r#"{"request":"sessions","domian":"a"}"#).is_err());
+    }
+}

@@ -1,0 +1,491 @@
+//! The control server: one per relay, on its own thread so that nothing it
+//! does (sampling thousands of sessions, writing JSON) delays a frame on
+//! the data path. Each client is a task; a client that misbehaves (not
+//! JSON, an endless line, never reading) is answered or dropped, and no
+//! other client or session notices.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, SystemTime};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::io::AsyncWriteExt;
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::broadcast;
+use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConfigFile;
+use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
+
+use super::protocol::{
+    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
+    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, Request, SessionDetail, SessionInfo,
+    SessionReply, SessionsReply, StoppingReply,
+};
+use super::socket::{SocketError, bind};
+use super::state::{ConfigCell, EventRing};
+
+/// A client that does not take an answer within this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// More clients than this at once are turned away.
+const MAX_CLIENTS: usize = 64;
+
+/// What the server works on, shared with the relay's owner.
+#[derive(Debug)]
+pub struct Control {
+    pub relay: RelayLink,
+    pub config: Arc<ConfigCell>,
+    pub events: EventRing,
+    /// Cancelled by a `stop` request; the owner stops the relay.
+    pub stop: CancellationToken,
+    /// `serve` or `console`.
+    pub mode: &'static str,
+    clients: AtomicUsize,
+}
+
+impl Control {
+    pub fn new(relay: RelayLink, file: ConfigFile, mode: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            relay,
+            config: ConfigCell::new(file),
+            events: EventRing::default(),
+            stop: CancellationToken::new(),
+            mode,
+            clients: AtomicUsize::new(0),
+        })
+    }
+
+    fn hello(&self) -> Hello {
+        Hello {
+            hello: PROTOCOL.to_string(),
+            version: PROTOCOL_VERSION,
+            build: env!("CARGO_PKG_VERSION").to_string(),
+            pid: std::process::id(),
+            listen: self.relay.local_addr(),
+            config: self.config.get().path,
+            config_version: self.config.version(),
+            mode: self.mode.to_string(),
+        }
+    }
+}
+
+/// A running control server. Dropping it stops the server and removes
+/// the socket file.
+#[derive(Debug)]
+pub struct ControlServer {
+    pub control: Arc<Control>,
+    path: PathBuf,
+    shutdown: CancellationToken,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ControlServer {
+    /// Binds `path` (see [`bind`]) and serves it on a thread of its own.
+    pub fn start(control: Arc<Control>, path: &Path) -> Result<Self, SocketError> {
+        let listener = bind(path)?;
+        let shutdown = CancellationToken::new();
+        let (ctl, stop) = (control.clone(), shutdown.clone());
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    return;
+                };
+                runtime.block_on(async move {
+                    match UnixListener::from_std(listener) {
+                        Ok(listener) => accept_loop(listener, ctl, stop).await,
+                        Err(e) => tracing::warn!("control socket unusable: {e}"),
+                    }
+                });
+            })
+            .map_err(|source| SocketError::Io {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Self {
+            control,
+            path: path.to_path_buf(),
+            shutdown,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+async fn accept_loop(listener: UnixListener, control: Arc<Control>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => break,
+            r = listener.accept() => r,
+        };
+        let Ok((stream, _)) = accepted else {
+            // Out of descriptors and the like: do not spin.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let control = control.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                () = client(stream, &control) => {}
+            }
+        });
+    }
+}
+
+/// Counts a client until dropped.
+struct ClientSlot<'a>(&'a AtomicUsize);
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+async fn client(stream: UnixStream, control: &Control) {
+    let (read, write) = stream.into_split();
+    let mut out = Out(write);
+    if let Err(refusal) = check_peer(out.0.as_ref(), control) {
+        let _ = out.error(&refusal).await;
+        return;
+    }
+    let _slot = ClientSlot(&control.clients);
+    if control.clients.fetch_add(1, Relaxed) >= MAX_CLIENTS {
+        let _ = out
+            .error(&ErrorReply {
+                error: ErrorCode::Failed,
+                message: format!(
+                    "too many control clients (at most {MAX_CLIENTS}); try again later"
+                ),
+            })
+            .await;
+        return;
+    }
+    if out.line(&control.hello()).await.is_err() {
+        return;
+    }
+    let mut lines = FramedRead::new(read, LinesCodec::new_with_max_length(MAX_REQUEST_BYTES));
+    while let Some(line) = lines.next().await {
+        let line = match line {
+            Ok(line) => line,
+            Err(LinesCodecError::MaxLineLengthExceeded) => {
+                let _ = out
+                    .error(&ErrorReply {
+                        error: ErrorCode::TooLong,
+                        message: format!(
+                            "request line longer than {MAX_REQUEST_BYTES} bytes; closing the connection"
+                        ),
+                    })
+                    .await;
+                return;
+            }
+            Err(LinesCodecError::Io(_)) => return,
+        };
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let answer = match parse(line) {
+            Ok(request) => handle(control, request),
+            Err(e) => Answer::Error(e),
+        };
+        let done = match answer {
+            Answer::Reply(text) => out.raw(&text).await.is_err(),
+            Answer::Error(e) => out.error(&e).await.is_err(),
+            Answer::Follow(reply, rx) => {
+                if out.ok(&reply).await.is_ok() {
+                    follow(&mut out, rx).await;
+                }
+                true
+            }
+        };
+        if done {
+            return;
+        }
+    }
+}
+
+/// Refuses a peer running as another user (root excepted); the refusal is
+/// an event.
+fn check_peer(stream: &UnixStream, control: &Control) -> Result<(), ErrorReply> {
+    let me = nix::unistd::geteuid().as_raw();
+    let cred = stream.peer_cred().map_err(|e| ErrorReply {
+        error: ErrorCode::PermissionDenied,
+        message: format!("cannot read the peer's credentials: {e}"),
+    })?;
+    let uid = cred.uid();
+    if uid == me || uid == 0 {
+        return Ok(());
+    }
+    let reason = format!("peer uid {uid} is not the relay's uid {me}");
+    control.relay.emit(RelayEvent::ControlRefused {
+        at: SystemTime::now(),
+        uid,
+        pid: cred.pid(),
+        reason: reason.clone(),
+    });
+    Err(ErrorReply {
+        error: ErrorCode::PermissionDenied,
+        message: format!("{reason}; run the command as the user that runs the relay"),
+    })
+}
+
+fn parse(line: &str) -> Result<Request, ErrorReply> {
+    let value: serde_json::Value = serde_json::from_str(line).map_err(|e| ErrorReply {
+        error: ErrorCode::BadJson,
+        message: format!(
+            "not JSON ({e}); send one JSON object per line, e.g. {{\"request\":\"sessions\"}}"
+        ),
+    })?;
+    serde_json::from_value(value).map_err(|e| ErrorReply {
+        error: ErrorCode::BadRequest,
+        message: format!(
+            "not a request this relay understands ({e}); requests: hello, sessions, session, \
+             close-session, events, config-get, config-edit, stop (see docs/CONTROL.md)"
+        ),
+    })
+}
+
+enum Answer {
+    /// A whole `{"ok":true,...}` line.
+    Reply(String),
+    Error(ErrorReply),
+    /// The answer, then every new event until the client goes.
+    Follow(EventsReply, broadcast::Receiver<RelayEvent>),
+}
+
+/// `{"ok": true}` plus the fields of `body`.
+fn ok<T: Serialize>(body: &T) -> Answer {
+    match ok_line(body) {
+        Ok(text) => Answer::Reply(text),
+        Err(e) => Answer::Error(e),
+    }
+}
+
+fn ok_line<T: Serialize>(body: &T) -> Result<String, ErrorReply> {
+    let failed = |e: serde_json::Error| ErrorReply {
+        error: ErrorCode::Failed,
+        message: format!("cannot encode the answer: {e}"),
+    };
+    let mut value = serde_json::to_value(body).map_err(failed)?;
+    if let Some(map) = value.as_object_mut() {
+        map.insert("ok".into(), true.into());
+    }
+    serde_json::to_string(&value).map_err(failed)
+}
+
+/// One request, one handler.
+fn handle(control: &Control, request: Request) -> Answer {
+    match request {
+        Request::Hello => ok(&HelloReply {
+            hello: control.hello(),
+        }),
+        Request::Sessions { domain } => ok(&sessions(control, domain.as_deref())),
+        Request::Session { id } => match session(control, id) {
+            Ok(reply) => ok(&reply),
+            Err(e) => Answer::Error(e),
+        },
+        Request::CloseSession { id, code, reason } => {
+            match close_session(control, id, code, reason) {
+                Ok(reply) => ok(&reply),
+                Err(e) => Answer::Error(e),
+            }
+        }
+        Request::Events { follow } => {
+            let (events, rx) = control.events.recent(follow);
+            let reply = EventsReply {
+                events,
+                following: follow,
+            };
+            match rx {
+                Some(rx) => Answer::Follow(reply, rx),
+                None => ok(&reply),
+            }
+        }
+        Request::ConfigGet => ok(&control.config.get()),
+        Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
+            Ok((config, _)) => {
+                control.relay.apply_config(config);
+                control.relay.emit(RelayEvent::ConfigApplied {
+                    at: SystemTime::now(),
+                    detail: format!("{} (over the control socket)", edit.describe()),
+                });
+                ok(&control.config.get())
+            }
+            Err(e) => Answer::Error(e),
+        },
+        Request::Stop => {
+            control.stop.cancel();
+            ok(&StoppingReply { stopping: true })
+        }
+    }
+}
+
+fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
+    let now = tokio::time::Instant::now();
+    let mut stats = control.relay.registry().sessions();
+    if let Some(d) = domain {
+        stats.retain(|s| s.domain.eq_ignore_ascii_case(d));
+    }
+    stats.sort_by_key(|s| s.id);
+    SessionsReply {
+        sessions: stats
+            .iter()
+            .map(|s| SessionInfo::of_stats(s, now))
+            .collect(),
+    }
+}
+
+fn unknown_session(id: SessionId) -> ErrorReply {
+    ErrorReply {
+        error: ErrorCode::UnknownSession,
+        message: format!("no live session #{id}; `ecdn-console sessions` lists the live ones"),
+    }
+}
+
+fn session(control: &Control, id: SessionId) -> Result<SessionReply, ErrorReply> {
+    let stats = control
+        .relay
+        .registry()
+        .get(id)
+        .ok_or_else(|| unknown_session(id))?;
+    let now = tokio::time::Instant::now();
+    Ok(SessionReply {
+        session: SessionDetail {
+            session: SessionInfo::of_stats(&stats, now),
+            recent_frames: stats.recent_frames().iter().map(FrameInfo::of).collect(),
+        },
+    })
+}
+
+/// Close codes an endpoint may send (RFC 6455 §7.4, IANA registry).
+pub fn valid_close_code(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+}
+
+/// A close reason must fit a control frame (125 bytes with the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+fn close_session(
+    control: &Control,
+    id: SessionId,
+    code: Option<u16>,
+    reason: Option<String>,
+) -> Result<ClosedReply, ErrorReply> {
+    let code = code.unwrap_or(1001);
+    if !valid_close_code(code) {
+        return Err(ErrorReply {
+            error: ErrorCode::BadCloseCode,
+            message: format!(
+                "close code {code} may not be sent; use 1000-1003, 1007-1014 or 3000-4999 (default 1001)"
+            ),
+        });
+    }
+    let reason = reason.unwrap_or_else(|| "closed by operator".into());
+    if reason.len() > MAX_CLOSE_REASON {
+        return Err(ErrorReply {
+            error: ErrorCode::BadCloseCode,
+            message: format!(
+                "close reason is {} bytes; a close frame holds at most {MAX_CLOSE_REASON}",
+                reason.len()
+            ),
+        });
+    }
+    let stats = control
+        .relay
+        .registry()
+        .get(id)
+        .ok_or_else(|| unknown_session(id))?;
+    stats.request_close_with(CloseInfo::new(code, reason.clone()));
+    Ok(ClosedReply {
+        closing: id,
+        code,
+        reason,
+    })
+}
+
+/// Streams events until the client goes or falls too far behind.
+async fn follow(out: &mut Out, mut rx: broadcast::Receiver<RelayEvent>) {
+    loop {
+        match rx.recv().await {
+            Ok(event) => {
+                if out.line(&EventLine { event }).await.is_err() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(n)) => {
+                let _ = out
+                    .error(&ErrorReply {
+                        error: ErrorCode::Lagged,
+                        message: format!(
+                            "this client fell {n} events behind and is dropped; reconnect"
+                        ),
+                    })
+                    .await;
+                return;
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A client's write half; every write is bounded in time.
+struct Out(OwnedWriteHalf);
+
+impl Out {
+    async fn raw(&mut self, text: &str) -> std::io::Result<()> {
+        let mut buf = Vec::with_capacity(text.len() + 1);
+        buf.extend_from_slice(text.as_bytes());
+        buf.push(b'\n');
+        match tokio::time::timeout(WRITE_TIMEOUT, self.0.write_all(&buf)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "control client does not read",
+            )),
+        }
+    }
+
+    async fn line<T: Serialize>(&mut self, body: &T) -> std::io::Result<()> {
+        let text = serde_json::to_string(body).map_err(std::io::Error::other)?;
+        self.raw(&text).await
+    }
+
+    async fn ok<T: Serialize>(&mut self, body: &T) -> std::io::Result<()> {
+        match ok_line(body) {
+            Ok(text) => self.raw(&text).await,
+            Err(e) => self.error(&e).await,
+        }
+    }
+
+    async fn error(&mut self, e: &ErrorReply) -> std::io::Result<()> {
+        let mut value = serde_json::json!({ "ok": false });
+        if let (Some(map), Ok(serde_json::Value::Object(fields))) =
+            (value.as_object_mut(), serde_json::to_value(e))
+        {
+            map.extend(fields);
+        }
+        self.raw(&value.to_string()).await
+    }
+}

@@ -1,0 +1,509 @@
+//! The control socket and the shell commands over it, against a real
+//! `serve` process: `sessions`, `close-session`, `events`, `stop`, their
+//! failures (no relay → 3, unknown id → 2), permissions, a peer of another
+//! uid, malformed input, a stale and a live socket.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use ecdn_console::origin::OriginOptions;
+use futures_util::SinkExt;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::UnixStream;
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
+
+struct Serve {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+    addr: std::net::SocketAddr,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+/// `serve` on a config in a fresh directory, its control socket at
+/// `run/relay.sock` unless `relay_extra` says otherwise.
+async fn serve(relay_extra: &str) -> Serve {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = if relay_extra.is_empty() {
+        "control-socket = \"run/relay.sock\"".to_string()
+    } else {
+        relay_extra.to_string()
+    };
+    let text = format!(
+        "# comment kept\n[relay]\nlisten = \"127.0.0.1:0\"\n{extra}\n\n[[domain]]\nname = \"app.test\"\n\
+         acceleration = \"full-site\"\norigins = [\"{origin}\"]\nwebsocket = {{ switch = \"on\", timeout = 100 }}\n\n\
+         [[domain]]\nname = \"other.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n"
+    );
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("serve")
+        .env("XDG_RUNTIME_DIR", dir.path().join("xdg"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a first line");
+    let addr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let second = lines.next_line().await.unwrap().expect("the control line");
+    let socket = PathBuf::from(
+        second
+            .split("control socket at ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no control socket in {second:?}")),
+    );
+    Serve {
+        child,
+        lines,
+        addr,
+        socket,
+        dir,
+    }
+}
+
+impl Serve {
+    async fn line_with(&mut self, needle: &str) -> String {
+        timeout(Duration::from_secs(5), async {
+            loop {
+                let line = self.lines.next_line().await.unwrap().expect("serve runs");
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("c.toml")
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str]) -> Out {
+    let out = Command::new(BIN).args(args).output().await.unwrap();
+    Out {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+async fn sessions_json(socket: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
+    let mut args = vec!["sessions", "--json", "--socket", s(socket)];
+    args.extend_from_slice(extra);
+    let out = run(&args).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    serde_json::from_str::<serde_json::Value>(&out.stdout)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+#[tokio::test]
+async fn sessions_lists_live_sessions_with_a_domain_filter() {
+    let mut relay = serve("").await;
+    let _a = connect(relay.addr, "app.test").await;
+    let _b = connect(relay.addr, "other.test").await;
+    relay.line_with("opened  #2").await;
+
+    let all = sessions_json(&relay.socket, &[]).await;
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["id"], 1);
+    assert_eq!(all[0]["domain"], "app.test");
+    assert_eq!(all[0]["timeout_secs"], 100.0);
+    assert_eq!(all[1]["domain"], "other.test");
+    assert_eq!(all[1]["timeout_secs"], 15.0);
+
+    let only = sessions_json(&relay.socket, &["--domain", "APP.test"]).await;
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0]["id"], 1);
+
+    // The socket implied by --config (its control-socket key) works too.
+    let out = run(&["--config", s(&relay.config()), "sessions"]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.starts_with("Id  "), "{}", out.stdout);
+    assert!(out.stdout.contains("app.test") && out.stdout.contains("other.test"));
+    assert!(out.stdout.contains("/ 100 s"), "{}", out.stdout);
+}
+
+#[tokio::test]
+async fn close_session_sends_the_close_asked_for_and_unknown_ids_are_bad_input() {
+    let mut relay = serve("").await;
+    let mut a = connect(relay.addr, "app.test").await;
+    let mut b = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #2").await;
+
+    let out = run(&[
+        "close-session",
+        "1",
+        "--code",
+        "4000",
+        "--reason",
+        "maintenance",
+        "--socket",
+        s(&relay.socket),
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("closing session #1 with 4000"),
+        "{}",
+        out.stdout
+    );
+    let frame = timeout(Duration::from_secs(5), next_close(&mut a))
+        .await
+        .unwrap();
+    assert_eq!(code(&frame), Some(4000));
+    assert_eq!(reason(&frame), "maintenance");
+
+    let out = run(&["close-session", "2", "--socket", s(&relay.socket)]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let frame = timeout(Duration::from_secs(5), next_close(&mut b))
+        .await
+        .unwrap();
+    assert_eq!(code(&frame), Some(1001));
+    assert_eq!(reason(&frame), "closed by operator");
+
+    let out = run(&["close-session", "99", "--socket", s(&relay.socket)]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(out.stderr.contains("no live session #99"), "{}", out.stderr);
+
+    let out = run(&[
+        "close-session",
+        "1",
+        "--code",
+        "1006",
+        "--socket",
+        s(&relay.socket),
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("close code 1006 may not be sent"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test]
+async fn events_show_the_recent_ring_and_follow_new_ones() {
+    let mut relay = serve("").await;
+    let mut a = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #1").await;
+    // The ring fills from the owner's reading of the event stream.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let out = run(&["events", "--socket", s(&relay.socket)]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("opened  #1 app.test"), "{}", out.stdout);
+
+    let mut follower = Command::new(BIN)
+        .args(["events", "--follow", "--json", "--socket", s(&relay.socket)])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+    assert_eq!(first["event"], "opened");
+    a.send(Message::Close(None)).await.unwrap();
+    let closed = timeout(Duration::from_secs(5), async {
+        loop {
+            let line = lines.next_line().await.unwrap().unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if v["event"] == "closed" {
+                return v;
+            }
+        }
+    })
+    .await
+    .expect("the close is followed");
+    assert_eq!(closed["id"], 1);
+    assert_eq!(closed["cause"]["kind"], "client-closed");
+}
+
+#[tokio::test]
+async fn stop_stops_the_relay_and_then_no_relay_answers() {
+    let mut relay = serve("").await;
+    let out = run(&["stop", "--socket", s(&relay.socket)]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(out.stdout.contains("is stopping"), "{}", out.stdout);
+    let status = timeout(Duration::from_secs(5), relay.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(!relay.socket.exists(), "the socket file is removed on exit");
+
+    for args in [
+        vec!["sessions"],
+        vec!["events"],
+        vec!["stop"],
+        vec!["close-session", "1"],
+    ] {
+        let mut args = args.clone();
+        args.extend(["--socket", s(&relay.socket)]);
+        let out = run(&args).await;
+        assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.contains("no relay answers on") && out.stderr.contains(s(&relay.socket)),
+            "{}",
+            out.stderr
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_default_socket_is_0600_in_a_0700_directory() {
+    let relay = serve("# default socket").await;
+    let dir = relay.dir.path().join("xdg").join("ecdn-console");
+    let expected = dir.join(format!("relay-127.0.0.1-{}.sock", relay.addr.port()));
+    assert_eq!(relay.socket, expected);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&relay.socket), 0o600);
+    assert_eq!(sessions_json(&relay.socket, &[]).await.len(), 0);
+}
+
+#[tokio::test]
+async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
+    let relay = serve("").await;
+    // A second relay on the same control socket: refused, the first unharmed.
+    let out = Command::new(BIN)
+        .args(["--config", s(&relay.config()), "serve"])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another relay already answers on the control socket"),
+        "{stderr}"
+    );
+    assert_eq!(sessions_json(&relay.socket, &[]).await.len(), 0);
+
+    // A socket file nobody listens on (a relay killed with SIGKILL).
+    let dir = tempfile::tempdir().unwrap();
+    let stale = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert!(stale.exists());
+    let text = std::fs::read_to_string(relay.config())
+        .unwrap()
+        .replace("run/relay.sock", s(&stale));
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, text).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--config", s(&path), "serve"])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    lines.next_line().await.unwrap();
+    let control = lines.next_line().await.unwrap().unwrap();
+    assert!(control.contains("stale.sock"), "{control}");
+    assert_eq!(sessions_json(&stale, &[]).await.len(), 0);
+}
+
+/// A raw client: the hello, then one answer per line sent.
+struct Raw {
+    lines: Lines<BufReader<tokio::net::unix::OwnedReadHalf>>,
+    write: tokio::net::unix::OwnedWriteHalf,
+}
+
+impl Raw {
+    async fn connect(path: &Path) -> (Raw, serde_json::Value) {
+        let (read, write) = UnixStream::connect(path).await.unwrap().into_split();
+        let mut raw = Raw {
+            lines: BufReader::new(read).lines(),
+            write,
+        };
+        let hello = raw.read().await.expect("a hello");
+        (raw, hello)
+    }
+
+    async fn read(&mut self) -> Option<serde_json::Value> {
+        let line = timeout(Duration::from_secs(5), self.lines.next_line())
+            .await
+            .unwrap()
+            .ok()??;
+        Some(serde_json::from_str(&line).unwrap())
+    }
+
+    async fn ask(&mut self, line: &[u8]) -> Option<serde_json::Value> {
+        self.write.write_all(line).await.ok()?;
+        self.read().await
+    }
+}
+
+#[tokio::test]
+async fn malformed_input_gets_clear_answers_and_disturbs_nobody() {
+    let mut relay = serve("").await;
+    let mut ws = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #1").await;
+
+    let (mut raw, hello) = Raw::connect(&relay.socket).await;
+    assert_eq!(hello["hello"], "ecdn-console-control");
+    assert_eq!(hello["version"], 1);
+    assert_eq!(hello["mode"], "serve");
+
+    let a = raw.ask(b"this is not json\n").await.unwrap();
+    assert_eq!(
+        (a["ok"].clone(), a["error"].clone()),
+        (false.into(), "bad-json".into())
+    );
+    let a = raw.ask(b"{\"request\":\"explode\"}\n").await.unwrap();
+    assert_eq!(a["error"], "bad-request");
+    assert!(a["message"].as_str().unwrap().contains("sessions"), "{a}");
+    let a = raw
+        .ask(b"{\"request\":\"session\",\"id\":\"one\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(a["error"], "bad-request");
+    // The same connection still serves good requests.
+    let a = raw.ask(b"\n{\"request\":\"sessions\"}\n").await.unwrap();
+    assert_eq!(a["ok"], true);
+    assert_eq!(a["sessions"].as_array().unwrap().len(), 1);
+
+    // An endless line: answered and dropped.
+    let (mut long, _) = Raw::connect(&relay.socket).await;
+    let a = long.ask(&vec![b'x'; 100 * 1024]).await.unwrap();
+    assert_eq!(a["error"], "too-long");
+    assert!(long.read().await.is_none(), "dropped after a too-long line");
+
+    // A client that asks and never reads its answers.
+    let (mut deaf, _) = Raw::connect(&relay.socket).await;
+    for _ in 0..2000 {
+        if deaf
+            .write
+            .write_all(b"{\"request\":\"sessions\"}\n")
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    // Meanwhile other clients and the session itself are served.
+    let a = raw.ask(b"{\"request\":\"config-get\"}\n").await.unwrap();
+    assert!(a["text"].as_str().unwrap().contains("# comment kept"));
+    ws.send(Message::Text("still here".into())).await.unwrap();
+    let echo = timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(echo, Message::Text("still here".into()));
+}
+
+#[tokio::test]
+async fn config_edits_carry_a_version_and_a_stale_one_is_a_conflict() {
+    let mut relay = serve("").await;
+    let (mut raw, hello) = Raw::connect(&relay.socket).await;
+    let version = hello["config_version"].as_u64().unwrap();
+    let edit = |v: u64, t: u16| {
+        format!(
+            "{{\"request\":\"config-edit\",\"version\":{v},\"edit\":{{\"edit\":\"set-websocket\",\"domain\":\"app.test\",\"timeout\":{t}}}}}\n"
+        )
+    };
+    let a = raw.ask(edit(version, 45).as_bytes()).await.unwrap();
+    assert_eq!(a["ok"], true, "{a}");
+    assert_eq!(a["version"], version + 1);
+    relay.line_with("over the control socket").await;
+    let saved = std::fs::read_to_string(relay.config()).unwrap();
+    assert!(
+        saved.contains("timeout = 45") && saved.contains("# comment kept"),
+        "{saved}"
+    );
+
+    // An edit made on the old version is refused and changes nothing.
+    let a = raw.ask(edit(version, 30).as_bytes()).await.unwrap();
+    assert_eq!(a["error"], "conflict", "{a}");
+    assert_eq!(std::fs::read_to_string(relay.config()).unwrap(), saved);
+    // A rule violation is refused with the rule's words.
+    let a = raw.ask(edit(version + 1, 301).as_bytes()).await.unwrap();
+    assert_eq!(a["error"], "invalid", "{a}");
+    assert!(a["message"].as_str().unwrap().contains("301"), "{a}");
+}
+
+#[tokio::test]
+async fn a_peer_of_another_uid_is_refused_and_the_refusal_is_an_event() {
+    if std::process::Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIP: setpriv is not installed (util-linux); cannot run a client as nobody");
+        return;
+    }
+    if !nix_is_root() {
+        eprintln!("SKIP: setpriv needs root to run a client as nobody");
+        return;
+    }
+    let mut relay = serve("").await;
+    // Open the way through the file permissions so that only the peer
+    // credential check stands between nobody and the relay.
+    for dir in [relay.dir.path(), relay.socket.parent().unwrap()] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(&relay.socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid",
+            "nobody",
+            "--regid",
+            "nogroup",
+            "--clear-groups",
+            BIN,
+        ])
+        .args(["sessions", "--socket", s(&relay.socket)])
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not the relay's uid"), "{stderr}");
+    relay.line_with("control refused uid=65534").await;
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .map(|s| {
+            s.lines()
+                .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
+}

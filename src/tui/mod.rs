@@ -2,6 +2,7 @@
 //! events, relay events and signals into actions, carries out effects, and
 //! draws — only when something changed, at a capped frame rate.
 
+pub mod cloud;
 pub mod effects;
 pub mod terminal;
 
@@ -271,13 +272,13 @@ fn publish(control: Option<&Arc<Control>>, event: &RelayEvent) {
 
 /// Each frame is wrapped in synchronized-update escapes, so slow links
 /// never show half a frame.
-fn draw(guard: &mut TerminalGuard, app: &App, theme: &Theme) -> io::Result<()> {
+pub(crate) fn draw(guard: &mut TerminalGuard, app: &App, theme: &Theme) -> io::Result<()> {
     queue!(guard.terminal.backend_mut(), BeginSynchronizedUpdate)?;
     guard.terminal.draw(|frame| ui::render(frame, app, theme))?;
     execute!(guard.terminal.backend_mut(), EndSynchronizedUpdate)
 }
 
-fn action_for_event(app: &App, guard: &TerminalGuard, event: &Event) -> Option<Action> {
+pub(crate) fn action_for_event(app: &App, guard: &TerminalGuard, event: &Event) -> Option<Action> {
     match event {
         Event::Key(key) => app.action_for_key(key),
         // Only arrives with --mouse (capture is off otherwise).

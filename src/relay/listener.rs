@@ -440,8 +440,11 @@ fn run_session<C: RawIo, O: RawIo>(
     setup: SessionSetup,
 ) -> impl std::future::Future<Output = ()> + Send {
     session::run(client, origin, setup).map(move |end| {
-        let stats = guard.stats();
-        slot.0.registry.record_close(stats, &end.cause, end.idle);
+        let stats = guard.stats().clone();
+        slot.0.registry.record_close(&stats, &end.cause, end.idle);
+        // Out of the session table before anyone hears it closed: a reader
+        // of the Closed event must not still find the session live.
+        drop(guard);
         slot.0.events.emit(RelayEvent::Closed {
             id: stats.id,
             at: SystemTime::now(),

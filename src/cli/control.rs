@@ -63,6 +63,12 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -263,4 +269,17 @@ pub fn stop(args: &StopArgs, config_path: Option<&Path>, out: &mut dyn Write) ->
     })?;
     writeln!(out, "relay {listen} (pid {pid}) is stopping, as on SIGTERM")?;
     Ok(())
+}
+
+/// `attach`: the console on the relay answering on the socket.
+pub fn attach(
+    args: &AttachArgs,
+    config_path: Option<&Path>,
+    console: &crate::tui::Options,
+) -> Result<()> {
+    let path = resolve_socket(&args.socket, config_path)?;
+    crate::tui::attach::run(console, &path, None).map_err(|e| match e.downcast::<ClientError>() {
+        Ok(client) => cli_error(client),
+        Err(e) => e,
+    })
 }

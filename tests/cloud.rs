@@ -583,3 +583,67 @@ fn endpoint_and_profile_need_cloud() {
     assert_code(&out, 2);
     assert_contains(&out.stderr, "--cloud");
 }
+
+/// HTTPS is verified against the web PKI roots: a loopback server with a
+/// certificate of a private CA is refused during the TLS handshake, so no
+/// signed request (and no token) ever reaches it.
+#[test]
+fn https_to_a_certificate_outside_the_web_pki_is_refused() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (connections, handshakes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (c, h) = (connections.clone(), handshakes.clone());
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                c.fetch_add(1, Ordering::SeqCst);
+                if acceptor.accept(tcp).await.is_ok() {
+                    h.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        });
+    });
+    let home = home();
+    let endpoint = format!("https://localhost:{port}");
+    let out = run(
+        home.path(),
+        ENV,
+        &["domains", "--cloud", "--endpoint", &endpoint],
+    );
+    assert_code(&out, 1);
+    assert_contains(&out.stderr, "certificate");
+    assert!(
+        connections.load(Ordering::SeqCst) >= 1,
+        "the client did connect"
+    );
+    assert_eq!(
+        handshakes.load(Ordering::SeqCst),
+        0,
+        "no TLS session was established"
+    );
+}

@@ -51,8 +51,9 @@ async fn a_drain_keeps_sessions_until_the_timeout_then_closes_them_with_1001() {
     echo(&mut stays, "before").await;
     assert_eq!(serve.admin_request("GET", "/readyz").await.0, 200);
 
-    serve.signal("TERM");
+    // Taken before the signal: the relay's drain clock starts after it.
     let sent = Instant::now();
+    serve.signal("TERM");
     serve.line_with("draining").await;
     // At once: not ready, and the listener is closed.
     assert_eq!(

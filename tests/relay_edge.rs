@@ -360,23 +360,24 @@ async fn a_101_that_is_not_a_websocket_upgrade_or_adds_an_extension_is_502() {
     }
 }
 
-#[tokio::test]
-async fn an_origins_refusal_reaches_the_client_with_its_headers_and_body() {
-    let (origin, _view) = scripted_origin(
-        |_| {
-            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n\
-              Connection: close, X-Origin-Hop\r\nX-Origin-Hop: 1\r\nContent-Length: 12\r\n\r\nlog in first"
-                .to_vec()
-        },
-        None,
-    )
-    .await;
+/// What a client reads when the origin answers its upgrade with `answer`.
+async fn answer_through(answer: Answer) -> String {
+    let (origin, _view) = scripted_origin(answer, None).await;
     let (relay, _events) = relay_to(origin).await;
-    let response = exchange(
+    exchange(
         relay.local_addr(),
         &request_with("/", "Host: app.test\r\n", ""),
     )
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn an_origins_refusal_reaches_the_client_with_its_headers_and_body() {
+    let response = answer_through(|_| {
+            b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer realm=\"chat\"\r\n\
+              Connection: close, X-Origin-Hop\r\nX-Origin-Hop: 1\r\nContent-Length: 12\r\n\r\nlog in first"
+                .to_vec()
+        }).await;
     assert!(
         response.starts_with("HTTP/1.1 401 Unauthorized\r\n"),
         "{response}"
@@ -392,17 +393,8 @@ async fn an_origins_refusal_reaches_the_client_with_its_headers_and_body() {
 
 #[tokio::test]
 async fn a_204_or_a_chunked_refusal_is_passed_on_well_formed() {
-    let (origin, _view) = scripted_origin(
-        |_| b"HTTP/1.1 204 No Content\r\nX-Why: none\r\n\r\n".to_vec(),
-        None,
-    )
-    .await;
-    let (relay, _events) = relay_to(origin).await;
-    let response = exchange(
-        relay.local_addr(),
-        &request_with("/", "Host: app.test\r\n", ""),
-    )
-    .await;
+    let response =
+        answer_through(|_| b"HTTP/1.1 204 No Content\r\nX-Why: none\r\n\r\n".to_vec()).await;
     assert!(
         response.starts_with("HTTP/1.1 204 No Content\r\n"),
         "{response}"
@@ -413,17 +405,7 @@ async fn a_204_or_a_chunked_refusal_is_passed_on_well_formed() {
     );
     assert!(!response.contains("Content-Length"), "{response}");
 
-    let (origin, _view) = scripted_origin(
-        |_| b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n7\r\nallowed\r\n0\r\n\r\n".to_vec(),
-        None,
-    )
-    .await;
-    let (relay, _events) = relay_to(origin).await;
-    let response = exchange(
-        relay.local_addr(),
-        &request_with("/", "Host: app.test\r\n", ""),
-    )
-    .await;
+    let response = answer_through(|_| b"HTTP/1.1 403 Forbidden\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nnot \r\n7\r\nallowed\r\n0\r\n\r\n".to_vec()).await;
     assert!(
         response.starts_with("HTTP/1.1 403 Forbidden\r\n"),
         "{response}"
@@ -441,17 +423,7 @@ async fn a_204_or_a_chunked_refusal_is_passed_on_well_formed() {
 async fn a_frame_length_with_the_top_bit_set_is_a_protocol_error_1002() {
     let origin = echo_origin(OriginOptions::default()).await;
     let (relay, _events) = relay_to(origin).await;
-    let mut stream = TcpStream::connect(relay.local_addr()).await.unwrap();
-    stream
-        .write_all(&upgrade_request("app.test"))
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
+    let mut stream = raw_client(relay.local_addr()).await;
     // Binary, masked, 64-bit length 0x8000_0000_0000_0000 (RFC 6455 §5.2:
     // the most significant bit MUST be 0).
     let mut frame = vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0];

@@ -193,27 +193,6 @@ async fn an_oversized_message_is_closed_with_1009() {
     assert_eq!(cause, CloseCause::MessageTooBig { from_client: true });
 }
 
-/// A raw client: handshake by hand, then bytes.
-async fn raw_client(relay: std::net::SocketAddr) -> TcpStream {
-    let mut stream = TcpStream::connect(relay).await.unwrap();
-    stream
-        .write_all(&upgrade_request("app.test"))
-        .await
-        .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    stream
-}
-
 #[tokio::test]
 async fn garbage_from_a_client_closes_only_that_session() {
     let (origin, mut seen, _send) = recording_origin().await;

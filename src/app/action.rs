@@ -50,6 +50,8 @@ pub enum Command {
     Reload,
     /// Jump to a menu entry (mouse click, digit keys on the menu).
     Goto(Screen),
+    /// Measure a Tencent Cloud domain's idle timeout on its edge.
+    Probe,
 }
 
 /// Input to [`update`](super::update).
@@ -69,6 +71,8 @@ pub enum Action {
     SaveFailed(SaveError),
     /// The runner re-read the file.
     Reloaded(Result<Arc<Config>, SaveError>),
+    /// A result of the Tencent Cloud runner's background work.
+    Cloud(super::cloud::CloudEvent),
 }
 
 impl From<Command> for Action {
@@ -90,6 +94,11 @@ pub enum Effect {
     /// Close one session with 1001 `closed by operator`.
     CloseSession(SessionId),
     Quit,
+    /// List the Tencent Cloud account's domains (again), answering with
+    /// `Cloud(Progress)`s and then `Cloud(Loaded)` or `Cloud(LoadFailed)`.
+    LoadCloud,
+    /// A silent probe of `wss://DOMAIN/`, answering with `Cloud(Probed)`.
+    Probe(String),
 }
 
 /// Why a save failed, in a form the UI can explain.
@@ -101,6 +110,8 @@ pub enum SaveErrorKind {
     Invalid,
     /// Reading or writing the file failed.
     Io,
+    /// Tencent Cloud refused the change, or could not be reached.
+    Refused,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,6 +131,9 @@ impl SaveError {
             SaveErrorKind::Invalid => "Correct the value; nothing was saved.",
             SaveErrorKind::Io => {
                 "Nothing was saved and the file is unchanged. Fix the cause, then OK again."
+            }
+            SaveErrorKind::Refused => {
+                "Nothing changed on the account. Fix the cause, then OK again."
             }
         }
     }

@@ -263,6 +263,46 @@ pub const MANAGE_SESSIONS: &[Binding] = manage_tab![
     cmd(&[Char('x')], Command::CloseSession, "close session"),
 ];
 
+/// The domain list of a Tencent Cloud account: no add, delete or
+/// online/offline (the account's own console does those).
+pub const CLOUD_DOMAINS: &[Binding] = list_screen![
+    cmd(ENTER, Command::Open, "manage"),
+    cmd(&[Char('e')], Command::Edit, "timeout"),
+    cmd(&[Char('/')], Command::Filter, "filter"),
+    cmd(&[Char('r')], Command::Reload, "reload from Tencent Cloud"),
+];
+
+/// A Tencent Cloud domain's Manage tab: `p` probes its edge on every tab.
+macro_rules! cloud_manage_tab {
+    ($($binding:expr),* $(,)?) => {
+        &[
+            cmd(&[Key(K::Tab)], Command::NextTab, "tabs"),
+            more(&[Key(K::BackTab)], Command::PrevTab, "previous tab"),
+            more(&[Key(K::Right), Char('l')], Command::NextTab, "next tab"),
+            more(&[Key(K::Left), Char('h')], Command::PrevTab, "previous tab"),
+            $($binding,)*
+            cmd(&[Char('p')], Command::Probe, "probe the edge"),
+            more(&[Char('r')], Command::Reload, "reload from Tencent Cloud"),
+            BACK_BINDING,
+        ]
+    };
+}
+
+pub const CLOUD_MANAGE_BASIC: &[Binding] =
+    cloud_manage_tab![cmd(&[Char('e')], Command::Edit, "edit timeout")];
+
+pub const CLOUD_MANAGE_ORIGIN: &[Binding] = cloud_manage_tab![];
+
+pub const CLOUD_MANAGE_ADVANCED: &[Binding] = cloud_manage_tab![
+    cmd(&[Char('e')], Command::Edit, "edit"),
+    cmd(&[Char(' ')], Command::Toggle, "switch"),
+];
+
+pub const CLOUD_MANAGE_SESSIONS: &[Binding] = cloud_manage_tab![];
+
+/// Live Sessions and the Event Log on an account: nothing to act on.
+pub const CLOUD_NO_SESSIONS: &[Binding] = &[FOCUS_MENU, BACK_BINDING];
+
 pub const SESSIONS: &[Binding] = list_screen![
     cmd(ENTER, Command::Open, "frames"),
     cmd(&[Char('x')], Command::CloseSession, "close"),
@@ -371,6 +411,11 @@ pub enum Context {
     Domains,
     Filter,
     Manage(ManageTab),
+    /// The domain list and Manage tabs on a Tencent Cloud account.
+    CloudDomains,
+    CloudManage(ManageTab),
+    /// Live Sessions and the Event Log on a Tencent Cloud account.
+    CloudNoSessions,
     Sessions,
     SessionDetail,
     Events,
@@ -392,6 +437,12 @@ impl Context {
             Context::Manage(ManageTab::Origin) => MANAGE_ORIGIN,
             Context::Manage(ManageTab::Advanced) => MANAGE_ADVANCED,
             Context::Manage(ManageTab::Sessions) => MANAGE_SESSIONS,
+            Context::CloudDomains => CLOUD_DOMAINS,
+            Context::CloudManage(ManageTab::Basic) => CLOUD_MANAGE_BASIC,
+            Context::CloudManage(ManageTab::Origin) => CLOUD_MANAGE_ORIGIN,
+            Context::CloudManage(ManageTab::Advanced) => CLOUD_MANAGE_ADVANCED,
+            Context::CloudManage(ManageTab::Sessions) => CLOUD_MANAGE_SESSIONS,
+            Context::CloudNoSessions => CLOUD_NO_SESSIONS,
             Context::Sessions => SESSIONS,
             Context::SessionDetail => SESSION_DETAIL,
             Context::Events => EVENTS,
@@ -415,6 +466,9 @@ impl Context {
             Context::Domains => "Domain list",
             Context::Filter => "Filter",
             Context::Manage(_) => "Manage domain",
+            Context::CloudDomains => "Domain list (Tencent Cloud)",
+            Context::CloudManage(_) => "Manage domain (Tencent Cloud)",
+            Context::CloudNoSessions => "Sessions (Tencent Cloud)",
             Context::Sessions => "Live Sessions",
             Context::SessionDetail => "Session",
             Context::Events => "Event Log",
@@ -459,6 +513,17 @@ fn adjust_step(key: &KeyEvent) -> i16 {
         1
     };
     if big { sign * 10 } else { sign }
+}
+
+/// How the keys bound to `command` in `context` are written (`e`,
+/// `Space`), for hints inside a screen: from the same table, so they
+/// never drift from what the keys do.
+pub fn keys_for(context: Context, command: Command) -> Option<String> {
+    context
+        .table()
+        .iter()
+        .find(|b| b.bound == Bound::Cmd(command))
+        .map(Binding::keys_label)
 }
 
 /// The footer's bindings for a context: its own, then the global ones.

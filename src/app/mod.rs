@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod advice;
+pub mod cloud;
 pub mod dialog;
 pub mod keymap;
 pub mod list;
@@ -23,6 +24,7 @@ use tui_input::Input;
 
 pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
 pub use advice::{Recommendation, WhatIf};
+pub use cloud::{CloudEvent, CloudView, DomainSource, LoadState, ProbeResult, ProbeState};
 pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
 pub use keymap::Context;
 pub use list::ListCursor;
@@ -279,6 +281,8 @@ pub struct App {
     /// Live sessions per domain name as the relay registered it (the
     /// config's spelling); looked up case-insensitively.
     live_per_domain: HashMap<Arc<str>, usize>,
+    /// A file (the default) or a Tencent Cloud account.
+    pub source: DomainSource,
     /// The relay's evidence counts per domain over the last 10 minutes.
     recent: Vec<(Arc<str>, DomainCounts)>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
@@ -309,6 +313,7 @@ impl App {
             status: None,
             live: Vec::new(),
             live_per_domain: HashMap::new(),
+            source: DomainSource::File,
             recent: Vec::new(),
             cut_while_alive: HashSet::new(),
         }
@@ -466,6 +471,12 @@ impl App {
         }
         match self.screen {
             Screen::Overview => Context::Overview,
+            Screen::Sessions | Screen::Events if self.is_cloud() => Context::CloudNoSessions,
+            Screen::Domains if self.is_cloud() => match &self.domains.manage {
+                Some(m) => Context::CloudManage(m.tab),
+                None if self.domains.filtering => Context::Filter,
+                None => Context::CloudDomains,
+            },
             Screen::Domains => match &self.domains.manage {
                 Some(m) if m.detail.is_some() => Context::SessionDetail,
                 Some(m) => Context::Manage(m.tab),

@@ -25,6 +25,7 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Reloaded(result) => reloaded(app, result),
+        Action::Cloud(event) => super::cloud::event(app, event),
     }
 }
 
@@ -55,12 +56,18 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
         Context::Message => message(app, cmd),
         Context::Menu => menu(app, cmd),
         Context::Overview => overview(app, cmd),
-        Context::Domains => domain_list(app, cmd),
+        Context::Domains | Context::CloudDomains => domain_list(app, cmd),
         Context::Filter => {
             filter(app, cmd);
             Vec::new()
         }
-        Context::Manage(_) => manage(app, cmd),
+        Context::Manage(_) | Context::CloudManage(_) => manage(app, cmd),
+        Context::CloudNoSessions => {
+            if matches!(cmd, Command::Back | Command::FocusOther) {
+                app.focus = Focus::Menu;
+            }
+            Vec::new()
+        }
         Context::Sessions => sessions(app, cmd),
         Context::SessionDetail => session_detail(app, cmd),
         Context::Events => {
@@ -195,7 +202,7 @@ fn domain_list(app: &mut App, cmd: Command) -> Vec<Effect> {
                 return toggle_online(app, &name);
             }
         }
-        Command::Reload => return vec![Effect::Reload],
+        Command::Reload => return vec![super::cloud::reload(app)],
         Command::Back if !app.domains.filter.value().is_empty() => {
             app.domains.filter.reset();
             app.domains.cursor.first();
@@ -314,7 +321,8 @@ fn manage(app: &mut App, cmd: Command) -> Vec<Effect> {
         },
         Command::Toggle if tab == ManageTab::Advanced => open_ws_dialog(app, &name, true),
         Command::ToggleOnline => return toggle_online(app, &name),
-        Command::Reload => return vec![Effect::Reload],
+        Command::Reload => return vec![super::cloud::reload(app)],
+        Command::Probe => return super::cloud::probe(app, &name),
         _ if tab == ManageTab::Sessions => {
             if movement(&mut m.cursor, cmd, session_ids.len()) {
                 return Vec::new();
@@ -632,7 +640,14 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
     app.domains.cursor.clamp(len);
     app.overview.clamp(app.config.domains.len());
     // Short enough for 80 columns: the status line does not wrap.
-    app.set_status(format!("Saved and applied: {}.", edit.describe()));
+    if app.is_cloud() {
+        app.set_status(format!(
+            "Tencent Cloud accepted: {}. Edges may take minutes.",
+            edit.describe()
+        ));
+    } else {
+        app.set_status(format!("Saved and applied: {}.", edit.describe()));
+    }
     vec![Effect::ApplyToRelay(config)]
 }
 

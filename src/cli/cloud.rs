@@ -13,7 +13,8 @@ use super::{domains, table, websocket};
 use crate::cloud::{self, Client, CloudDomain, Endpoint, PROPAGATION_NOTE};
 use crate::config::{RECOMMENDATION_TEXT, RuleViolation, Switch, rules};
 
-/// Where the API is and whose keys to use: `--endpoint`, `--profile`.
+/// Where the API is and whose keys to use: `--endpoint`, `--profile`
+/// (with `--cloud` on `domains` and `websocket`; on `cloud` itself).
 #[derive(Debug, Clone, Default, Args)]
 pub struct CloudTarget {
     /// With --cloud: the API endpoint [default: https://cdn.tencentcloudapi.com;
@@ -49,6 +50,28 @@ impl CloudTarget {
         }
         Ok(())
     }
+}
+
+/// `cloud`: where the account is.
+#[derive(Debug, Args)]
+pub struct CloudArgs {
+    #[command(flatten)]
+    pub target: CloudTarget,
+}
+
+/// `cloud`: the console on the account. The endpoint and the keys are
+/// checked before the terminal is taken, so their errors read as usual.
+pub fn console(args: &CloudArgs, options: &crate::tui::Options, err: &mut dyn Write) -> Result<()> {
+    use std::io::IsTerminal;
+    let client = args.target.client()?;
+    if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+        writeln!(
+            err,
+            "the console needs a terminal; for scripts use `domains --cloud` and `websocket DOMAIN --cloud`"
+        )?;
+        return Err(super::BadInput("ecdn-console cloud needs a terminal".into()).into());
+    }
+    crate::tui::cloud::run(options, client)
 }
 
 pub fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -23,6 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 
 use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, default_config_path};
 
+pub use cloud::{CloudArgs, CloudTarget};
 pub use config_cmd::ConfigCommand;
 pub use control::{AttachArgs, CloseSessionArgs, EventsArgs, NoRelay, SessionsArgs, StopArgs};
 pub use demo::DemoArgs;
@@ -104,6 +105,15 @@ pub enum Command {
     /// connection live. Ctrl-C closes with 1000.
     #[command(after_help = crate::probe::exit_codes_help())]
     Probe(ProbeArgs),
+    /// The console on a Tencent Cloud account's domains, through the CDN API
+    ///
+    /// Domain Management lists the account's domains; Manage → Advanced
+    /// Configuration sets a domain's WebSocket switch and timeout with
+    /// UpdateDomainConfig, and p on a domain's page measures the edge's idle
+    /// timeout with a silent probe of wss://DOMAIN/. Keys:
+    /// TENCENTCLOUD_SECRET_ID/TENCENTCLOUD_SECRET_KEY (and
+    /// TENCENTCLOUD_SESSION_TOKEN), else ~/.tccli/PROFILE.credential.
+    Cloud(CloudArgs),
     /// List a running relay's live sessions (over its control socket)
     ///
     /// Exit status 3 when no relay answers on the socket.
@@ -162,6 +172,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Serve(args)) => serve::run_serve(&args, config_path.as_deref(), out, err),
         Some(Command::Origin(args)) => serve::run_origin(&args, out),
         Some(Command::Probe(args)) => probe::run(&args, out),
+        Some(Command::Cloud(args)) => cloud::console(&args, &console, err),
         Some(Command::Sessions(args)) => control::sessions(&args, config_path.as_deref(), out),
         Some(Command::CloseSession(args)) => {
             control::close_session(&args, config_path.as_deref(), out)

@@ -71,6 +71,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the listeners close (a drain, or shutdown).
     pub accepting: CancellationToken,
+    /// Tracks the accept loops, so a drain can wait for the listeners to close.
+    pub listening: TaskTracker,
     pub tracker: TaskTracker,
     /// Connections being handshaken or relayed on every worker (for `max-sessions`).
     pub connections: Arc<AtomicUsize>,
@@ -494,6 +496,7 @@ mod tests {
             events: EventSink::new(events),
             shutdown: Default::default(),
             accepting: Default::default(),
+            listening: Default::default(),
             tracker: Default::default(),
             connections: Default::default(),
             tls: super::super::handshake::tls_client_config(None).unwrap(),

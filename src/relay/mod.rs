@@ -71,6 +71,8 @@ struct Inner {
     shutdown: CancellationToken,
     /// Cancelled to close the listeners only (a drain); a child of `shutdown`.
     accepting: CancellationToken,
+    /// Every worker's accept loops: empty once each has dropped its listener.
+    listening: TaskTracker,
     tracker: TaskTracker,
     local_addr: SocketAddr,
     events: EventSink,
@@ -90,6 +92,7 @@ impl Inner {
             events: self.events.clone(),
             shutdown: self.shutdown.clone(),
             accepting: self.accepting.clone(),
+            listening: self.listening.clone(),
             tracker: self.tracker.clone(),
             connections: self.connections.clone(),
             tls: self.tls.clone(),
@@ -212,8 +215,12 @@ impl RelayHandle {
 
     /// Closes every worker's listener (new clients are refused by the
     /// kernel) and leaves live sessions running: the start of a drain.
-    pub fn stop_accepting(&self) {
+    /// Returns once every worker has dropped its listeners (each on its own
+    /// thread), so "draining" is never announced while a port still accepts.
+    pub async fn stop_accepting(&self) {
         self.inner.accepting.cancel();
+        self.inner.listening.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.listening.wait()).await;
     }
 
     /// Stops accepting on every worker and closes every session with 1001
@@ -287,13 +294,18 @@ fn spawn_accept_loops(
     if let (Some(listener), Some(edge)) = (listeners.tls, edge) {
         let listener =
             TcpListener::from_std(listener).map_err(|e| bind_error(edge.local_addr, e))?;
-        shared.tracker.spawn(tls::accept_loop(
-            listener,
-            shared.clone(),
-            edge.acceptor.clone(),
-        ));
+        shared
+            .tracker
+            .spawn(shared.listening.track_future(tls::accept_loop(
+                listener,
+                shared.clone(),
+                edge.acceptor.clone(),
+            )));
     }
-    shared.tracker.clone().spawn(accept_loop(plain, shared));
+    let listening = shared
+        .listening
+        .track_future(accept_loop(plain, shared.clone()));
+    shared.tracker.spawn(listening);
     Ok(())
 }
 
@@ -346,6 +358,7 @@ fn prepare(
         config: config_tx,
         registry: Arc::new(Registry::with_metrics(workers, metrics.clone())),
         accepting: shutdown.child_token(),
+        listening: TaskTracker::new(),
         shutdown,
         tracker: TaskTracker::new(),
         local_addr,

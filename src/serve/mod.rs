@@ -183,7 +183,7 @@ async fn drain(
     log: &mut EventLog<'_>,
 ) -> Result<()> {
     let timeout = relay.config().relay.drain_timeout;
-    relay.stop_accepting();
+    relay.stop_accepting().await;
     let live = relay.registry().len();
     if timeout.is_zero() || live == 0 {
         return Ok(());

@@ -80,6 +80,9 @@ pub fn perform(
                 quit = true;
                 Vec::new()
             }
+            // Only a console on a Tencent Cloud account asks for these, and
+            // its own runner (tui::cloud) carries them out.
+            Effect::LoadCloud | Effect::Probe(_) => Vec::new(),
         };
         queue.extend(follow_up);
     }

@@ -3,6 +3,7 @@
 //! draws — only when something changed, at a capped frame rate.
 
 pub mod attach;
+pub mod cloud;
 pub mod effects;
 pub mod terminal;
 

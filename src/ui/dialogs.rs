@@ -31,6 +31,7 @@ fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
         SaveErrorKind::Conflict => "Not saved: the file changed on disk.",
         SaveErrorKind::Invalid => "Not saved: invalid value.",
         SaveErrorKind::Io => "Not saved: the file could not be written.",
+        SaveErrorKind::Refused => "Not changed: Tencent Cloud did not accept it.",
     };
     vec![
         Line::from(Span::styled(title, theme.error())),

@@ -23,11 +23,19 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     frame.render_widget(outer, area);
 
     let show_filter = app.domains.filtering || !app.domains.filter.value().is_empty();
-    let [filter_area, table_area] = Layout::vertical([
+    let cloud = app.cloud();
+    let [load_area, filter_area, table_area] = Layout::vertical([
+        Constraint::Length(u16::from(cloud.is_some())),
         Constraint::Length(u16::from(show_filter)),
         Constraint::Min(0),
     ])
     .areas(inner);
+    if let Some(view) = cloud {
+        frame.render_widget(
+            Paragraph::new(super::cloud::load_line(app, view, theme)),
+            load_area,
+        );
+    }
     if show_filter {
         let [label, input] =
             Layout::horizontal([Constraint::Length(8), Constraint::Min(0)]).areas(filter_area);
@@ -68,14 +76,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         }
         Columns::Narrow => {}
     }
-    header.extend(["WebSocket", " Live"]);
-    widths.extend([Constraint::Length(13), Constraint::Length(5)]);
+    header.push("WebSocket");
+    widths.push(Constraint::Length(13));
+    // An account's domains have no live sessions the console could see.
+    if cloud.is_none() {
+        header.push(" Live");
+        widths.push(Constraint::Length(5));
+    }
     let rows: Vec<Row> = visible
         .iter()
-        .map(|d| row(d, app.live_on(&d.name), layout, theme))
+        .map(|d| match cloud {
+            Some(view) => cloud_row(d, view.domain(&d.name), layout, theme),
+            None => row(d, app.live_on(&d.name), layout, theme),
+        })
         .collect();
     if visible.is_empty() {
-        let msg = if app.config.domains.is_empty() {
+        let msg = if cloud.is_some() && app.config.domains.is_empty() {
+            "No domains on the account (yet)."
+        } else if app.config.domains.is_empty() {
             "No domains yet. Press a to add one."
         } else {
             "No domain matches the filter. Esc clears it."
@@ -138,6 +156,51 @@ fn row<'a>(d: &'a Domain, live: usize, layout: Columns, theme: &Theme) -> Row<'a
     }
     cells.push(Span::styled(ws.column_label(), ws_style).into());
     cells.push(format!("{live:>5}").into());
+    Row::new(cells)
+}
+
+/// A row of an account's domain: the API's status, CNAME, service type
+/// and origins as it writes them.
+fn cloud_row<'a>(
+    d: &'a Domain,
+    api: Option<&'a crate::cloud::CloudDomain>,
+    layout: Columns,
+    theme: &Theme,
+) -> Row<'a> {
+    let Some(c) = api else {
+        return Row::new(vec![d.name.as_str()]);
+    };
+    let status_style = if c.status == "online" {
+        theme.good()
+    } else {
+        theme.warn()
+    };
+    let origin = match c.origins.as_slice() {
+        [] => String::new(),
+        [one] => one.clone(),
+        [first, rest @ ..] => format!("{first} +{}", rest.len()),
+    };
+    let mut cells: Vec<ratatui::widgets::Cell> = vec![
+        d.name.as_str().into(),
+        Line::from(Span::styled(c.status.clone(), status_style)).into(),
+    ];
+    match layout {
+        Columns::All => {
+            cells.push(c.cname.clone().into());
+            cells.push(c.acceleration_column().into());
+            cells.push(c.area.clone().into());
+            cells.push(origin.into());
+        }
+        Columns::Main => {
+            let short = c.acceleration.map_or(c.service_type.clone(), |a| {
+                short_acceleration(a).to_string()
+            });
+            cells.push(short.into());
+            cells.push(origin.into());
+        }
+        Columns::Narrow => {}
+    }
+    cells.push(effective_timeout(d).column_label().into());
     Row::new(cells)
 }
 

@@ -53,6 +53,10 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
             .divider(TAB_DIVIDER),
         tabs_area,
     );
+    if app.is_cloud() {
+        super::cloud::tab(frame, body, app, domain, m.tab, theme);
+        return;
+    }
     match m.tab {
         ManageTab::Basic => basic(frame, body, app, domain, theme),
         ManageTab::Origin => origin(frame, body, domain, theme),

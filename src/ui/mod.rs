@@ -1,6 +1,7 @@
 //! Pure rendering: reads the [`App`] (and its clock), draws, never mutates
 //! state that matters and never does I/O. One module per screen.
 
+mod cloud;
 mod dialogs;
 mod domains;
 mod events;
@@ -106,6 +107,15 @@ pub fn menu_hit(area: Rect, app: &App, x: u16, y: u16) -> Option<Screen> {
 }
 
 fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
+    if let Some(view) = app.cloud() {
+        let text = format!(
+            " ecdn-console │ Tencent Cloud │ {} domains │ {}",
+            app.config.domains.len(),
+            view.endpoint
+        );
+        frame.render_widget(Paragraph::new(text).style(theme.header()), area);
+        return;
+    }
     let relay = app
         .settings
         .relay_addr
@@ -153,6 +163,9 @@ fn render_content(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
             Some(_) => manage::render(frame, area, app, focused, theme),
             None => domains::render(frame, area, app, focused, theme),
         },
+        Screen::Sessions | Screen::Events if app.is_cloud() => {
+            cloud::no_sessions(frame, area, app.screen.title(), focused, theme);
+        }
         Screen::Sessions => sessions::render(frame, area, app, focused, theme),
         Screen::Events => events::render(frame, area, app, focused, theme),
     }

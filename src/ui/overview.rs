@@ -40,18 +40,26 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .settings
         .relay_addr
         .map_or_else(|| "not running".to_string(), |a| a.to_string());
+    let first = if app.is_cloud() {
+        Line::from(Span::styled(
+            "Tencent Cloud account: sessions are visible only through a relay",
+            theme.dim(),
+        ))
+    } else {
+        Line::from(vec![
+            Span::styled("Relay ", theme.label()),
+            Span::styled(relay, theme.value()),
+            Span::styled("  Live ", theme.label()),
+            Span::styled(app.live.len().to_string(), theme.value()),
+            Span::styled("  Closed ", theme.label()),
+            Span::styled(closes.to_string(), theme.value()),
+            Span::styled("  Idle cuts ", theme.label()),
+            Span::styled(idle.to_string(), theme.value()),
+        ])
+    };
     frame.render_widget(
         Paragraph::new(vec![
-            Line::from(vec![
-                Span::styled("Relay ", theme.label()),
-                Span::styled(relay, theme.value()),
-                Span::styled("  Live ", theme.label()),
-                Span::styled(app.live.len().to_string(), theme.value()),
-                Span::styled("  Closed ", theme.label()),
-                Span::styled(closes.to_string(), theme.value()),
-                Span::styled("  Idle cuts ", theme.label()),
-                Span::styled(idle.to_string(), theme.value()),
-            ]),
+            first,
             Line::from(Span::styled(
                 format!(
                     "Domains ({}) · Cut alive: back within 10 s, last 10 min",

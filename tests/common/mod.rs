@@ -271,3 +271,24 @@ pub async fn relay_to_echo(websocket: &str) -> (RelayHandle, mpsc::Receiver<Rela
     let origin = echo_origin(ecdn_console::origin::OriginOptions::default()).await;
     start_relay(config("", &one_domain(websocket), origin)).await
 }
+
+/// A raw client: handshake by hand, then bytes.
+pub async fn raw_client(relay: std::net::SocketAddr) -> TcpStream {
+    let mut stream = TcpStream::connect(relay).await.unwrap();
+    stream
+        .write_all(&upgrade_request("app.test"))
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    stream
+}

@@ -301,6 +301,15 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
                 }
                 Vec::new()
             }
+            // The cloud source and probe run in the console that owns the
+            // relay; an attached console does not offer them yet.
+            Effect::LoadCloud | Effect::Probe(_) => {
+                app.status = Some(Status {
+                    text: "Not available while attached to a relay; run it in the relay's own console.".into(),
+                    error: true,
+                });
+                Vec::new()
+            }
             Effect::Quit => return true,
         };
         queue.extend(follow_up);

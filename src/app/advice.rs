@@ -20,7 +20,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::config::{Config, MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS, effective_timeout};
@@ -29,7 +29,7 @@ use crate::relay::{Registry, SessionId};
 
 /// A domain's recommendation. The fields and their names are the contract
 /// of `ecdn-console recommend --json` (DESIGN §10).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     pub domain: String,
     /// The limit in force; `None` (null) = no idle limit.

@@ -1,5 +1,6 @@
 //! The shell commands that talk to a running relay over its control socket
-//! (DESIGN §3, §7): `sessions`, `close-session`, `events`, `stop`.
+//! (DESIGN §3, §7): `sessions`, `close-session`, `events`, `stop`,
+//! `recommend` (§10).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -10,7 +11,7 @@ use clap::Args;
 use super::{BadInput, table};
 use crate::config::{ConfigFile, default_config_path};
 use crate::control::protocol::{
-    ClosedReply, EventsReply, SessionInfo, SessionsReply, StoppingReply,
+    ClosedReply, EventsReply, RecommendReply, SessionInfo, SessionsReply, StoppingReply,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request, default_socket_path};
 
@@ -69,6 +70,18 @@ pub struct AttachArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct RecommendArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+    /// The domain (as in the relay's config; case-insensitive)
+    pub domain: String,
+    /// One JSON object: domain, current_limit_secs, recommended_timeout_secs,
+    /// reason, sessions_seen, heartbeat_secs, cut_while_alive, would_cut_now
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
 pub struct StopArgs {
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -117,7 +130,10 @@ fn cli_error(e: ClientError) -> anyhow::Error {
         ClientError::Refused(r)
             if matches!(
                 r.error,
-                ErrorCode::UnknownSession | ErrorCode::BadCloseCode | ErrorCode::Invalid
+                ErrorCode::UnknownSession
+                    | ErrorCode::UnknownDomain
+                    | ErrorCode::BadCloseCode
+                    | ErrorCode::Invalid
             ) =>
         {
             BadInput(r.message.clone()).into()
@@ -282,4 +298,48 @@ pub fn attach(
         Ok(client) => cli_error(client),
         Err(e) => e,
     })
+}
+
+/// `recommend DOMAIN`: the running relay's advice for a domain (DESIGN §10).
+pub fn recommend(
+    args: &RecommendArgs,
+    config_path: Option<&Path>,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let path = resolve_socket(&args.socket, config_path)?;
+    let reply: RecommendReply = runtime()?.block_on(async {
+        let mut client = connect(&path).await?;
+        client
+            .request(&Request::Recommend {
+                domain: args.domain.clone(),
+            })
+            .await
+            .map_err(cli_error)
+    })?;
+    let r = reply.recommendation;
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(());
+    }
+    let limit = |secs: Option<u64>| secs.map_or("no limit".to_string(), |s| format!("{s} s"));
+    let recommended = match r.recommended_timeout_secs {
+        0 => "0 s (no idle limit)".to_string(),
+        n => format!("{n} s"),
+    };
+    writeln!(out, "{}: recommended timeout {recommended}", r.domain)?;
+    writeln!(out, "  {}", r.reason)?;
+    writeln!(
+        out,
+        "  in force {}; last 10 min: {} sessions, {} cut while alive, heartbeat {}",
+        limit(r.current_limit_secs),
+        r.sessions_seen,
+        r.cut_while_alive,
+        r.heartbeat_secs
+            .map_or("none seen".to_string(), |h| format!("~{h} s")),
+    )?;
+    if !r.would_cut_now.is_empty() {
+        let ids: Vec<String> = r.would_cut_now.iter().map(|id| format!("#{id}")).collect();
+        writeln!(out, "  would cut now: {}", ids.join(", "))?;
+    }
+    Ok(())
 }

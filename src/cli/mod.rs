@@ -25,7 +25,9 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 
 pub use cloud::{CloudArgs, CloudTarget};
 pub use config_cmd::ConfigCommand;
-pub use control::{AttachArgs, CloseSessionArgs, EventsArgs, NoRelay, SessionsArgs, StopArgs};
+pub use control::{
+    AttachArgs, CloseSessionArgs, EventsArgs, NoRelay, RecommendArgs, SessionsArgs, StopArgs,
+};
 pub use demo::DemoArgs;
 pub use domains::DomainsArgs;
 pub use probe::ProbeArgs;
@@ -137,6 +139,12 @@ pub enum Command {
     ///
     /// Exit status 3 when no relay answers.
     Stop(StopArgs),
+    /// A running relay's recommended timeout for a domain, from the last 10
+    /// minutes of its sessions (clients cut while alive, heartbeats, gaps)
+    ///
+    /// Exit status 2 for a domain the relay does not have, 3 when no relay
+    /// answers.
+    Recommend(RecommendArgs),
 }
 
 /// A command that has already reported its outcome and only needs the
@@ -180,6 +188,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::Events(args)) => control::events(&args, config_path.as_deref(), out),
         Some(Command::Attach(args)) => control::attach(&args, config_path.as_deref(), &console),
         Some(Command::Stop(args)) => control::stop(&args, config_path.as_deref(), out),
+        Some(Command::Recommend(args)) => control::recommend(&args, config_path.as_deref(), out),
         // Scripts and pipes get the help, not a console they cannot see.
         None if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) => {
             write!(err, "{}", Cli::command().render_help())?;

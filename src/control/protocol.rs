@@ -83,6 +83,9 @@ pub enum Request {
     ConfigEdit { version: u64, edit: Edit },
     /// Stops the relay (sessions get 1001 `relay shutting down`).
     Stop,
+    /// The timeout the last 10 minutes of a domain's sessions call for
+    /// (DESIGN §10): the answer's fields are `recommend --json`'s.
+    Recommend { domain: String },
 }
 
 /// Why a request failed, as a stable code.
@@ -96,6 +99,8 @@ pub enum ErrorCode {
     /// The line is longer than [`MAX_REQUEST_BYTES`].
     TooLong,
     UnknownSession,
+    /// No domain of that name in the relay's configuration.
+    UnknownDomain,
     /// A close code a relay may not send.
     BadCloseCode,
     /// The edit was made on an older config version.
@@ -220,6 +225,13 @@ pub struct ConfigReply {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StoppingReply {
     pub stopping: bool,
+}
+
+/// The answer to `recommend`: the recommendation's fields (DESIGN §10).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendReply {
+    #[serde(flatten)]
+    pub recommendation: crate::app::advice::Recommendation,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -18,13 +18,14 @@ use tokio::sync::broadcast;
 use tokio_util::codec::{FramedRead, LinesCodec, LinesCodecError};
 use tokio_util::sync::CancellationToken;
 
+use crate::app::advice;
 use crate::config::ConfigFile;
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
     ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
-    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, Request, SessionDetail, SessionInfo,
-    SessionReply, SessionsReply, StoppingReply,
+    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request, SessionDetail,
+    SessionInfo, SessionReply, SessionsReply, StoppingReply,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -262,7 +263,7 @@ fn parse(line: &str) -> Result<Request, ErrorReply> {
         error: ErrorCode::BadRequest,
         message: format!(
             "not a request this relay understands ({e}); requests: hello, sessions, session, \
-             close-session, events, config-get, config-edit, stop (see docs/CONTROL.md)"
+             close-session, events, config-get, config-edit, stop, recommend (see docs/CONTROL.md)"
         ),
     })
 }
@@ -339,7 +340,23 @@ fn handle(control: &Control, request: Request) -> Answer {
             control.stop.cancel();
             ok(&StoppingReply { stopping: true })
         }
+        Request::Recommend { domain } => match recommend(control, &domain) {
+            Ok(reply) => ok(&reply),
+            Err(e) => Answer::Error(e),
+        },
     }
+}
+
+/// The console's advice, from this relay's evidence and the config in force.
+fn recommend(control: &Control, domain: &str) -> Result<RecommendReply, ErrorReply> {
+    let config = control.relay.config();
+    let now = tokio::time::Instant::now();
+    advice::recommend_for(control.relay.registry(), &config, domain, now)
+        .map(|recommendation| RecommendReply { recommendation })
+        .map_err(|e| ErrorReply {
+            error: ErrorCode::UnknownDomain,
+            message: e.to_string(),
+        })
 }
 
 fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {

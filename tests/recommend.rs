@@ -1,0 +1,215 @@
+//! `ecdn-console recommend DOMAIN [--json]` against a real `serve` process
+//! over its control socket (DESIGN §10), after a short scenario on a 4 s
+//! limit: two tokio-tungstenite clients beating every 1 s, one beating
+//! every 6 s that is cut before its first beat and reconnects, and a silent
+//! one that is cut and never comes back.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::*;
+use ecdn_console::origin::OriginOptions;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::{sleep, timeout};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
+
+/// A client on `path` sending a message on connect and every `every`
+/// (none with `None`), reading whatever comes, until the session ends;
+/// then again after 200 ms if `reconnect`.
+async fn client(relay: std::net::SocketAddr, path: &str, every: Option<Duration>, reconnect: bool) {
+    loop {
+        let mut request = format!("ws://{relay}{path}").into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("host", "beat.test".parse().unwrap());
+        let stream = tokio::net::TcpStream::connect(relay).await.unwrap();
+        let (mut ws, _) = tokio_tungstenite::client_async(request, stream)
+            .await
+            .unwrap();
+        if every.is_some() {
+            ws.send(Message::text("hello")).await.unwrap();
+        }
+        let mut tick = every.map(|e| tokio::time::interval_at(tokio::time::Instant::now() + e, e));
+        loop {
+            let beat = async {
+                match tick.as_mut() {
+                    Some(t) => t.tick().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                m = ws.next() => match m {
+                    Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = beat => {
+                    if ws.send(Message::text("beat")).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        if !reconnect {
+            return;
+        }
+        sleep(Duration::from_millis(200)).await;
+    }
+}
+
+struct Out {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+async fn run(args: &[&str]) -> Out {
+    let out = Command::new(BIN).args(args).output().await.unwrap();
+    Out {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+#[tokio::test]
+async fn recommend_after_clients_are_cut_while_alive() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"run/relay.sock\"\n\n\
+             [[domain]]\nname = \"beat.test\"\nacceleration = \"full-site\"\n\
+             origins = [\"{origin}\"]\nwebsocket = {{ switch = \"on\", timeout = 4 }}\n"
+        ),
+    )
+    .unwrap();
+    let mut serve = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
+        .arg("serve")
+        .env("XDG_RUNTIME_DIR", dir.path().join("xdg"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().expect("a first line");
+    let relay = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let second = lines.next_line().await.unwrap().expect("the control line");
+    let socket = PathBuf::from(
+        second
+            .split("control socket at ")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no control socket in {second:?}")),
+    );
+    let socket = socket.to_str().unwrap().to_string();
+
+    let second = Duration::from_secs(1);
+    tokio::spawn(client(relay, "/beat-1s", Some(second), false));
+    tokio::spawn(client(relay, "/beat-1s", Some(second), false));
+    tokio::spawn(client(relay, "/beat-6s", Some(6 * second), true));
+    tokio::spawn(client(relay, "/silent", None, false));
+    // Until the 6 s client's third session opens: it was cut twice (at
+    // 4 s, before its first beat) and came back twice.
+    let mut six = 0;
+    timeout(Duration::from_secs(30), async {
+        while six < 3 {
+            let line = lines.next_line().await.unwrap().expect("serve runs");
+            if line.contains(" opened  #") && line.contains("path=/beat-6s") {
+                six += 1;
+            }
+        }
+    })
+    .await
+    .expect("the 6 s client reconnected twice");
+
+    let out = run(&["recommend", "beat.test", "--json", "--socket", &socket]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "current_limit_secs",
+            "cut_while_alive",
+            "domain",
+            "heartbeat_secs",
+            "reason",
+            "recommended_timeout_secs",
+            "sessions_seen",
+            "would_cut_now"
+        ],
+        "{v:#}"
+    );
+    assert_eq!(v["domain"], "beat.test", "{v:#}");
+    assert_eq!(v["current_limit_secs"], 4, "{v:#}");
+    // Cut before its first beat: its rhythm is unknown, so raise to 60 s
+    // and measure; never 4 s or lower.
+    assert_eq!(v["recommended_timeout_secs"], 60, "{v:#}");
+    // The 6 s client twice; the silent one never came back, so not counted.
+    assert_eq!(v["cut_while_alive"], 2, "{v:#}");
+    // Two 1 s clients, the silent one, three sessions of the 6 s client.
+    assert_eq!(v["sessions_seen"], 6, "{v:#}");
+    let beat = v["heartbeat_secs"].as_f64().unwrap();
+    assert!((0.9..=1.3).contains(&beat), "{v:#}");
+    assert_eq!(v["would_cut_now"], serde_json::json!([]), "{v:#}");
+    let reason = v["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "2 clients were cut while alive at 4 s before their first beat, so their heartbeat \
+             is unknown: raise the limit to 60 s"
+        ),
+        "{reason}"
+    );
+    assert!(reason.contains("on 2 of 6 sessions"), "{reason}");
+
+    // The same, for a person; the domain is case-insensitive.
+    let out = run(&["recommend", "BEAT.test", "--socket", &socket]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout
+            .starts_with("beat.test: recommended timeout 60 s\n"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("2 cut while alive"), "{}", out.stdout);
+
+    // A domain the relay does not have: bad input.
+    let out = run(&["recommend", "nope.test", "--json", "--socket", &socket]).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("no domain \"nope.test\""),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+
+    serve.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn recommend_without_a_relay_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("none.sock");
+    let socket = socket.to_str().unwrap();
+    let out = run(&["recommend", "beat.test", "--json", "--socket", socket]).await;
+    assert_eq!(out.code, 3, "{}", out.stderr);
+    assert!(out.stderr.contains(socket), "{}", out.stderr);
+    assert!(out.stdout.is_empty(), "{}", out.stdout);
+}

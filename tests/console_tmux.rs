@@ -256,6 +256,102 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
     assert_eq!(demo_dirs(), 0, "the temporary config is removed on quit");
 }
 
+/// `attach` on a running `serve`: Live Sessions shows its session, quitting
+/// detaches without a question and the session lives on; plain
+/// `ecdn-console --config F` attaches too when F's relay runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncBufReadExt;
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end attach test");
+        return;
+    }
+    let origin = common::echo_origin(Default::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("relay.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
+             name = \"attach.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
+             websocket = {{ switch = \"on\", timeout = 300 }}\n"
+        ),
+    )
+    .unwrap();
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .arg("--config")
+        .arg(&config_path)
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let relay: std::net::SocketAddr = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    // Keep reading serve's output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let mut client = common::connect(relay, "attach.test").await;
+    client
+        .send(tungstenite::Message::Text("hello".into()))
+        .await
+        .unwrap();
+    client.next().await.unwrap().unwrap();
+
+    let socket = dir.path().join("relay.sock");
+    for (name, args) in [
+        (
+            "attach",
+            format!(
+                "attach --socket {}",
+                shell_quote(&socket.display().to_string())
+            ),
+        ),
+        (
+            "plain",
+            format!(
+                "--config {}",
+                shell_quote(&config_path.display().to_string())
+            ),
+        ),
+    ] {
+        let command = format!(
+            "ECDN_CONSOLE_LOG={} {} {args}",
+            shell_quote(&dir.path().join("console.log").display().to_string()),
+            shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        );
+        let tmux = Tmux::start(format!("ecdn-e2e-{name}-{}", std::process::id()), &command);
+        tmux.wait_for("attached to relay 127.0.0.1:");
+        tmux.keys(&["3"]);
+        tmux.wait_for("1 live");
+        let screen = tmux.wait_for("attach.test");
+        assert!(screen.contains("300 s"), "{screen}");
+        // Quitting detaches at once: no question about closing sessions.
+        tmux.keys(&["C-c"]);
+        tmux.wait_until_gone();
+
+        // The session is still relayed.
+        client
+            .send(tungstenite::Message::Text(name.into()))
+            .await
+            .unwrap();
+        let echo = tokio::time::timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("the session outlives the attached console")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo, tungstenite::Message::Text(name.into()));
+    }
+    assert!(
+        serve.try_wait().unwrap().is_none(),
+        "the relay keeps running"
+    );
+}
+
 fn relay_addr(screen: &str) -> std::net::SocketAddr {
     let start = screen
         .find("relay 127.0.0.1:")

@@ -10,6 +10,7 @@ pub mod dialog;
 pub mod keymap;
 pub mod list;
 pub mod log;
+pub mod relay_view;
 mod update;
 
 use std::collections::{HashMap, HashSet};
@@ -28,6 +29,7 @@ pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Mes
 pub use keymap::Context;
 pub use list::ListCursor;
 pub use log::{DomainTotals, EventLog, KindFilter, Minute};
+pub use relay_view::{RelayView, Remote, SessionPage};
 pub use update::update;
 
 use crate::config::effective_timeout;
@@ -260,7 +262,8 @@ pub struct Settings {
 #[derive(Debug)]
 pub struct App {
     pub config: Arc<Config>,
-    pub registry: Arc<Registry>,
+    /// The relay, in this process or attached over its control socket.
+    pub relay: RelayView,
     pub settings: Settings,
     pub clock: Clock,
     pub screen: Screen,
@@ -287,10 +290,16 @@ pub struct App {
 }
 
 impl App {
+    /// The console on its in-process relay's session table.
     pub fn new(config: Arc<Config>, registry: Arc<Registry>, settings: Settings) -> Self {
+        Self::with_view(config, RelayView::Local(registry), settings)
+    }
+
+    /// The console on any relay (`attach` passes a remote one).
+    pub fn with_view(config: Arc<Config>, relay: RelayView, settings: Settings) -> Self {
         Self {
             config,
-            registry,
+            relay,
             settings,
             clock: Clock::now(),
             screen: Screen::Overview,
@@ -315,7 +324,7 @@ impl App {
     /// Samples the session table at `clock` (before each draw).
     pub fn refresh(&mut self, clock: Clock) {
         self.clock = clock;
-        let mut live = self.registry.snapshot(clock.mono);
+        let mut live = self.relay.snapshot(clock.mono);
         self.sessions.sort.sort(&mut live);
         self.live_per_domain.clear();
         for s in &live {
@@ -323,7 +332,7 @@ impl App {
             *self.live_per_domain.entry(s.domain.clone()).or_default() += 1;
         }
         self.live = live;
-        let history = self.registry.history();
+        let history = self.relay.history();
         self.recent = history.counts(clock.mono);
         self.cut_while_alive = history
             .cut_while_alive_ids(clock.mono)
@@ -400,7 +409,7 @@ impl App {
     /// A live session's observed rhythm. Takes the session's own small
     /// lock: ask only for sessions on screen.
     pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
-        self.registry.get(id).map(|stats| Rhythm::of(&stats))
+        self.relay.rhythm(id)
     }
 
     /// A domain's counts over the last 10 minutes (ended sessions, idle
@@ -421,7 +430,7 @@ impl App {
     /// The last 10 minutes of a domain's sessions, ended and live. Takes
     /// the evidence store's lock: ask for the domain on screen only.
     pub fn evidence(&self, domain: &str) -> DomainEvidence {
-        self.registry.evidence(domain, self.clock.mono)
+        self.relay.evidence(domain, self.clock.mono)
     }
 
     /// The timeout the evidence calls for, and why (DESIGN §10).
@@ -488,7 +497,7 @@ impl App {
 
     /// Whether anything on screen changes by itself as time passes.
     pub fn needs_ticks(&self) -> bool {
-        !self.live.is_empty() || !self.registry.is_empty()
+        !self.live.is_empty() || !self.relay.is_empty()
     }
 
     fn set_status(&mut self, text: impl Into<String>) {

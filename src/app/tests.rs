@@ -521,7 +521,11 @@ fn delete_and_offline_ask_first() {
 #[tokio::test(start_paused = true)]
 async fn quitting_asks_while_sessions_are_live() {
     let mut app = app();
-    let _s = session(&app.registry.clone(), "cloud.tencent.com", Some(100));
+    let _s = session(
+        &app.relay.local().unwrap().clone(),
+        "cloud.tencent.com",
+        Some(100),
+    );
     app.refresh(Clock::now());
     assert!(update(&mut app, Command::Back.into()).is_empty());
     assert!(matches!(
@@ -538,7 +542,7 @@ async fn quitting_asks_while_sessions_are_live() {
 #[tokio::test(start_paused = true)]
 async fn the_draft_shows_which_sessions_it_would_cut() {
     let mut app = app();
-    let registry = app.registry.clone();
+    let registry = app.relay.local().unwrap().clone();
     let old = session(&registry, "cloud.tencent.com", Some(100));
     tokio::time::advance(Duration::from_secs(30)).await;
     let newer = session(&registry, "cloud.tencent.com", Some(100));
@@ -569,7 +573,7 @@ async fn the_draft_shows_which_sessions_it_would_cut() {
 #[tokio::test(start_paused = true)]
 async fn live_sessions_sort_closest_to_deadline_first_and_close_asks() {
     let mut app = app();
-    let registry = app.registry.clone();
+    let registry = app.relay.local().unwrap().clone();
     let a = session(&registry, "cloud.tencent.com", Some(100));
     let b = session(&registry, "www.example.com", Some(15));
     let c = session(&registry, "cloud.tencent.com", None);

@@ -78,8 +78,9 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
 }
 
 fn request_quit(app: &mut App) -> Vec<Effect> {
-    let live = app.registry.len();
-    if live == 0 {
+    let live = app.relay.len();
+    // Attached: quitting detaches and the relay keeps every session.
+    if live == 0 || app.relay.remote().is_some() {
         vec![Effect::Quit]
     } else {
         app.help = None;

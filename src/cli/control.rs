@@ -64,6 +64,12 @@ pub struct EventsArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct AttachArgs {
+    #[command(flatten)]
+    pub socket: SocketArgs,
+}
+
+#[derive(Debug, Args)]
 pub struct RecommendArgs {
     #[command(flatten)]
     pub socket: SocketArgs,
@@ -279,6 +285,19 @@ pub fn stop(args: &StopArgs, config_path: Option<&Path>, out: &mut dyn Write) ->
     })?;
     writeln!(out, "relay {listen} (pid {pid}) is stopping, as on SIGTERM")?;
     Ok(())
+}
+
+/// `attach`: the console on the relay answering on the socket.
+pub fn attach(
+    args: &AttachArgs,
+    config_path: Option<&Path>,
+    console: &crate::tui::Options,
+) -> Result<()> {
+    let path = resolve_socket(&args.socket, config_path)?;
+    crate::tui::attach::run(console, &path, None).map_err(|e| match e.downcast::<ClientError>() {
+        Ok(client) => cli_error(client),
+        Err(e) => e,
+    })
 }
 
 /// `recommend DOMAIN`: the running relay's advice for a domain (DESIGN §10).

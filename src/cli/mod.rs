@@ -25,7 +25,9 @@ use crate::config::{ConfigError, ConfigFile, DEFAULT_CONFIG, RuleViolation, defa
 
 pub use cloud::{CloudArgs, CloudTarget};
 pub use config_cmd::ConfigCommand;
-pub use control::{CloseSessionArgs, EventsArgs, NoRelay, RecommendArgs, SessionsArgs, StopArgs};
+pub use control::{
+    AttachArgs, CloseSessionArgs, EventsArgs, NoRelay, RecommendArgs, SessionsArgs, StopArgs,
+};
 pub use demo::DemoArgs;
 pub use domains::DomainsArgs;
 pub use probe::ProbeArgs;
@@ -127,6 +129,12 @@ pub enum Command {
     ///
     /// The relay keeps the last 1000 events. Exit status 3 when no relay answers.
     Events(EventsArgs),
+    /// The console on a running relay (`serve`, or another console's)
+    ///
+    /// Every screen, on the relay's live sessions and events; edits are
+    /// saved and applied by the relay. Quitting detaches: the relay and its
+    /// sessions keep running. Exit status 3 when no relay answers.
+    Attach(AttachArgs),
     /// Stop a running relay, as SIGTERM does
     ///
     /// Exit status 3 when no relay answers.
@@ -178,6 +186,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
             control::close_session(&args, config_path.as_deref(), out)
         }
         Some(Command::Events(args)) => control::events(&args, config_path.as_deref(), out),
+        Some(Command::Attach(args)) => control::attach(&args, config_path.as_deref(), &console),
         Some(Command::Stop(args)) => control::stop(&args, config_path.as_deref(), out),
         Some(Command::Recommend(args)) => control::recommend(&args, config_path.as_deref(), out),
         // Scripts and pipes get the help, not a console they cannot see.

@@ -2,6 +2,7 @@
 //! events, relay events and signals into actions, carries out effects, and
 //! draws — only when something changed, at a capped frame rate.
 
+pub mod attach;
 pub mod cloud;
 pub mod effects;
 pub mod terminal;
@@ -31,9 +32,9 @@ pub use effects::{RelayControl, perform};
 use terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
 
 /// At most this many frames per second; a burst of changes is one frame.
-const FRAME: Duration = Duration::from_millis(33);
+pub(crate) const FRAME: Duration = Duration::from_millis(33);
 /// While sessions are live their idle counters move: redraw this often.
-const TICK: Duration = Duration::from_secs(1);
+pub(crate) const TICK: Duration = Duration::from_secs(1);
 /// How long quitting waits for the relay to close its sessions.
 const SHUTDOWN_WAIT: Duration = Duration::from_secs(3);
 
@@ -58,6 +59,20 @@ pub fn run(options: &Options) -> Result<()> {
         .clone()
         .unwrap_or_else(default_config_path);
     let (file, created) = ConfigFile::load_or_create(&path, DEFAULT_CONFIG)?;
+    // A relay for this file already runs (a `serve`, a kept background
+    // relay, another console): attach to it instead of failing to bind.
+    let listen = file.config().relay.listen;
+    if listen.port() != 0 || file.config().relay.control_socket.is_some() {
+        let socket = crate::control::socket_path(file.config(), listen);
+        if attach::relay_answers(&socket) {
+            let note = format!(
+                "A relay for {} already runs: attached to it at {}. Quitting detaches; it keeps running.",
+                path.display(),
+                socket.display()
+            );
+            return attach::run(options, &socket, Some(note));
+        }
+    }
     let log = init_logging(None);
     let config = Arc::new(file.config().clone());
     let (relay, events) = relay::spawn_relay_thread(config)?;

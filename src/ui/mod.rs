@@ -120,6 +120,11 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         .settings
         .relay_addr
         .map_or_else(|| "relay not running".to_string(), |a| format!("relay {a}"));
+    // Attached to a relay in another process: say so, and whose it is.
+    let relay = match app.relay.remote() {
+        Some(r) => format!("attached to {relay} (pid {})", r.pid),
+        None => relay,
+    };
     let live = app.live.len();
     let text = format!(
         " ecdn-console │ {relay} │ {live} live │ {}",

@@ -312,7 +312,7 @@ pub fn render_detail(
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
 
-    let Some(stats) = app.registry.get(detail.id) else {
+    let Some(page) = app.relay.page(detail.id, app.clock.mono) else {
         let mut lines = vec![Line::from(Span::styled(
             format!("Session #{} has ended.", detail.id),
             theme.value(),
@@ -364,10 +364,13 @@ pub fn render_detail(
         frame.render_widget(Paragraph::new(lines), inner);
         return;
     };
-    let s = stats.snapshot(app.clock.mono);
+    let s = &page.snapshot;
     let w = 11;
     let gap = |d: Direction| {
-        let g = stats.message_gaps(d);
+        let g = match d {
+            Direction::ClientToOrigin => page.rhythm.client_to_origin,
+            Direction::OriginToClient => page.rhythm.origin_to_client,
+        };
         match (g.median, g.max) {
             (Some(med), Some(max)) => format!(
                 "gaps median {}, max {} ({} {})",
@@ -383,7 +386,7 @@ pub fn render_detail(
         let text = format!("{} msgs, {} · {}", f.messages, fmt_bytes(f.bytes), gap(d));
         kv(label, w, vec![Span::raw(text)], theme)
     };
-    let lvl = level(&s);
+    let lvl = level(s);
     let info = vec![
         kv(
             "Domain",
@@ -406,10 +409,10 @@ pub fn render_detail(
             w,
             {
                 let mut v = vec![Span::styled(
-                    format!("{}  ", idle_label(&s)),
+                    format!("{}  ", idle_label(s)),
                     theme.level(lvl),
                 )];
-                v.extend(gauge(&s, 20, theme).spans);
+                v.extend(gauge(s, 20, theme).spans);
                 if let Some(r) = s.remaining {
                     v.push(Span::raw(format!("  cut in {}", fmt_secs(r))));
                 }
@@ -422,7 +425,7 @@ pub fn render_detail(
         kv(
             "Heartbeat",
             w,
-            heartbeat_line(&Rhythm::of(&stats), &s, theme),
+            heartbeat_line(&page.rhythm, s, theme),
             theme,
         ),
     ];
@@ -430,7 +433,7 @@ pub fn render_detail(
         Layout::vertical([Constraint::Length(8), Constraint::Min(0)]).areas(inner);
     frame.render_widget(Paragraph::new(info), info_area);
 
-    let mut frames = stats.recent_frames();
+    let mut frames = page.recent.clone();
     frames.reverse();
     if frames.is_empty() {
         frame.render_widget(

@@ -1,0 +1,127 @@
+//! The one handle through which the console sees a relay: its own
+//! in-process relay's session table, or — attached to a relay in another
+//! process — the samples the runner fetched over the control socket.
+//! Screens ask it the same questions either way.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use crate::relay::heartbeat::Rhythm;
+use crate::relay::history::{DomainEvidence, History};
+use crate::relay::{RecentFrame, Registry, SessionId, SessionSnapshot};
+
+/// A session's page: counters, recent frames, message rhythm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionPage {
+    pub snapshot: SessionSnapshot,
+    pub recent: Vec<RecentFrame>,
+    pub rhythm: Rhythm,
+}
+
+/// What an attached console last fetched from its relay.
+#[derive(Debug, Clone, Default)]
+pub struct Remote {
+    /// The relay's control socket.
+    pub socket: PathBuf,
+    /// The relay's process id (shown in the header).
+    pub pid: u32,
+    /// The configuration version the console's edits are made on.
+    pub config_version: u64,
+    pub sessions: Vec<SessionSnapshot>,
+    pub rhythms: HashMap<SessionId, Rhythm>,
+    /// The open session's page, fetched with its recent frames.
+    pub page: Option<SessionPage>,
+    /// Ended sessions are not fetched yet: an empty history (the advice
+    /// of an attached console comes from the relay's own `recommend`).
+    pub history: Arc<History>,
+}
+
+#[derive(Debug)]
+pub enum RelayView {
+    /// The relay runs in this process: sample its table directly.
+    Local(Arc<Registry>),
+    /// Attached to a relay in another process.
+    Remote(Box<Remote>),
+}
+
+impl RelayView {
+    /// Every live session at `now`.
+    pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
+        match self {
+            Self::Local(r) => r.snapshot(now),
+            Self::Remote(r) => r.sessions.clone(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Local(r) => r.len(),
+            Self::Remote(r) => r.sessions.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// A live session's observed rhythm.
+    pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
+        match self {
+            Self::Local(r) => r.get(id).map(|stats| Rhythm::of(&stats)),
+            Self::Remote(r) => r.rhythms.get(&id).copied(),
+        }
+    }
+
+    /// A live session's page, or `None` once it has ended.
+    pub fn page(&self, id: SessionId, now: Instant) -> Option<SessionPage> {
+        match self {
+            Self::Local(r) => r.get(id).map(|stats| SessionPage {
+                snapshot: stats.snapshot(now),
+                recent: stats.recent_frames(),
+                rhythm: Rhythm::of(&stats),
+            }),
+            Self::Remote(r) => r.page.as_ref().filter(|p| p.snapshot.id == id).cloned(),
+        }
+    }
+
+    /// The last 10 minutes of ended sessions (DESIGN §10).
+    pub fn history(&self) -> Arc<History> {
+        match self {
+            Self::Local(r) => r.history().clone(),
+            Self::Remote(r) => r.history.clone(),
+        }
+    }
+
+    /// A domain's evidence for the recommendation.
+    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+        match self {
+            Self::Local(r) => r.evidence(domain, now),
+            Self::Remote(_) => DomainEvidence::default(),
+        }
+    }
+
+    /// The in-process relay's table, when there is one.
+    pub fn local(&self) -> Option<&Arc<Registry>> {
+        match self {
+            Self::Local(r) => Some(r),
+            Self::Remote(_) => None,
+        }
+    }
+
+    pub fn remote(&self) -> Option<&Remote> {
+        match self {
+            Self::Remote(r) => Some(r),
+            Self::Local(_) => None,
+        }
+    }
+
+    pub fn remote_mut(&mut self) -> Option<&mut Remote> {
+        match self {
+            Self::Remote(r) => Some(r),
+            Self::Local(_) => None,
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `ecdn-console attach`: the same console on a relay running in another
+//! process (`serve`, or another console's in-process relay), over its
+//! control socket. Sessions are sampled at the draw rate, events followed,
+//! edits sent to the relay, which saves and applies them. Quitting
+//! detaches; the relay keeps running.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use crossterm::event::EventStream;
+use futures_util::StreamExt;
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+
+use super::terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
+use super::{FRAME, Options, TICK, action_for_event, draw, init_logging};
+use crate::app::{
+    Action, App, Clock, Effect, RelayView, Remote, SaveError, SaveErrorKind, SessionPage, Settings,
+    Status, update,
+};
+use crate::config::Config;
+use crate::control::protocol::{
+    ClosedReply, ConfigReply, EventsReply, SessionReply, SessionsReply,
+};
+use crate::control::{ClientError, ControlClient, ErrorCode, Request};
+use crate::relay::RelayEvent;
+use crate::relay::heartbeat::Rhythm;
+use crate::ui::Theme;
+
+/// Attaches to the relay answering on `socket`. `note` is shown first
+/// (e.g. why plain `ecdn-console` attached instead of starting a relay).
+pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()> {
+    let log = init_logging(None);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the console's runtime")?;
+    let (mut poll, config, events) = runtime.block_on(connect(socket))?;
+    let theme = Theme::from_env(options.no_color);
+    let settings = Settings {
+        config_path: poll.hello.config.clone(),
+        relay_addr: Some(poll.hello.listen),
+        banner: options.banner.clone(),
+    };
+    let remote = Remote {
+        socket: socket.to_path_buf(),
+        pid: poll.hello.pid,
+        config_version: config.0,
+        ..Remote::default()
+    };
+    let mut app = App::with_view(config.1, RelayView::Remote(Box::new(remote)), settings);
+    let (backlog, mut events) = events;
+    for event in backlog {
+        update(&mut app, Action::Relay(event));
+    }
+    let text = note.unwrap_or_else(|| {
+        format!(
+            "Attached to the relay at {} (pid {}). Quitting detaches; the relay keeps running.",
+            poll.hello.listen, poll.hello.pid
+        )
+    });
+    let text = match log {
+        Some(log) => format!("{text} Logging to {}", log.display()),
+        None => text,
+    };
+    app.status = Some(Status { text, error: false });
+    tracing::info!("attached to {}", socket.display());
+    let result = {
+        let mut guard =
+            TerminalGuard::enter(options.mouse).context("cannot set up the terminal")?;
+        let result = runtime.block_on(attach_loop(
+            &mut guard,
+            &mut app,
+            &mut poll,
+            &mut events,
+            &theme,
+        ));
+        drop(guard);
+        result
+    };
+    tracing::info!("detached from {}", socket.display());
+    if PANICKED.load(Ordering::SeqCst) {
+        anyhow::bail!("the console stopped after a panic (see the message above)");
+    }
+    result
+}
+
+type Connected = (
+    ControlClient,
+    (u64, Arc<Config>),
+    (Vec<RelayEvent>, mpsc::Receiver<RelayEvent>),
+);
+
+/// Two connections: one for requests, one following events.
+async fn connect(socket: &Path) -> Result<Connected> {
+    let mut poll = ControlClient::connect(socket).await?;
+    let (version, config) = fetch_config(&mut poll).await?;
+    let mut follow = ControlClient::connect(socket).await?;
+    let reply: EventsReply = follow.request(&Request::Events { follow: true }).await?;
+    let (tx, rx) = mpsc::channel(crate::relay::EVENT_CAPACITY);
+    tokio::spawn(async move {
+        while let Ok(Some(event)) = follow.next_event().await {
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok((poll, (version, config), (reply.events, rx)))
+}
+
+async fn fetch_config(poll: &mut ControlClient) -> Result<(u64, Arc<Config>)> {
+    let reply: ConfigReply = poll.request(&Request::ConfigGet).await?;
+    let config = Config::parse(&reply.text, &reply.path)?;
+    Ok((reply.version, Arc::new(config)))
+}
+
+async fn attach_loop(
+    guard: &mut TerminalGuard,
+    app: &mut App,
+    poll: &mut ControlClient,
+    events: &mut mpsc::Receiver<RelayEvent>,
+    theme: &Theme,
+) -> Result<()> {
+    let mut input = EventStream::new();
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut connected = true;
+    let mut dirty = true;
+    let mut last_draw = Instant::now() - FRAME;
+    let mut next_tick = Instant::now() + TICK;
+    loop {
+        if dirty && last_draw.elapsed() >= FRAME {
+            if connected && let Err(e) = sample(app, poll).await {
+                connected = false;
+                lost(app, &e.to_string());
+            }
+            app.refresh(Clock::now());
+            draw(guard, app, theme)?;
+            dirty = false;
+            last_draw = Instant::now();
+            next_tick = last_draw + TICK;
+        }
+        tokio::select! {
+            // A key, a resize or a mouse event.
+            event = input.next() => match event {
+                Some(Ok(event)) => {
+                    dirty = true;
+                    if let Some(action) = action_for_event(app, guard, &event) {
+                        let effects = update(app, action);
+                        if perform(app, poll, effects).await {
+                            return Ok(());
+                        }
+                    }
+                }
+                _ => return Ok(()),
+            },
+            // The relay's events, followed on the second connection.
+            event = events.recv(), if connected => match event {
+                Some(event) => {
+                    let config_changed = matches!(event, RelayEvent::ConfigApplied { .. });
+                    update(app, Action::Relay(event));
+                    while let Ok(event) = events.try_recv() {
+                        update(app, Action::Relay(event));
+                    }
+                    if config_changed {
+                        follow_config(app, poll).await;
+                    }
+                    dirty = true;
+                }
+                None => {
+                    connected = false;
+                    lost(app, "it closed the connection");
+                    dirty = true;
+                }
+            },
+            // The frame-rate cap.
+            () = sleep_until(last_draw + FRAME), if dirty => {}
+            // Idle counters move by themselves: sample and redraw once a second.
+            () = sleep_until(next_tick), if connected && !dirty => dirty = true,
+            _ = hangup.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            () = PANIC_NOTIFY.notified() => return Ok(()),
+        }
+    }
+}
+
+fn lost(app: &mut App, why: &str) {
+    app.status = Some(Status {
+        text: format!("Lost the relay ({why}); what is shown is no longer live. q quits."),
+        error: true,
+    });
+}
+
+/// Fetches the session table, and the open session's page.
+async fn sample(app: &mut App, poll: &mut ControlClient) -> Result<(), ClientError> {
+    let reply: SessionsReply = poll.request(&Request::Sessions { domain: None }).await?;
+    let now = Instant::now();
+    let open = app.open_detail().map(|d| d.id);
+    let page = match open {
+        Some(id) => match poll.request::<SessionReply>(&Request::Session { id }).await {
+            Ok(r) => Some(SessionPage {
+                snapshot: r.session.session.snapshot(now),
+                recent: r.session.recent_frames.iter().map(|f| f.frame()).collect(),
+                rhythm: r.session.session.rhythm(),
+            }),
+            Err(ClientError::Refused(_)) => None,
+            Err(e) => return Err(e),
+        },
+        None => None,
+    };
+    if let Some(remote) = app.relay.remote_mut() {
+        remote.rhythms = reply
+            .sessions
+            .iter()
+            .map(|s| (s.id, s.rhythm()))
+            .collect::<std::collections::HashMap<_, Rhythm>>();
+        remote.sessions = reply.sessions.iter().map(|s| s.snapshot(now)).collect();
+        remote.page = page;
+    }
+    Ok(())
+}
+
+/// Another console's edit (or a reload) moved the relay's config: show it,
+/// unless a dialog holds a draft — that one's save will then be refused as
+/// a conflict, and `r` fetches the new version, keeping the draft.
+async fn follow_config(app: &mut App, poll: &mut ControlClient) {
+    if app.dialog.is_some() {
+        return;
+    }
+    let Ok((version, config)) = fetch_config(poll).await else {
+        return;
+    };
+    let mine = app.relay.remote().map_or(0, |r| r.config_version);
+    if version != mine {
+        app.config = config;
+        if let Some(r) = app.relay.remote_mut() {
+            r.config_version = version;
+        }
+    }
+}
+
+/// Carries out `effects` against the remote relay. Returns whether to quit
+/// (detach).
+async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) -> bool {
+    let mut queue = std::collections::VecDeque::from(effects);
+    while let Some(effect) = queue.pop_front() {
+        let follow_up = match effect {
+            Effect::Save(edit) => {
+                let version = app.relay.remote().map_or(0, |r| r.config_version);
+                let request = Request::ConfigEdit {
+                    version,
+                    edit: edit.clone(),
+                };
+                let action = match poll.request::<ConfigReply>(&request).await {
+                    Ok(reply) => match Config::parse(&reply.text, &reply.path) {
+                        Ok(config) => {
+                            if let Some(r) = app.relay.remote_mut() {
+                                r.config_version = reply.version;
+                            }
+                            Action::Saved {
+                                config: Arc::new(config),
+                                edit,
+                            }
+                        }
+                        Err(e) => Action::SaveFailed(SaveError::from(&e)),
+                    },
+                    Err(e) => Action::SaveFailed(save_error(&e)),
+                };
+                update(app, action)
+            }
+            Effect::Reload => {
+                let result = fetch_config(poll).await;
+                let action = match result {
+                    Ok((version, config)) => {
+                        if let Some(r) = app.relay.remote_mut() {
+                            r.config_version = version;
+                        }
+                        Action::Reloaded(Ok(config))
+                    }
+                    Err(e) => Action::Reloaded(Err(SaveError {
+                        kind: SaveErrorKind::Io,
+                        message: e.to_string(),
+                    })),
+                };
+                update(app, action)
+            }
+            // The relay applied the configuration when it saved it.
+            Effect::ApplyToRelay(_) => Vec::new(),
+            Effect::CloseSession(id) => {
+                let request = Request::CloseSession {
+                    id,
+                    code: None,
+                    reason: None,
+                };
+                if let Err(e) = poll.request::<ClosedReply>(&request).await {
+                    tracing::info!(id, "close-session: {e}");
+                }
+                Vec::new()
+            }
+            // The cloud source and probe run in the console that owns the
+            // relay; an attached console does not offer them yet.
+            Effect::LoadCloud | Effect::Probe(_) => {
+                app.status = Some(Status {
+                    text: "Not available while attached to a relay; run it in the relay's own console.".into(),
+                    error: true,
+                });
+                Vec::new()
+            }
+            Effect::Quit => return true,
+        };
+        queue.extend(follow_up);
+    }
+    false
+}
+
+fn save_error(e: &ClientError) -> SaveError {
+    let kind = match e {
+        ClientError::Refused(r) if r.error == ErrorCode::Conflict => SaveErrorKind::Conflict,
+        ClientError::Refused(r) if r.error == ErrorCode::Invalid => SaveErrorKind::Invalid,
+        _ => SaveErrorKind::Io,
+    };
+    SaveError {
+        kind,
+        message: e.to_string(),
+    }
+}
+
+/// How long `ecdn-console --config F` waits for a running relay's hello
+/// before concluding there is none and starting its own.
+pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Whether a relay answers on `socket` (for plain `ecdn-console`).
+pub fn relay_answers(socket: &Path) -> bool {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        return false;
+    };
+    runtime.block_on(async {
+        matches!(
+            tokio::time::timeout(PROBE_TIMEOUT, ControlClient::connect(socket)).await,
+            Ok(Ok(_))
+        )
+    })
+}

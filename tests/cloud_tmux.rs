@@ -11,7 +11,6 @@ mod tmux;
 
 use tmux::{Tmux, shell_quote, tmux_available};
 
-
 use fake_api::{FakeApi, SECRET_ID, SECRET_KEY, detail_domain};
 use serde_json::json;
 

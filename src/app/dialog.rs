@@ -508,7 +508,9 @@ impl Confirm {
                  \"closed by operator\"."
             ),
             Confirm::Quit { live } => format!(
-                "Quit? The relay stops and {} will be closed with 1001 \"relay shutting down\".",
+                "Quit with {}? Keep them running in a background relay that takes them \
+                 over (`ecdn-console attach` gets them back), or close them with 1001 \
+                 \"relay shutting down\".",
                 sessions(*live)
             ),
         }

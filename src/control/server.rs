@@ -354,7 +354,7 @@ fn parse(line: &str) -> Result<Request, ErrorReply> {
         error: ErrorCode::BadRequest,
         message: format!(
             "not a request this relay understands ({e}); requests: hello, sessions, session, \
-             close-session, events, config-get, config-edit, stop, recommend (see docs/CONTROL.md)"
+             close-session, events, config-get, config-edit, stop, recommend, takeover (see docs/CONTROL.md)"
         ),
     })
 }

@@ -392,7 +392,11 @@ pub const CONFIRM_QUIT: &[Binding] = &[
         "keep them running in a background relay",
     ),
     cmd(&[Char('y'), Key(K::Enter)], Command::Open, "close them"),
-    cmd(&[Char('n'), Key(K::Esc), Char('q')], Command::Cancel, "cancel"),
+    cmd(
+        &[Char('n'), Key(K::Esc), Char('q')],
+        Command::Cancel,
+        "cancel",
+    ),
 ];
 
 pub const MESSAGE: &[Binding] = &[

@@ -295,10 +295,13 @@ async fn takeover(
                 message: message.clone(),
             })
             .await;
-        control.handover.send_replace(Some(HandoverNotice::Refused(message)));
+        control
+            .handover
+            .send_replace(Some(HandoverNotice::Refused(message)));
         return;
     }
-    let reply = serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    let reply =
+        serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
     if out.ok(&reply).await.is_err() {
         return;
     }
@@ -307,14 +310,13 @@ async fn takeover(
         _ => return,
     };
     let releasing = control.clone();
-    let notice = match crate::handover::give(&control.relay, stream, move || {
-        releasing.release_socket()
-    })
-    .await
-    {
-        Ok(report) => HandoverNotice::Committed(report),
-        Err(e) => HandoverNotice::Refused(e.to_string()),
-    };
+    let notice =
+        match crate::handover::give(&control.relay, stream, move || releasing.release_socket())
+            .await
+        {
+            Ok(report) => HandoverNotice::Committed(report),
+            Err(e) => HandoverNotice::Refused(e.to_string()),
+        };
     control.handover.send_replace(Some(notice));
 }
 

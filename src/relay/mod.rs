@@ -27,14 +27,14 @@ use tokio_util::task::TaskTracker;
 
 pub use event::{CloseCause, CloseInfo, RelayEvent};
 pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
+pub use handover::{Collected, ListenerKind, MovedListener, MovedSession};
 pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
 pub use metrics::Metrics;
+pub use registry::StatsState;
 pub use registry::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
     SessionGuard, SessionId, SessionSnapshot, SessionStats,
 };
-pub use handover::{Collected, ListenerKind, MovedListener, MovedSession};
-pub use registry::StatsState;
 pub use session::{CLOSE_GRACE, LaneState};
 
 use crate::config::Config;
@@ -379,9 +379,10 @@ fn prepare(
         }
         None => (None, Vec::new()),
     };
-    let accept_loops = listeners.len().max(workers) + tls_listeners.len().max(
-        if edge.is_some() { workers } else { 0 },
-    );
+    let accept_loops = listeners.len().max(workers)
+        + tls_listeners
+            .len()
+            .max(if edge.is_some() { workers } else { 0 });
     let plain = spread(listeners, workers).map_err(bind_error(addr))?;
     let tls_addr = config.relay.tls_listen.unwrap_or(addr);
     let tls_spread = spread(tls_listeners, workers).map_err(bind_error(tls_addr))?;
@@ -423,7 +424,8 @@ fn split_inherited(
     let Some(all) = inherited else {
         return (None, None);
     };
-    let (plain, tls): (Vec<_>, Vec<_>) = all.into_iter().partition(|l| l.kind == ListenerKind::Plain);
+    let (plain, tls): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|l| l.kind == ListenerKind::Plain);
     let unwrap = |v: Vec<MovedListener>| {
         let v: Vec<_> = v.into_iter().map(|l| l.listener).collect();
         (!v.is_empty()).then_some(v)

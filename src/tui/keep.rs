@@ -95,10 +95,7 @@ impl Background {
 
 /// Waits until the hand-over asked for on `control` ends: `Ok` once the
 /// background relay has the sessions; `Err` (nothing changed) otherwise.
-pub async fn outcome(
-    control: &Control,
-    background: &mut Background,
-) -> Result<GiveReport, String> {
+pub async fn outcome(control: &Control, background: &mut Background) -> Result<GiveReport, String> {
     let mut notices = control.handover.subscribe();
     let deadline = background.deadline;
     loop {

@@ -194,8 +194,18 @@ async fn keep_on_hangup(
     let mut background = keep::spawn(&control.control, config, control.path()).ok()?;
     match keep::outcome(&control.control, &mut background).await {
         Ok(report) => {
-            tracing::info!("SIGHUP: {} session(s) handed to pid {}", report.sessions, report.to_pid);
-            Some((report, KeptBy { log: background.log, socket: background.socket }))
+            tracing::info!(
+                "SIGHUP: {} session(s) handed to pid {}",
+                report.sessions,
+                report.to_pid
+            );
+            Some((
+                report,
+                KeptBy {
+                    log: background.log,
+                    socket: background.socket,
+                },
+            ))
         }
         Err(why) => {
             tracing::warn!("SIGHUP: could not keep the sessions ({why}); closing them");

@@ -340,7 +340,11 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
 }
 
 fn confirm(frame: &mut Frame, area: Rect, c: &Confirm, theme: &Theme) {
-    let width = if matches!(c, Confirm::Quit { .. }) { 84 } else { 60 };
+    let width = if matches!(c, Confirm::Quit { .. }) {
+        84
+    } else {
+        60
+    };
     let rect = popup(frame, area, width, 8);
     let b = dialog_block(format!(" {} ", c.title()), theme);
     let inner = b.inner(rect);

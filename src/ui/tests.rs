@@ -770,6 +770,9 @@ async fn the_quit_question_shows_its_three_answers_from_the_keymap() {
         "y  Close them",
         "n  Cancel",
     ] {
-        assert!(buttons.contains(answer), "{answer:?} missing from {buttons:?}");
+        assert!(
+            buttons.contains(answer),
+            "{answer:?} missing from {buttons:?}"
+        );
     }
 }

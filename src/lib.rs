@@ -20,3 +20,4 @@ pub mod relay;
 pub mod serve;
 pub mod tui;
 pub mod ui;
+pub mod ws;

@@ -3,7 +3,6 @@
 //! no screen, no terminal.
 
 pub mod event;
-mod frame;
 pub mod handshake;
 pub mod heartbeat;
 pub mod history;
@@ -11,8 +10,10 @@ mod io;
 mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod roots;
 mod session;
 pub mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,14 +25,17 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+pub use crate::ws::frame::{
+    FrameKind, FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame,
+};
 pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request};
 pub use metrics::Metrics;
 pub use registry::{
-    Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
-    SessionGuard, SessionId, SessionSnapshot, SessionStats,
+    Direction, FlowSnapshot, MessageGaps, NewSession, RecentFrame, Registry, SessionGuard,
+    SessionId, SessionSnapshot, SessionStats,
 };
+pub use roots::{RootsError, tls_client_config};
 pub use session::CLOSE_GRACE;
 
 use crate::config::Config;
@@ -56,7 +60,7 @@ pub enum RelayError {
     #[error("cannot start the relay thread: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("cannot set up TLS to origins: {0}")]
-    Tls(String),
+    Tls(#[from] RootsError),
     #[error("the relay thread stopped while starting")]
     Stopped,
     #[error("cannot serve TLS on [relay] tls-listen: {0}")]
@@ -315,8 +319,7 @@ fn prepare(
     workers: usize,
     metrics: Arc<Metrics>,
 ) -> Result<Prepared, RelayError> {
-    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
-        .map_err(RelayError::Tls)?;
+    let tls = roots::tls_client_config(config.relay.origin_ca_file.as_deref())?;
     let addr = config.relay.listen;
     let listeners =
         bind_workers(addr, workers).map_err(|source| RelayError::Bind { addr, source })?;

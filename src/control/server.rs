@@ -23,9 +23,9 @@ use crate::config::ConfigFile;
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
-    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request, SessionDetail,
-    SessionInfo, SessionReply, SessionsReply, StoppingReply,
+    ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello,
+    HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request,
+    SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -58,6 +58,18 @@ impl Control {
             mode,
             clients: AtomicUsize::new(0),
         })
+    }
+
+    /// The config answer, with the certificates `tls-listen` serves.
+    fn config_reply(&self) -> ConfigReply {
+        let certificates = self.relay.certificates();
+        ConfigReply {
+            tls: Some(TlsInfo::of(
+                self.relay.tls_local_addr(),
+                certificates.as_deref(),
+            )),
+            ..self.config.get()
+        }
     }
 
     fn hello(&self) -> Hello {
@@ -324,7 +336,7 @@ fn handle(control: &Control, request: Request) -> Answer {
                 None => ok(&reply),
             }
         }
-        Request::ConfigGet => ok(&control.config.get()),
+        Request::ConfigGet => ok(&control.config_reply()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {
                 control.relay.apply_config(config);
@@ -332,7 +344,7 @@ fn handle(control: &Control, request: Request) -> Answer {
                     at: SystemTime::now(),
                     detail: format!("{} (over the control socket)", edit.describe()),
                 });
-                ok(&control.config.get())
+                ok(&control.config_reply())
             }
             Err(e) => Answer::Error(e),
         },

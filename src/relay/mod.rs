@@ -147,6 +147,16 @@ impl RelayLink {
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()
     }
+
+    /// See [`RelayHandle::tls_local_addr`].
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.inner.edge.as_ref().map(|e| e.local_addr)
+    }
+
+    /// See [`RelayHandle::certificates`].
+    pub fn certificates(&self) -> Option<Arc<tls::CertificateSet>> {
+        self.inner.edge.as_ref().map(|e| e.resolver.current())
+    }
 }
 
 impl RelayHandle {

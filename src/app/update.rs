@@ -3,7 +3,7 @@
 use tui_input::InputRequest;
 
 use crate::config::{Edit, LIMITATION_TEXT, Status as DomainStatus};
-use crate::relay::RelayEvent;
+use crate::relay::{CloseCause, RelayEvent};
 
 use super::action::{Action, Command, Effect, SaveError, SaveErrorKind};
 use super::dialog::{Confirm, Dialog, Form, Message, WsDraft};
@@ -538,7 +538,11 @@ fn confirm(app: &mut App, cmd: Command) -> Vec<Effect> {
                     status: DomainStatus::Offline,
                 })],
                 Confirm::CloseSession { id, .. } => {
-                    app.set_status(format!("Closing session #{id} (1001 closed by operator)"));
+                    let how = CloseCause::Operator
+                        .relay_close()
+                        .map(|f| format!(" ({} {})", f.code, f.reason))
+                        .unwrap_or_default();
+                    app.set_status(format!("Closing session #{id}{how}"));
                     vec![Effect::CloseSession(id)]
                 }
                 Confirm::Quit { .. } => vec![Effect::Quit],

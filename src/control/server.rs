@@ -24,9 +24,9 @@ use crate::handover::{GiveReport, HANDOVER_VERSION};
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
-    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request, SessionDetail,
-    SessionInfo, SessionReply, SessionsReply, StoppingReply,
+    ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello,
+    HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request,
+    SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -86,6 +86,18 @@ impl Control {
             .take();
         if let Some(path) = path {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The config answer, with the certificates `tls-listen` serves.
+    fn config_reply(&self) -> ConfigReply {
+        let certificates = self.relay.certificates();
+        ConfigReply {
+            tls: Some(TlsInfo::of(
+                self.relay.tls_local_addr(),
+                certificates.as_deref(),
+            )),
+            ..self.config.get()
         }
     }
 
@@ -422,7 +434,7 @@ fn handle(control: &Control, request: Request) -> Answer {
             error: ErrorCode::BadRequest,
             message: "takeover must be the first request of a connection".into(),
         }),
-        Request::ConfigGet => ok(&control.config.get()),
+        Request::ConfigGet => ok(&control.config_reply()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {
                 control.relay.apply_config(config);
@@ -430,7 +442,7 @@ fn handle(control: &Control, request: Request) -> Answer {
                     at: SystemTime::now(),
                     detail: format!("{} (over the control socket)", edit.describe()),
                 });
-                ok(&control.config.get())
+                ok(&control.config_reply())
             }
             Err(e) => Answer::Error(e),
         },

@@ -108,6 +108,7 @@ pub fn run_with(
     };
     let config = Arc::new(file.config().clone());
     let mut app = App::new(config, relay.registry().clone(), settings);
+    app.certificates = RelayControl::certificates(&relay);
     // The in-process relay has a control socket too (shell commands,
     // `attach` from another terminal); without one the console still works.
     let control = start_control(&relay, &file);

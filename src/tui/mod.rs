@@ -50,6 +50,9 @@ pub struct Options {
     pub mouse: bool,
     /// A line under the header, e.g. the demo's banner.
     pub banner: Option<String>,
+    /// The demo's sessions (its clients and origins are in this process)
+    /// cannot be kept by a background relay.
+    pub sessions_in_process: bool,
 }
 
 /// `ecdn-console` without a command: loads (or creates) the configuration,
@@ -136,7 +139,12 @@ pub fn run_with(
             &mut file,
             &relay,
             &mut events,
-            control.as_ref(),
+            if options.sessions_in_process {
+                None
+            } else {
+                control.as_ref()
+            },
+            control.as_ref().map(|c| &c.control),
             &theme,
         ));
         drop(guard);
@@ -145,7 +153,9 @@ pub fn run_with(
     // The terminal is back (or gone, after SIGHUP).
     let kept = match (&result, &control) {
         (Ok(Exit::Kept(report, background)), _) => Some((report.clone(), background.clone())),
-        (Ok(Exit::Signal("SIGHUP")), Some(control)) if !relay.registry().is_empty() => {
+        (Ok(Exit::Signal("SIGHUP")), Some(control))
+            if !relay.registry().is_empty() && !options.sessions_in_process =>
+        {
             runtime.block_on(keep_on_hangup(control, file.path()))
         }
         _ => None,
@@ -261,10 +271,11 @@ async fn event_loop(
     file: &mut ConfigFile,
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
+    // Where a background relay can take the sessions from (none in the demo).
     server: Option<&ControlServer>,
+    control: Option<&Arc<Control>>,
     theme: &Theme,
 ) -> Result<Exit> {
-    let control = server.map(|s| &s.control);
     let stop = control.map(|c| c.stop.clone()).unwrap_or_default();
     let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());
@@ -401,7 +412,12 @@ fn start_keeping(
         None
     };
     let Some(server) = server else {
-        return fail(app, "this console has no control socket".into());
+        return fail(
+            app,
+            "these sessions cannot be kept (the demo's clients and origins run in this \
+             process, or the console has no control socket)"
+                .into(),
+        );
     };
     match keep::spawn(&server.control, config, server.path()) {
         Ok(background) => {

@@ -139,12 +139,10 @@ pub fn run_with(
             &mut file,
             &relay,
             &mut events,
-            if options.sessions_in_process {
-                None
-            } else {
-                control.as_ref()
+            Sockets {
+                server: control.as_ref(),
+                can_keep: !options.sessions_in_process,
             },
-            control.as_ref().map(|c| &c.control),
             &theme,
         ));
         drop(guard);
@@ -234,6 +232,13 @@ async fn wait_for_stayers(relay: &RelayHandle) {
     }
 }
 
+/// The console's control socket, and whether its sessions may be kept by a
+/// background relay.
+struct Sockets<'a> {
+    server: Option<&'a ControlServer>,
+    can_keep: bool,
+}
+
 /// Why the loop ended.
 enum Exit {
     Quit,
@@ -271,11 +276,12 @@ async fn event_loop(
     file: &mut ConfigFile,
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
-    // Where a background relay can take the sessions from (none in the demo).
-    server: Option<&ControlServer>,
-    control: Option<&Arc<Control>>,
+    sockets: Sockets<'_>,
     theme: &Theme,
 ) -> Result<Exit> {
+    let control = sockets.server.map(|s| &s.control);
+    // Where a background relay can take the sessions from (none in the demo).
+    let server = sockets.server.filter(|_| sockets.can_keep);
     let stop = control.map(|c| c.stop.clone()).unwrap_or_default();
     let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());

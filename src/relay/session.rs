@@ -252,8 +252,6 @@ pub fn run<C: RawIo, O: RawIo>(
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut closing_armed = false;
-        // A hand-over woke the session but cannot take it (TLS): it stays.
-        let mut stays = false;
         let mut paused = false;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
@@ -295,7 +293,7 @@ pub fn run<C: RawIo, O: RawIo>(
                     }
                     Err(_) => config_alive = false,
                 },
-                () = &mut stopped, if open && !stays => {
+                () = &mut stopped, if open => {
                     if interrupts.shutdown.is_cancelled() {
                         pump.relay_close(CloseCause::Shutdown, close::GOING_AWAY, "relay shutting down", &client, &origin);
                     } else if stats.operator_requested() {
@@ -306,7 +304,11 @@ pub fn run<C: RawIo, O: RawIo>(
                         paused = true;
                         break;
                     } else {
-                        stays = true;
+                        // A hand-over cannot take it (a TLS side): it stays
+                        // here, still closed by the shutdown (its own token
+                        // has fired for good, so an operator's close of it
+                        // now waits for the shutdown).
+                        stopped.set(interrupts.shutdown.clone().cancelled_owned());
                         let _ = interrupts.report(Moved::Stays(stats.id));
                     }
                 }

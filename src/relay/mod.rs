@@ -157,16 +157,19 @@ impl RelayLink {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// The start of a hand-over (DESIGN §7): stops every session that can
-    /// move (plain TCP on both sides, open) between two turns of its loop
-    /// and takes a copy of every listener, whose accept loop waits. `None`
-    /// when a hand-over is already under way or the relay is stopping.
-    /// Dropping the result without [`Collected::commit`] puts everything
-    /// back as it was.
-    pub async fn collect_for_handover(&self) -> Option<Collected> {
-        let registry = self.inner.registry.clone();
-        let live = move || registry.sessions().iter().map(|s| s.id).collect();
-        handover::collect(&self.inner.interrupts, self.inner.accept_loops, live).await
+    /// The start of a hand-over (DESIGN §7). Its waves
+    /// ([`Collected::pause_idle`], [`Collected::pause_rest`]) stop every
+    /// session that can move (plain TCP on both sides, open) between two
+    /// turns of its loop, and take a copy of every listener, whose accept
+    /// loop waits. `None` when a hand-over is already under way or the
+    /// relay is stopping. Dropping the result without
+    /// [`Collected::commit`] puts everything back as it was.
+    pub fn begin_handover(&self) -> Option<Collected> {
+        handover::begin(
+            &self.inner.interrupts,
+            &self.inner.registry,
+            self.inner.accept_loops,
+        )
     }
 
     /// Starts sessions another relay process handed over, on every worker.

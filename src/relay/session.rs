@@ -300,7 +300,7 @@ pub fn run<C: RawIo, O: RawIo>(
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
                         pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
-                    } else if pump.movable() && client.movable() && origin.movable() {
+                    } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
                         paused = true;
                         break;
                     } else {
@@ -309,7 +309,9 @@ pub fn run<C: RawIo, O: RawIo>(
                         // has fired for good, so an operator's close of it
                         // now waits for the shutdown).
                         stopped.set(interrupts.shutdown.clone().cancelled_owned());
-                        let _ = interrupts.report(Moved::Stays(stats.id));
+                        if interrupts.collecting() {
+                            let _ = interrupts.report(Moved::Stays(stats.id));
+                        }
                     }
                 }
             }

@@ -117,6 +117,8 @@ pub struct GiveReport {
     pub listeners: usize,
     pub stays: usize,
     pub took: Duration,
+    /// How long the busy sessions (the second wave) were paused.
+    pub busy_paused: Duration,
 }
 
 /// The old process's side, on the control connection that asked for it.
@@ -134,8 +136,28 @@ pub async fn give(
     stream: UnixStream,
     release: impl FnOnce(),
 ) -> Result<GiveReport, HandoverError> {
+    give_with(relay, stream, release, true).await
+}
+
+/// After a hand-over: the sessions whose handshakes were still under way
+/// then (they started here once the listeners had gone) follow in a
+/// second, smaller round to the process now answering on `path` — it
+/// asked for none of them, so this process asks it to take them (`give`).
+pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, HandoverError> {
+    let stream = ask(path, "give")?;
+    give_with(relay, stream, || {}, false).await
+}
+
+async fn give_with(
+    relay: &RelayLink,
+    stream: UnixStream,
+    release: impl FnOnce(),
+    with_listeners: bool,
+) -> Result<GiveReport, HandoverError> {
     let started = std::time::Instant::now();
-    let mut collected = relay.begin_handover().ok_or(HandoverError::Busy)?;
+    let mut collected = relay
+        .begin_handover(with_listeners)
+        .ok_or(HandoverError::Busy)?;
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(STEP_TIMEOUT))?;
     // Any error from here drops `collected`, which puts every session back.
@@ -150,6 +172,7 @@ pub async fn give(
     )?;
     let idle = collected.pause_idle(IDLE_FIRST).await;
     send_sessions(&stream, &collected.sessions[idle])?;
+    let second_wave = std::time::Instant::now();
     let rest = collected.pause_rest().await;
     send_sessions(&stream, &collected.sessions[rest])?;
     let listener_fds: Vec<RawFd> = collected
@@ -179,6 +202,7 @@ pub async fn give(
     // does, it has died and they are lost with it either way.
     let _ = wire::send(&stream, &Message::Committed, &[]);
     let took = started.elapsed();
+    let busy_paused = second_wave.elapsed();
     // Closing this process's copies of the descriptors, after the new
     // process could already go on.
     drop(collected);
@@ -188,6 +212,7 @@ pub async fn give(
         listeners,
         stays,
         took,
+        busy_paused,
     })
 }
 
@@ -240,45 +265,66 @@ impl Takeover {
     /// Connects to the relay on the control socket `path` and asks for its
     /// sessions.
     pub fn connect(path: &Path) -> Result<Self, HandoverError> {
-        let connect_error = |source| HandoverError::Connect {
-            path: path.to_path_buf(),
-            source,
-        };
-        let stream = UnixStream::connect(path).map_err(connect_error)?;
-        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
-        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
-        let hello = read_line(&stream)?;
-        let hello: serde_json::Value = serde_json::from_str(&hello)
-            .map_err(|e| HandoverError::Protocol(format!("not a control socket hello: {e}")))?;
-        if hello.get("hello").is_none() {
-            let message = hello["message"].as_str().unwrap_or("no hello").to_string();
-            return Err(HandoverError::Refused {
-                path: path.to_path_buf(),
-                message,
-            });
-        }
-        let request = serde_json::json!({ "request": "takeover", "version": HANDOVER_VERSION });
-        let mut out = &stream;
-        std::io::Write::write_all(&mut out, format!("{request}\n").as_bytes())?;
-        let answer = read_line(&stream)?;
-        let answer: serde_json::Value = serde_json::from_str(&answer)
-            .map_err(|e| HandoverError::Protocol(format!("answer is not JSON: {e}")))?;
-        if answer["ok"] != serde_json::Value::Bool(true) {
-            let message = answer["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string();
-            return Err(HandoverError::Refused {
-                path: path.to_path_buf(),
-                message,
-            });
-        }
+        let stream = ask(path, "takeover")?;
         Ok(Self {
             stream,
             path: path.to_path_buf(),
         })
     }
 
+    /// The receiving side on a connection that asked to give (see
+    /// [`give_late`]).
+    pub fn on(stream: UnixStream, path: &Path) -> Result<Self, HandoverError> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+        Ok(Self {
+            stream,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Connects to the control socket `path`, reads the hello and asks for a
+/// hand-over (`takeover` or `give`); the stream, once the answer is `ok`.
+fn ask(path: &Path, request: &str) -> Result<UnixStream, HandoverError> {
+    let connect_error = |source| HandoverError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(path).map_err(connect_error)?;
+    stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+    stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+    let hello = read_line(&stream)?;
+    let hello: serde_json::Value = serde_json::from_str(&hello)
+        .map_err(|e| HandoverError::Protocol(format!("not a control socket hello: {e}")))?;
+    if hello.get("hello").is_none() {
+        let message = hello["message"].as_str().unwrap_or("no hello").to_string();
+        return Err(HandoverError::Refused {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    let request = serde_json::json!({ "request": request, "version": HANDOVER_VERSION });
+    let mut out = &stream;
+    std::io::Write::write_all(&mut out, format!("{request}\n").as_bytes())?;
+    let answer = read_line(&stream)?;
+    let answer: serde_json::Value = serde_json::from_str(&answer)
+        .map_err(|e| HandoverError::Protocol(format!("answer is not JSON: {e}")))?;
+    if answer["ok"] != serde_json::Value::Bool(true) {
+        let message = answer["message"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
+        return Err(HandoverError::Refused {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    Ok(stream)
+}
+
+impl Takeover {
     /// The control socket the old relay answered on.
     pub fn path(&self) -> &Path {
         &self.path

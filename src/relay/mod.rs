@@ -3,7 +3,7 @@
 //! no screen, no terminal.
 
 pub mod event;
-pub mod handshake;
+pub(crate) mod handshake;
 pub mod heartbeat;
 pub mod history;
 mod io;

@@ -510,7 +510,8 @@ impl Confirm {
                 close_of(&CloseCause::Operator),
             ),
             Confirm::Quit { live } => format!(
-                "Quit? The relay stops and {} will be closed with {}.",
+                "Quit with {}? Keep them running in a background relay that takes them \
+                 over (`ecdn-console attach` gets them back), or close them with {}.",
                 sessions(*live),
                 close_of(&CloseCause::Shutdown),
             ),

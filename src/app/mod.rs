@@ -474,6 +474,7 @@ impl App {
         match &self.dialog {
             Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
             Some(Dialog::Form(_)) => return Context::Form,
+            Some(Dialog::Confirm(Confirm::Quit { .. })) => return Context::ConfirmQuit,
             Some(Dialog::Confirm(_)) => return Context::Confirm,
             Some(Dialog::Message(_)) => return Context::Message,
             None => {}

@@ -52,7 +52,7 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
         }
         Context::EditWebSocket => edit_dialog(app, cmd),
         Context::Form => form(app, cmd),
-        Context::Confirm => confirm(app, cmd),
+        Context::Confirm | Context::ConfirmQuit => confirm(app, cmd),
         Context::Message => message(app, cmd),
         Context::Menu => menu(app, cmd),
         Context::Overview => overview(app, cmd),
@@ -547,6 +547,11 @@ fn confirm(app: &mut App, cmd: Command) -> Vec<Effect> {
                 }
                 Confirm::Quit { .. } => vec![Effect::Quit],
             }
+        }
+        Command::KeepSessions if matches!(question, Confirm::Quit { .. }) => {
+            app.dialog = None;
+            app.set_status("Handing the live sessions to a background relay…".to_string());
+            vec![Effect::KeepSessions]
         }
         Command::Cancel | Command::Back => {
             app.dialog = None;

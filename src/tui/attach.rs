@@ -326,7 +326,8 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
                 });
                 Vec::new()
             }
-            Effect::Quit => return true,
+            // Attached, quitting detaches: the relay keeps its sessions anyway.
+            Effect::Quit | Effect::KeepSessions => return true,
         };
         queue.extend(follow_up);
     }

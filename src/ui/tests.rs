@@ -759,6 +759,24 @@ async fn the_switch_reads_in_colour_and_in_monochrome() {
     assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
 }
 
+#[tokio::test(start_paused = true)]
+async fn the_quit_question_shows_its_three_answers_from_the_keymap() {
+    let mut f = fixture().await;
+    update(&mut f.app, Action::Cmd(Command::Quit));
+    let screen = text(&f.app, 120, 30);
+    let buttons = line_with(&screen, "Close them");
+    for answer in [
+        "k  Keep them running in a background relay",
+        "y  Close them",
+        "n  Cancel",
+    ] {
+        assert!(
+            buttons.contains(answer),
+            "{answer:?} missing from {buttons:?}"
+        );
+    }
+}
+
 /// A self-signed certificate for `name` (CN) valid for `days` more days
 /// (and an hour, so the count does not tick down during the test).
 fn certificate(dir: &std::path::Path, name: &str, days: u64) -> String {

@@ -1304,3 +1304,168 @@ async fn a_taker_killed_mid_handover_leaves_every_session_working() {
         .await;
     live.end().await;
 }
+
+// ---------------------------------------------------------------------------
+// The listeners move too: nobody connecting during a hand-over is refused.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_connecting_during_a_takeover_are_all_served() {
+    let mut live = live().await;
+    // A client half-way through its upgrade request when the hand-over comes.
+    let mut slow = TcpStream::connect(live.addr).await.unwrap();
+    let request = "GET /slow HTTP/1.1\r\nHost: stream.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                   Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let (first, rest) = request.split_at(40);
+    slow.write_all(first.as_bytes()).await.unwrap();
+
+    // New sessions one after another, each echoing once and closing.
+    let stop = CancellationToken::new();
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let served = Arc::new(AtomicUsize::new(0));
+    let churn = {
+        let (stop, failures, served, addr) =
+            (stop.clone(), failures.clone(), served.clone(), live.addr);
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut n = 0u64;
+            while !stop.is_cancelled() {
+                n += 1;
+                let one = async {
+                    let mut request = format!("ws://{addr}/churn/{n}")
+                        .into_client_request()
+                        .unwrap();
+                    request
+                        .headers_mut()
+                        .insert("host", "stream.test".parse().unwrap());
+                    let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+                    let (mut ws, _) = tokio_tungstenite::client_async(request, tcp)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let m = Message::text(format!("churn {n}"));
+                    ws.send(m.clone()).await.map_err(|e| e.to_string())?;
+                    match ws.next().await {
+                        Some(Ok(echo)) if echo == m => {}
+                        other => return Err(format!("echo: {other:?}")),
+                    }
+                    ws.close(None).await.map_err(|e| e.to_string())?;
+                    while let Some(Ok(_)) = ws.next().await {}
+                    Ok::<(), String>(())
+                };
+                match timeout(Duration::from_secs(10), one).await {
+                    Ok(Ok(())) => {
+                        served.fetch_add(1, Relaxed);
+                    }
+                    Ok(Err(e)) => failures
+                        .lock()
+                        .unwrap()
+                        .push(format!("new session {n} at {:?}: {e}", started.elapsed())),
+                    Err(_) => failures.lock().unwrap().push(format!(
+                        "new session {n} at {:?}: not served within 10 s",
+                        started.elapsed()
+                    )),
+                }
+                sleep(Duration::from_millis(10)).await;
+            }
+        })
+    };
+    sleep(Duration::from_millis(300)).await;
+
+    let mut new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
+    new.line_with("took over", Duration::from_secs(15)).await;
+    // The slow client finishes its request on whichever process has it.
+    slow.write_all(rest.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    timeout(Duration::from_secs(10), async {
+        while !head.ends_with(b"\r\n\r\n") {
+            head.push(slow.read_u8().await.unwrap());
+        }
+    })
+    .await
+    .expect("the client that was mid-request when the hand-over came gets an answer");
+    assert!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
+    slow.write_all(&masked_frame(0x1, b"slow but served"))
+        .await
+        .unwrap();
+    let (opcode, echo) = timeout(Duration::from_secs(5), read_frame(&mut slow))
+        .await
+        .expect("the slow client's echo");
+    assert_eq!((opcode, echo.as_slice()), (0x1, &b"slow but served"[..]));
+
+    assert_eq!(
+        live.serve.exit_code(Duration::from_secs(10)).await,
+        Some(0),
+        "the old relay exits once it holds no session"
+    );
+    live.serve = new;
+    sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    churn.await.unwrap();
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "{} of {} new sessions failed around the hand-over:\n{}",
+        failures.len(),
+        failures.len() + served.load(Relaxed),
+        failures.join("\n")
+    );
+    assert!(served.load(Relaxed) > 10, "only {served:?} new sessions");
+    let pid = live.serve.pid;
+    live.assert_working(pid, "after the takeover").await;
+    live.end().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_takeover_line_in_json_and_a_takeover_with_no_relay_to_take() {
+    let mut live = live().await;
+    let mut new = Serve::spawn(
+        &live.setup.config,
+        &["--takeover", "--log-format", "json"],
+        &[],
+    );
+    let line = new.line_with("\"takeover\"", Duration::from_secs(15)).await;
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["event"], "takeover", "{line}");
+    assert!(v["at"].is_string(), "{line}");
+    let detail = v["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with(&format!("took over {FEW} session(s) and ")),
+        "{line}"
+    );
+    assert_eq!(number_after(detail, "pid"), u64::from(live.serve.pid));
+    assert_eq!(live.serve.exit_code(Duration::from_secs(10)).await, Some(0));
+    live.serve = new;
+    let pid = live.serve.pid;
+    live.assert_working(pid, "after a JSON-logging takeover")
+        .await;
+    live.end().await;
+
+    // Nothing to take over: a clear error naming where it looked.
+    let dir = tempfile::tempdir().unwrap();
+    let nobody = dir.path().join("nobody.sock");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(live_config_copy(&dir))
+        .args(["serve", "--takeover", "--socket"])
+        .arg(&nobody)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(nobody.to_str().unwrap()),
+        "the error names the socket it tried: {stderr}"
+    );
+}
+
+/// A valid config of its own in `dir` (its origin need not answer).
+fn live_config_copy(dir: &tempfile::TempDir) -> PathBuf {
+    let s = setup("127.0.0.1:9".parse().unwrap());
+    let path = dir.path().join("relay.toml");
+    std::fs::copy(&s.config, &path).unwrap();
+    path
+}

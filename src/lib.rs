@@ -14,6 +14,7 @@ pub mod control;
 pub mod demo;
 #[doc(hidden)]
 pub mod fuzz_targets;
+pub mod handover;
 pub mod origin;
 pub mod probe;
 pub mod relay;

@@ -86,6 +86,10 @@ pub enum Request {
     /// The timeout the last 10 minutes of a domain's sessions call for
     /// (DESIGN §10): the answer's fields are `recommend --json`'s.
     Recommend { domain: String },
+    /// A new relay process takes this one's listeners and sessions over
+    /// (DESIGN §7). After the `ok` answer the connection carries the binary
+    /// hand-over of `crate::handover`, not JSON lines.
+    Takeover { version: u32 },
 }
 
 /// Why a request failed, as a stable code.
@@ -113,6 +117,8 @@ pub enum ErrorCode {
     Lagged,
     /// Another user's process.
     PermissionDenied,
+    /// A hand-over of another version than this relay's.
+    VersionMismatch,
 }
 
 /// An `{"ok": false, ...}` answer.

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::advice;
 use crate::config::ConfigFile;
+use crate::handover::{GiveReport, HANDOVER_VERSION};
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
@@ -46,6 +47,20 @@ pub struct Control {
     /// `serve` or `console`.
     pub mode: &'static str,
     clients: AtomicUsize,
+    /// What became of the last hand-over asked for on the socket.
+    pub handover: tokio::sync::watch::Sender<Option<HandoverNotice>>,
+    /// The socket's path, and whether it is still this relay's (after a
+    /// hand-over it belongs to the new process, which binds it anew).
+    socket: std::sync::Mutex<Option<PathBuf>>,
+}
+
+/// The end of a hand-over this relay took part in as the old process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoverNotice {
+    /// Everything movable is the new process's now.
+    Committed(GiveReport),
+    /// Nothing changed: every session carries on here.
+    Refused(String),
 }
 
 impl Control {
@@ -57,7 +72,21 @@ impl Control {
             stop: CancellationToken::new(),
             mode,
             clients: AtomicUsize::new(0),
+            handover: tokio::sync::watch::Sender::new(None),
+            socket: std::sync::Mutex::new(None),
         })
+    }
+
+    /// Gives up the socket's path to the process a hand-over went to.
+    fn release_socket(&self) {
+        let path = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     fn hello(&self) -> Hello {
@@ -88,6 +117,10 @@ impl ControlServer {
     /// Binds `path` (see [`bind`]) and serves it on a thread of its own.
     pub fn start(control: Arc<Control>, path: &Path) -> Result<Self, SocketError> {
         let listener = bind(path)?;
+        *control
+            .socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(path.to_path_buf());
         let shutdown = CancellationToken::new();
         let (ctl, stop) = (control.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
@@ -129,7 +162,8 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Not after a hand-over: the path is the new process's then.
+        self.control.release_socket();
     }
 }
 
@@ -164,7 +198,7 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-async fn client(stream: UnixStream, control: &Control) {
+async fn client(stream: UnixStream, control: &Arc<Control>) {
     let (read, write) = stream.into_split();
     let mut out = Out(write);
     if let Err(refusal) = check_peer(out.0.as_ref(), control) {
@@ -208,6 +242,20 @@ async fn client(stream: UnixStream, control: &Control) {
             continue;
         }
         let answer = match parse(line) {
+            Ok(Request::Takeover { version }) => {
+                if !lines.read_buffer().is_empty() {
+                    let _ = out
+                        .error(&ErrorReply {
+                            error: ErrorCode::BadRequest,
+                            message: "nothing may follow a takeover request before its answer"
+                                .into(),
+                        })
+                        .await;
+                    return;
+                }
+                let read = lines.into_inner();
+                return takeover(control, read, out, version).await;
+            }
             Ok(request) => handle(control, request),
             Err(e) => Answer::Error(e),
         };
@@ -225,6 +273,49 @@ async fn client(stream: UnixStream, control: &Control) {
             return;
         }
     }
+}
+
+/// A new relay process asked for this one's sessions: answer, then hand
+/// them over on the same connection (see `crate::handover`).
+async fn takeover(
+    control: &Arc<Control>,
+    read: tokio::net::unix::OwnedReadHalf,
+    mut out: Out,
+    version: u32,
+) {
+    if version != HANDOVER_VERSION {
+        let message = format!(
+            "this relay hands over with version {HANDOVER_VERSION}, the new process asked for \
+             {version}; nothing was changed. Use a build that speaks version {HANDOVER_VERSION}, \
+             or restart the relay (sessions get 1001)"
+        );
+        let _ = out
+            .error(&ErrorReply {
+                error: ErrorCode::VersionMismatch,
+                message: message.clone(),
+            })
+            .await;
+        control.handover.send_replace(Some(HandoverNotice::Refused(message)));
+        return;
+    }
+    let reply = serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    if out.ok(&reply).await.is_err() {
+        return;
+    }
+    let stream = match read.reunite(out.0).map(UnixStream::into_std) {
+        Ok(Ok(stream)) => stream,
+        _ => return,
+    };
+    let releasing = control.clone();
+    let notice = match crate::handover::give(&control.relay, stream, move || {
+        releasing.release_socket()
+    })
+    .await
+    {
+        Ok(report) => HandoverNotice::Committed(report),
+        Err(e) => HandoverNotice::Refused(e.to_string()),
+    };
+    control.handover.send_replace(Some(notice));
 }
 
 /// Refuses a peer running as another user (root excepted); the refusal is
@@ -324,6 +415,11 @@ fn handle(control: &Control, request: Request) -> Answer {
                 None => ok(&reply),
             }
         }
+        // Answered in `client`: it takes the connection over.
+        Request::Takeover { .. } => Answer::Error(ErrorReply {
+            error: ErrorCode::BadRequest,
+            message: "takeover must be the first request of a connection".into(),
+        }),
         Request::ConfigGet => ok(&control.config.get()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {

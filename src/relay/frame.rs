@@ -7,6 +7,8 @@
 
 use std::io::Cursor;
 
+use serde::{Deserialize, Serialize};
+
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
@@ -52,7 +54,7 @@ pub struct Scan {
     pub data_payload: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Position {
     /// The next byte starts a frame header.
     Header,
@@ -66,14 +68,16 @@ enum Position {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CloseCollector {
     mask: Option<[u8; 4]>,
     payload: Vec<u8>,
 }
 
-/// Follows the frame structure of one direction of a session.
-#[derive(Debug)]
+/// Follows the frame structure of one direction of a session. Its state
+/// moves with the session in a hand-over (serde), so a frame half-read by
+/// one relay process is finished by the next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrameScanner {
     /// Frames from the client must be masked; frames from the origin must not.
     from_client: bool,

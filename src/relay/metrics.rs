@@ -62,6 +62,11 @@ impl DomainMetrics {
         self.active.inc();
     }
 
+    /// A session handed over from another process: live, not new.
+    pub(super) fn session_restored(&self) {
+        self.active.inc();
+    }
+
     pub(super) fn session_closed(&self) {
         self.active.dec();
     }

@@ -103,7 +103,7 @@ impl Direction {
 
 /// One entry of a session's recent-frames ring (12 bytes, so a full ring is
 /// 600 bytes and an idle session that never sent a frame holds none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct RecentEntry {
     /// Milliseconds since the session started.
     at_ms: u32,
@@ -136,7 +136,7 @@ struct Flow {
 }
 
 /// Observed gaps between data messages in one direction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Gaps {
     /// Up to 32 most recent gaps, in milliseconds.
     recent_ms: VecDeque<u32>,
@@ -180,6 +180,17 @@ pub struct SessionStats {
     operator_frame: std::sync::OnceLock<Box<super::event::CloseInfo>>,
     /// The domain's Prometheus counters (looked up once, at registration).
     metrics: Arc<DomainMetrics>,
+}
+
+/// The table's time origin: the boot (the monotonic clock's zero) where the
+/// clock allows, so that sessions restored from another process, which
+/// started before this table existed, keep their times.
+fn early_epoch() -> Instant {
+    let now = Instant::now();
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|uptime| now.checked_sub(Duration::from(uptime)))
+        .unwrap_or(now)
 }
 
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -310,7 +321,13 @@ impl SessionStats {
 
     /// Asks the session to close with 1001 `closed by operator`.
     pub fn request_close(&self) {
-        self.operator_close.cancel();
+        self.request_close_with(super::event::CloseInfo::new(1001, "closed by operator"));
+    }
+
+    /// Whether an operator asked this session to close (its token is also
+    /// cancelled by a hand-over, which is not a close).
+    pub fn operator_requested(&self) -> bool {
+        self.operator_frame.get().is_some()
     }
 
     /// Asks the session to close with this close frame (to both sides).
@@ -394,6 +411,75 @@ impl SessionStats {
                 };
                 (direction, kind)
             }),
+        }
+    }
+}
+
+/// A session's counters as they move to another relay process (a
+/// hand-over, DESIGN §7). Instants travel as ages before the moment of the
+/// export, which the receiver maps onto its own clock, so an idle clock
+/// does not move.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsState {
+    pub id: SessionId,
+    pub domain: String,
+    pub client: SocketAddr,
+    pub origin: String,
+    pub path: String,
+    pub age_ns: u64,
+    /// Since the last activity (the start, if none).
+    pub idle_ns: u64,
+    pub longest_gap_ns: u64,
+    pub last_kind: u8,
+    flows: [FlowState; 2],
+    recent: Vec<RecentEntry>,
+    gaps: [Gaps; 2],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowState {
+    frames: u64,
+    messages: u64,
+    bytes: u64,
+    /// Ages; `None`: never.
+    last_frame_ns: Option<u64>,
+    last_message_ns: Option<u64>,
+}
+
+/// Nanoseconds from `t` to `now` (0 if `t` is later).
+fn age_ns(now: Instant, t: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `now` minus `age_ns`, or as early as the clock goes.
+fn before(now: Instant, age_ns: u64) -> Instant {
+    now.checked_sub(Duration::from_nanos(age_ns)).unwrap_or(now)
+}
+
+impl SessionStats {
+    /// The counters at `now`, to be restored in another process.
+    pub fn export(&self, now: Instant) -> StatsState {
+        let ago = |nanos: u64| at_nanos(self.epoch, nanos).map(|t| age_ns(now, t));
+        let flow = |f: &Flow| FlowState {
+            frames: f.frames.load(Relaxed),
+            messages: f.messages.load(Relaxed),
+            bytes: f.bytes.load(Relaxed),
+            last_frame_ns: ago(f.last_frame.load(Relaxed)),
+            last_message_ns: ago(f.last_message.load(Relaxed)),
+        };
+        StatsState {
+            id: self.id,
+            domain: self.domain.to_string(),
+            client: self.client,
+            origin: self.origin.to_string(),
+            path: self.path.to_string(),
+            age_ns: age_ns(now, self.started),
+            idle_ns: age_ns(now, self.last_activity()),
+            longest_gap_ns: self.longest_gap.load(Relaxed),
+            last_kind: self.last_kind.load(Relaxed),
+            flows: [flow(&self.flows[0]), flow(&self.flows[1])],
+            recent: lock(&self.recent).iter().copied().collect(),
+            gaps: lock(&self.gaps).clone(),
         }
     }
 }
@@ -495,7 +581,7 @@ impl Registry {
     /// [`with_workers`](Self::with_workers), its sessions counting into `metrics`.
     pub fn with_metrics(workers: usize, metrics: Arc<Metrics>) -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: early_epoch(),
             next_id: AtomicU64::new(1),
             shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
             history: Arc::new(History::new()),
@@ -570,6 +656,60 @@ impl Registry {
                 now,
             );
         }
+        lock(&self.shards[worker].0).insert(id, stats.clone());
+        SessionGuard {
+            registry: self.clone(),
+            stats,
+            worker,
+        }
+    }
+
+    /// Puts back a session that another relay process (or a hand-over that
+    /// was refused) exported: same id, counters, recent frames and idle
+    /// clock. `exported_at` is the export's moment on this process's clock.
+    /// Counted as live, not as a new session.
+    pub fn restore(
+        self: &Arc<Self>,
+        worker: usize,
+        state: StatsState,
+        exported_at: Instant,
+        parent: &CancellationToken,
+    ) -> SessionGuard {
+        let worker = worker % self.shards.len();
+        self.next_id.fetch_max(state.id.saturating_add(1), Relaxed);
+        let metrics = self.metrics.domain(&state.domain);
+        metrics.session_restored();
+        let stamp = |age: Option<u64>| {
+            age.map_or(0, |age| nanos_since(self.epoch, before(exported_at, age)))
+        };
+        let flow = |f: &FlowState| Flow {
+            frames: AtomicU64::new(f.frames),
+            messages: AtomicU64::new(f.messages),
+            bytes: AtomicU64::new(f.bytes),
+            last_frame: AtomicU64::new(stamp(f.last_frame_ns)),
+            last_message: AtomicU64::new(stamp(f.last_message_ns)),
+        };
+        let id = state.id;
+        let stats = Arc::new(SessionStats {
+            id,
+            domain: state.domain.into(),
+            client: state.client,
+            origin: state.origin.into(),
+            path: state.path.into(),
+            started: before(exported_at, state.age_ns),
+            worker: u16::try_from(worker).unwrap_or(u16::MAX),
+            epoch: self.epoch,
+            flows: [flow(&state.flows[0]), flow(&state.flows[1])],
+            last_activity: AtomicU64::new(stamp(Some(state.idle_ns))),
+            longest_gap: AtomicU64::new(state.longest_gap_ns),
+            last_kind: AtomicU8::new(state.last_kind),
+            timeout_ms: AtomicU64::new(NO_LIMIT),
+            recent: Mutex::new(state.recent.into_iter().take(RECENT_FRAMES).collect()),
+            gaps: Mutex::new(state.gaps),
+            operator_close: parent.child_token(),
+            operator_frame: std::sync::OnceLock::new(),
+            metrics,
+        });
         lock(&self.shards[worker].0).insert(id, stats.clone());
         SessionGuard {
             registry: self.clone(),

@@ -13,10 +13,13 @@ use std::time::Duration;
 use tokio::io::{Interest, Ready};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tokio_util::sync::ReusableBoxFuture;
+
+use serde::{Deserialize, Serialize};
 
 use super::event::{CloseCause, CloseInfo};
 use super::frame::{FrameScanner, Violation, close_frame};
+use super::handover::{Interrupts, Moved};
 use super::io::{RawIo, ReadNow, with_read_buf, write_now};
 use super::registry::{Direction, FrameKind, SessionStats};
 use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
@@ -36,7 +39,36 @@ pub struct SessionSetup {
     pub origin_leftover: Vec<u8>,
     pub extensions: bool,
     pub config: watch::Receiver<Arc<Config>>,
-    pub shutdown: CancellationToken,
+    /// The relay's shutdown and hand-over.
+    pub interrupts: Arc<Interrupts>,
+    /// Where a session handed over (or put back after a refused hand-over)
+    /// resumes: each direction's scanner and unsent bytes.
+    pub resume: Option<Box<[LaneState; 2]>>,
+}
+
+/// One direction of a session as it moves to another process: where its
+/// frame scanner stands and the bytes read but not yet written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaneState {
+    scanner: FrameScanner,
+    #[serde(with = "base64_bytes")]
+    pending: Vec<u8>,
+}
+
+/// How a session's task ended.
+pub enum Outcome {
+    /// Both sides are closed.
+    Ended(SessionEnd),
+    /// Stopped, untouched, for a hand-over: both sockets and where each
+    /// direction stands (client → origin first).
+    Paused(Box<PausedSession>),
+}
+
+/// A session between two frames of its loop, ready to move.
+pub struct PausedSession {
+    pub lanes: [LaneState; 2],
+    pub client: std::net::TcpStream,
+    pub origin: std::net::TcpStream,
 }
 
 /// How a session ended, for the `Closed` event.
@@ -62,6 +94,18 @@ struct Lane {
 }
 
 impl Lane {
+    fn state(&mut self) -> LaneState {
+        LaneState {
+            scanner: self.scanner.clone(),
+            pending: std::mem::take(&mut self.pending),
+        }
+    }
+
+    fn restore(&mut self, state: LaneState) {
+        self.scanner = state.scanner;
+        self.pending = state.pending;
+    }
+
     fn new(direction: Direction, max_message_bytes: u64, extensions: bool) -> Self {
         Self {
             direction,
@@ -143,7 +187,7 @@ pub fn run<C: RawIo, O: RawIo>(
     client: C,
     origin: O,
     setup: SessionSetup,
-) -> impl std::future::Future<Output = SessionEnd> + Send {
+) -> impl std::future::Future<Output = Outcome> + Send {
     let SessionSetup {
         stats,
         domain,
@@ -151,7 +195,8 @@ pub fn run<C: RawIo, O: RawIo>(
         origin_leftover,
         extensions,
         mut config,
-        shutdown,
+        interrupts,
+        resume,
     } = setup;
     let current = config.borrow_and_update().clone();
     let max = current.relay.max_message_bytes;
@@ -173,6 +218,11 @@ pub fn run<C: RawIo, O: RawIo>(
         owed_to_client: None,
         fin_owed: [false; 2],
     };
+    if let Some(lanes) = resume {
+        let [up, down] = *lanes;
+        pump.up.restore(up);
+        pump.down.restore(down);
+    }
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
         (Side::Client, client_leftover),
@@ -201,6 +251,9 @@ pub fn run<C: RawIo, O: RawIo>(
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut closing_armed = false;
+        // A hand-over woke the session but cannot take it (TLS): it stays.
+        let mut stays = false;
+        let mut paused = false;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
             if let (Phase::Closing(until), false) = (&pump.phase, closing_armed) {
@@ -241,18 +294,37 @@ pub fn run<C: RawIo, O: RawIo>(
                     }
                     Err(_) => config_alive = false,
                 },
-                () = &mut stopped, if open => {
-                    if shutdown.is_cancelled() {
+                () = &mut stopped, if open && !stays => {
+                    if interrupts.shutdown.is_cancelled() {
                         pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
-                    } else {
+                    } else if stats.operator_requested() {
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
                         pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
+                    } else if pump.movable() && client.movable() && origin.movable() {
+                        paused = true;
+                        break;
+                    } else {
+                        stays = true;
+                        let _ = interrupts.report(Moved::Stays(stats.id));
                     }
                 }
             }
         }
-        pump.end()
+        if paused {
+            let lanes = [pump.up.state(), pump.down.state()];
+            if let (Some(client), Some(origin)) = (client.into_movable(), origin.into_movable()) {
+                return Outcome::Paused(Box::new(PausedSession {
+                    lanes,
+                    client,
+                    origin,
+                }));
+            }
+            // The reactor would not let go of a socket (it cannot happen
+            // short of a kernel error): the session is lost with it.
+            pump.set_cause(CloseCause::ClientVanished);
+        }
+        Outcome::Ended(pump.end())
     }
 }
 
@@ -333,6 +405,21 @@ impl Pump {
             Side::Client => &self.down,
         };
         !self.gone(dest) && !lane.pending.is_empty()
+    }
+
+    /// Whether the session is in a state another process can carry on:
+    /// open, both sides there, nothing owed that only this pump knows.
+    fn movable(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+            && !self.client_gone
+            && !self.origin_gone
+            && self.cause.is_none()
+            && self.owed_to_client.is_none()
+            && self.fin_owed == [false; 2]
+            && self.up.forwarding
+            && self.down.forwarding
+            && !self.up.source_closed
+            && !self.down.source_closed
     }
 
     fn finished(&self) -> bool {
@@ -805,5 +892,21 @@ impl<T: RawIo> WriteSide for T {
     }
     fn shutdown_write_dyn(&self) -> io::Result<()> {
         self.shutdown_write()
+    }
+}
+
+/// Unsent bytes as base64 in the hand-over's JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
 }

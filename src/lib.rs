@@ -21,3 +21,4 @@ pub mod relay;
 pub mod serve;
 pub mod tui;
 pub mod ui;
+pub mod ws;

@@ -43,10 +43,11 @@ impl Ca {
     /// A certificate for `name`, written as `dir/<file>.pem` and `.key`; its DER.
     fn issue(&self, dir: &Path, file: &str, name: &str) -> Vec<u8> {
         let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![name.to_string()])
-            .unwrap()
-            .signed_by(&key, &self.issuer)
-            .unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
         std::fs::write(dir.join(format!("{file}.pem")), cert.pem()).unwrap();
         std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
         cert.der().to_vec()
@@ -102,9 +103,26 @@ async fn echo(client: &mut TlsClient, text: &str) -> String {
     reply.into_text().unwrap().to_string()
 }
 
+/// `config-get` over the control socket, by hand (one JSON line each way).
+async fn config_get(socket: &Path) -> serde_json::Value {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let hello = lines.next_line().await.unwrap().unwrap();
+    assert!(hello.contains("ecdn-console-control"), "{hello}");
+    write
+        .write_all(b"{\"request\":\"config-get\"}\n")
+        .await
+        .unwrap();
+    let answer = lines.next_line().await.unwrap().unwrap();
+    serde_json::from_str(&answer).unwrap()
+}
+
 fn config_text(echo: std::net::SocketAddr, tls_origin: std::net::SocketAddr) -> String {
     format!(
         "[relay]\nlisten = \"127.0.0.1:0\"\ntls-listen = \"127.0.0.1:0\"\nhandshake-timeout = 1\n\
+         control-socket = \"relay.sock\"\n\
          origin-ca-file = \"origin-ca.pem\"\n\n\
          [[domain]]\nname = \"a.test\"\nacceleration = \"full-site\"\norigins = [\"{echo}\"]\n\
          certificate = {{ cert-file = \"a.pem\", key-file = \"a.key\" }}\n\n\
@@ -141,6 +159,20 @@ async fn wss_at_the_edge_with_sni_certificates_and_reloads() {
     // The origin hears that the client came over TLS.
     let headers = echo(&mut b_client, "/headers").await.to_ascii_lowercase();
     assert!(headers.contains("x-forwarded-proto: https"), "{headers}");
+
+    // The console (attached over the control socket) learns the
+    // certificates in force from the config answer.
+    let tls = config_get(&dir.path().join("relay.sock")).await["tls"].clone();
+    assert_eq!(tls["listen"], edge.to_string(), "{tls}");
+    assert_eq!(tls["domains"]["b.test"]["subject"], "CN=b.test", "{tls}");
+    assert!(
+        tls["domains"]["a.test"]["not_after"]
+            .as_str()
+            .unwrap()
+            .ends_with('Z'),
+        "{tls}"
+    );
+    assert!(tls["default"].is_null(), "{tls}");
 
     // origin-protocol = "follow": wss:// to the origin for a TLS client…
     let mut follow = wss(edge, "app.test", &ca).await.unwrap();

@@ -52,6 +52,9 @@ pub enum Command {
     Goto(Screen),
     /// Measure a Tencent Cloud domain's idle timeout on its edge.
     Probe,
+    /// `k` in the quit dialog: quit, and keep the live sessions running in
+    /// a background relay that takes them over.
+    KeepSessions,
 }
 
 /// Input to [`update`](super::update).
@@ -94,6 +97,9 @@ pub enum Effect {
     /// Close one session with 1001 `closed by operator`.
     CloseSession(SessionId),
     Quit,
+    /// Hand every live session to a background relay (a detached `serve
+    /// --takeover`), then quit once it has them.
+    KeepSessions,
     /// List the Tencent Cloud account's domains (again), answering with
     /// `Cloud(Progress)`s and then `Cloud(Loaded)` or `Cloud(LoadFailed)`.
     LoadCloud,

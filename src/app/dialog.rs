@@ -9,7 +9,7 @@ use crate::config::{
     Acceleration, Area, Config, Domain, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS, NewDomain,
     OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
 };
-use crate::relay::{SessionId, SessionSnapshot};
+use crate::relay::{CloseCause, SessionId, SessionSnapshot};
 
 use super::action::SaveError;
 
@@ -490,29 +490,41 @@ impl Confirm {
         };
         match self {
             Confirm::DeleteDomain { domain, live } => format!(
-                "Delete {domain} from the configuration? {} closed with 1001 \"domain removed\". \
+                "Delete {domain} from the configuration? {} closed with {}. \
                  The file is saved; comments elsewhere are kept.",
                 if *live == 0 {
                     "No live sessions are".to_string()
                 } else {
                     format!("Its {} will be", sessions(*live))
-                }
+                },
+                close_of(&CloseCause::DomainRemoved),
             ),
             Confirm::Offline { domain, live } => format!(
-                "Take {domain} offline? Its {} will be closed with 1001 \"domain offline\", \
+                "Take {domain} offline? Its {} will be closed with {}, \
                  and new clients get 503.",
-                sessions(*live)
+                sessions(*live),
+                close_of(&CloseCause::DomainOffline),
             ),
             Confirm::CloseSession { id, domain, client } => format!(
-                "Close session #{id} ({domain}, client {client})? Both sides get 1001 \
-                 \"closed by operator\"."
+                "Close session #{id} ({domain}, client {client})? Both sides get {}.",
+                close_of(&CloseCause::Operator),
             ),
             Confirm::Quit { live } => format!(
-                "Quit? The relay stops and {} will be closed with 1001 \"relay shutting down\".",
-                sessions(*live)
+                "Quit with {}? Keep them running in a background relay that takes them \
+                 over (`ecdn-console attach` gets them back), or close them with {}.",
+                sessions(*live),
+                close_of(&CloseCause::Shutdown),
             ),
         }
     }
+}
+
+/// The close frame the relay sends for one of its own causes, as the
+/// question quotes it: `1001 "domain removed"`.
+fn close_of(cause: &CloseCause) -> String {
+    cause
+        .relay_close()
+        .map_or_else(|| cause.to_string(), |frame| frame.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

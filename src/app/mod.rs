@@ -5,6 +5,7 @@
 
 pub mod action;
 pub mod advice;
+pub mod certificates;
 pub mod cloud;
 pub mod dialog;
 pub mod keymap;
@@ -24,6 +25,7 @@ use tui_input::Input;
 
 pub use action::{Action, Command, Effect, SaveError, SaveErrorKind};
 pub use advice::{Recommendation, WhatIf};
+pub use certificates::{Certificates, DomainCertificate, Expiry};
 pub use cloud::{CloudEvent, CloudView, DomainSource, LoadState, ProbeResult, ProbeState};
 pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Message, WsDraft};
 pub use keymap::Context;
@@ -283,6 +285,9 @@ pub struct App {
     live_per_domain: HashMap<Arc<str>, usize>,
     /// A file (the default) or a Tencent Cloud account.
     pub source: DomainSource,
+    /// The certificates the relay's `tls-listen` serves, as the runner last
+    /// took them from the relay (at start and whenever a config is applied).
+    pub certificates: Certificates,
     /// The relay's evidence counts per domain over the last 10 minutes.
     recent: Vec<(Arc<str>, DomainCounts)>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
@@ -314,6 +319,7 @@ impl App {
             live: Vec::new(),
             live_per_domain: HashMap::new(),
             source: DomainSource::File,
+            certificates: Certificates::default(),
             recent: Vec::new(),
             cut_while_alive: HashSet::new(),
         }
@@ -422,6 +428,12 @@ impl App {
             .unwrap_or_default()
     }
 
+    /// The certificate a TLS client of `domain` is served, judged at the
+    /// last refresh's wall clock.
+    pub fn certificate(&self, domain: &str) -> DomainCertificate<'_> {
+        self.certificates.of_domain(domain, self.clock.wall)
+    }
+
     /// Whether a (closed) session was cut while its client was alive.
     pub fn was_cut_while_alive(&self, id: SessionId) -> bool {
         self.cut_while_alive.contains(&id)
@@ -462,6 +474,7 @@ impl App {
         match &self.dialog {
             Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
             Some(Dialog::Form(_)) => return Context::Form,
+            Some(Dialog::Confirm(Confirm::Quit { .. })) => return Context::ConfirmQuit,
             Some(Dialog::Confirm(_)) => return Context::Confirm,
             Some(Dialog::Message(_)) => return Context::Message,
             None => {}

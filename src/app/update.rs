@@ -3,7 +3,7 @@
 use tui_input::InputRequest;
 
 use crate::config::{Edit, LIMITATION_TEXT, Status as DomainStatus};
-use crate::relay::RelayEvent;
+use crate::relay::{CloseCause, RelayEvent};
 
 use super::action::{Action, Command, Effect, SaveError, SaveErrorKind};
 use super::dialog::{Confirm, Dialog, Form, Message, WsDraft};
@@ -52,7 +52,7 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
         }
         Context::EditWebSocket => edit_dialog(app, cmd),
         Context::Form => form(app, cmd),
-        Context::Confirm => confirm(app, cmd),
+        Context::Confirm | Context::ConfirmQuit => confirm(app, cmd),
         Context::Message => message(app, cmd),
         Context::Menu => menu(app, cmd),
         Context::Overview => overview(app, cmd),
@@ -538,11 +538,20 @@ fn confirm(app: &mut App, cmd: Command) -> Vec<Effect> {
                     status: DomainStatus::Offline,
                 })],
                 Confirm::CloseSession { id, .. } => {
-                    app.set_status(format!("Closing session #{id} (1001 closed by operator)"));
+                    let how = CloseCause::Operator
+                        .relay_close()
+                        .map(|f| format!(" ({} {})", f.code, f.reason))
+                        .unwrap_or_default();
+                    app.set_status(format!("Closing session #{id}{how}"));
                     vec![Effect::CloseSession(id)]
                 }
                 Confirm::Quit { .. } => vec![Effect::Quit],
             }
+        }
+        Command::KeepSessions if matches!(question, Confirm::Quit { .. }) => {
+            app.dialog = None;
+            app.set_status("Handing the live sessions to a background relay…".to_string());
+            vec![Effect::KeepSessions]
         }
         Command::Cancel | Command::Back => {
             app.dialog = None;

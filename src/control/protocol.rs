@@ -10,14 +10,17 @@
 //! Adding a request: one [`Request`] variant and one handler in
 //! `server.rs` returning a `Serialize` struct (its fields are the answer's).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::app::certificates::{Certificates, Served};
 use crate::config::Edit;
 use crate::relay::heartbeat::Rhythm;
+use crate::relay::tls::{CertificateInfo, CertificateSet};
 use crate::relay::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, RecentFrame, RelayEvent, SessionId,
     SessionSnapshot, SessionStats,
@@ -226,6 +229,81 @@ pub struct ConfigReply {
     pub path: PathBuf,
     /// The file's text as the relay holds it (comments included).
     pub text: String,
+    /// What `[relay] tls-listen` serves. Absent from older relays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsInfo>,
+}
+
+/// The certificates a relay serves on `[relay] tls-listen` (the console's
+/// Certificate column and line).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// Where `wss://` clients connect; `null` without `tls-listen`.
+    pub listen: Option<SocketAddr>,
+    /// `[relay] tls-certificate`: served to every name without its own.
+    #[serde(default)]
+    pub default: Option<CertificateEntry>,
+    /// Domains with a `certificate` of their own, by lowercase name.
+    #[serde(default)]
+    pub domains: BTreeMap<String, CertificateEntry>,
+}
+
+/// One certificate in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CertificateEntry {
+    /// The leaf certificate's subject, e.g. `CN=app.test`.
+    pub subject: String,
+    /// Its expiry, RFC 3339 in UTC (`2027-03-01T00:00:00Z`).
+    pub not_after: String,
+}
+
+impl TlsInfo {
+    /// What a relay with `tls-listen` bound at `listen` and serving `set`
+    /// reports (`None`, `None` without `tls-listen`).
+    pub fn of(listen: Option<SocketAddr>, set: Option<&CertificateSet>) -> Self {
+        let Some(set) = set else {
+            return Self::default();
+        };
+        Self {
+            listen,
+            default: set.default_info().map(CertificateEntry::of),
+            domains: set
+                .own_infos()
+                .map(|(name, info)| (name.to_string(), CertificateEntry::of(info)))
+                .collect(),
+        }
+    }
+
+    /// The console's copy (an entry whose date does not parse is left out).
+    pub fn certificates(&self) -> Certificates {
+        if self.listen.is_none() {
+            return Certificates::NoTls;
+        }
+        Certificates::Served(Served {
+            default: self.default.as_ref().and_then(CertificateEntry::info),
+            domains: self
+                .domains
+                .iter()
+                .filter_map(|(name, e)| Some((name.to_ascii_lowercase(), e.info()?)))
+                .collect(),
+        })
+    }
+}
+
+impl CertificateEntry {
+    fn of(info: &CertificateInfo) -> Self {
+        Self {
+            subject: info.subject.clone(),
+            not_after: humantime::format_rfc3339_seconds(info.not_after).to_string(),
+        }
+    }
+
+    fn info(&self) -> Option<CertificateInfo> {
+        Some(CertificateInfo {
+            subject: self.subject.clone(),
+            not_after: humantime::parse_rfc3339(&self.not_after).ok()?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -401,5 +479,45 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"request":"nope"}"#).is_err());
         // A misspelt field is an error, not silently the default.
         assert!(serde_json::from_str::<Request>(r#"{"request":"sessions","domian":"a"}"#).is_err());
+    }
+
+    #[test]
+    fn certificates_travel_in_the_config_answer_and_older_relays_omit_them() {
+        let info = CertificateInfo {
+            subject: "CN=app.test".into(),
+            not_after: std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+        };
+        let tls = TlsInfo {
+            listen: Some("127.0.0.1:8443".parse().unwrap()),
+            default: None,
+            domains: BTreeMap::from([("app.test".to_string(), CertificateEntry::of(&info))]),
+        };
+        let reply = ConfigReply {
+            version: 2,
+            path: "/c.toml".into(),
+            text: String::new(),
+            tls: Some(tls),
+        };
+        let line = serde_json::to_string(&reply).unwrap();
+        assert!(
+            line.contains(r#""domains":{"app.test":{"subject":"CN=app.test","not_after":"2027-01-15T08:00:00Z"}}"#),
+            "{line}"
+        );
+        let back: ConfigReply = serde_json::from_str(&line).unwrap();
+        let Some(Certificates::Served(served)) = back.tls.map(|t| t.certificates()) else {
+            panic!("no certificates")
+        };
+        assert_eq!(served.domains.get("app.test"), Some(&info));
+        // A relay before this field: the console says it does not know.
+        let old: ConfigReply =
+            serde_json::from_str(r#"{"version":1,"path":"/c.toml","text":""}"#).unwrap();
+        assert_eq!(old.tls, None);
+        let no_tls = TlsInfo::of(None, None);
+        assert_eq!(no_tls.certificates(), Certificates::NoTls);
+        assert!(
+            serde_json::to_string(&no_tls)
+                .unwrap()
+                .contains(r#""listen":null"#)
+        );
     }
 }

@@ -24,9 +24,9 @@ use crate::handover::{GiveReport, HANDOVER_VERSION};
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ClosedReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello, HelloReply,
-    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request, SessionDetail,
-    SessionInfo, SessionReply, SessionsReply, StoppingReply,
+    ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello,
+    HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request,
+    SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -86,6 +86,18 @@ impl Control {
             .take();
         if let Some(path) = path {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// The config answer, with the certificates `tls-listen` serves.
+    fn config_reply(&self) -> ConfigReply {
+        let certificates = self.relay.certificates();
+        ConfigReply {
+            tls: Some(TlsInfo::of(
+                self.relay.tls_local_addr(),
+                certificates.as_deref(),
+            )),
+            ..self.config.get()
         }
     }
 
@@ -295,10 +307,13 @@ async fn takeover(
                 message: message.clone(),
             })
             .await;
-        control.handover.send_replace(Some(HandoverNotice::Refused(message)));
+        control
+            .handover
+            .send_replace(Some(HandoverNotice::Refused(message)));
         return;
     }
-    let reply = serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    let reply =
+        serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
     if out.ok(&reply).await.is_err() {
         return;
     }
@@ -307,14 +322,13 @@ async fn takeover(
         _ => return,
     };
     let releasing = control.clone();
-    let notice = match crate::handover::give(&control.relay, stream, move || {
-        releasing.release_socket()
-    })
-    .await
-    {
-        Ok(report) => HandoverNotice::Committed(report),
-        Err(e) => HandoverNotice::Refused(e.to_string()),
-    };
+    let notice =
+        match crate::handover::give(&control.relay, stream, move || releasing.release_socket())
+            .await
+        {
+            Ok(report) => HandoverNotice::Committed(report),
+            Err(e) => HandoverNotice::Refused(e.to_string()),
+        };
     control.handover.send_replace(Some(notice));
 }
 
@@ -354,7 +368,7 @@ fn parse(line: &str) -> Result<Request, ErrorReply> {
         error: ErrorCode::BadRequest,
         message: format!(
             "not a request this relay understands ({e}); requests: hello, sessions, session, \
-             close-session, events, config-get, config-edit, stop, recommend (see docs/CONTROL.md)"
+             close-session, events, config-get, config-edit, stop, recommend, takeover (see docs/CONTROL.md)"
         ),
     })
 }
@@ -420,7 +434,7 @@ fn handle(control: &Control, request: Request) -> Answer {
             error: ErrorCode::BadRequest,
             message: "takeover must be the first request of a connection".into(),
         }),
-        Request::ConfigGet => ok(&control.config.get()),
+        Request::ConfigGet => ok(&control.config_reply()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {
                 control.relay.apply_config(config);
@@ -428,7 +442,7 @@ fn handle(control: &Control, request: Request) -> Answer {
                     at: SystemTime::now(),
                     detail: format!("{} (over the control socket)", edit.describe()),
                 });
-                ok(&control.config.get())
+                ok(&control.config_reply())
             }
             Err(e) => Answer::Error(e),
         },

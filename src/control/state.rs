@@ -55,6 +55,7 @@ impl ConfigCell {
             version: s.1,
             path: s.0.path().to_path_buf(),
             text: s.0.text().to_string(),
+            tls: None,
         }
     }
 

@@ -158,6 +158,7 @@ pub fn run(options: &tui::Options) -> Result<()> {
     };
     let mut options = options.clone();
     options.banner = Some(BANNER.into());
+    options.sessions_in_process = true;
     let result = tui::run_with(file, relay, events, &options, Some(FIRST_NOTE.into()));
     stop.cancel();
     runtime.block_on(async {

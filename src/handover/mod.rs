@@ -308,7 +308,9 @@ impl Takeover {
         // The old process's clock reading, mapped onto ours: both are the
         // machine's monotonic clock, so an idle clock does not move.
         let exported = Instant::now()
-            .checked_sub(Duration::from_nanos(monotonic_ns().saturating_sub(clock_ns)))
+            .checked_sub(Duration::from_nanos(
+                monotonic_ns().saturating_sub(clock_ns),
+            ))
             .unwrap_or_else(Instant::now);
         let mut sessions = Vec::with_capacity(expected);
         loop {

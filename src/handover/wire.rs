@@ -72,7 +72,10 @@ pub fn recv<T: DeserializeOwned>(stream: &UnixStream) -> io::Result<(T, Vec<Owne
             if let ControlMessageOwned::ScmRights(raw) = cmsg {
                 // SAFETY: the kernel has just installed these descriptors in
                 // this process's table for us; nothing else owns them.
-                fds.extend(raw.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                fds.extend(
+                    raw.into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
             }
         }
         if msg.flags.contains(MsgFlags::MSG_CTRUNC) {

@@ -5,12 +5,14 @@
 //! path's idle timeout can be read off (`--silent`) or shown not to bite
 //! (`--heartbeat`).
 //!
-//! It speaks the protocol at the frame level (see [`wire`]) so that it
-//! reports the close code the server really sent. It reuses the relay's TLS
-//! roots and close-frame types, nothing of the UI.
+//! It speaks the protocol at the frame level (see [`wire`], over the frame
+//! rules of [`crate::ws`]) so that it reports the close code the server
+//! really sent. It shares the relay's WebSocket vocabulary (`ws`) and TLS
+//! roots, nothing of the UI.
 
 mod connect;
 mod diagnose;
+mod phase;
 mod report;
 mod session;
 mod wire;
@@ -23,8 +25,9 @@ use serde::Serialize;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use connect::{Phase, Target, parse_header, parse_host};
-pub use report::{CloseReport, HeartbeatStats, Side, Summary, close_meaning};
+pub use connect::{Target, parse_header, parse_host};
+pub use phase::Phase;
+pub use report::{CloseReport, HeartbeatStats, Side, Summary};
 
 /// What the probe sends while the connection is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +162,7 @@ pub async fn run(options: &ProbeOptions, out: &mut dyn Write, stop: Cancellation
                 phase: Phase::Tcp,
                 error,
             });
-            let failure = connect::Failure {
+            let failure = phase::Failure {
                 phase: Phase::Tcp,
                 status: None,
             };

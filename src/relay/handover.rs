@@ -40,7 +40,9 @@ pub struct Interrupts {
 
 impl std::fmt::Debug for WorkerRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerRef").field("worker", &self.shared.worker).finish()
+        f.debug_struct("WorkerRef")
+            .field("worker", &self.shared.worker)
+            .finish()
     }
 }
 
@@ -102,7 +104,9 @@ pub struct MovedListener {
 
 impl std::fmt::Debug for MovedSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MovedSession").field("id", &self.stats.id).finish()
+        f.debug_struct("MovedSession")
+            .field("id", &self.stats.id)
+            .finish()
     }
 }
 
@@ -238,11 +242,7 @@ pub async fn offer_listener(
 
 /// What a session's task does with a paused session: report it to the
 /// hand-over, or (the hand-over ended meanwhile) carry it on here.
-pub fn session_paused(
-    slot: ConnectionSlot,
-    guard: SessionGuard,
-    paused: PausedSession,
-) {
+pub fn session_paused(slot: ConnectionSlot, guard: SessionGuard, paused: PausedSession) {
     let shared = slot.shared().clone();
     let now = Instant::now();
     let moved = MovedSession {
@@ -310,7 +310,11 @@ pub struct Collected {
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Stops every movable session and takes a copy of every listener.
-pub async fn collect(interrupts: &Arc<Interrupts>, expected_listeners: usize, live: impl Fn() -> Vec<SessionId>) -> Option<Collected> {
+pub async fn collect(
+    interrupts: &Arc<Interrupts>,
+    expected_listeners: usize,
+    live: impl Fn() -> Vec<SessionId>,
+) -> Option<Collected> {
     let (mut rx, _round) = interrupts.begin()?;
     let mut waiting: std::collections::HashSet<SessionId> = live().into_iter().collect();
     let mut collected = Collected {
@@ -382,7 +386,10 @@ impl Collected {
         let workers = lock(&self.interrupts.workers).clone();
         let mut per_worker: Vec<Vec<MovedSession>> = workers.iter().map(|_| Vec::new()).collect();
         for mut s in self.sessions.drain(..) {
-            let worker = s.held.as_ref().map_or(0, |(g, _)| usize::from(g.stats().worker));
+            let worker = s
+                .held
+                .as_ref()
+                .map_or(0, |(g, _)| usize::from(g.stats().worker));
             // Out of the table now, before the restored entry appears.
             drop(s.held.take());
             let worker = if worker < per_worker.len() { worker } else { 0 };

@@ -398,7 +398,8 @@ mod tests {
     async fn the_longest_gap_is_between_activities() {
         let registry = Arc::new(Registry::new());
         let g = open(&registry, 1000, "/");
-        use crate::relay::registry::{Direction, FrameKind};
+        use crate::relay::registry::Direction;
+        use crate::ws::FrameKind;
         let beat = |active: bool| {
             g.stats().record_frame(
                 Instant::now(),

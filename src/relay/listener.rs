@@ -16,17 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::event::{CloseCause, RelayEvent};
-use super::frame::close_frame;
 use super::handover::{self, Interrupts, ListenerKind};
 use super::handshake::{
-    ClientRequest, Refusal, Upgraded, connect_origin, read_request, send_refusal,
-    switching_protocols, tls_connect, upgrade_origin,
+    ClientRequest, Refusal, Upgraded, read_request, send_refusal, switching_protocols,
+    upgrade_origin,
 };
 use super::io::RawIo;
 use super::metrics::Metrics;
 use super::registry::{NewSession, Registry, SessionGuard};
 use super::session::{self, Outcome, SessionEnd, SessionSetup};
+use super::upstream::{connect_origin, tls_connect};
 use crate::config::{Config, Domain, Status, effective_timeout};
+use crate::ws::{close, close_frame};
 
 /// Sends lifecycle events without ever waiting: a UI that falls behind loses
 /// events (counted), it never slows a session.
@@ -356,7 +357,7 @@ async fn handshake<C: ClientIo>(
     // or taken offline meanwhile, and a session must start under the config
     // in force when it starts, not the one its handshake began with.
     if let Err((refusal, cause)) = still_served(shared, &domain.name) {
-        origin.close_with(1001, cause.label()).await;
+        origin.close_with(close::GOING_AWAY, cause.label()).await;
         return Err(refusal);
     }
     Ok(Established {
@@ -526,7 +527,7 @@ mod tests {
             listening: Default::default(),
             tracker: Default::default(),
             connections: Default::default(),
-            tls: super::super::handshake::tls_client_config(None).unwrap(),
+            tls: super::super::roots::tls_client_config(None).unwrap(),
             worker: 0,
             interrupts: Arc::new(Interrupts::new(Default::default())),
         });

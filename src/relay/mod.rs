@@ -3,7 +3,6 @@
 //! no screen, no terminal.
 
 pub mod event;
-mod frame;
 pub mod handover;
 pub mod handshake;
 pub mod heartbeat;
@@ -12,8 +11,10 @@ mod io;
 mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod roots;
 mod session;
 pub mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,16 +26,19 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
-pub use metrics::Metrics;
-pub use registry::{
-    Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
-    SessionGuard, SessionId, SessionSnapshot, SessionStats,
+pub use crate::ws::frame::{
+    FrameKind, FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame,
 };
+pub use event::{CloseCause, CloseInfo, RelayEvent};
 pub use handover::{Collected, ListenerKind, MovedListener, MovedSession};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request};
+pub use metrics::Metrics;
 pub use registry::StatsState;
+pub use registry::{
+    Direction, FlowSnapshot, MessageGaps, NewSession, RecentFrame, Registry, SessionGuard,
+    SessionId, SessionSnapshot, SessionStats,
+};
+pub use roots::{RootsError, tls_client_config};
 pub use session::{CLOSE_GRACE, LaneState};
 
 use crate::config::Config;
@@ -60,7 +64,7 @@ pub enum RelayError {
     #[error("cannot start the relay thread: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("cannot set up TLS to origins: {0}")]
-    Tls(String),
+    Tls(#[from] RootsError),
     #[error("the relay thread stopped while starting")]
     Stopped,
     #[error("cannot serve TLS on [relay] tls-listen: {0}")]
@@ -168,6 +172,16 @@ impl RelayLink {
     /// Starts sessions another relay process handed over, on every worker.
     pub fn adopt(&self, sessions: Vec<MovedSession>) {
         handover::adopt_received(&self.inner.interrupts, sessions);
+    }
+
+    /// See [`RelayHandle::tls_local_addr`].
+    pub fn tls_local_addr(&self) -> Option<SocketAddr> {
+        self.inner.edge.as_ref().map(|e| e.local_addr)
+    }
+
+    /// See [`RelayHandle::certificates`].
+    pub fn certificates(&self) -> Option<Arc<tls::CertificateSet>> {
+        self.inner.edge.as_ref().map(|e| e.resolver.current())
     }
 }
 
@@ -349,8 +363,7 @@ fn prepare(
     metrics: Arc<Metrics>,
     inherited: Option<Vec<MovedListener>>,
 ) -> Result<Prepared, RelayError> {
-    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
-        .map_err(RelayError::Tls)?;
+    let tls = roots::tls_client_config(config.relay.origin_ca_file.as_deref())?;
     let addr = config.relay.listen;
     let bind_error = |addr| move |source| RelayError::Bind { addr, source };
     let (inherited_plain, inherited_tls) = split_inherited(inherited);
@@ -379,9 +392,10 @@ fn prepare(
         }
         None => (None, Vec::new()),
     };
-    let accept_loops = listeners.len().max(workers) + tls_listeners.len().max(
-        if edge.is_some() { workers } else { 0 },
-    );
+    let accept_loops = listeners.len().max(workers)
+        + tls_listeners
+            .len()
+            .max(if edge.is_some() { workers } else { 0 });
     let plain = spread(listeners, workers).map_err(bind_error(addr))?;
     let tls_addr = config.relay.tls_listen.unwrap_or(addr);
     let tls_spread = spread(tls_listeners, workers).map_err(bind_error(tls_addr))?;
@@ -423,7 +437,8 @@ fn split_inherited(
     let Some(all) = inherited else {
         return (None, None);
     };
-    let (plain, tls): (Vec<_>, Vec<_>) = all.into_iter().partition(|l| l.kind == ListenerKind::Plain);
+    let (plain, tls): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|l| l.kind == ListenerKind::Plain);
     let unwrap = |v: Vec<MovedListener>| {
         let v: Vec<_> = v.into_iter().map(|l| l.listener).collect();
         (!v.is_empty()).then_some(v)

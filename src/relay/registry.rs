@@ -19,63 +19,12 @@ use tokio_util::sync::CancellationToken;
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
 use super::metrics::{DomainMetrics, Metrics};
+use crate::ws::{FrameKind, close};
 
 pub type SessionId = u64;
 
 /// How many recent frames each session remembers.
 pub const RECENT_FRAMES: usize = 50;
-
-/// A WebSocket frame's opcode, as the relay saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FrameKind {
-    Continuation,
-    Text,
-    Binary,
-    Close,
-    Ping,
-    Pong,
-}
-
-impl FrameKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Continuation => "cont",
-            Self::Text => "text",
-            Self::Binary => "binary",
-            Self::Close => "close",
-            Self::Ping => "ping",
-            Self::Pong => "pong",
-        }
-    }
-
-    pub fn is_control(self) -> bool {
-        matches!(self, Self::Close | Self::Ping | Self::Pong)
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Self::Continuation => 1,
-            Self::Text => 2,
-            Self::Binary => 3,
-            Self::Close => 4,
-            Self::Ping => 5,
-            Self::Pong => 6,
-        }
-    }
-
-    fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => Self::Continuation,
-            2 => Self::Text,
-            3 => Self::Binary,
-            4 => Self::Close,
-            5 => Self::Ping,
-            6 => Self::Pong,
-            _ => return None,
-        })
-    }
-}
 
 /// Which way a frame travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -245,7 +194,7 @@ impl SessionStats {
         } else {
             0
         };
-        self.last_kind.store(kind.to_u8() | dir_bit, Relaxed);
+        self.last_kind.store(kind_code(kind) | dir_bit, Relaxed);
         let at_ms = u32::try_from(now.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u32::MAX);
         let mut ring = lock(&self.recent);
@@ -321,7 +270,10 @@ impl SessionStats {
 
     /// Asks the session to close with 1001 `closed by operator`.
     pub fn request_close(&self) {
-        self.request_close_with(super::event::CloseInfo::new(1001, "closed by operator"));
+        self.request_close_with(super::event::CloseInfo::new(
+            close::GOING_AWAY,
+            CloseCause::Operator.label(),
+        ));
     }
 
     /// Whether an operator asked this session to close (its token is also
@@ -345,7 +297,7 @@ impl SessionStats {
     pub fn operator_close_frame(&self) -> (u16, &str) {
         self.operator_frame
             .get()
-            .map_or((1001, "closed by operator"), |f| {
+            .map_or((close::GOING_AWAY, CloseCause::Operator.label()), |f| {
                 (f.code, f.reason.as_str())
             })
     }
@@ -403,7 +355,7 @@ impl SessionStats {
             remaining: timeout.map(|t| (last_activity + t).saturating_duration_since(now)),
             to_origin: flow(Direction::ClientToOrigin),
             to_client: flow(Direction::OriginToClient),
-            last_frame: FrameKind::from_u8(last_kind & 0x7f).map(|kind| {
+            last_frame: kind_of(last_kind & 0x7f).map(|kind| {
                 let direction = if last_kind & 0x80 != 0 {
                     Direction::OriginToClient
                 } else {
@@ -791,6 +743,16 @@ impl Drop for SessionGuard {
             lock(&shard.0).remove(&self.stats.id);
         }
     }
+}
+
+/// A frame kind packed into the last-frame atomic (0: no frame yet).
+fn kind_code(kind: FrameKind) -> u8 {
+    kind as u8 + 1
+}
+
+fn kind_of(code: u8) -> Option<FrameKind> {
+    use strum::IntoEnumIterator;
+    FrameKind::iter().nth(usize::from(code.checked_sub(1)?))
 }
 
 #[cfg(test)]

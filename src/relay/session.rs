@@ -18,11 +18,12 @@ use tokio_util::sync::ReusableBoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::event::{CloseCause, CloseInfo};
-use super::frame::{FrameScanner, Violation, close_frame};
 use super::handover::{Interrupts, Moved};
 use super::io::{RawIo, ReadNow, with_read_buf, write_now};
-use super::registry::{Direction, FrameKind, SessionStats};
+use super::registry::{Direction, SessionStats};
 use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
+use crate::ws::close;
+use crate::ws::frame::{FrameKind, FrameScanner, Violation, close_frame};
 
 /// How long the relay waits for the close handshake it started (or that
 /// one side started) before dropping both connections.
@@ -296,7 +297,7 @@ pub fn run<C: RawIo, O: RawIo>(
                 },
                 () = &mut stopped, if open && !stays => {
                     if interrupts.shutdown.is_cancelled() {
-                        pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
+                        pump.relay_close(CloseCause::Shutdown, close::GOING_AWAY, "relay shutting down", &client, &origin);
                     } else if stats.operator_requested() {
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
@@ -478,7 +479,7 @@ impl Pump {
             Side::Client => origin,
             Side::Origin => client,
         };
-        let mut bytes = vec![0; super::frame::MAX_HEADER];
+        let mut bytes = vec![0; crate::ws::MAX_HEADER];
         let carry = self.lane(source).scanner.copy_carry(&mut bytes);
         bytes.truncate(carry);
         bytes.extend_from_slice(data);
@@ -632,7 +633,7 @@ impl Pump {
         let (cause, code, reason) = match v {
             Violation::TooBig { limit } => (
                 CloseCause::MessageTooBig { from_client },
-                1009,
+                close::MESSAGE_TOO_BIG,
                 format!("message exceeds {limit} bytes"),
             ),
             Violation::Protocol(detail) => (
@@ -640,7 +641,7 @@ impl Pump {
                     from_client,
                     detail: detail.clone(),
                 },
-                1002,
+                close::PROTOCOL_ERROR,
                 format!("protocol error: {detail}"),
             ),
         };
@@ -653,7 +654,7 @@ impl Pump {
             // the origin has answered (see `owed_to_client`).
             self.to_origin = self.inject(
                 Side::Origin,
-                1001,
+                close::GOING_AWAY,
                 &format!("client went away: {reason}"),
                 client,
                 origin,
@@ -671,7 +672,7 @@ impl Pump {
             // client and tungstenite).
             self.to_client = self.inject(
                 Side::Client,
-                1011,
+                close::INTERNAL_ERROR,
                 &format!("origin failed: {reason}"),
                 client,
                 origin,
@@ -785,7 +786,7 @@ impl Pump {
             IdleCloseMode::CloseFrame => {
                 self.relay_close(
                     cause,
-                    1001,
+                    close::GOING_AWAY,
                     &format!("idle timeout ({secs} s)"),
                     client,
                     origin,
@@ -821,14 +822,14 @@ impl Pump {
         match config.domain(&self.domain) {
             None => self.relay_close(
                 CloseCause::DomainRemoved,
-                1001,
+                close::GOING_AWAY,
                 "domain removed",
                 client,
                 origin,
             ),
             Some(d) if d.status == Status::Offline => self.relay_close(
                 CloseCause::DomainOffline,
-                1001,
+                close::GOING_AWAY,
                 "domain offline",
                 client,
                 origin,

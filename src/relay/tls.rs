@@ -73,9 +73,10 @@ pub struct CertificateSet {
     default: Option<Arc<CertifiedKey>>,
     /// Lowercase domain name → its certificate.
     by_name: HashMap<String, Arc<CertifiedKey>>,
-    /// Lowercase domain name → what the console shows (the default's for
-    /// domains without one of their own).
+    /// Lowercase domain name → what the console shows of its own certificate.
     info: HashMap<String, CertificateInfo>,
+    /// What the console shows of the default (`[relay] tls-certificate`).
+    default_info: Option<CertificateInfo>,
 }
 
 impl fmt::Debug for CertificateSet {
@@ -106,19 +107,13 @@ impl CertificateSet {
             None => None,
         };
         set.default = default.as_ref().map(|l| l.key.clone());
+        set.default_info = default.as_ref().map(|l| l.info.clone());
         for domain in &config.domains {
-            let name = domain.name.to_ascii_lowercase();
-            match &domain.certificate {
-                Some(files) => {
-                    let loaded = get(files)?;
-                    set.by_name.insert(name.clone(), loaded.key.clone());
-                    set.info.insert(name, loaded.info.clone());
-                }
-                None => {
-                    if let Some(d) = &default {
-                        set.info.insert(name, d.info.clone());
-                    }
-                }
+            if let Some(files) = &domain.certificate {
+                let name = domain.name.to_ascii_lowercase();
+                let loaded = get(files)?;
+                set.by_name.insert(name.clone(), loaded.key.clone());
+                set.info.insert(name, loaded.info.clone());
             }
         }
         Ok(set)
@@ -131,9 +126,26 @@ impl CertificateSet {
             .cloned()
     }
 
-    /// The certificate a TLS client of `domain` is served, if any.
+    /// The certificate a TLS client of `domain` is served, if any: its
+    /// own, else the default (also for a domain added since the set was
+    /// loaded, as [`pick`](Self::pick) serves it).
     pub fn info(&self, domain: &str) -> Option<&CertificateInfo> {
+        self.own_info(domain).or(self.default_info.as_ref())
+    }
+
+    /// The certificate of `domain`'s own `certificate = {...}`, if it has one.
+    pub fn own_info(&self, domain: &str) -> Option<&CertificateInfo> {
         self.info.get(&domain.to_ascii_lowercase())
+    }
+
+    /// The default certificate (`[relay] tls-certificate`), if set.
+    pub fn default_info(&self) -> Option<&CertificateInfo> {
+        self.default_info.as_ref()
+    }
+
+    /// Every domain with a certificate of its own (lowercase names).
+    pub fn own_infos(&self) -> impl Iterator<Item = (&str, &CertificateInfo)> {
+        self.info.iter().map(|(name, info)| (name.as_str(), info))
     }
 }
 
@@ -495,6 +507,10 @@ mod tests {
         let d_key = set.pick(Some("other.test")).unwrap();
         assert!(!Arc::ptr_eq(&a_key, &d_key));
         assert!(Arc::ptr_eq(&set.pick(None).unwrap(), &d_key));
-        assert!(set.info("a.test").is_some());
+        assert!(set.own_info("a.test").is_some());
+        // A name without its own is shown the default, as it is served it.
+        assert!(set.default_info().is_some());
+        assert_eq!(set.info("other.test"), set.default_info());
+        assert!(set.own_info("other.test").is_none());
     }
 }

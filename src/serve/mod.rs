@@ -236,7 +236,11 @@ impl std::fmt::Display for TookOver {
             self.took.as_millis()
         )?;
         if self.stays > 0 {
-            write!(f, "; {} TLS session(s) stay with pid {} until they end", self.stays, self.from_pid)?;
+            write!(
+                f,
+                "; {} TLS session(s) stay with pid {} until they end",
+                self.stays, self.from_pid
+            )?;
         }
         Ok(())
     }
@@ -286,9 +290,8 @@ async fn take_over(
         stays,
     } = received;
     let listener_count = listeners.len();
-    let (relay, events) =
-        relay::spawn_relay_threads_inheriting(config, metrics, Some(listeners))
-            .context("hand-over refused: this relay cannot start")?;
+    let (relay, events) = relay::spawn_relay_threads_inheriting(config, metrics, Some(listeners))
+        .context("hand-over refused: this relay cannot start")?;
     if let Err(e) = tokio::task::spawn_blocking(move || takeover.confirm()).await? {
         relay.shutdown();
         relay.join(CLOSE_GRACE);

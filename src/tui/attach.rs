@@ -19,12 +19,12 @@ use tokio::time::{Instant, sleep_until};
 use super::terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
 use super::{FRAME, Options, TICK, action_for_event, draw, init_logging};
 use crate::app::{
-    Action, App, Clock, Effect, RelayView, Remote, SaveError, SaveErrorKind, SessionPage, Settings,
-    Status, update,
+    Action, App, Certificates, Clock, Effect, RelayView, Remote, SaveError, SaveErrorKind,
+    SessionPage, Settings, Status, update,
 };
 use crate::config::Config;
 use crate::control::protocol::{
-    ClosedReply, ConfigReply, EventsReply, SessionReply, SessionsReply,
+    ClosedReply, ConfigReply, EventsReply, SessionReply, SessionsReply, TlsInfo,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
 use crate::relay::RelayEvent;
@@ -53,6 +53,7 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
         ..Remote::default()
     };
     let mut app = App::with_view(config.1, RelayView::Remote(Box::new(remote)), settings);
+    app.certificates = config.2;
     let (backlog, mut events) = events;
     for event in backlog {
         update(&mut app, Action::Relay(event));
@@ -89,16 +90,19 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     result
 }
 
+/// A config version, its config, and the certificates in force with it.
+type Fetched = (u64, Arc<Config>, Certificates);
+
 type Connected = (
     ControlClient,
-    (u64, Arc<Config>),
+    Fetched,
     (Vec<RelayEvent>, mpsc::Receiver<RelayEvent>),
 );
 
 /// Two connections: one for requests, one following events.
 async fn connect(socket: &Path) -> Result<Connected> {
     let mut poll = ControlClient::connect(socket).await?;
-    let (version, config) = fetch_config(&mut poll).await?;
+    let fetched = fetch_config(&mut poll).await?;
     let mut follow = ControlClient::connect(socket).await?;
     let reply: EventsReply = follow.request(&Request::Events { follow: true }).await?;
     let (tx, rx) = mpsc::channel(crate::relay::EVENT_CAPACITY);
@@ -109,13 +113,21 @@ async fn connect(socket: &Path) -> Result<Connected> {
             }
         }
     });
-    Ok((poll, (version, config), (reply.events, rx)))
+    Ok((poll, fetched, (reply.events, rx)))
 }
 
-async fn fetch_config(poll: &mut ControlClient) -> Result<(u64, Arc<Config>)> {
+async fn fetch_config(poll: &mut ControlClient) -> Result<Fetched> {
     let reply: ConfigReply = poll.request(&Request::ConfigGet).await?;
     let config = Config::parse(&reply.text, &reply.path)?;
-    Ok((reply.version, Arc::new(config)))
+    Ok((reply.version, Arc::new(config), certificates_of(&reply)))
+}
+
+/// The certificates a config answer reports (an older relay's: unknown).
+fn certificates_of(reply: &ConfigReply) -> Certificates {
+    reply
+        .tls
+        .as_ref()
+        .map_or(Certificates::Unknown, TlsInfo::certificates)
 }
 
 async fn attach_loop(
@@ -231,9 +243,11 @@ async fn follow_config(app: &mut App, poll: &mut ControlClient) {
     if app.dialog.is_some() {
         return;
     }
-    let Ok((version, config)) = fetch_config(poll).await else {
+    let Ok((version, config, certificates)) = fetch_config(poll).await else {
         return;
     };
+    // A reload can renew certificates without changing the text.
+    app.certificates = certificates;
     let mine = app.relay.remote().map_or(0, |r| r.config_version);
     if version != mine {
         app.config = config;
@@ -258,6 +272,7 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
                 let action = match poll.request::<ConfigReply>(&request).await {
                     Ok(reply) => match Config::parse(&reply.text, &reply.path) {
                         Ok(config) => {
+                            app.certificates = certificates_of(&reply);
                             if let Some(r) = app.relay.remote_mut() {
                                 r.config_version = reply.version;
                             }
@@ -275,7 +290,8 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
             Effect::Reload => {
                 let result = fetch_config(poll).await;
                 let action = match result {
-                    Ok((version, config)) => {
+                    Ok((version, config, certificates)) => {
+                        app.certificates = certificates;
                         if let Some(r) = app.relay.remote_mut() {
                             r.config_version = version;
                         }
@@ -310,7 +326,8 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
                 });
                 Vec::new()
             }
-            Effect::Quit => return true,
+            // Attached, quitting detaches: the relay keeps its sessions anyway.
+            Effect::Quit | Effect::KeepSessions => return true,
         };
         queue.extend(follow_up);
     }

@@ -194,7 +194,10 @@ impl Tasks<'_> {
                 Effect::Probe(domain) => self.probe(domain),
                 Effect::Quit => quit = true,
                 // No file and no relay on an account.
-                Effect::Reload | Effect::ApplyToRelay(_) | Effect::CloseSession(_) => {}
+                Effect::Reload
+                | Effect::ApplyToRelay(_)
+                | Effect::CloseSession(_)
+                | Effect::KeepSessions => {}
             }
         }
         quit

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::app::{Action, App, Effect, SaveError, update};
+use crate::app::{Action, App, Certificates, Effect, SaveError, update};
 use crate::config::{Config, ConfigFile};
 use crate::relay::{Registry, RelayHandle, SessionId};
 
@@ -12,6 +12,10 @@ use crate::relay::{Registry, RelayHandle, SessionId};
 pub trait RelayControl {
     fn apply_config(&self, config: Arc<Config>);
     fn close_session(&self, id: SessionId) -> bool;
+    /// The certificates its `tls-listen` serves.
+    fn certificates(&self) -> Certificates {
+        Certificates::Unknown
+    }
 }
 
 impl RelayControl for RelayHandle {
@@ -21,6 +25,10 @@ impl RelayControl for RelayHandle {
 
     fn close_session(&self, id: SessionId) -> bool {
         self.registry().close(id)
+    }
+
+    fn certificates(&self) -> Certificates {
+        Certificates::of_set(RelayHandle::certificates(self).as_deref())
     }
 }
 
@@ -68,6 +76,7 @@ pub fn perform(
             }
             Effect::ApplyToRelay(config) => {
                 relay.apply_config(config);
+                app.certificates = relay.certificates();
                 Vec::new()
             }
             Effect::CloseSession(id) => {
@@ -80,6 +89,9 @@ pub fn perform(
                 quit = true;
                 Vec::new()
             }
+            // The console's loop starts the hand-over itself (it needs the
+            // control socket and watches the outcome).
+            Effect::KeepSessions => Vec::new(),
             // Only a console on a Tencent Cloud account asks for these, and
             // its own runner (tui::cloud) carries them out.
             Effect::LoadCloud | Effect::Probe(_) => Vec::new(),

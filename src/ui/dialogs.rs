@@ -340,22 +340,38 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
 }
 
 fn confirm(frame: &mut Frame, area: Rect, c: &Confirm, theme: &Theme) {
-    let rect = popup(frame, area, 60, 8);
+    let width = if matches!(c, Confirm::Quit { .. }) {
+        84
+    } else {
+        60
+    };
+    let rect = popup(frame, area, width, 8);
     let b = dialog_block(format!(" {} ", c.title()), theme);
     let inner = b.inner(rect);
     frame.render_widget(b, rect);
     let [text, buttons] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
     frame.render_widget(Paragraph::new(c.question()).wrap(Wrap { trim: true }), text);
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled(" y ", theme.button(true)),
-            Span::raw(" Yes    "),
-            Span::styled(" n ", theme.button(false)),
-            Span::raw(" No"),
-        ])),
-        buttons,
-    );
+    // The answers are the dialog's key bindings, so a key and its button
+    // cannot disagree.
+    let table = match c {
+        Confirm::Quit { .. } => keymap::CONFIRM_QUIT,
+        _ => keymap::CONFIRM,
+    };
+    let mut spans = Vec::new();
+    for (i, binding) in table.iter().enumerate() {
+        let key = binding.keys.first().map_or_else(String::new, |k| k.label());
+        spans.push(Span::styled(format!(" {key} "), theme.button(i == 0)));
+        spans.push(Span::raw(format!(" {}    ", capitalized(binding.hint))));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), buttons);
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 fn message(frame: &mut Frame, area: Rect, m: &Message, theme: &Theme) {

@@ -5,7 +5,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table, TableState};
 
-use crate::app::App;
+use crate::app::{App, Certificates};
 use crate::config::{Acceleration, Domain, Status, effective_timeout};
 
 use super::theme::Theme;
@@ -58,6 +58,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     } else {
         Columns::Narrow
     };
+    let certificates = certificate_column(app, layout, inner.width);
     let mut header = vec!["Domain", "Status"];
     let mut widths = vec![Constraint::Fill(1), Constraint::Length(7)];
     match layout {
@@ -76,6 +77,24 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         }
         Columns::Narrow => {}
     }
+    match certificates {
+        CertColumn::Wide => {
+            header.push("Certificate");
+            widths.push(Constraint::Length(32));
+        }
+        CertColumn::Short => {
+            header.push("Certificate");
+            widths.push(Constraint::Length(11));
+        }
+        // In place of Origin (Enter shows it), so that the domain names
+        // keep their width in 80 columns.
+        CertColumn::InsteadOfOrigin => {
+            if let Some(h) = header.last_mut() {
+                *h = "Certificate";
+            }
+        }
+        CertColumn::None => {}
+    }
     header.push("WebSocket");
     widths.push(Constraint::Length(13));
     // An account's domains have no live sessions the console could see.
@@ -87,7 +106,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .iter()
         .map(|d| match cloud {
             Some(view) => cloud_row(d, view.domain(&d.name), layout, theme),
-            None => row(d, app.live_on(&d.name), layout, theme),
+            None => row(app, d, layout, certificates, theme),
         })
         .collect();
     if visible.is_empty() {
@@ -123,7 +142,43 @@ enum Columns {
     Narrow,
 }
 
-fn row<'a>(d: &'a Domain, live: usize, layout: Columns, theme: &Theme) -> Row<'a> {
+/// Where the certificate column goes, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CertColumn {
+    /// Its own column, with the subject.
+    Wide,
+    /// Its own column, expiry only.
+    Short,
+    /// Expiry only, where Origin would be.
+    InsteadOfOrigin,
+    None,
+}
+
+/// Inner width from which the certificate's subject fits beside every
+/// other column with the domain names still whole.
+const CERT_SUBJECT_WIDTH: u16 = 140;
+
+/// A relay that serves `wss://` gets the column wherever there is room
+/// (expiry matters more than the origin at a glance); one that does not
+/// says so in the widest layout only, and an unknown one never.
+fn certificate_column(app: &App, layout: Columns, width: u16) -> CertColumn {
+    match (&app.certificates, layout) {
+        (Certificates::Unknown, _) | (_, Columns::Narrow) => CertColumn::None,
+        (_, Columns::All) if width >= CERT_SUBJECT_WIDTH => CertColumn::Wide,
+        (_, Columns::All) => CertColumn::Short,
+        (Certificates::Served(_), Columns::Main) => CertColumn::InsteadOfOrigin,
+        (Certificates::NoTls, Columns::Main) => CertColumn::None,
+    }
+}
+
+fn row<'a>(
+    app: &App,
+    d: &'a Domain,
+    layout: Columns,
+    certificates: CertColumn,
+    theme: &Theme,
+) -> Row<'a> {
+    let live = app.live_on(&d.name);
     let status = match d.status {
         Status::Online => Span::styled("online", theme.good()),
         Status::Offline => Span::styled("offline", theme.warn()),
@@ -150,9 +205,16 @@ fn row<'a>(d: &'a Domain, live: usize, layout: Columns, theme: &Theme) -> Row<'a
         }
         Columns::Main => {
             cells.push(short_acceleration(d.acceleration).into());
-            cells.push(origin.into());
+            if certificates != CertColumn::InsteadOfOrigin {
+                cells.push(origin.into());
+            }
         }
         Columns::Narrow => {}
+    }
+    if certificates != CertColumn::None {
+        let wide = certificates == CertColumn::Wide;
+        let cert = super::certificate::cell(app.certificate(&d.name), wide, theme);
+        cells.push(Line::from(cert).into());
     }
     cells.push(Span::styled(ws.column_label(), ws_style).into());
     cells.push(format!("{live:>5}").into());

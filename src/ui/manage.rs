@@ -97,7 +97,7 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
         "  ",
         theme,
     ));
-    let lines = vec![
+    let mut lines = vec![
         kv(
             "Domain",
             W,
@@ -137,6 +137,12 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
         ),
         kv("Last 10 min", W, recent_spans(app, d, theme), theme),
     ];
+    for (i, spans) in super::certificate::lines(app.certificate(&d.name), theme)
+        .into_iter()
+        .enumerate()
+    {
+        lines.push(kv(if i == 0 { "Certificate" } else { "" }, W, spans, theme));
+    }
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
 

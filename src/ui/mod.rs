@@ -1,6 +1,7 @@
 //! Pure rendering: reads the [`App`] (and its clock), draws, never mutates
 //! state that matters and never does I/O. One module per screen.
 
+mod certificate;
 mod cloud;
 mod dialogs;
 mod domains;

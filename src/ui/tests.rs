@@ -758,3 +758,177 @@ async fn the_switch_reads_in_colour_and_in_monochrome() {
     manage_row(&mut f.app, 0, 2);
     assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_quit_question_shows_its_three_answers_from_the_keymap() {
+    let mut f = fixture().await;
+    update(&mut f.app, Action::Cmd(Command::Quit));
+    let screen = text(&f.app, 120, 30);
+    let buttons = line_with(&screen, "Close them");
+    for answer in [
+        "k  Keep them running in a background relay",
+        "y  Close them",
+        "n  Cancel",
+    ] {
+        assert!(
+            buttons.contains(answer),
+            "{answer:?} missing from {buttons:?}"
+        );
+    }
+}
+
+/// A self-signed certificate for `name` (CN) valid for `days` more days
+/// (and an hour, so the count does not tick down during the test).
+fn certificate(dir: &std::path::Path, name: &str, days: u64) -> String {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.not_after = (SystemTime::now() + Duration::from_secs(days * 86_400 + 3600)).into();
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_file, key_file) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    format!("certificate = {{ cert-file = {cert_file:?}, key-file = {key_file:?} }}\n")
+}
+
+/// The test config served on `tls-listen`: www.example.com's certificate
+/// expires in 9 days, cloud.tencent.com's in 90, api.example.com has none
+/// (and there is no default).
+fn tls_app(dir: &std::path::Path) -> App {
+    let mut text = TEST_CONFIG.replace(
+        "listen = \"127.0.0.1:0\"\n",
+        "listen = \"127.0.0.1:0\"\ntls-listen = \"127.0.0.1:0\"\n",
+    );
+    for (name, days) in [("www.example.com", 9), ("cloud.tencent.com", 90)] {
+        let line = format!("name = \"{name}\"\n");
+        text = text.replace(&line, &format!("{line}{}", certificate(dir, name, days)));
+    }
+    let config = crate::config::Config::parse(&text, &dir.join("c.toml")).unwrap();
+    let set = crate::relay::tls::CertificateSet::load(&config).unwrap();
+    let mut app = App::new(
+        Arc::new(config),
+        Arc::new(Registry::new()),
+        Settings::default(),
+    );
+    app.certificates = crate::app::Certificates::of_set(Some(&set));
+    app.refresh(Clock::now());
+    app
+}
+
+fn row_text(buffer: &Buffer, y: u16) -> String {
+    (0..buffer.area.width)
+        .map(|x| buffer[(x, y)].symbol().to_string())
+        .collect()
+}
+
+/// The cells of row `y` that spell `needle`.
+fn cells_of<'b>(buffer: &'b Buffer, y: u16, needle: &str) -> Vec<&'b ratatui::buffer::Cell> {
+    let row = row_text(buffer, y);
+    let start = row
+        .find(needle)
+        .unwrap_or_else(|| panic!("{needle:?} not in {row}"));
+    let x = u16::try_from(row[..start].chars().count()).unwrap();
+    let len = u16::try_from(needle.chars().count()).unwrap();
+    (x..x + len).map(|x| &buffer[(x, y)]).collect()
+}
+
+#[tokio::test]
+async fn certificates_show_subject_and_expiry_warning_coloured_near_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut app = tls_app(dir.path());
+    // The last row selected, so the others are drawn in their own colours.
+    cmds(&mut app, &[Command::Goto(Screen::Domains), Command::End]);
+
+    // 80 columns: the expiry where Origin would be.
+    let buffer = draw(&app, &Theme::color(), 80, 24);
+    let header = row_text(&buffer, row_of(&buffer, "Status"));
+    assert!(
+        header.contains("Certificate") && !header.contains("Origin"),
+        "{header}"
+    );
+    let www = row_of(&buffer, "www.example.com");
+    assert!(
+        cells_of(&buffer, www, "!9 d left")
+            .iter()
+            .all(|c| c.fg == Color::Yellow)
+    );
+    let cloud = row_of(&buffer, "cloud.tencent.com");
+    assert!(
+        cells_of(&buffer, cloud, "90 d left")
+            .iter()
+            .all(|c| c.fg == Color::Reset)
+    );
+    let api = row_text(&buffer, row_of(&buffer, "api.example.com"));
+    assert!(api.contains("none"), "{api}");
+
+    // Wide: the subject too.
+    let buffer = draw(&app, &Theme::color(), 170, 30);
+    let row = row_text(&buffer, row_of(&buffer, "www.example.com "));
+    assert!(row.contains("!9 d left · CN=www.example.com"), "{row}");
+
+    // Monochrome still marks it.
+    let buffer = draw(&app, &Theme::mono(), 80, 24);
+    assert!(row_text(&buffer, row_of(&buffer, "www.example.com")).contains("!9 d left"));
+
+    // Basic Information: subject, expiry date, time left in the warning colour.
+    cmds(&mut app, &[Command::Home, Command::Open]);
+    let buffer = draw(&app, &Theme::color(), 80, 24);
+    let y = row_of(&buffer, "Certificate");
+    let line = row_text(&buffer, y);
+    assert!(line.contains("Certificate"), "{line}");
+    let info = app.certificate("www.example.com").info().unwrap();
+    let expires = humantime::format_rfc3339_seconds(info.not_after);
+    assert!(line.contains("CN=www.example.com"), "{line}");
+    let next = row_text(&buffer, y + 1);
+    assert!(
+        next.contains(&format!("expires {expires} (!9 d left)")),
+        "{next}"
+    );
+    assert!(
+        cells_of(&buffer, y + 1, "!9 d left")
+            .iter()
+            .all(|c| c.fg == Color::Yellow)
+    );
+
+    // Once past the date: EXPIRED, in the error colour.
+    let later = SystemTime::now() + Duration::from_secs(100 * 86_400);
+    app.refresh(Clock {
+        mono: Instant::now(),
+        wall: later,
+    });
+    cmds(&mut app, &[Command::Back, Command::End]);
+    let buffer = draw(&app, &Theme::color(), 80, 24);
+    let cloud = row_of(&buffer, "cloud.tencent.com");
+    assert!(
+        cells_of(&buffer, cloud, "EXPIRED")
+            .iter()
+            .all(|c| c.fg == Color::Red)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_tls_listen_the_certificate_says_so() {
+    let mut f = fixture().await;
+    f.app.certificates = crate::app::Certificates::NoTls;
+    manage(&mut f.app, 0);
+    let screen = text(&f.app, 80, 24);
+    assert_line(
+        &screen,
+        "Certificate",
+        "— no wss:// here: [relay] tls-listen is not set",
+    );
+    // The list has no column for it in 80 columns, and one in the widest.
+    cmds(&mut f.app, &[Command::Back]);
+    let screen = text(&f.app, 80, 24);
+    assert!(!screen.contains("Certificate"), "{screen}");
+    let screen = text(&f.app, 170, 30);
+    assert!(
+        line_with(&screen, "cloud.tencent.com ").contains("no TLS"),
+        "{screen}"
+    );
+}

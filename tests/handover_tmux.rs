@@ -63,9 +63,11 @@ impl Setup {
     /// the test's directory.
     fn command(&self, args: &str) -> String {
         format!(
-            "ECDN_CONSOLE_LOG={} XDG_RUNTIME_DIR={} {} {args}",
+            "ECDN_CONSOLE_LOG={} XDG_RUNTIME_DIR={} XDG_STATE_HOME={} {} {args}",
             shell_quote(&self.dir.path().join("console.log").display().to_string()),
             shell_quote(&self.dir.path().join("xdg").display().to_string()),
+            // A background relay's log goes to the state directory: the test's own.
+            shell_quote(&self.dir.path().join("state").display().to_string()),
             shell_quote(BIN),
         )
     }
@@ -415,13 +417,20 @@ async fn quitting_with_k_keeps_the_sessions_in_a_background_relay() {
     streams.assert_listed(&ids);
 
     tmux.keys(&["q"]);
-    let question = tmux.wait_for("Quit?");
+    let question = tmux.wait_for("╔ Quit");
     assert!(
         question.contains("k ") && question.to_lowercase().contains("keep"),
         "the quit question offers k (keep):\n{question}"
     );
     tmux.keys(&["k"]);
-    let after = tmux.wait_for("console exited 0");
+    tmux.wait_for("console exited 0");
+    // Joined: a long path the terminal wrapped is one word again.
+    let after = String::from_utf8_lossy(
+        &tmux
+            .cmd(&["capture-pane", "-p", "-J", "-t", "console"])
+            .stdout,
+    )
+    .into_owned();
     wait_console_gone(console).await;
     let background = assert_kept_by_background_relay(&setup, console, &ids).await;
     assert!(console_alive(background), "the background relay runs");

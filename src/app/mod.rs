@@ -445,7 +445,7 @@ impl App {
         self.relay.evidence(domain, self.clock.mono)
     }
 
-    /// The timeout the evidence calls for, and why (DESIGN §10).
+    /// The timeout the evidence calls for, and why (README, "Advice from evidence").
     pub fn recommendation(&self, domain: &Domain) -> Recommendation {
         let mut evidence = self.evidence(&domain.name);
         evidence.domain = domain.name.clone();

@@ -206,7 +206,7 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
     frame.render_widget(Paragraph::new(Line::from(row)), buttons);
 }
 
-/// The draft against the last 10 minutes (DESIGN §10): the sessions it
+/// The draft against the last 10 minutes (README, "Advice from evidence"): the sessions it
 /// would have cut, and the cuts of live clients it would have spared —
 /// where that can be known.
 fn history_lines(app: &App, d: &WsDraft, theme: &Theme) -> Vec<Line<'static>> {

@@ -285,7 +285,7 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
-/// The recommendation from the last 10 minutes (DESIGN §10): the value,
+/// The recommendation from the last 10 minutes (README, "Advice from evidence"): the value,
 /// how it compares with the limit in force, the reason, the evidence.
 fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
     let rec = app.recommendation(d);

@@ -12,7 +12,7 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod demo;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzz_targets;
 pub mod handover;
 pub mod origin;

@@ -1,4 +1,4 @@
-//! The console on a Tencent Cloud account (DESIGN §9): the domains come
+//! The console on a Tencent Cloud account (README, "Tencent Cloud"): the domains come
 //! from the CDN API instead of a file, edits go to `UpdateDomainConfig`,
 //! and `p` measures a domain's idle timeout on the real edge with a silent
 //! probe. The rest of the console (menu, list, Manage tabs, the edit

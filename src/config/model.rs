@@ -1,8 +1,10 @@
 //! The validated configuration: what the relay, the UI and the CLI work with.
 //!
-//! Values here are always valid — they can only be built by
-//! [`Config::parse`](crate::config::Config::parse), which runs every rule in
-//! `validate.rs`. Nothing downstream re-checks them.
+//! A file becomes a `Config` through [`Config::parse`](crate::config::Config::parse),
+//! which runs every rule in `rules.rs`; edits go through the same rules
+//! (`edit.rs`) before they are saved and applied. The fields are public, so
+//! code that builds one itself (the cloud source, tests) must keep to those
+//! rules: nothing downstream re-checks them.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -341,21 +343,12 @@ impl Switch {
     }
 }
 
-/// `websocket = { switch, timeout, ping-resets-idle }`.
+/// `websocket = { switch, timeout, ping-resets-idle }`. Its default (off,
+/// the recommended timeout) is in `timeout.rs` with the other timeout rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WebSocketSettings {
     pub switch: Switch,
     /// Seconds, 0..=300; 0 means no idle limit.
     pub timeout: u16,
     pub ping_resets_idle: bool,
-}
-
-impl Default for WebSocketSettings {
-    fn default() -> Self {
-        Self {
-            switch: Switch::Off,
-            timeout: super::timeout::RECOMMENDED_TIMEOUT_SECS,
-            ping_resets_idle: true,
-        }
-    }
 }

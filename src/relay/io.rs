@@ -3,7 +3,7 @@
 //! The pump waits for readiness and then reads into a buffer owned by the
 //! worker thread, so an idle session holds no read buffer at all. Tokio's
 //! `TcpStream` and `UnixStream` both offer this API; a TLS origin is bridged
-//! to a `UnixStream` pair (the simpler path DESIGN §5 allows for `wss://`).
+//! to a `UnixStream` pair: `wss://` origins take a simpler, buffered path.
 
 use std::cell::RefCell;
 use std::future::Future;

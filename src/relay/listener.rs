@@ -153,8 +153,14 @@ fn open_spare() -> Option<std::fs::File> {
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
-    // EMFILE (24) per process, ENFILE (23) system-wide, ENOBUFS/ENOMEM.
-    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
+    use nix::errno::Errno;
+    // Descriptors per process or system-wide, or kernel memory for sockets.
+    e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| {
+        matches!(
+            errno,
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    })
 }
 
 /// Frees the spare descriptor, accepts one waiting client, answers it 503

@@ -1,4 +1,4 @@
-//! The relay's Prometheus metrics (DESIGN §8). Counters and gauges kept
+//! The relay's Prometheus metrics (docs/OPERATIONS.md). Counters and gauges kept
 //! true as sessions open and close and frames pass, so a scrape only reads
 //! them — it never walks the live sessions.
 //!

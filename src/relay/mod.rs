@@ -4,7 +4,7 @@
 
 pub mod event;
 pub mod handover;
-pub mod handshake;
+pub(crate) mod handshake;
 pub mod heartbeat;
 pub mod history;
 mod io;

@@ -499,7 +499,7 @@ pub struct Registry {
     epoch: Instant,
     next_id: AtomicU64,
     shards: Box<[Shard]>,
-    /// What ended sessions showed, for advice (DESIGN §10): one for every
+    /// What ended sessions showed, for advice (README, "Advice from evidence"): one for every
     /// worker, since a client's reconnect may land on another one.
     history: Arc<History>,
     metrics: Arc<Metrics>,

@@ -68,4 +68,4 @@ for r in $(seq "$ROUNDS"); do
     consoles
 done
 cat "$dir"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR) printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR*0.5)+1]/1000, v[int(NR*0.99)+1 > NR ? NR : int(NR*0.99)+1]/1000, v[NR]/1000 }'
+    awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR * 0.5) + 1] / 1000, v[p] / 1000, v[NR] / 1000 } }'

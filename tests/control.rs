@@ -507,3 +507,39 @@ fn nix_is_root() -> bool {
         })
         .unwrap_or(false)
 }
+
+/// `sessions-changed` (what an attached console asks every second): every
+/// live id each time, but a session's counters only when it started or
+/// passed a frame since the previous answer.
+#[tokio::test]
+async fn sessions_changed_sends_only_what_moved_since_the_last_answer() {
+    let mut relay = serve("").await;
+    let mut busy = connect(relay.addr, "app.test").await;
+    let _idle = connect(relay.addr, "other.test").await;
+    relay.line_with("opened  #2").await;
+    let (mut raw, _) = Raw::connect(&relay.socket).await;
+    let first = raw
+        .ask(b"{\"request\":\"sessions-changed\"}\n")
+        .await
+        .unwrap();
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["ids"].as_array().unwrap().len(), 2);
+    assert_eq!(first["changed"].as_array().unwrap().len(), 2, "{first}");
+    // Nothing moved yet (the clock is in milliseconds: let one pass).
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ask = |clock: &serde_json::Value| {
+        format!("{{\"request\":\"sessions-changed\",\"since\":{clock}}}\n")
+    };
+    let quiet = raw.ask(ask(&first["clock"]).as_bytes()).await.unwrap();
+    assert_eq!(quiet["ids"].as_array().unwrap().len(), 2);
+    assert!(quiet["changed"].as_array().unwrap().is_empty(), "{quiet}");
+    // One message through the first session: only it comes back.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    busy.send(Message::text("hello")).await.unwrap();
+    let _echo = futures_util::StreamExt::next(&mut busy).await;
+    let moved = raw.ask(ask(&quiet["clock"]).as_bytes()).await.unwrap();
+    let changed = moved["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{moved}");
+    assert_eq!(changed[0]["domain"], "app.test");
+    assert_eq!(changed[0]["to_origin"]["messages"], 1);
+}

@@ -24,9 +24,9 @@ use crate::handover::{GiveReport, HANDOVER_VERSION};
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply, FrameInfo, Hello,
-    HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply, Request,
-    SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
+    ChangesReply, ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply,
+    FrameInfo, Hello, HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply,
+    Request, SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -469,6 +469,7 @@ fn handle(control: &Control, request: Request) -> Answer {
             hello: control.hello(),
         }),
         Request::Sessions { domain } => ok(&sessions(control, domain.as_deref())),
+        Request::SessionsChanged { since } => ok(&changes(control, since)),
         Request::Session { id } => match session(control, id) {
             Ok(reply) => ok(&reply),
             Err(e) => Answer::Error(e),
@@ -542,6 +543,24 @@ fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
             .iter()
             .map(|s| SessionInfo::of_stats(s, now))
             .collect(),
+    }
+}
+
+fn changes(control: &Control, since: Option<u64>) -> ChangesReply {
+    let now = tokio::time::Instant::now();
+    let registry = control.relay.registry();
+    // Taken before looking: a frame passing meanwhile shows again next time.
+    let clock = registry.clock_ms(now);
+    let stats = registry.sessions();
+    let changed = stats
+        .iter()
+        .filter(|s| since.is_none_or(|t| s.changed_since(t)))
+        .map(|s| SessionInfo::of_stats(s, now))
+        .collect();
+    ChangesReply {
+        clock,
+        ids: stats.iter().map(|s| s.id).collect(),
+        changed,
     }
 }
 

@@ -409,6 +409,17 @@ fn before(now: Instant, age_ns: u64) -> Instant {
 }
 
 impl SessionStats {
+    /// Whether the session started or passed a frame at or after `clock_ms`
+    /// (on [`Registry::clock_ms`]'s clock).
+    pub fn changed_since(&self, clock_ms: u64) -> bool {
+        let since = clock_ms.saturating_mul(1_000_000);
+        nanos_since(self.epoch, self.started) >= since
+            || self
+                .flows
+                .iter()
+                .any(|f| f.last_frame.load(Relaxed) >= since)
+    }
+
     /// The counters at `now`, to be restored in another process.
     pub fn export(&self, now: Instant) -> StatsState {
         let ago = |nanos: u64| at_nanos(self.epoch, nanos).map(|t| age_ns(now, t));
@@ -675,6 +686,11 @@ impl Registry {
             stats,
             worker,
         }
+    }
+
+    /// The table's clock in milliseconds (for "what changed since").
+    pub fn clock_ms(&self, now: Instant) -> u64 {
+        nanos_since(self.epoch, now) / 1_000_000
     }
 
     /// New sessions get ids above `id` from now on (sessions about to be

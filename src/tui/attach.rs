@@ -4,6 +4,7 @@
 //! edits sent to the relay, which saves and applies them. Quitting
 //! detaches; the relay keeps running.
 
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -24,11 +25,12 @@ use crate::app::{
 };
 use crate::config::Config;
 use crate::control::protocol::{
-    ClosedReply, ConfigReply, EventsReply, SessionReply, SessionsReply, TlsInfo,
+    ChangesReply, ClosedReply, ConfigReply, EventsReply, SessionInfo, SessionReply, SessionsReply,
+    TlsInfo,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
-use crate::relay::RelayEvent;
 use crate::relay::heartbeat::Rhythm;
+use crate::relay::{RelayEvent, SessionId};
 use crate::ui::Theme;
 
 /// Attaches to the relay answering on `socket`. `note` is shown first
@@ -144,10 +146,11 @@ async fn attach_loop(
     let mut dirty = true;
     let mut last_draw = Instant::now() - FRAME;
     let mut next_tick = Instant::now() + TICK;
+    let mut known = Known::default();
     loop {
         if dirty && last_draw.elapsed() >= FRAME {
             let started = Instant::now();
-            if connected && let Err(e) = sample(app, poll).await {
+            if connected && let Err(e) = sample(app, poll, &mut known).await {
                 connected = false;
                 lost(app, &e.to_string());
             }
@@ -183,6 +186,8 @@ async fn attach_loop(
                     }
                     if config_changed {
                         follow_config(app, poll).await;
+                        // Every session's limit may have moved: fetch all.
+                        known.clock = None;
                     }
                     dirty = true;
                 }
@@ -210,9 +215,56 @@ fn lost(app: &mut App, why: &str) {
     });
 }
 
+/// What the relay last said of each live session, and when: each refresh
+/// fetches only what changed since (`sessions-changed`), so an attached
+/// console on 9,000 idle sessions costs the relay a list of ids a second.
+#[derive(Debug, Default)]
+struct Known {
+    sessions: HashMap<SessionId, (SessionInfo, Instant)>,
+    /// The relay's clock of the last answer; `None`: fetch everything.
+    clock: Option<u64>,
+    /// The relay does not know `sessions-changed` (an older build).
+    full_only: bool,
+}
+
+impl Known {
+    /// Takes in what changed; `Err` when the relay cannot say.
+    async fn refresh(&mut self, poll: &mut ControlClient) -> Result<(), ClientError> {
+        if !self.full_only {
+            let request = Request::SessionsChanged { since: self.clock };
+            match poll.request::<ChangesReply>(&request).await {
+                Ok(reply) => {
+                    let now = Instant::now();
+                    let live: HashSet<SessionId> = reply.ids.into_iter().collect();
+                    self.sessions.retain(|id, _| live.contains(id));
+                    for info in reply.changed {
+                        self.sessions.insert(info.id, (info, now));
+                    }
+                    self.clock = Some(reply.clock);
+                    return Ok(());
+                }
+                Err(ClientError::Refused(_)) => self.full_only = true,
+                Err(e) => return Err(e),
+            }
+        }
+        let reply: SessionsReply = poll.request(&Request::Sessions { domain: None }).await?;
+        let now = Instant::now();
+        self.sessions = reply
+            .sessions
+            .into_iter()
+            .map(|info| (info.id, (info, now)))
+            .collect();
+        Ok(())
+    }
+}
+
 /// Fetches the session table, and the open session's page.
-async fn sample(app: &mut App, poll: &mut ControlClient) -> Result<(), ClientError> {
-    let reply: SessionsReply = poll.request(&Request::Sessions { domain: None }).await?;
+async fn sample(
+    app: &mut App,
+    poll: &mut ControlClient,
+    known: &mut Known,
+) -> Result<(), ClientError> {
+    known.refresh(poll).await?;
     let now = Instant::now();
     let open = app.open_detail().map(|d| d.id);
     let page = match open {
@@ -228,12 +280,16 @@ async fn sample(app: &mut App, poll: &mut ControlClient) -> Result<(), ClientErr
         None => None,
     };
     if let Some(remote) = app.relay.remote_mut() {
-        remote.rhythms = reply
+        remote.rhythms = known
             .sessions
             .iter()
-            .map(|s| (s.id, s.rhythm()))
-            .collect::<std::collections::HashMap<_, Rhythm>>();
-        remote.sessions = reply.sessions.iter().map(|s| s.snapshot(now)).collect();
+            .map(|(id, (s, _))| (*id, s.rhythm()))
+            .collect::<HashMap<_, Rhythm>>();
+        remote.sessions = known
+            .sessions
+            .values()
+            .map(|(s, at)| s.snapshot_since(*at, now))
+            .collect();
         remote.page = page;
     }
     Ok(())

@@ -542,4 +542,14 @@ async fn sessions_changed_sends_only_what_moved_since_the_last_answer() {
     assert_eq!(changed.len(), 1, "{moved}");
     assert_eq!(changed[0]["domain"], "app.test");
     assert_eq!(changed[0]["to_origin"]["messages"], 1);
+    // A client that knows the same sessions (count and id sum) gets no ids.
+    let same = format!(
+        "{{\"request\":\"sessions-changed\",\"since\":{},\"known\":{{\"count\":2,\"sum\":3}}}}\n",
+        moved["clock"]
+    );
+    let short = raw.ask(same.as_bytes()).await.unwrap();
+    assert!(short.get("ids").is_none(), "{short}");
+    let stale = same.replace("\"sum\":3", "\"sum\":2");
+    let full = raw.ask(stale.as_bytes()).await.unwrap();
+    assert_eq!(full["ids"].as_array().unwrap().len(), 2, "{full}");
 }

@@ -70,6 +70,10 @@ pub enum Request {
     SessionsChanged {
         #[serde(default)]
         since: Option<u64>,
+        /// The sessions the client knows of: when they are the relay's,
+        /// the answer leaves `ids` out.
+        #[serde(default)]
+        known: Option<IdSummary>,
     },
     /// One session with its recent frames and message gaps.
     Session { id: SessionId },
@@ -211,13 +215,32 @@ pub struct SessionsReply {
     pub sessions: Vec<SessionInfo>,
 }
 
+/// A set of session ids, told apart cheaply: the count and the sum. Ids
+/// only grow, so a set that lost some sessions and gained as many has a
+/// larger sum; equal summaries are the same set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct IdSummary {
+    pub count: usize,
+    pub sum: u64,
+}
+
+impl IdSummary {
+    pub fn of(ids: impl IntoIterator<Item = SessionId>) -> Self {
+        ids.into_iter().fold(Self::default(), |s, id| Self {
+            count: s.count + 1,
+            sum: s.sum.wrapping_add(id),
+        })
+    }
+}
+
 /// The answer to `sessions-changed`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChangesReply {
     /// The relay's clock (ms) when the answer was made: the next `since`.
     pub clock: u64,
-    /// Every live session.
-    pub ids: Vec<SessionId>,
+    /// Every live session; left out when `known` matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ids: Option<Vec<SessionId>>,
     /// The sessions that started or passed a frame since `since`.
     pub changed: Vec<SessionInfo>,
 }
@@ -426,21 +449,6 @@ impl SessionInfo {
             last_frame: self.last_frame,
             worker: self.worker,
         }
-    }
-
-    /// The snapshot at `now` of what the relay said at `received` (ages
-    /// and idle times grown by the time since, the time left shrunk).
-    pub fn snapshot_since(
-        &self,
-        received: tokio::time::Instant,
-        now: tokio::time::Instant,
-    ) -> SessionSnapshot {
-        let later = now.saturating_duration_since(received);
-        let mut s = self.snapshot(received);
-        s.age += later;
-        s.idle += later;
-        s.remaining = s.remaining.map(|r| r.saturating_sub(later));
-        s
     }
 
     /// The session's message rhythm, as the relay measured it.

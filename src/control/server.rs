@@ -25,8 +25,9 @@ use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
     ChangesReply, ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply,
-    FrameInfo, Hello, HelloReply, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecommendReply,
-    Request, SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
+    FrameInfo, Hello, HelloReply, IdSummary, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION,
+    RecommendReply, Request, SessionDetail, SessionInfo, SessionReply, SessionsReply,
+    StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -469,7 +470,7 @@ fn handle(control: &Control, request: Request) -> Answer {
             hello: control.hello(),
         }),
         Request::Sessions { domain } => ok(&sessions(control, domain.as_deref())),
-        Request::SessionsChanged { since } => ok(&changes(control, since)),
+        Request::SessionsChanged { since, known } => ok(&changes(control, since, known)),
         Request::Session { id } => match session(control, id) {
             Ok(reply) => ok(&reply),
             Err(e) => Answer::Error(e),
@@ -546,7 +547,7 @@ fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
     }
 }
 
-fn changes(control: &Control, since: Option<u64>) -> ChangesReply {
+fn changes(control: &Control, since: Option<u64>, known: Option<IdSummary>) -> ChangesReply {
     let now = tokio::time::Instant::now();
     let registry = control.relay.registry();
     // Taken before looking: a frame passing meanwhile shows again next time.
@@ -557,9 +558,10 @@ fn changes(control: &Control, since: Option<u64>) -> ChangesReply {
         .filter(|s| since.is_none_or(|t| s.changed_since(t)))
         .map(|s| SessionInfo::of_stats(s, now))
         .collect();
+    let ids = IdSummary::of(stats.iter().map(|s| s.id));
     ChangesReply {
         clock,
-        ids: stats.iter().map(|s| s.id).collect(),
+        ids: (known != Some(ids)).then(|| stats.iter().map(|s| s.id).collect()),
         changed,
     }
 }

@@ -25,12 +25,12 @@ use crate::app::{
 };
 use crate::config::Config;
 use crate::control::protocol::{
-    ChangesReply, ClosedReply, ConfigReply, EventsReply, SessionInfo, SessionReply, SessionsReply,
-    TlsInfo,
+    ChangesReply, ClosedReply, ConfigReply, EventsReply, IdSummary, SessionInfo, SessionReply,
+    SessionsReply, TlsInfo,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
 use crate::relay::heartbeat::Rhythm;
-use crate::relay::{RelayEvent, SessionId};
+use crate::relay::{RelayEvent, SessionId, SessionSnapshot};
 use crate::ui::Theme;
 
 /// Attaches to the relay answering on `socket`. `note` is shown first
@@ -220,7 +220,9 @@ fn lost(app: &mut App, why: &str) {
 /// console on 9,000 idle sessions costs the relay a list of ids a second.
 #[derive(Debug, Default)]
 struct Known {
-    sessions: HashMap<SessionId, (SessionInfo, Instant)>,
+    /// Each session as the relay last described it, converted once.
+    sessions: HashMap<SessionId, (SessionSnapshot, Instant)>,
+    rhythms: HashMap<SessionId, Rhythm>,
     /// The relay's clock of the last answer; `None`: fetch everything.
     clock: Option<u64>,
     /// The relay does not know `sessions-changed` (an older build).
@@ -231,14 +233,21 @@ impl Known {
     /// Takes in what changed; `Err` when the relay cannot say.
     async fn refresh(&mut self, poll: &mut ControlClient) -> Result<(), ClientError> {
         if !self.full_only {
-            let request = Request::SessionsChanged { since: self.clock };
+            let request = Request::SessionsChanged {
+                since: self.clock,
+                known: self.clock.map(|_| self.summary()),
+            };
             match poll.request::<ChangesReply>(&request).await {
                 Ok(reply) => {
                     let now = Instant::now();
-                    let live: HashSet<SessionId> = reply.ids.into_iter().collect();
-                    self.sessions.retain(|id, _| live.contains(id));
+                    // No ids: the same sessions live as we know of.
+                    if let Some(ids) = reply.ids {
+                        let live: HashSet<SessionId> = ids.into_iter().collect();
+                        self.sessions.retain(|id, _| live.contains(id));
+                        self.rhythms.retain(|id, _| live.contains(id));
+                    }
                     for info in reply.changed {
-                        self.sessions.insert(info.id, (info, now));
+                        self.take(&info, now);
                     }
                     self.clock = Some(reply.clock);
                     return Ok(());
@@ -249,13 +258,35 @@ impl Known {
         }
         let reply: SessionsReply = poll.request(&Request::Sessions { domain: None }).await?;
         let now = Instant::now();
-        self.sessions = reply
-            .sessions
-            .into_iter()
-            .map(|info| (info.id, (info, now)))
-            .collect();
+        self.sessions.clear();
+        self.rhythms.clear();
+        for info in &reply.sessions {
+            self.take(info, now);
+        }
         Ok(())
     }
+
+    fn take(&mut self, info: &SessionInfo, now: Instant) {
+        self.sessions.insert(info.id, (info.snapshot(now), now));
+        self.rhythms.insert(info.id, info.rhythm());
+    }
+
+    /// How many sessions we know of and their ids' sum: the relay leaves
+    /// the id list out when its own are the same.
+    fn summary(&self) -> IdSummary {
+        IdSummary::of(self.sessions.keys().copied())
+    }
+}
+
+/// `s` as the relay described it at `received`, seen at `now`: older and
+/// idler by the time since, with that much less time left.
+fn aged(s: &SessionSnapshot, received: Instant, now: Instant) -> SessionSnapshot {
+    let later = now.saturating_duration_since(received);
+    let mut s = s.clone();
+    s.age += later;
+    s.idle += later;
+    s.remaining = s.remaining.map(|r| r.saturating_sub(later));
+    s
 }
 
 /// Fetches the session table, and the open session's page.
@@ -280,15 +311,11 @@ async fn sample(
         None => None,
     };
     if let Some(remote) = app.relay.remote_mut() {
-        remote.rhythms = known
-            .sessions
-            .iter()
-            .map(|(id, (s, _))| (*id, s.rhythm()))
-            .collect::<HashMap<_, Rhythm>>();
+        remote.rhythms.clone_from(&known.rhythms);
         remote.sessions = known
             .sessions
             .values()
-            .map(|(s, at)| s.snapshot_since(*at, now))
+            .map(|(s, at)| aged(s, *at, now))
             .collect();
         remote.page = page;
     }

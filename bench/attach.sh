@@ -34,7 +34,7 @@ TOML
 "$bin" serve --config "$dir/relay.toml" >"$dir/serve.log" &
 relay=$!
 sleep 1
-hold=$(( ROUNDS * (2 * WINDOW + 10) + 30 ))
+hold=$(( ROUNDS * (3 * WINDOW + 10) + 30 ))
 "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
     --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
 until grep -q '^ready' "$dir/idle.err" 2>/dev/null; do sleep 0.2; done
@@ -61,10 +61,16 @@ for r in $(seq "$ROUNDS"); do
     sleep 2
     for c in $(seq "$CONSOLES"); do tmux send-keys -t "ecdn-attach-$c" 3; done
     sleep 2
+    # The consoles' cost on the relay with only the idle sessions, then
+    # with the paced ones too (each moving session is sent every refresh).
+    before=$(control_ticks)
+    sleep "$WINDOW"
+    after=$(control_ticks)
+    echo "round $r relay control thread, $IDLE idle sessions: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     before=$(control_ticks)
     echo "round $r with $CONSOLES consoles: $(paced)"
     after=$(control_ticks)
-    echo "round $r relay control thread: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
+    echo "round $r relay control thread, + $PACED paced: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     consoles
 done
 cat "$dir"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |

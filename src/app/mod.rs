@@ -292,6 +292,11 @@ pub struct App {
     recent: Vec<(Arc<str>, DomainCounts)>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
     cut_while_alive: HashSet<SessionId>,
+    /// The observed rhythm of the sessions near the screen, taken at the
+    /// last refresh: drawing never asks the relay.
+    rhythms: HashMap<SessionId, Rhythm>,
+    /// The open session pages, taken at the last refresh.
+    pages: Vec<SessionPage>,
 }
 
 impl App {
@@ -322,6 +327,8 @@ impl App {
             certificates: Certificates::default(),
             recent: Vec::new(),
             cut_while_alive: HashSet::new(),
+            rhythms: HashMap::new(),
+            pages: Vec::new(),
         }
         // No sampling here: the runner refreshes before every draw, and
         // tests with their own clock.
@@ -346,6 +353,31 @@ impl App {
             .collect();
         self.log.sample_active(clock.wall, self.live.len());
         self.follow_selected_session();
+        self.take_frame_needs(clock);
+    }
+
+    /// Takes what the next frame draws beyond the sampled table — the
+    /// rhythms of the rows near the screen, the open session pages — so
+    /// rendering reads the app and never queries the relay.
+    fn take_frame_needs(&mut self, clock: Clock) {
+        let mut ids: Vec<SessionId> = self.live[self.sessions.cursor.near_window(self.live.len())]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let mut open: Vec<SessionId> = self.sessions.detail.iter().map(|d| d.id).collect();
+        if let Some(m) = &self.domains.manage {
+            let of = self.sessions_of(&m.domain);
+            ids.extend(of[m.cursor.near_window(of.len())].iter().map(|s| s.id));
+            open.extend(m.detail.iter().map(|d| d.id));
+        }
+        self.rhythms = ids
+            .into_iter()
+            .filter_map(|id| Some((id, self.relay.rhythm(id)?)))
+            .collect();
+        self.pages = open
+            .into_iter()
+            .filter_map(|id| self.relay.page(id, clock.mono))
+            .collect();
     }
 
     /// Keeps the Live Sessions cursor on the same session as rows re-sort.
@@ -412,10 +444,16 @@ impl App {
         v
     }
 
-    /// A live session's observed rhythm. Takes the session's own small
-    /// lock: ask only for sessions on screen.
+    /// A live session's observed rhythm, as the last refresh took it for
+    /// the rows near the screen.
     pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
-        self.relay.rhythm(id)
+        self.rhythms.get(&id).copied()
+    }
+
+    /// An open session's page as the last refresh took it; `None` once the
+    /// session has ended.
+    pub fn page(&self, id: SessionId) -> Option<&SessionPage> {
+        self.pages.iter().find(|p| p.snapshot.id == id)
     }
 
     /// A domain's counts over the last 10 minutes (ended sessions, idle

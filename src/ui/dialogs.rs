@@ -26,7 +26,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 /// Lines describing a failed save: what happened and what to do.
-fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
+fn error_lines(e: &SaveError, context: Context, theme: &Theme) -> Vec<Line<'static>> {
     let title = match e.kind {
         SaveErrorKind::Conflict => "Not saved: the file changed on disk.",
         SaveErrorKind::Invalid => "Not saved: invalid value.",
@@ -36,7 +36,7 @@ fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
     vec![
         Line::from(Span::styled(title, theme.error())),
         Line::from(e.message.clone()),
-        Line::from(Span::styled(e.advice(), theme.warn())),
+        Line::from(Span::styled(e.advice_in(context), theme.warn())),
     ]
 }
 
@@ -128,7 +128,7 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
         lines.extend(history_lines(app, d, theme));
     }
     if let Some(e) = &d.error {
-        lines.extend(error_lines(e, theme));
+        lines.extend(error_lines(e, Context::EditWebSocket, theme));
     } else {
         lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
     }
@@ -323,7 +323,7 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
         lines.push(Line::from(Span::styled(field.help, theme.dim())));
     }
     if let Some(e) = &f.error {
-        lines.extend(error_lines(e, theme));
+        lines.extend(error_lines(e, Context::Form, theme));
     }
     let saving = if f.saving { "  saving…" } else { "" };
     lines.push(Line::from(vec![
@@ -380,7 +380,7 @@ fn message(frame: &mut Frame, area: Rect, m: &Message, theme: &Theme) {
     let inner = b.inner(rect);
     frame.render_widget(b, rect);
     let mut lines = match &m.error {
-        Some(e) => error_lines(e, theme),
+        Some(e) => error_lines(e, Context::Message, theme),
         None => vec![Line::from(m.body.clone())],
     };
     lines.push(Line::default());

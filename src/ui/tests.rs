@@ -183,10 +183,13 @@ fn check(name: &str, app: &App) {
     }
 }
 
+/// Carries out commands, then samples as the runner does before a draw
+/// (at the fixture's own clock).
 fn cmds(app: &mut App, list: &[Command]) {
     for c in list {
         update(app, Action::Cmd(*c));
     }
+    app.refresh(app.clock);
 }
 
 fn typed(app: &mut App, s: &str) {

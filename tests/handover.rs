@@ -723,10 +723,16 @@ struct IdleCut {
     reason: String,
 }
 
-fn idle_client(addr: SocketAddr, n: usize) -> tokio::task::JoinHandle<IdleCut> {
+/// A silent session on `idle.test`; `opened` hears when its 101 came.
+fn idle_client(
+    addr: SocketAddr,
+    n: usize,
+    opened_tx: mpsc::UnboundedSender<()>,
+) -> tokio::task::JoinHandle<IdleCut> {
     tokio::spawn(async move {
         let (mut ws, local) = connect(addr, "idle.test", &format!("/idle/{n}")).await;
         let opened = Instant::now();
+        let _ = opened_tx.send(());
         let first = timeout(IDLE_TIMEOUT * 5, ws.next()).await;
         let after = opened.elapsed();
         let (code, reason) = match first {
@@ -979,20 +985,30 @@ async fn soak(params: Soak) -> Figures {
     let mut takeover_wall = Vec::new();
     let mut idle_cuts = Vec::new();
     for round in 0..params.takeovers {
-        // Idle sessions opened a second before the hand-over: their
-        // deadline falls on the new process, 2 s after it took over.
+        // Idle sessions opened about a second before the hand-over: their
+        // deadline falls on the new process, well after it took over.
+        let idle_started = Instant::now();
+        let (opened_tx, mut opened) = mpsc::unbounded_channel();
         let idle: Vec<_> = (0..params.idle_per_takeover)
-            .map(|i| idle_client(addr, round * 10_000 + i))
+            .map(|i| idle_client(addr, round * 10_000 + i, opened_tx.clone()))
             .collect();
         timeout(Duration::from_secs(30), async {
-            while sessions(&setup.socket).await.len() < streaming + params.idle_per_takeover {
-                sleep(Duration::from_millis(20)).await;
+            for _ in 0..params.idle_per_takeover {
+                opened.recv().await.unwrap();
             }
         })
         .await
         .expect("the idle sessions open");
-        sleep(Duration::from_millis(700)).await;
         half_step(&half, Half::Start).await;
+        let due = idle_started + IDLE_TIMEOUT / 3;
+        assert!(
+            Instant::now() < due,
+            "opening {} idle sessions took {:?} under this load: too close to their {IDLE_TIMEOUT:?} \
+             deadline for the hand-over to come first; ask for fewer (HANDOVER_IDLE)",
+            params.idle_per_takeover,
+            idle_started.elapsed()
+        );
+        tokio::time::sleep_until(due).await;
 
         let taken = take_over(&setup, serve, streaming + params.idle_per_takeover).await;
         serve = taken.new;

@@ -1316,7 +1316,6 @@ async fn a_taker_killed_mid_handover_leaves_every_session_working() {
 // The listeners move too: nobody connecting during a hand-over is refused.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 1 of /work/HANDOVER_FINDINGS.md: a session accepted around the hand-over may reuse a handed-over id (fails ~1 run in 8)"]
 async fn clients_connecting_during_a_takeover_are_all_served() {
     let mut live = live().await;
 
@@ -1454,7 +1453,6 @@ fn live_config_copy(dir: &tempfile::TempDir) -> PathBuf {
 /// finishes it afterwards: it must get its 101 and be relayed (by either
 /// process), not a refusal — to it, a refusal is a dropped WebSocket.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 2 of /work/HANDOVER_FINDINGS.md: the old relay answers 503 `the relay is shutting down`"]
 async fn a_client_mid_request_at_the_takeover_is_served() {
     let mut live = live().await;
     let mut slow = TcpStream::connect(live.addr).await.unwrap();
@@ -1510,7 +1508,6 @@ async fn a_client_mid_request_at_the_takeover_is_served() {
 /// every handed-over one (an id already in use would make the two
 /// sessions one entry in the table: closing either hides the other).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding 1 of /work/HANDOVER_FINDINGS.md: it gets id 1, beside the handed-over #1"]
 async fn a_client_that_connects_during_the_handover_gets_a_fresh_id() {
     let mut live = live().await;
     let max_old = *live.ids.values().max().unwrap();

@@ -93,6 +93,10 @@ pub enum Request {
     /// (DESIGN §7). After the `ok` answer the connection carries the binary
     /// hand-over of `crate::handover`, not JSON lines.
     Takeover { version: u32 },
+    /// The reverse: a relay process that handed its sessions to this one
+    /// gives the few that finished their handshakes there afterwards. Same
+    /// binary hand-over after the `ok`, this relay receiving.
+    Give { version: u32 },
 }
 
 /// Why a request failed, as a stable code.

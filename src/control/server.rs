@@ -77,6 +77,14 @@ impl Control {
         })
     }
 
+    /// The socket's path while it is this relay's.
+    fn socket_path(&self) -> Option<PathBuf> {
+        self.socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
     /// Gives up the socket's path to the process a hand-over went to.
     fn release_socket(&self) {
         let path = self
@@ -268,6 +276,10 @@ async fn client(stream: UnixStream, control: &Arc<Control>) {
                 let read = lines.into_inner();
                 return takeover(control, read, out, version).await;
             }
+            Ok(Request::Give { version }) => {
+                let read = lines.into_inner();
+                return receive_given(control, read, out, version).await;
+            }
             Ok(request) => handle(control, request),
             Err(e) => Answer::Error(e),
         };
@@ -330,6 +342,55 @@ async fn takeover(
             Err(e) => HandoverNotice::Refused(e.to_string()),
         };
     control.handover.send_replace(Some(notice));
+}
+
+/// The relay this one took over gives the sessions whose handshakes
+/// finished there after the hand-over: receive and start them.
+async fn receive_given(
+    control: &Arc<Control>,
+    read: tokio::net::unix::OwnedReadHalf,
+    mut out: Out,
+    version: u32,
+) {
+    if version != HANDOVER_VERSION {
+        let _ = out
+            .error(&ErrorReply {
+                error: ErrorCode::VersionMismatch,
+                message: format!(
+                    "this relay takes hand-overs of version {HANDOVER_VERSION}, not {version}"
+                ),
+            })
+            .await;
+        return;
+    }
+    let reply =
+        serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    if out.ok(&reply).await.is_err() {
+        return;
+    }
+    let Ok(Ok(stream)) = read.reunite(out.0).map(UnixStream::into_std) else {
+        return;
+    };
+    let path = control.socket_path().unwrap_or_default();
+    let received = tokio::task::spawn_blocking(move || {
+        let mut takeover = crate::handover::Takeover::on(stream, &path)?;
+        let received = takeover.receive()?;
+        takeover.confirm()?;
+        Ok::<_, crate::handover::HandoverError>(received)
+    })
+    .await;
+    match received {
+        Ok(Ok(received)) => {
+            tracing::info!(
+                "took {} more session(s) from pid {}",
+                received.sessions.len(),
+                received.from_pid
+            );
+            control.relay.adopt(received.sessions);
+        }
+        Ok(Err(e)) => tracing::warn!("a late hand-over failed: {e}"),
+        Err(e) => tracing::warn!("a late hand-over failed: {e}"),
+    }
 }
 
 /// Refuses a peer running as another user (root excepted); the refusal is
@@ -429,8 +490,8 @@ fn handle(control: &Control, request: Request) -> Answer {
                 None => ok(&reply),
             }
         }
-        // Answered in `client`: it takes the connection over.
-        Request::Takeover { .. } => Answer::Error(ErrorReply {
+        // Answered in `client`: they take the connection over.
+        Request::Takeover { .. } | Request::Give { .. } => Answer::Error(ErrorReply {
             error: ErrorCode::BadRequest,
             message: "takeover must be the first request of a connection".into(),
         }),

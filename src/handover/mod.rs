@@ -7,9 +7,11 @@
 //! connection carries the messages of [`wire`]:
 //!
 //! ```text
-//! old → new  begin     listeners (descriptors attached), counts, clock
-//! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n)
-//! old → new  end
+//! old → new  begin     version, pid, build
+//! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n):
+//!                      the idle ones first, then the busy ones
+//! old → new  listeners the listening sockets (descriptors attached)
+//! old → new  end       counts
 //! new → old  ready     everything received, the new relay is running
 //! old → new  committed the old process has let go
 //! ```
@@ -30,9 +32,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::relay::{
-    Collected, LaneState, ListenerKind, MovedListener, MovedSession, RelayLink, StatsState,
-};
+use crate::relay::{LaneState, ListenerKind, MovedListener, MovedSession, RelayLink, StatsState};
 
 /// The hand-over's version: both processes must speak the same one.
 pub const HANDOVER_VERSION: u32 = 1;
@@ -52,18 +52,21 @@ enum Message {
         version: u32,
         pid: u32,
         build: String,
-        /// The old process's monotonic clock when the states were taken (ns).
+    },
+    Sessions {
+        /// The sender's monotonic clock when the message was made (ns).
         clock_ns: u64,
-        /// One per attached descriptor.
+        sessions: Vec<SessionWire>,
+    },
+    /// One per attached descriptor.
+    Listeners {
         listeners: Vec<ListenerKind>,
+    },
+    End {
         sessions: usize,
         /// Sessions that cannot move (TLS) and stay with the old process.
         stays: usize,
     },
-    Sessions {
-        sessions: Vec<SessionWire>,
-    },
-    End,
     Ready {
         pid: u32,
     },
@@ -74,7 +77,7 @@ enum Message {
 struct SessionWire {
     stats: StatsState,
     lanes: [LaneState; 2],
-    /// When `stats` was taken: this much before `begin`'s clock (ns).
+    /// When `stats` was taken: this much before the message's clock (ns).
     before_ns: u64,
 }
 
@@ -114,86 +117,80 @@ pub struct GiveReport {
     pub listeners: usize,
     pub stays: usize,
     pub took: Duration,
+    /// How long the busy sessions (the second wave) were paused.
+    pub busy_paused: Duration,
 }
 
 /// The old process's side, on the control connection that asked for it.
 /// `release` runs at the commit point, before `committed` is sent (the
 /// control socket's path goes to the new process).
+///
+/// Sessions move in two waves: first those idle for [`IDLE_FIRST`] or
+/// more (most of them, usually) while the busy ones keep running; then the
+/// rest and the listeners. A busy session is paused only for the second
+/// wave and the commit, a few milliseconds, not for the whole transfer.
+/// The socket work blocks this (the control server's) thread, which is
+/// not the data path's.
 pub async fn give(
     relay: &RelayLink,
     stream: UnixStream,
-    release: impl FnOnce() + Send + 'static,
+    release: impl FnOnce(),
 ) -> Result<GiveReport, HandoverError> {
-    let started = std::time::Instant::now();
-    let collected = relay
-        .collect_for_handover()
-        .await
-        .ok_or(HandoverError::Busy)?;
-    let (sessions, listeners, stays) = (
-        collected.sessions.len(),
-        collected.listeners.len(),
-        collected.stays,
-    );
-    // Blocking socket work on a thread of its own; on any error `collected`
-    // is dropped there, which puts every session back.
-    let to_pid = tokio::task::spawn_blocking(move || transfer(stream, collected, release))
-        .await
-        .map_err(|e| HandoverError::Protocol(e.to_string()))??;
-    Ok(GiveReport {
-        to_pid,
-        sessions,
-        listeners,
-        stays,
-        took: started.elapsed(),
-    })
+    give_with(relay, stream, release, true).await
 }
 
-fn transfer(
+/// After a hand-over: the sessions whose handshakes were still under way
+/// then (they started here once the listeners had gone) follow in a
+/// second, smaller round to the process now answering on `path` — it
+/// asked for none of them, so this process asks it to take them (`give`).
+pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, HandoverError> {
+    let stream = ask(path, "give")?;
+    give_with(relay, stream, || {}, false).await
+}
+
+async fn give_with(
+    relay: &RelayLink,
     stream: UnixStream,
-    mut collected: Collected,
     release: impl FnOnce(),
-) -> Result<u32, HandoverError> {
+    with_listeners: bool,
+) -> Result<GiveReport, HandoverError> {
+    let started = std::time::Instant::now();
+    let mut collected = relay
+        .begin_handover(with_listeners)
+        .ok_or(HandoverError::Busy)?;
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(STEP_TIMEOUT))?;
-    let now = Instant::now();
-    let clock_ns = monotonic_ns();
-    let listener_fds: Vec<RawFd> = collected
-        .listeners
-        .iter()
-        .map(|l| l.listener.as_raw_fd())
-        .collect();
+    // Any error from here drops `collected`, which puts every session back.
     wire::send(
         &stream,
         &Message::Begin {
             version: HANDOVER_VERSION,
             pid: std::process::id(),
             build: env!("CARGO_PKG_VERSION").to_string(),
-            clock_ns,
-            listeners: collected.listeners.iter().map(|l| l.kind).collect(),
-            sessions: collected.sessions.len(),
-            stays: collected.stays,
         },
-        &listener_fds,
+        &[],
     )?;
-    for batch in collected.sessions.chunks_mut(BATCH) {
-        let mut fds = Vec::with_capacity(batch.len() * 2);
-        let mut sessions = Vec::with_capacity(batch.len());
-        for s in batch.iter() {
-            fds.push(s.client.as_raw_fd());
-            fds.push(s.origin.as_raw_fd());
-            sessions.push(SessionWire {
-                stats: s.stats.clone(),
-                lanes: s.lanes.clone(),
-                before_ns: u64::try_from(now.saturating_duration_since(s.exported_at).as_nanos())
-                    .unwrap_or(0),
-            });
-        }
-        wire::send(&stream, &Message::Sessions { sessions }, &fds)?;
-    }
-    wire::send(&stream, &Message::End, &[])?;
+    let idle = collected.pause_idle(IDLE_FIRST).await;
+    send_sessions(&stream, &collected.sessions[idle])?;
+    let second_wave = std::time::Instant::now();
+    let rest = collected.pause_rest().await;
+    send_sessions(&stream, &collected.sessions[rest])?;
+    let listener_fds: Vec<RawFd> = collected
+        .listeners
+        .iter()
+        .map(|l| l.listener.as_raw_fd())
+        .collect();
+    let listeners = collected.listeners.iter().map(|l| l.kind).collect();
+    wire::send(&stream, &Message::Listeners { listeners }, &listener_fds)?;
+    let (sessions, listeners, stays) = (
+        collected.sessions.len(),
+        collected.listeners.len(),
+        collected.stays,
+    );
+    wire::send(&stream, &Message::End { sessions, stays }, &[])?;
     stream.set_read_timeout(Some(READY_TIMEOUT))?;
     let (answer, _) = wire::recv::<Message>(&stream)?;
-    let Message::Ready { pid } = answer else {
+    let Message::Ready { pid: to_pid } = answer else {
         return Err(HandoverError::Protocol(format!(
             "expected ready, got {answer:?}"
         )));
@@ -204,7 +201,47 @@ fn transfer(
     // The new process starts the sessions when it reads this; if it never
     // does, it has died and they are lost with it either way.
     let _ = wire::send(&stream, &Message::Committed, &[]);
-    Ok(pid)
+    let took = started.elapsed();
+    let busy_paused = second_wave.elapsed();
+    // Closing this process's copies of the descriptors, after the new
+    // process could already go on.
+    drop(collected);
+    Ok(GiveReport {
+        to_pid,
+        sessions,
+        listeners,
+        stays,
+        took,
+        busy_paused,
+    })
+}
+
+/// Sessions idle this long move in the first wave, while the rest still run.
+pub const IDLE_FIRST: Duration = Duration::from_millis(500);
+
+fn send_sessions(stream: &UnixStream, sessions: &[MovedSession]) -> Result<(), HandoverError> {
+    for batch in sessions.chunks(BATCH) {
+        let now = Instant::now();
+        let clock_ns = monotonic_ns();
+        let mut fds = Vec::with_capacity(batch.len() * 2);
+        let mut wires = Vec::with_capacity(batch.len());
+        for s in batch {
+            fds.push(s.client.as_raw_fd());
+            fds.push(s.origin.as_raw_fd());
+            wires.push(SessionWire {
+                stats: s.stats.clone(),
+                lanes: s.lanes.clone(),
+                before_ns: u64::try_from(now.saturating_duration_since(s.exported_at).as_nanos())
+                    .unwrap_or(0),
+            });
+        }
+        let message = Message::Sessions {
+            clock_ns,
+            sessions: wires,
+        };
+        wire::send(stream, &message, &fds)?;
+    }
+    Ok(())
 }
 
 /// The new process's side: connected, version agreed, nothing received yet.
@@ -228,45 +265,66 @@ impl Takeover {
     /// Connects to the relay on the control socket `path` and asks for its
     /// sessions.
     pub fn connect(path: &Path) -> Result<Self, HandoverError> {
-        let connect_error = |source| HandoverError::Connect {
-            path: path.to_path_buf(),
-            source,
-        };
-        let stream = UnixStream::connect(path).map_err(connect_error)?;
-        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
-        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
-        let hello = read_line(&stream)?;
-        let hello: serde_json::Value = serde_json::from_str(&hello)
-            .map_err(|e| HandoverError::Protocol(format!("not a control socket hello: {e}")))?;
-        if hello.get("hello").is_none() {
-            let message = hello["message"].as_str().unwrap_or("no hello").to_string();
-            return Err(HandoverError::Refused {
-                path: path.to_path_buf(),
-                message,
-            });
-        }
-        let request = serde_json::json!({ "request": "takeover", "version": HANDOVER_VERSION });
-        let mut out = &stream;
-        std::io::Write::write_all(&mut out, format!("{request}\n").as_bytes())?;
-        let answer = read_line(&stream)?;
-        let answer: serde_json::Value = serde_json::from_str(&answer)
-            .map_err(|e| HandoverError::Protocol(format!("answer is not JSON: {e}")))?;
-        if answer["ok"] != serde_json::Value::Bool(true) {
-            let message = answer["message"]
-                .as_str()
-                .unwrap_or("no reason given")
-                .to_string();
-            return Err(HandoverError::Refused {
-                path: path.to_path_buf(),
-                message,
-            });
-        }
+        let stream = ask(path, "takeover")?;
         Ok(Self {
             stream,
             path: path.to_path_buf(),
         })
     }
 
+    /// The receiving side on a connection that asked to give (see
+    /// [`give_late`]).
+    pub fn on(stream: UnixStream, path: &Path) -> Result<Self, HandoverError> {
+        stream.set_nonblocking(false)?;
+        stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+        stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+        Ok(Self {
+            stream,
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+/// Connects to the control socket `path`, reads the hello and asks for a
+/// hand-over (`takeover` or `give`); the stream, once the answer is `ok`.
+fn ask(path: &Path, request: &str) -> Result<UnixStream, HandoverError> {
+    let connect_error = |source| HandoverError::Connect {
+        path: path.to_path_buf(),
+        source,
+    };
+    let stream = UnixStream::connect(path).map_err(connect_error)?;
+    stream.set_read_timeout(Some(STEP_TIMEOUT))?;
+    stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+    let hello = read_line(&stream)?;
+    let hello: serde_json::Value = serde_json::from_str(&hello)
+        .map_err(|e| HandoverError::Protocol(format!("not a control socket hello: {e}")))?;
+    if hello.get("hello").is_none() {
+        let message = hello["message"].as_str().unwrap_or("no hello").to_string();
+        return Err(HandoverError::Refused {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    let request = serde_json::json!({ "request": request, "version": HANDOVER_VERSION });
+    let mut out = &stream;
+    std::io::Write::write_all(&mut out, format!("{request}\n").as_bytes())?;
+    let answer = read_line(&stream)?;
+    let answer: serde_json::Value = serde_json::from_str(&answer)
+        .map_err(|e| HandoverError::Protocol(format!("answer is not JSON: {e}")))?;
+    if answer["ok"] != serde_json::Value::Bool(true) {
+        let message = answer["message"]
+            .as_str()
+            .unwrap_or("no reason given")
+            .to_string();
+        return Err(HandoverError::Refused {
+            path: path.to_path_buf(),
+            message,
+        });
+    }
+    Ok(stream)
+}
+
+impl Takeover {
     /// The control socket the old relay answered on.
     pub fn path(&self) -> &Path {
         &self.path
@@ -274,15 +332,11 @@ impl Takeover {
 
     /// Receives the listeners and every session (paused in the old process).
     pub fn receive(&mut self) -> Result<Received, HandoverError> {
-        let (begin, fds) = wire::recv::<Message>(&self.stream)?;
+        let (begin, _) = wire::recv::<Message>(&self.stream)?;
         let Message::Begin {
             version,
             pid,
             build,
-            clock_ns,
-            listeners,
-            sessions: expected,
-            stays,
         } = begin
         else {
             return Err(HandoverError::Protocol(format!(
@@ -292,36 +346,28 @@ impl Takeover {
         if version != HANDOVER_VERSION {
             return Err(HandoverError::Version { theirs: version });
         }
-        if listeners.len() != fds.len() {
-            return Err(HandoverError::Protocol(
-                "listener descriptors do not match their kinds".into(),
-            ));
-        }
-        let listeners = listeners
-            .into_iter()
-            .zip(fds)
-            .map(|(kind, fd)| MovedListener {
-                kind,
-                listener: std::net::TcpListener::from(fd),
-            })
-            .collect();
-        // The old process's clock reading, mapped onto ours: both are the
-        // machine's monotonic clock, so an idle clock does not move.
-        let exported = Instant::now()
-            .checked_sub(Duration::from_nanos(
-                monotonic_ns().saturating_sub(clock_ns),
-            ))
-            .unwrap_or_else(Instant::now);
-        let mut sessions = Vec::with_capacity(expected);
+        let mut sessions = Vec::new();
+        let mut listeners = Vec::new();
         loop {
             let (message, fds) = wire::recv::<Message>(&self.stream)?;
             match message {
-                Message::Sessions { sessions: batch } => {
+                Message::Sessions {
+                    clock_ns,
+                    sessions: batch,
+                } => {
                     if fds.len() != batch.len() * 2 {
                         return Err(HandoverError::Protocol(
                             "session descriptors do not match the sessions".into(),
                         ));
                     }
+                    // The old process's clock reading, mapped onto ours: both
+                    // are the machine's monotonic clock, so an idle clock does
+                    // not move.
+                    let exported = Instant::now()
+                        .checked_sub(Duration::from_nanos(
+                            monotonic_ns().saturating_sub(clock_ns),
+                        ))
+                        .unwrap_or_else(Instant::now);
                     let mut fds = fds.into_iter();
                     for s in batch {
                         let (Some(client), Some(origin)) = (fds.next(), fds.next()) else {
@@ -330,27 +376,42 @@ impl Takeover {
                         sessions.push(received(s, client, origin, exported));
                     }
                 }
-                Message::End => break,
+                Message::Listeners { listeners: kinds } => {
+                    if kinds.len() != fds.len() {
+                        return Err(HandoverError::Protocol(
+                            "listener descriptors do not match their kinds".into(),
+                        ));
+                    }
+                    listeners.extend(kinds.into_iter().zip(fds).map(|(kind, fd)| MovedListener {
+                        kind,
+                        listener: std::net::TcpListener::from(fd),
+                    }));
+                }
+                Message::End {
+                    sessions: expected,
+                    stays,
+                } => {
+                    if sessions.len() != expected {
+                        return Err(HandoverError::Protocol(format!(
+                            "announced {expected} sessions, sent {}",
+                            sessions.len()
+                        )));
+                    }
+                    return Ok(Received {
+                        from_pid: pid,
+                        from_build: build,
+                        listeners,
+                        sessions,
+                        stays,
+                    });
+                }
                 other => {
                     return Err(HandoverError::Protocol(format!(
-                        "expected sessions or end, got {other:?}"
+                        "expected sessions, listeners or end, got {other:?}"
                     )));
                 }
             }
         }
-        if sessions.len() != expected {
-            return Err(HandoverError::Protocol(format!(
-                "announced {expected} sessions, sent {}",
-                sessions.len()
-            )));
-        }
-        Ok(Received {
-            from_pid: pid,
-            from_build: build,
-            listeners,
-            sessions,
-            stays,
-        })
     }
 
     /// Tells the old process everything arrived and waits for it to let go.

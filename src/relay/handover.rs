@@ -10,7 +10,9 @@
 //! start meanwhile). A woken session tells the shutdown, an operator's
 //! close and a hand-over apart by what is set beside the token.
 
+use std::collections::HashSet;
 use std::io;
+use std::ops::Range;
 use std::os::fd::AsFd;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::listener::{ConnectionSlot, Shared, run_session};
-use super::registry::{SessionGuard, SessionId, StatsState};
+use super::registry::{Registry, SessionGuard, SessionId, StatsState};
 use super::session::{LaneState, PausedSession, SessionSetup};
 
 /// What wakes every session (and accept loop) at once.
@@ -32,6 +34,8 @@ pub struct Interrupts {
     generation: Mutex<CancellationToken>,
     /// While a hand-over collects, where sessions and listeners report.
     collector: Mutex<Option<mpsc::UnboundedSender<Moved>>>,
+    /// The other end, taken by the hand-over that began.
+    receiver: Mutex<Option<mpsc::UnboundedReceiver<Moved>>>,
     /// The verdict of hand-over round `n` (listeners wait for it).
     verdict: watch::Sender<Verdict>,
     /// Each worker's runtime and connection state, to put sessions on.
@@ -136,6 +140,7 @@ impl Interrupts {
             generation: Mutex::new(shutdown.child_token()),
             shutdown,
             collector: Mutex::new(None),
+            receiver: Mutex::new(None),
             verdict: watch::Sender::new(Verdict::default()),
             workers: Mutex::new(Vec::new()),
         }
@@ -162,24 +167,32 @@ impl Interrupts {
         }
     }
 
-    /// Starts collecting: every session of the current generation wakes.
-    fn begin(&self) -> Option<(mpsc::UnboundedReceiver<Moved>, u64)> {
+    /// Starts collecting (sessions are woken by the caller, in waves).
+    fn begin(&self) -> bool {
         let mut collector = lock(&self.collector);
         if collector.is_some() || self.shutdown.is_cancelled() {
-            return None;
+            return false;
         }
         let (tx, rx) = mpsc::unbounded_channel();
         *collector = Some(tx);
-        let mut round = 0;
+        *lock(&self.receiver) = Some(rx);
         self.verdict.send_modify(|v| {
             v.round += 1;
             v.committed = None;
-            round = v.round;
         });
+        true
+    }
+
+    /// Whether a hand-over is collecting: a session woken now is to stop.
+    pub fn collecting(&self) -> bool {
+        lock(&self.collector).is_some()
+    }
+
+    /// Wakes every session and accept loop of the current generation; a
+    /// new generation takes its place for what starts from now on.
+    fn wake_all(&self) {
         let old = std::mem::replace(&mut *lock(&self.generation), self.shutdown.child_token());
-        drop(collector);
         old.cancel();
-        Some((rx, round))
     }
 
     fn stop_collecting(&self) {
@@ -295,83 +308,157 @@ fn adopt(shared: &Arc<Shared>, moved: MovedSession) -> io::Result<()> {
 }
 
 /// Everything a hand-over collected, held until it commits or is refused.
-#[derive(Debug)]
+/// Dropped without [`commit`](Self::commit), it puts everything back.
 pub struct Collected {
     interrupts: Arc<Interrupts>,
+    registry: Arc<Registry>,
+    rx: mpsc::UnboundedReceiver<Moved>,
+    expected_listeners: usize,
     pub sessions: Vec<MovedSession>,
     pub listeners: Vec<MovedListener>,
     /// Sessions that cannot move and carry on here.
     pub stays: usize,
+    /// Every session that reported (moved or staying).
+    seen: HashSet<SessionId>,
     done: bool,
 }
+
+impl std::fmt::Debug for Collected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collected")
+            .field("sessions", &self.sessions.len())
+            .field("listeners", &self.listeners.len())
+            .field("stays", &self.stays)
+            .finish()
+    }
+}
+
+/// Idle sessions woken at once in the first wave.
+const PAUSE_CHUNK: usize = 256;
 
 /// How long sessions get to stop; one that has not by then (it cannot be
 /// mid-way in anything longer than a read) is left where it is.
 const COLLECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Stops every movable session and takes a copy of every listener.
-pub async fn collect(
+/// Starts a hand-over; `None` when one is under way or the relay stops.
+pub fn begin(
     interrupts: &Arc<Interrupts>,
+    registry: &Arc<Registry>,
     expected_listeners: usize,
-    live: impl Fn() -> Vec<SessionId>,
 ) -> Option<Collected> {
-    let (mut rx, _round) = interrupts.begin()?;
-    let mut waiting: std::collections::HashSet<SessionId> = live().into_iter().collect();
-    let mut collected = Collected {
+    if !interrupts.begin() {
+        return None;
+    }
+    let rx = lock(&interrupts.receiver).take()?;
+    Some(Collected {
         interrupts: interrupts.clone(),
+        registry: registry.clone(),
+        rx,
+        expected_listeners,
         sessions: Vec::new(),
         listeners: Vec::new(),
         stays: 0,
+        seen: HashSet::new(),
         done: false,
-    };
-    let deadline = Instant::now() + COLLECT_TIMEOUT;
-    let mut recheck = tokio::time::interval(Duration::from_millis(20));
-    loop {
-        if collected.listeners.len() >= expected_listeners && waiting.is_empty() {
-            break;
-        }
-        tokio::select! {
-            moved = rx.recv() => match moved {
-                Some(Moved::Session(s)) => {
-                    waiting.remove(&s.stats.id);
-                    collected.sessions.push(*s);
-                }
-                Some(Moved::Stays(id)) => {
-                    waiting.remove(&id);
-                    collected.stays += 1;
-                }
-                Some(Moved::Listener(l)) => collected.listeners.push(l),
-                None => break,
-            },
-            // A session that ended meanwhile never reports.
-            _ = recheck.tick() => {
-                let live: std::collections::HashSet<_> = live().into_iter().collect();
-                waiting.retain(|id| live.contains(id));
-            }
-            () = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    interrupts.stop_collecting();
-    // Reports that raced the end of collecting are still in the channel.
-    while let Ok(moved) = rx.try_recv() {
-        match moved {
-            Moved::Session(s) => collected.sessions.push(*s),
-            Moved::Stays(_) => collected.stays += 1,
-            Moved::Listener(l) => collected.listeners.push(l),
-        }
-    }
-    Some(collected)
+    })
 }
 
 impl Collected {
-    /// The other process has everything: this one lets go of the sessions
-    /// (closing its descriptors only; the connections live on there) and
-    /// of its listeners.
-    pub fn commit(mut self) {
+    /// The first wave: stops the sessions idle for `min_idle` or more
+    /// (they move while the busy ones still run). Returns the range of
+    /// [`sessions`](Self::sessions) it added.
+    pub async fn pause_idle(&mut self, min_idle: Duration) -> Range<usize> {
+        let first = self.sessions.len();
+        let now = Instant::now();
+        let idle: Vec<_> = self
+            .registry
+            .sessions()
+            .into_iter()
+            .filter(|s| now.saturating_duration_since(s.last_activity()) >= min_idle)
+            .collect();
+        // A few hundred at a time: 9,000 sessions woken at once would queue
+        // ahead of the busy ones on their workers for a tenth of a second.
+        for chunk in idle.chunks(PAUSE_CHUNK) {
+            let waiting = chunk.iter().map(|s| s.id).collect();
+            for s in chunk {
+                s.close_requested().cancel();
+            }
+            self.gather(waiting, 0).await;
+        }
+        first..self.sessions.len()
+    }
+
+    /// The last wave: stops every other session and takes the listeners;
+    /// then nothing more is collected.
+    pub async fn pause_rest(&mut self) -> Range<usize> {
+        let first = self.sessions.len();
+        self.interrupts.wake_all();
+        let waiting = self
+            .registry
+            .sessions()
+            .iter()
+            .map(|s| s.id)
+            .filter(|id| !self.seen.contains(id))
+            .collect();
+        self.gather(waiting, self.expected_listeners).await;
+        self.interrupts.stop_collecting();
+        // Reports that raced the end of collecting are still in the channel.
+        while let Ok(moved) = self.rx.try_recv() {
+            self.take(moved);
+        }
+        first..self.sessions.len()
+    }
+
+    async fn gather(&mut self, mut waiting: HashSet<SessionId>, listeners: usize) {
+        let deadline = Instant::now() + COLLECT_TIMEOUT;
+        let mut recheck = tokio::time::interval(Duration::from_millis(20));
+        while !waiting.is_empty() || self.listeners.len() < listeners {
+            tokio::select! {
+                moved = self.rx.recv() => match moved {
+                    Some(moved) => {
+                        if let Some(id) = self.take(moved) {
+                            waiting.remove(&id);
+                        }
+                    }
+                    None => break,
+                },
+                // A session that ended meanwhile never reports.
+                _ = recheck.tick() => {
+                    let live: HashSet<_> = self.registry.sessions().iter().map(|s| s.id).collect();
+                    waiting.retain(|id| live.contains(id));
+                }
+                () = tokio::time::sleep_until(deadline) => break,
+            }
+        }
+    }
+
+    /// Files one report; the session's id, if it was one.
+    fn take(&mut self, moved: Moved) -> Option<SessionId> {
+        match moved {
+            Moved::Session(s) => {
+                let id = s.stats.id;
+                self.seen.insert(id);
+                self.sessions.push(*s);
+                Some(id)
+            }
+            Moved::Stays(id) => {
+                self.seen.insert(id);
+                self.stays += 1;
+                Some(id)
+            }
+            Moved::Listener(l) => {
+                self.listeners.push(l);
+                None
+            }
+        }
+    }
+
+    /// The other process has everything: the listeners' accept loops end,
+    /// and dropping this afterwards lets go of the sessions (closing this
+    /// process's descriptors only; the connections live on there).
+    pub fn commit(&mut self) {
         self.done = true;
         self.interrupts.decide(true);
-        self.sessions.clear();
-        self.listeners.clear();
     }
 
     /// The hand-over failed: every session carries on here, where it was.
@@ -381,6 +468,7 @@ impl Collected {
     }
 
     fn put_back(&mut self) {
+        self.interrupts.stop_collecting();
         self.interrupts.decide(false);
         self.listeners.clear();
         let workers = lock(&self.interrupts.workers).clone();
@@ -417,17 +505,26 @@ fn spawn_on_workers(workers: &[WorkerRef], per_worker: Vec<Vec<MovedSession>>) {
         }
         let shared = worker.shared.clone();
         worker.runtime.spawn(async move {
-            for s in sessions {
+            for (i, s) in sessions.into_iter().enumerate() {
                 if let Err(e) = adopt(&shared, s) {
                     tracing::warn!("a session could not be carried on: {e}");
+                }
+                // The sessions started so far run between chunks.
+                if i % ADOPT_CHUNK == ADOPT_CHUNK - 1 {
+                    tokio::task::yield_now().await;
                 }
             }
         });
     }
 }
 
-/// Starts sessions received from another process, spread over the workers.
-pub fn adopt_received(interrupts: &Interrupts, sessions: Vec<MovedSession>) {
+/// Sessions started before the adopting task lets them run.
+const ADOPT_CHUNK: usize = 64;
+
+/// Starts sessions received from another process, spread over the workers,
+/// the most recently active first (the streaming ones waited longest).
+pub fn adopt_received(interrupts: &Interrupts, mut sessions: Vec<MovedSession>) {
+    sessions.sort_by_key(|s| s.stats.idle_ns);
     let workers = lock(&interrupts.workers).clone();
     if workers.is_empty() {
         return;

@@ -157,16 +157,31 @@ impl RelayLink {
         self.inner.shutdown.is_cancelled()
     }
 
-    /// The start of a hand-over (DESIGN §7): stops every session that can
-    /// move (plain TCP on both sides, open) between two turns of its loop
-    /// and takes a copy of every listener, whose accept loop waits. `None`
-    /// when a hand-over is already under way or the relay is stopping.
-    /// Dropping the result without [`Collected::commit`] puts everything
-    /// back as it was.
-    pub async fn collect_for_handover(&self) -> Option<Collected> {
-        let registry = self.inner.registry.clone();
-        let live = move || registry.sessions().iter().map(|s| s.id).collect();
-        handover::collect(&self.inner.interrupts, self.inner.accept_loops, live).await
+    /// The start of a hand-over (DESIGN §7). Its waves
+    /// ([`Collected::pause_idle`], [`Collected::pause_rest`]) stop every
+    /// session that can move (plain TCP on both sides, open) between two
+    /// turns of its loop, and take a copy of every listener, whose accept
+    /// loop waits. `None` when a hand-over is already under way or the
+    /// relay is stopping. Dropping the result without
+    /// [`Collected::commit`] puts everything back as it was.
+    /// `with_listeners`: whether the accept loops give their listeners
+    /// too (a later round, after they have gone, moves sessions only).
+    pub fn begin_handover(&self, with_listeners: bool) -> Option<Collected> {
+        let listeners = if with_listeners {
+            self.inner.accept_loops
+        } else {
+            0
+        };
+        handover::begin(&self.inner.interrupts, &self.inner.registry, listeners)
+    }
+
+    /// Connections accepted whose handshakes are still under way.
+    pub fn handshakes_in_flight(&self) -> usize {
+        let connections = self
+            .inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        connections.saturating_sub(self.inner.registry.len())
     }
 
     /// Starts sessions another relay process handed over, on every worker.
@@ -524,15 +539,30 @@ pub fn spawn_relay_threads_with_metrics(
     spawn_relay_threads_inheriting(config, metrics, None)
 }
 
-/// [`spawn_relay_threads_with_metrics`] on listeners another relay process
+/// What a relay taking over starts with: the old process's listeners, and
+/// the highest session id it hands over (new sessions get ids above it,
+/// even those accepted before the handed-over ones are restored).
+#[derive(Debug)]
+pub struct Inherited {
+    pub listeners: Vec<MovedListener>,
+    pub last_id: SessionId,
+}
+
+/// [`spawn_relay_threads_with_metrics`] on what another relay process
 /// handed over (`None`: bind `[relay] listen` and `tls-listen`).
 pub fn spawn_relay_threads_inheriting(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
-    inherited: Option<Vec<MovedListener>>,
+    inherited: Option<Inherited>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
     let workers = config.relay.workers.max(1);
-    let (inner, listeners, events) = prepare(config, workers, metrics, inherited)?;
+    let (listeners, last_id) = match inherited {
+        Some(i) => (Some(i.listeners), i.last_id),
+        None => (None, 0),
+    };
+    let (inner, listeners, events) = prepare(config, workers, metrics, listeners)?;
+    // Before any accept loop runs.
+    inner.registry.reserve_ids_through(last_id);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handle = RelayHandle {
         inner: inner.clone(),

@@ -629,6 +629,14 @@ impl Registry {
     ) -> SessionGuard {
         let worker = worker % self.shards.len();
         self.next_id.fetch_max(state.id.saturating_add(1), Relaxed);
+        // A late round (sessions whose handshakes finished in the old
+        // process after the hand-over) may bring an id this process has
+        // given out meanwhile: that session takes a new one.
+        let id = if self.get(state.id).is_some() {
+            self.next_id.fetch_add(1, Relaxed)
+        } else {
+            state.id
+        };
         let metrics = self.metrics.domain(&state.domain);
         metrics.session_restored();
         let stamp = |age: Option<u64>| {
@@ -641,7 +649,6 @@ impl Registry {
             last_frame: AtomicU64::new(stamp(f.last_frame_ns)),
             last_message: AtomicU64::new(stamp(f.last_message_ns)),
         };
-        let id = state.id;
         let stats = Arc::new(SessionStats {
             id,
             domain: state.domain.into(),
@@ -668,6 +675,12 @@ impl Registry {
             stats,
             worker,
         }
+    }
+
+    /// New sessions get ids above `id` from now on (sessions about to be
+    /// restored keep theirs, and no new one may take one of them).
+    pub fn reserve_ids_through(&self, id: SessionId) {
+        self.next_id.fetch_max(id.saturating_add(1), Relaxed);
     }
 
     pub fn len(&self) -> usize {

@@ -252,8 +252,6 @@ pub fn run<C: RawIo, O: RawIo>(
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut closing_armed = false;
-        // A hand-over woke the session but cannot take it (TLS): it stays.
-        let mut stays = false;
         let mut paused = false;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
@@ -295,19 +293,25 @@ pub fn run<C: RawIo, O: RawIo>(
                     }
                     Err(_) => config_alive = false,
                 },
-                () = &mut stopped, if open && !stays => {
+                () = &mut stopped, if open => {
                     if interrupts.shutdown.is_cancelled() {
                         pump.relay_close(CloseCause::Shutdown, close::GOING_AWAY, "relay shutting down", &client, &origin);
                     } else if stats.operator_requested() {
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
                         pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
-                    } else if pump.movable() && client.movable() && origin.movable() {
+                    } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
                         paused = true;
                         break;
                     } else {
-                        stays = true;
-                        let _ = interrupts.report(Moved::Stays(stats.id));
+                        // A hand-over cannot take it (a TLS side): it stays
+                        // here, still closed by the shutdown (its own token
+                        // has fired for good, so an operator's close of it
+                        // now waits for the shutdown).
+                        stopped.set(interrupts.shutdown.clone().cancelled_owned());
+                        if interrupts.collecting() {
+                            let _ = interrupts.report(Moved::Stays(stats.id));
+                        }
                     }
                 }
             }

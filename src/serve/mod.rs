@@ -119,6 +119,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     notify(&[NotifyState::Ready]);
     let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gave_away = false;
 
     loop {
         tokio::select! {
@@ -150,6 +151,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                         log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout))?;
                         // The new process binds the admin address now.
                         stop_admin.cancel();
+                        gave_away = true;
                         break;
                     }
                     Some(HandoverNotice::Refused(why)) => {
@@ -165,6 +167,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
 
     admin.set(Readiness::Draining);
     notify(&[NotifyState::Stopping]);
+    if gave_away {
+        hand_over_late(&relay, control.path(), &mut events, &mut log).await?;
+    }
     drain(&relay, &mut events, &mut signals, &mut log).await?;
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
@@ -185,6 +190,45 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     relay.join(CLOSE_GRACE);
     drop(control);
     log.line("stopped", "relay stopped")?;
+    Ok(())
+}
+
+/// After a hand-over: clients whose handshakes were under way then become
+/// sessions here (the listeners have gone); once they have, they follow to
+/// the new process in a second round, so no client is refused or cut.
+async fn hand_over_late(
+    relay: &RelayHandle,
+    socket: &std::path::Path,
+    events: &mut mpsc::Receiver<RelayEvent>,
+    log: &mut EventLog<'_>,
+) -> Result<()> {
+    let config = relay.config();
+    let deadline = tokio::time::Instant::now()
+        + config.relay.handshake_timeout
+        + config.relay.origin_connect_timeout;
+    while relay.link().handshakes_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            Some(event) = events.recv() => log.write(&event)?,
+            () = tokio::time::sleep(DRAIN_POLL) => {}
+        }
+    }
+    if relay.registry().is_empty() {
+        return Ok(());
+    }
+    match crate::handover::give_late(&relay.link(), socket).await {
+        Ok(report) if report.sessions > 0 => log.line(
+            "handover",
+            &format!(
+                "handed {} more session(s) (their handshakes finished after the hand-over) to pid {}",
+                report.sessions, report.to_pid
+            ),
+        )?,
+        Ok(_) => {}
+        Err(e) => log.line(
+            "handover",
+            &format!("could not hand the later sessions over ({e}); they drain here"),
+        )?,
+    }
     Ok(())
 }
 
@@ -222,18 +266,24 @@ struct TookOver {
     listeners: usize,
     stays: usize,
     took: Duration,
+    /// Of `took`: receiving, starting this relay, the commit.
+    phases: [Duration; 3],
 }
 
 impl std::fmt::Display for TookOver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "took over {} session(s) and {} listener(s) from pid {} (build {}) in {} ms",
+            "took over {} session(s) and {} listener(s) from pid {} (build {}) in {} ms \
+             (receive {} ms, start {} ms, commit {} ms)",
             self.sessions,
             self.listeners,
             self.from_pid,
             self.from_build,
-            self.took.as_millis()
+            self.took.as_millis(),
+            self.phases[0].as_millis(),
+            self.phases[1].as_millis(),
+            self.phases[2].as_millis()
         )?;
         if self.stays > 0 {
             write!(
@@ -248,11 +298,12 @@ impl std::fmt::Display for TookOver {
 
 fn handed_over(report: &GiveReport, drain: Duration) -> String {
     let mut text = format!(
-        "handed {} session(s) and {} listener(s) over to pid {} in {} ms",
+        "handed {} session(s) and {} listener(s) over to pid {} in {} ms (busy sessions paused {} ms)",
         report.sessions,
         report.listeners,
         report.to_pid,
-        report.took.as_millis()
+        report.took.as_millis(),
+        report.busy_paused.as_millis()
     );
     if report.stays > 0 {
         text.push_str(&format!(
@@ -282,6 +333,7 @@ async fn take_over(
     })
     .await?
     .context("hand-over refused")?;
+    let received_at = std::time::Instant::now();
     let Received {
         from_pid,
         from_build,
@@ -290,8 +342,11 @@ async fn take_over(
         stays,
     } = received;
     let listener_count = listeners.len();
-    let (relay, events) = relay::spawn_relay_threads_inheriting(config, metrics, Some(listeners))
+    let last_id = sessions.iter().map(|s| s.stats.id).max().unwrap_or(0);
+    let inherited = relay::Inherited { listeners, last_id };
+    let (relay, events) = relay::spawn_relay_threads_inheriting(config, metrics, Some(inherited))
         .context("hand-over refused: this relay cannot start")?;
+    let started_at = std::time::Instant::now();
     if let Err(e) = tokio::task::spawn_blocking(move || takeover.confirm()).await? {
         relay.shutdown();
         relay.join(CLOSE_GRACE);
@@ -304,6 +359,11 @@ async fn take_over(
         listeners: listener_count,
         stays,
         took: started.elapsed(),
+        phases: [
+            received_at - started,
+            started_at - received_at,
+            started_at.elapsed(),
+        ],
     };
     relay.link().adopt(sessions);
     Ok((relay, events, report))

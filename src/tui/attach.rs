@@ -146,12 +146,15 @@ async fn attach_loop(
     let mut next_tick = Instant::now() + TICK;
     loop {
         if dirty && last_draw.elapsed() >= FRAME {
+            let started = Instant::now();
             if connected && let Err(e) = sample(app, poll).await {
                 connected = false;
                 lost(app, &e.to_string());
             }
             app.refresh(Clock::now());
             draw(guard, app, theme)?;
+            // The transfer included: what bench/attach.sh reports.
+            tracing::debug!(target: "ecdn_console::frame", frame_us = started.elapsed().as_micros() as u64, "frame");
             dirty = false;
             last_draw = Instant::now();
             next_tick = last_draw + TICK;

@@ -15,7 +15,8 @@ pub const LOG_CAPACITY: usize = 10_000;
 /// Minutes of history behind the sparklines.
 pub const HISTORY_MINUTES: usize = 120;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The Event Log's kinds, in the order `f` cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumIter)]
 pub enum KindFilter {
     #[default]
     All,
@@ -27,13 +28,7 @@ pub enum KindFilter {
 
 impl KindFilter {
     pub fn next(self) -> Self {
-        match self {
-            Self::All => Self::Opened,
-            Self::Opened => Self::Closed,
-            Self::Closed => Self::Refused,
-            Self::Refused => Self::Config,
-            Self::Config => Self::All,
-        }
+        super::cycled(self, 1)
     }
 
     pub fn label(self) -> &'static str {

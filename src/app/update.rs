@@ -105,11 +105,9 @@ fn help(app: &mut App, cmd: Command) {
 }
 
 fn menu(app: &mut App, cmd: Command) -> Vec<Effect> {
-    let i = app.screen.index() as isize;
-    let n = Screen::ALL.len() as isize;
     match cmd {
-        Command::Up => app.screen = Screen::ALL[(i - 1).rem_euclid(n) as usize],
-        Command::Down => app.screen = Screen::ALL[(i + 1).rem_euclid(n) as usize],
+        Command::Up => app.screen = app.screen.step(-1),
+        Command::Down => app.screen = app.screen.step(1),
         Command::Open | Command::FocusOther => app.focus = Focus::Content,
         Command::Goto(screen) => {
             app.screen = screen;

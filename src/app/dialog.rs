@@ -7,8 +7,8 @@ use strum::VariantNames;
 use tui_input::{Input, InputRequest};
 
 use crate::config::{
-    Acceleration, Area, Config, Domain, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS, NewDomain,
-    OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
+    Acceleration, Area, Config, Domain, DomainName, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS,
+    NewDomain, OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
 };
 use crate::relay::{CloseCause, SessionId, SessionSnapshot};
 
@@ -25,7 +25,7 @@ pub enum Dialog {
 /// The "WebSocket timeout" edit dialog's draft.
 #[derive(Debug)]
 pub struct WsDraft {
-    pub domain: String,
+    pub domain: DomainName,
     pub acceleration: Acceleration,
     /// The settings in force when the dialog opened (or after a reload).
     pub live: WebSocketSettings,
@@ -142,7 +142,7 @@ impl WsDraft {
 
     pub fn edit(&self) -> Edit {
         Edit::SetWebSocket {
-            domain: self.domain.clone(),
+            domain: self.domain.to_string(),
             switch: Some(self.switch),
             timeout: Some(self.timeout),
         }
@@ -152,10 +152,7 @@ impl WsDraft {
     pub fn impact(&self, live: &[SessionSnapshot]) -> Impact {
         let limit = self.effective().limit;
         let mut impact = Impact::default();
-        for s in live
-            .iter()
-            .filter(|s| s.domain.eq_ignore_ascii_case(&self.domain))
-        {
+        for s in live.iter().filter(|s| self.domain == *s.domain) {
             impact.live += 1;
             if let Some(limit) = limit
                 && s.idle >= limit
@@ -306,7 +303,7 @@ impl Form {
         let origins: Vec<String> = domain.origins.iter().map(|o| o.to_string()).collect();
         Self {
             kind: FormKind::Origins {
-                domain: domain.name.clone(),
+                domain: domain.name.to_string(),
             },
             fields: vec![
                 Field::text(FieldId::Origins, ORIGINS_HELP, &origins.join(", ")),

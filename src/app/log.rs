@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tui_input::Input;
 
+use crate::config::DomainName;
 use crate::relay::{CloseCause, RelayEvent};
 
 use super::list::ListCursor;
@@ -85,11 +86,11 @@ pub struct EventLog {
     entries: VecDeque<RelayEvent>,
     pub kind: KindFilter,
     /// Lower-case domain name, or all domains.
-    pub domain: Option<String>,
+    pub domain: Option<DomainName>,
     pub text: Input,
     pub editing: bool,
     pub cursor: ListCursor,
-    totals: HashMap<String, DomainTotals>,
+    totals: HashMap<DomainName, DomainTotals>,
     history: VecDeque<Minute>,
 }
 
@@ -100,7 +101,7 @@ pub fn minute_of(t: SystemTime) -> u64 {
 impl EventLog {
     pub fn push(&mut self, event: RelayEvent) {
         if let Some(domain) = event.domain() {
-            let totals = self.totals.entry(domain.to_ascii_lowercase()).or_default();
+            let totals = self.totals.entry(domain.into()).or_default();
             match &event {
                 RelayEvent::Opened { .. } => totals.opened += 1,
                 RelayEvent::Closed { cause, .. } => {
@@ -174,7 +175,7 @@ impl EventLog {
 
     pub fn totals(&self, domain: &str) -> DomainTotals {
         self.totals
-            .get(&domain.to_ascii_lowercase())
+            .get(&DomainName::from(domain))
             .cloned()
             .unwrap_or_default()
     }
@@ -205,7 +206,7 @@ impl EventLog {
             return false;
         }
         if let Some(d) = &self.domain
-            && !e.domain().is_some_and(|n| n.eq_ignore_ascii_case(d))
+            && e.domain().is_none_or(|n| *d != n)
         {
             return false;
         }

@@ -35,7 +35,7 @@ pub use relay_view::{RelayView, Remote, SessionPage};
 pub use update::update;
 
 use crate::config::effective_timeout;
-use crate::config::{Config, Domain};
+use crate::config::{Config, Domain, DomainName};
 use strum::IntoEnumIterator;
 
 use crate::relay::heartbeat::Rhythm;
@@ -143,7 +143,7 @@ impl ManageTab {
 /// A domain's Manage page.
 #[derive(Debug, Clone)]
 pub struct ManageState {
-    pub domain: String,
+    pub domain: DomainName,
     pub tab: ManageTab,
     /// The Sessions tab's cursor.
     pub cursor: ListCursor,
@@ -480,7 +480,7 @@ impl App {
     /// The timeout the evidence calls for, and why (README, "Advice from evidence").
     pub fn recommendation(&self, domain: &Domain) -> Recommendation {
         let mut evidence = self.evidence(&domain.name);
-        evidence.domain = domain.name.clone();
+        evidence.domain = domain.name.to_string();
         advice::recommend(&evidence, effective_timeout(domain).limit)
     }
 

@@ -2,7 +2,7 @@
 
 use tui_input::InputRequest;
 
-use crate::config::{Edit, LIMITATION_TEXT, Status as DomainStatus};
+use crate::config::{DomainName, Edit, LIMITATION_TEXT, Status as DomainStatus};
 use crate::relay::{CloseCause, RelayEvent};
 
 use super::action::{Action, Command, Effect, SaveError, SaveErrorKind};
@@ -160,7 +160,7 @@ fn goto(app: &mut App, screen: Screen) {
     app.focus = Focus::Content;
 }
 
-fn open_manage(app: &mut App, domain: String) {
+fn open_manage(app: &mut App, domain: DomainName) {
     app.domains.manage = Some(ManageState {
         domain,
         tab: ManageTab::Basic,
@@ -192,7 +192,10 @@ fn domain_list(app: &mut App, cmd: Command) -> Vec<Effect> {
         Command::DeleteDomain => {
             if let Some(domain) = selected {
                 let live = app.live_on(&domain);
-                app.dialog = Some(Dialog::Confirm(Confirm::DeleteDomain { domain, live }));
+                app.dialog = Some(Dialog::Confirm(Confirm::DeleteDomain {
+                    domain: domain.into_string(),
+                    live,
+                }));
             }
         }
         Command::ToggleOnline => {
@@ -215,7 +218,7 @@ fn toggle_online(app: &mut App, name: &str) -> Vec<Effect> {
     let Some(domain) = app.config.domain(name) else {
         return Vec::new();
     };
-    let domain_name = domain.name.clone();
+    let domain_name = domain.name.to_string();
     let live = app.live_on(name);
     match domain.status {
         DomainStatus::Online if live > 0 => {
@@ -424,12 +427,8 @@ fn events(app: &mut App, cmd: Command) {
             app.log.cursor.first();
         }
         Command::CycleDomain => {
-            let names: Vec<String> = app
-                .config
-                .domains
-                .iter()
-                .map(|d| d.name.to_ascii_lowercase())
-                .collect();
+            let names: Vec<DomainName> =
+                app.config.domains.iter().map(|d| d.name.clone()).collect();
             app.log.domain = match &app.log.domain {
                 None => names.first().cloned(),
                 Some(current) => names
@@ -636,7 +635,7 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
             if let Some(i) = app
                 .visible_domains()
                 .iter()
-                .position(|d| d.name.eq_ignore_ascii_case(&new.name))
+                .position(|d| d.name == new.name)
             {
                 app.domains.cursor.index = i;
             }

@@ -13,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use strum::{EnumIter, EnumString, IntoStaticStr, VariantNames};
 
+use super::name::DomainName;
+
 /// The whole file: the `[relay]` table and every `[[domain]]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
@@ -26,16 +28,12 @@ impl Config {
     /// exactly as the relay routes a request's Host header.
     pub fn route(&self, host: &str) -> Option<&Domain> {
         let name = host_without_port(host);
-        self.domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name))
+        self.domains.iter().find(|d| d.name == name)
     }
 
     /// The domain with this exact (case-insensitive) name.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
-        self.domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name))
+        self.domains.iter().find(|d| d.name == name)
     }
 }
 
@@ -140,8 +138,8 @@ pub enum IdleCloseMode {
 /// One `[[domain]]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Domain {
-    /// As written in the file (compare case-insensitively).
-    pub name: String,
+    /// As written in the file; compares case-insensitively.
+    pub name: DomainName,
     pub acceleration: Acceleration,
     pub status: Status,
     pub area: Area,

@@ -100,7 +100,7 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
         kv(
             "Domain",
             W,
-            vec![Span::styled(d.name.clone(), theme.value())],
+            vec![Span::styled(d.name.to_string(), theme.value())],
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(d.cname())], theme),

@@ -22,6 +22,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod common;
+
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
@@ -198,17 +200,22 @@ struct Setup {
 /// A config with a streaming domain (`stream.test`, 60 s) and an idle one
 /// (`idle.test`, [`IDLE_TIMEOUT`]), both to `origin`.
 fn setup(origin: SocketAddr) -> Setup {
+    setup_with(origin, "", "")
+}
+
+/// [`setup`] with more `[relay]` keys and more `[[domain]]` tables.
+fn setup_with(origin: SocketAddr, relay_extra: &str, domains_extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("relay.toml");
     std::fs::write(
         &config,
         format!(
             "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\
-             max-message-bytes = 4194304\nhandshake-timeout = 10\n\n\
+             max-message-bytes = 4194304\nhandshake-timeout = 10\n{relay_extra}\n\n\
              [[domain]]\nname = \"stream.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
              websocket = {{ switch = \"on\", timeout = 60 }}\n\n\
              [[domain]]\nname = \"idle.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
-             websocket = {{ switch = \"on\", timeout = {} }}\n",
+             websocket = {{ switch = \"on\", timeout = {} }}\n\n{domains_extra}",
             IDLE_TIMEOUT.as_secs()
         ),
     )
@@ -1643,4 +1650,111 @@ async fn a_client_that_connects_during_the_handover_gets_a_fresh_id() {
     )
     .await;
     live.end().await;
+}
+
+/// A session to a wss:// origin cannot move: it stays with the old process,
+/// working, until it ends; the plain ones move; the old process exits 0
+/// once its TLS session is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_session_stays_with_the_old_relay_until_it_ends() {
+    let (origin_addr, report) = origin().await;
+    let (tls_origin, ca_pem) = common::tls_origin().await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ca_pem).unwrap();
+    let setup = setup_with(
+        origin_addr,
+        &format!(
+            "drain-timeout = 60\norigin-ca-file = {:?}",
+            ca.display().to_string()
+        ),
+        &format!(
+            "[[domain]]\nname = \"app.test\"\nacceleration = \"full-site\"\norigin-protocol = \"https\"\n\
+             origins = [\"{tls_origin}\"]\nwebsocket = {{ switch = \"on\", timeout = 60 }}\n"
+        ),
+    );
+    let (mut old, addr) = Serve::start(&setup.config).await;
+    let stop = CancellationToken::new();
+    let checked = Arc::new(AtomicU64::new(0));
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(4));
+    let pace = Pace {
+        window: 2,
+        pause: Duration::from_millis(20),
+    };
+    let streams: Vec<_> = (0..4)
+        .map(|n| {
+            streamer(
+                addr,
+                n,
+                false,
+                pace,
+                stop.clone(),
+                checked.clone(),
+                handshakes.clone(),
+            )
+        })
+        .collect();
+    let (mut tls, tls_local) = connect(addr, "app.test", "/tls").await;
+    echo_once(&mut tls, "before").await;
+    timeout(Duration::from_secs(10), async {
+        while sessions(&setup.socket).await.len() < 5 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the sessions open");
+
+    let mut new = Serve::spawn(&setup.config, &["--takeover"], &[]);
+    let took = new.line_with("took over", Duration::from_secs(15)).await;
+    let handed = old.line_with("handed", Duration::from_secs(10)).await;
+    assert_eq!(number_before(&took, "session(s)"), 4, "{took}");
+    assert_eq!(number_before(&handed, "session(s)"), 4, "{handed}");
+    assert!(
+        took.contains("1 TLS session(s) stay with pid"),
+        "the new relay says one stays: {took}"
+    );
+    assert!(
+        handed.contains("1 session(s) stay here (TLS)"),
+        "the old relay says one stays: {handed}"
+    );
+    // The TLS session carries on with the old process, which keeps running.
+    echo_once(&mut tls, "after").await;
+    sleep(Duration::from_millis(300)).await;
+    assert!(old.running(), "the old relay holds its TLS session");
+    let listed = sessions(&setup.socket).await;
+    assert_eq!(listed.len(), 4, "the new relay lists the moved sessions");
+    assert!(!listed.contains_key(&tls_local));
+    let before = checked.load(Relaxed);
+    sleep(Duration::from_millis(300)).await;
+    assert!(checked.load(Relaxed) > before, "the moved sessions stream");
+
+    // Its last session over, the old relay exits 0.
+    tls.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = timeout(Duration::from_secs(2), tls.next()).await {}
+    assert_eq!(old.exit_code(Duration::from_secs(10)).await, Some(0));
+    stop.cancel();
+    for s in streams {
+        finish(s.await.unwrap()).await;
+    }
+    timeout(Duration::from_secs(5), async {
+        while report.done.load(Relaxed) < 4 {
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        report.assert_clean();
+        panic!("the origin did not see every client's close")
+    });
+    report.assert_clean();
+}
+
+/// One text message and its echo, within 5 s.
+async fn echo_once(ws: &mut Ws, text: &'static str) {
+    let m = Message::text(text);
+    ws.send(m.clone()).await.unwrap();
+    let got = timeout(Duration::from_secs(5), ws.next())
+        .await
+        .unwrap_or_else(|_| panic!("no echo of {text:?}"));
+    assert_eq!(got.unwrap().unwrap(), m);
 }

@@ -70,6 +70,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     }
 }
 
+/// The label column of the Basic Information and Origin Configuration tabs.
 const W: usize = 19;
 
 const TAB_DIVIDER: &str = "·";

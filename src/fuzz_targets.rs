@@ -61,7 +61,7 @@ pub fn config(data: &[u8]) {
     };
     if let Some(domain) = config.domains.first() {
         let edit = Edit::SetWebSocket {
-            domain: domain.name.clone(),
+            domain: domain.name.to_string(),
             switch: Some(Switch::Off),
             timeout: Some(30),
         };

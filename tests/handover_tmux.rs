@@ -497,3 +497,57 @@ fn log_path_in(text: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
         .find(|p| p.is_file())
 }
+
+/// What keeps sessions is a choice: `y` at the quit question, and SIGTERM
+/// to an in-process console, still close them (1001 `relay shutting down`)
+/// and leave no relay behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quitting_with_y_or_sigterm_closes_the_sessions_and_keeps_no_relay() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end hand-over test");
+        return;
+    }
+    for how in ["y", "TERM"] {
+        let setup = setup().await;
+        let _stop = StopOnDrop(setup.socket.clone());
+        let (tmux, relay) = in_process_console(&setup, &format!("close-{how}"));
+        let mut clients = Vec::new();
+        for _ in 0..2 {
+            clients.push(common::connect(relay, "keep.test").await);
+        }
+        tmux.wait_for("2 live");
+        let console = console_pid(&setup).await;
+        if how == "y" {
+            tmux.keys(&["q"]);
+            tmux.wait_for("╔ Quit");
+            tmux.keys(&["y"]);
+        } else {
+            let status = std::process::Command::new("kill")
+                .args(["-TERM", &console.to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+        }
+        for client in &mut clients {
+            let frame = timeout(Duration::from_secs(10), common::next_close(client))
+                .await
+                .unwrap_or_else(|_| panic!("{how}: no close within 10 s"));
+            assert_eq!(common::code(&frame), Some(1001), "{how}");
+            assert_eq!(common::reason(&frame), "relay shutting down", "{how}");
+        }
+        wait_console_gone(console).await;
+        let out = tokio::process::Command::new(BIN)
+            .args(["sessions", "--socket"])
+            .arg(&setup.socket)
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{how}: no relay is left behind: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        drop(tmux);
+    }
+}

@@ -69,7 +69,7 @@ pub fn recommend_for(
         .domain(domain)
         .ok_or_else(|| AdviceError::UnknownDomain(domain.to_string()))?;
     let mut evidence = registry.evidence(&d.name, now);
-    evidence.domain = d.name.clone();
+    evidence.domain = d.name.to_string();
     Ok(recommend(&evidence, effective_timeout(d).limit))
 }
 

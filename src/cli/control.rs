@@ -1,6 +1,6 @@
 //! The shell commands that talk to a running relay over its control socket
 //! (README, "Command line"; docs/CONTROL.md): `sessions`, `close-session`, `events`, `stop`,
-//! `recommend` (§10).
+//! `recommend` (README, "Advice from evidence").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

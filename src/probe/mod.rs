@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+use strum::IntoEnumIterator;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -62,8 +63,8 @@ pub struct ProbeOptions {
     pub json: bool,
 }
 
-/// How a probe ended; each has its own exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a probe ended; each has its own exit code. In exit-code order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::EnumIter)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// `--count`/`--duration` reached or stopped by a signal; the probe
@@ -84,17 +85,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, in exit-code order (for `--help` and the README).
-    pub const ALL: [Outcome; 7] = [
-        Self::Finished,
-        Self::ServerClosed,
-        Self::Dropped,
-        Self::HandshakeRefused,
-        Self::ConnectFailed,
-        Self::TlsFailed,
-        Self::ProtocolError,
-    ];
-
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Finished => 0,
@@ -135,7 +125,8 @@ pub fn exit_codes_help() -> String {
     row(Outcome::Finished.exit_code(), Outcome::Finished.describe());
     row(1, "the probe itself failed (e.g. cannot start its runtime)");
     row(2, "bad arguments");
-    for outcome in &Outcome::ALL[1..] {
+    // In exit-code order (the enum's), for `--help` and the README.
+    for outcome in Outcome::iter().skip(1) {
         row(outcome.exit_code(), outcome.describe());
     }
     help.trim_end().to_string()

@@ -415,7 +415,7 @@ async fn start_session<C: ClientIo>(
     shared.events.emit(RelayEvent::Opened {
         id: guard.stats().id,
         at: SystemTime::now(),
-        domain: domain.name.clone(),
+        domain: domain.name.to_string(),
         client: peer,
         origin: origin_addr,
         path: request.path,
@@ -423,7 +423,7 @@ async fn start_session<C: ClientIo>(
     });
     let setup = SessionSetup {
         stats: guard.stats().clone(),
-        domain: domain.name,
+        domain: domain.name.into_string(),
         client_leftover,
         origin_leftover: upgraded.leftover,
         extensions: upgraded.extensions.is_some(),

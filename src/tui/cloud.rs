@@ -261,7 +261,7 @@ impl Tasks<'_> {
                 return;
             }
         };
-        let name = current.name.clone();
+        let name = current.name.to_string();
         let (client, done) = (self.client.clone(), self.done.clone());
         tokio::task::spawn_local(async move {
             let result = client.update_websocket(&name, switch, timeout).await;

@@ -91,7 +91,7 @@ fn basic<'a>(d: &'a Domain, api: Option<&'a CloudDomain>, theme: &Theme) -> Vec<
         kv(
             "Domain",
             W,
-            vec![Span::styled(d.name.clone(), theme.value())],
+            vec![Span::styled(d.name.to_string(), theme.value())],
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(cname)], theme),

@@ -6,6 +6,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs, Wrap};
 
+use strum::IntoEnumIterator;
+
 use crate::app::Command;
 use crate::app::advice::fmt_secs;
 use crate::app::keymap::{self, Context};
@@ -42,9 +44,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     // The web console's tab names in full whenever they fit (they do in
     // 80 columns once the menu steps aside); short ones only when they don't.
     let full = tabs_width(ManageTab::title) <= usize::from(tabs_area.width);
-    let titles = ManageTab::ALL
-        .iter()
-        .map(|t| if full { t.title() } else { t.short_title() });
+    let titles = ManageTab::iter().map(|t| if full { t.title() } else { t.short_title() });
     frame.render_widget(
         Tabs::new(titles)
             .select(m.tab.index())
@@ -70,6 +70,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     }
 }
 
+/// The label column of the Basic Information and Origin Configuration tabs.
 const W: usize = 19;
 
 const TAB_DIVIDER: &str = "·";
@@ -77,11 +78,10 @@ const TAB_DIVIDER: &str = "·";
 /// Width of the tab bar with these titles: each padded by a space on both
 /// sides (ratatui's default), dividers between them.
 fn tabs_width(title: fn(ManageTab) -> &'static str) -> usize {
-    let titles: usize = ManageTab::ALL
-        .iter()
-        .map(|t| title(*t).chars().count() + 2)
+    let titles: usize = ManageTab::iter()
+        .map(|t| title(t).chars().count() + 2)
         .sum();
-    titles + (ManageTab::ALL.len() - 1) * TAB_DIVIDER.chars().count()
+    titles + (ManageTab::iter().count() - 1) * TAB_DIVIDER.chars().count()
 }
 
 fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
@@ -101,7 +101,7 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
         kv(
             "Domain",
             W,
-            vec![Span::styled(d.name.clone(), theme.value())],
+            vec![Span::styled(d.name.to_string(), theme.value())],
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(d.cname())], theme),

@@ -67,7 +67,7 @@ pub fn session_table(
     }
     let show_domain = domain.is_none();
     // Without the domain column its cells go to the others.
-    let fit = Columns::fit(area.width + if show_domain { 0 } else { 19 });
+    let fit = Columns::fit(area.width + if show_domain { 0 } else { Columns::DOMAIN + 1 });
     let columns = fit.shown(show_domain);
     let height = usize::from(area.height.saturating_sub(1));
     let window = cursor.window(sessions.len(), height);
@@ -201,6 +201,8 @@ struct Columns {
 impl Columns {
     /// ID, 18 cells of domain, idle, gauge, and the spacing between them.
     const BASE: u16 = 50;
+    /// The narrowest domain column.
+    const DOMAIN: u16 = 18;
 
     fn fit(width: u16) -> Self {
         if width >= 140 {

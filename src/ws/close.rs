@@ -52,7 +52,7 @@ pub fn meaning(code: u16) -> &'static str {
     }
 }
 
-/// Codes an endpoint may put in a close frame it sends (§7.4): a reply to
+/// Codes an endpoint may put in a close frame it sends (RFC 6455 §7.4): a reply to
 /// a close echoes the peer's code when it is one of these.
 pub fn sendable(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)

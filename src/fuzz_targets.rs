@@ -1,5 +1,6 @@
 //! Bodies of the `cargo fuzz` targets (`fuzz/`), kept in the library so the
 //! corpus replay test (`tests/fuzz_corpus.rs`) runs exactly the same code.
+//! Only with the `fuzzing` feature: not part of the console's API.
 //! Each must return normally for every input: a panic is a bug.
 
 use std::path::Path;
@@ -60,7 +61,7 @@ pub fn config(data: &[u8]) {
     };
     if let Some(domain) = config.domains.first() {
         let edit = Edit::SetWebSocket {
-            domain: domain.name.clone(),
+            domain: domain.name.to_string(),
             switch: Some(Switch::Off),
             timeout: Some(30),
         };

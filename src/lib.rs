@@ -12,11 +12,13 @@ pub mod cloud;
 pub mod config;
 pub mod control;
 pub mod demo;
-#[doc(hidden)]
+#[cfg(feature = "fuzzing")]
 pub mod fuzz_targets;
+pub mod handover;
 pub mod origin;
 pub mod probe;
 pub mod relay;
 pub mod serve;
 pub mod tui;
 pub mod ui;
+pub mod ws;

@@ -155,7 +155,12 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
     tmux.wait_for_within("idle timeout (15 s)", Duration::from_secs(25));
 
     tmux.keys(&["C-c"]);
-    tmux.wait_for("Quit?");
+    tmux.wait_for("Quit with");
+    // The demo's clients and origins live in its own process: nothing to keep.
+    tmux.keys(&["k"]);
+    tmux.wait_for("cannot be kept");
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("Quit with");
     tmux.keys(&["y"]);
     tmux.wait_until_gone();
     assert_eq!(demo_dirs(), 0, "the temporary config is removed on quit");

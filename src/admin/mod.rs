@@ -1,4 +1,4 @@
-//! The admin listener (DESIGN §8): `GET /metrics` (Prometheus text
+//! The admin listener (docs/OPERATIONS.md): `GET /metrics` (Prometheus text
 //! format), `GET /healthz` (200 while the process runs), `GET /readyz`
 //! (200 while the relay listens with a valid config; 503 before that and
 //! while it drains). Read-only: nothing here can change the relay.

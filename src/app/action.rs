@@ -8,6 +8,7 @@ use crate::config::{Config, ConfigError, Edit};
 use crate::relay::{RelayEvent, SessionId};
 
 use super::Screen;
+use super::keymap::{self, Context};
 
 /// A key's meaning, independent of which key produced it. The keymap tables
 /// turn key presses into these; tests send them directly.
@@ -52,6 +53,9 @@ pub enum Command {
     Goto(Screen),
     /// Measure a Tencent Cloud domain's idle timeout on its edge.
     Probe,
+    /// `k` in the quit dialog: quit, and keep the live sessions running in
+    /// a background relay that takes them over.
+    KeepSessions,
 }
 
 /// Input to [`update`](super::update).
@@ -94,6 +98,9 @@ pub enum Effect {
     /// Close one session with 1001 `closed by operator`.
     CloseSession(SessionId),
     Quit,
+    /// Hand every live session to a background relay (a detached `serve
+    /// --takeover`), then quit once it has them.
+    KeepSessions,
     /// List the Tencent Cloud account's domains (again), answering with
     /// `Cloud(Progress)`s and then `Cloud(Loaded)` or `Cloud(LoadFailed)`.
     LoadCloud,
@@ -122,18 +129,28 @@ pub struct SaveError {
 }
 
 impl SaveError {
-    /// What the operator can do next, in one line.
-    pub fn advice(&self) -> &'static str {
+    /// What the operator can do next, in one line, as the WebSocket
+    /// dialog says it.
+    pub fn advice(&self) -> String {
+        self.advice_in(Context::EditWebSocket)
+    }
+
+    /// What the operator can do next where the error is shown: the reload
+    /// key is that context's own (a form types `r` into its field).
+    pub fn advice_in(&self, context: Context) -> String {
         match self.kind {
             SaveErrorKind::Conflict => {
-                "Press r to reload the file (your draft is kept), then OK again."
+                let keys = keymap::bindings_for(context, Command::Reload)
+                    .next()
+                    .map_or_else(|| "reload".to_string(), |b| b.keys_label());
+                format!("Press {keys} to reload the file (your draft is kept), then OK again.")
             }
-            SaveErrorKind::Invalid => "Correct the value; nothing was saved.",
+            SaveErrorKind::Invalid => "Correct the value; nothing was saved.".into(),
             SaveErrorKind::Io => {
-                "Nothing was saved and the file is unchanged. Fix the cause, then OK again."
+                "Nothing was saved and the file is unchanged. Fix the cause, then OK again.".into()
             }
             SaveErrorKind::Refused => {
-                "Nothing changed on the account. Fix the cause, then OK again."
+                "Nothing changed on the account. Fix the cause, then OK again.".into()
             }
         }
     }

@@ -1,4 +1,4 @@
-//! Advice from evidence (DESIGN §10): the timeout to recommend for a
+//! Advice from evidence (README has the operator's view): the timeout to recommend for a
 //! domain, the one sentence saying why, and what a draft timeout would
 //! have done to the last 10 minutes of sessions.
 //!
@@ -28,7 +28,7 @@ use crate::relay::history::{DomainEvidence, SessionEvidence};
 use crate::relay::{Registry, SessionId};
 
 /// A domain's recommendation. The fields and their names are the contract
-/// of `ecdn-console recommend --json` (DESIGN §10).
+/// of `ecdn-console recommend --json` (README, "Advice from evidence").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Recommendation {
     pub domain: String,
@@ -69,7 +69,7 @@ pub fn recommend_for(
         .domain(domain)
         .ok_or_else(|| AdviceError::UnknownDomain(domain.to_string()))?;
     let mut evidence = registry.evidence(&d.name, now);
-    evidence.domain = d.name.clone();
+    evidence.domain = d.name.to_string();
     Ok(recommend(&evidence, effective_timeout(d).limit))
 }
 

@@ -1,4 +1,4 @@
-//! The console on a Tencent Cloud account (DESIGN §9): the domains come
+//! The console on a Tencent Cloud account (README, "Tencent Cloud"): the domains come
 //! from the CDN API instead of a file, edits go to `UpdateDomainConfig`,
 //! and `p` measures a domain's idle timeout on the real edge with a silent
 //! probe. The rest of the console (menu, list, Manage tabs, the edit
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 
 use crate::cloud::{CloudDomain, Progress};
+use crate::config::DomainName;
 use crate::config::{
     Acceleration, Area, Config, Domain, Origin, OriginProtocol, RelaySettings, Status,
 };
@@ -34,9 +35,9 @@ pub struct CloudView {
     pub load: LoadState,
     /// The API's own view of each domain (CNAME, status, service type,
     /// origins as written), by lower-case name.
-    pub domains: HashMap<String, CloudDomain>,
+    pub domains: HashMap<DomainName, CloudDomain>,
     /// The last probe of each domain, by lower-case name.
-    pub probes: HashMap<String, ProbeState>,
+    pub probes: HashMap<DomainName, ProbeState>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -101,11 +102,11 @@ impl CloudView {
     }
 
     pub fn domain(&self, name: &str) -> Option<&CloudDomain> {
-        self.domains.get(&name.to_ascii_lowercase())
+        self.domains.get(&DomainName::from(name))
     }
 
     pub fn probe(&self, name: &str) -> Option<&ProbeState> {
-        self.probes.get(&name.to_ascii_lowercase())
+        self.probes.get(&DomainName::from(name))
     }
 }
 
@@ -147,7 +148,7 @@ pub fn probe(app: &mut App, domain: &str) -> Vec<Effect> {
     let Some(view) = app.cloud_mut() else {
         return Vec::new();
     };
-    let key = domain.to_ascii_lowercase();
+    let key = DomainName::from(domain);
     if matches!(view.probes.get(&key), Some(ProbeState::Running { .. })) {
         return Vec::new();
     }
@@ -171,7 +172,7 @@ pub fn event(app: &mut App, event: CloudEvent) -> Vec<Effect> {
             view.load = LoadState::Loaded;
             view.domains = domains
                 .iter()
-                .map(|d| (d.name.to_ascii_lowercase(), d.clone()))
+                .map(|d| (d.name.as_str().into(), d.clone()))
                 .collect();
             app.config = Arc::new(config_of(&domains));
             let len = app.visible_domains().len();
@@ -187,22 +188,17 @@ pub fn event(app: &mut App, event: CloudEvent) -> Vec<Effect> {
             }
         }
         CloudEvent::Updated { domain, websocket } => {
-            if let Some(d) = view.domains.get_mut(&domain.to_ascii_lowercase()) {
+            if let Some(d) = view.domains.get_mut(&DomainName::from(domain.as_str())) {
                 d.websocket = websocket;
             }
             let mut config = (*app.config).clone();
-            if let Some(d) = config
-                .domains
-                .iter_mut()
-                .find(|d| d.name.eq_ignore_ascii_case(&domain))
-            {
+            if let Some(d) = config.domains.iter_mut().find(|d| d.name == domain) {
                 d.websocket = websocket.settings();
             }
             app.config = Arc::new(config);
         }
         CloudEvent::Probed { domain, result } => {
-            view.probes
-                .insert(domain.to_ascii_lowercase(), ProbeState::Done(result));
+            view.probes.insert(domain.into(), ProbeState::Done(result));
         }
     }
     Vec::new()
@@ -224,7 +220,7 @@ pub fn config_of(domains: &[CloudDomain]) -> Config {
 
 fn domain_of(d: &CloudDomain) -> Domain {
     Domain {
-        name: d.name.clone(),
+        name: d.name.as_str().into(),
         acceleration: Acceleration::FullSite,
         status: if d.status == "online" {
             Status::Online

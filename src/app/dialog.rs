@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use strum::VariantNames;
 use tui_input::{Input, InputRequest};
 
 use crate::config::{
-    Acceleration, Area, Config, Domain, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS, NewDomain,
-    OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
+    Acceleration, Area, Config, Domain, DomainName, Edit, EffectiveTimeout, MAX_TIMEOUT_SECS,
+    NewDomain, OriginProtocol, Switch, WebSocketSettings, effective_timeout_for, rules,
 };
-use crate::relay::{SessionId, SessionSnapshot};
+use crate::relay::{CloseCause, SessionId, SessionSnapshot};
 
 use super::action::SaveError;
 
@@ -24,7 +25,7 @@ pub enum Dialog {
 /// The "WebSocket timeout" edit dialog's draft.
 #[derive(Debug)]
 pub struct WsDraft {
-    pub domain: String,
+    pub domain: DomainName,
     pub acceleration: Acceleration,
     /// The settings in force when the dialog opened (or after a reload).
     pub live: WebSocketSettings,
@@ -141,7 +142,7 @@ impl WsDraft {
 
     pub fn edit(&self) -> Edit {
         Edit::SetWebSocket {
-            domain: self.domain.clone(),
+            domain: self.domain.to_string(),
             switch: Some(self.switch),
             timeout: Some(self.timeout),
         }
@@ -151,10 +152,7 @@ impl WsDraft {
     pub fn impact(&self, live: &[SessionSnapshot]) -> Impact {
         let limit = self.effective().limit;
         let mut impact = Impact::default();
-        for s in live
-            .iter()
-            .filter(|s| s.domain.eq_ignore_ascii_case(&self.domain))
-        {
+        for s in live.iter().filter(|s| self.domain == *s.domain) {
             impact.live += 1;
             if let Some(limit) = limit
                 && s.idle >= limit
@@ -187,8 +185,24 @@ pub enum FieldValue {
     },
 }
 
+/// What a form field holds: fields are found by this, never by their label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::IntoStaticStr)]
+pub enum FieldId {
+    #[strum(serialize = "Domain name")]
+    DomainName,
+    Acceleration,
+    Area,
+    Origins,
+    #[strum(serialize = "Server name")]
+    ServerName,
+    #[strum(serialize = "Origin protocol")]
+    OriginProtocol,
+}
+
 #[derive(Debug)]
 pub struct Field {
+    pub id: FieldId,
+    /// The id's label.
     pub label: &'static str,
     pub help: &'static str,
     pub value: FieldValue,
@@ -196,23 +210,26 @@ pub struct Field {
 }
 
 impl Field {
-    fn text(label: &'static str, help: &'static str, value: &str) -> Self {
+    fn text(id: FieldId, help: &'static str, value: &str) -> Self {
         Self {
-            label,
+            id,
+            label: id.into(),
             help,
             value: FieldValue::Text(Input::new(value.to_string())),
             error: None,
         }
     }
 
+    /// A choice among an enum's values (its `VARIANTS`, as the file spells them).
     fn choice(
-        label: &'static str,
+        id: FieldId,
         help: &'static str,
         options: &'static [&'static str],
         selected: &str,
     ) -> Self {
         Self {
-            label,
+            id,
+            label: id.into(),
             help,
             value: FieldValue::Choice {
                 options,
@@ -250,32 +267,30 @@ pub struct Form {
     pub error: Option<SaveError>,
 }
 
-const ACCELERATIONS: &[&str] = &["full-site", "dynamic-static", "dynamic"];
-const AREAS: &[&str] = &["mainland", "overseas", "global"];
-const PROTOCOLS: &[&str] = &["http", "https", "follow"];
 const ORIGINS_HELP: &str = "host:port[:weight], comma-separated";
 const SERVER_NAME_HELP: &str = "Host header sent to the origin; empty = the domain name";
+const PROTOCOL_HELP: &str = "http = ws://, https = wss://";
 
 impl Form {
     pub fn add_domain() -> Self {
         Self {
             kind: FormKind::AddDomain,
             fields: vec![
-                Field::text("Domain name", "e.g. www.example.com", ""),
+                Field::text(FieldId::DomainName, "e.g. www.example.com", ""),
                 Field::choice(
-                    "Acceleration",
+                    FieldId::Acceleration,
                     "only full-site domains can configure WebSocket",
-                    ACCELERATIONS,
-                    "full-site",
+                    Acceleration::VARIANTS,
+                    Acceleration::FullSite.as_str(),
                 ),
-                Field::choice("Area", "", AREAS, "mainland"),
-                Field::text("Origins", ORIGINS_HELP, "127.0.0.1:9001"),
-                Field::text("Server name", SERVER_NAME_HELP, ""),
+                Field::choice(FieldId::Area, "", Area::VARIANTS, Area::default().as_str()),
+                Field::text(FieldId::Origins, ORIGINS_HELP, "127.0.0.1:9001"),
+                Field::text(FieldId::ServerName, SERVER_NAME_HELP, ""),
                 Field::choice(
-                    "Origin protocol",
-                    "http = ws://, https = wss://",
-                    PROTOCOLS,
-                    "http",
+                    FieldId::OriginProtocol,
+                    PROTOCOL_HELP,
+                    OriginProtocol::VARIANTS,
+                    OriginProtocol::default().as_str(),
                 ),
             ],
             focus: 0,
@@ -288,19 +303,19 @@ impl Form {
         let origins: Vec<String> = domain.origins.iter().map(|o| o.to_string()).collect();
         Self {
             kind: FormKind::Origins {
-                domain: domain.name.clone(),
+                domain: domain.name.to_string(),
             },
             fields: vec![
-                Field::text("Origins", ORIGINS_HELP, &origins.join(", ")),
+                Field::text(FieldId::Origins, ORIGINS_HELP, &origins.join(", ")),
                 Field::text(
-                    "Server name",
+                    FieldId::ServerName,
                     SERVER_NAME_HELP,
                     domain.server_name.as_deref().unwrap_or(""),
                 ),
                 Field::choice(
-                    "Origin protocol",
-                    "http = ws://, https = wss://",
-                    PROTOCOLS,
+                    FieldId::OriginProtocol,
+                    PROTOCOL_HELP,
+                    OriginProtocol::VARIANTS,
                     domain.origin_protocol.as_str(),
                 ),
             ],
@@ -362,15 +377,15 @@ impl Form {
         self.error = None;
     }
 
-    fn value(&self, label: &str) -> &str {
+    fn value(&self, id: FieldId) -> &str {
         self.fields
             .iter()
-            .find(|f| f.label == label)
+            .find(|f| f.id == id)
             .map_or("", |f| f.text_value().trim())
     }
 
-    fn set_error(&mut self, label: &str, error: String) {
-        if let Some(f) = self.fields.iter_mut().find(|f| f.label == label) {
+    fn set_error(&mut self, id: FieldId, error: String) {
+        if let Some(f) = self.fields.iter_mut().find(|f| f.id == id) {
             f.error = Some(error);
         }
     }
@@ -383,7 +398,7 @@ impl Form {
             f.error = None;
         }
         let origins: Vec<String> = self
-            .value("Origins")
+            .value(FieldId::Origins)
             .split([',', ' '])
             .map(str::trim)
             .filter(|s| !s.is_empty())
@@ -392,38 +407,35 @@ impl Form {
         let parsed: Result<Vec<_>, _> = origins.iter().map(|o| rules::origin(o)).collect();
         match parsed.and_then(|p| rules::origin_list(&p)) {
             Ok(()) => {}
-            Err(e) => self.set_error("Origins", e.to_string()),
+            Err(e) => self.set_error(FieldId::Origins, e.to_string()),
         }
-        let server_name = Some(self.value("Server name").to_string()).filter(|s| !s.is_empty());
+        let server_name =
+            Some(self.value(FieldId::ServerName).to_string()).filter(|s| !s.is_empty());
         if let Some(s) = &server_name
             && let Err(e) = rules::server_name(s)
         {
-            self.set_error("Server name", e.to_string());
+            self.set_error(FieldId::ServerName, e.to_string());
         }
-        let protocol = match self.value("Origin protocol") {
-            "https" => OriginProtocol::Https,
-            "follow" => OriginProtocol::Follow,
-            _ => OriginProtocol::Http,
-        };
+        let protocol = self
+            .value(FieldId::OriginProtocol)
+            .parse()
+            .unwrap_or_default();
         let edit = match &self.kind {
             FormKind::AddDomain => {
-                let name = self.value("Domain name").to_string();
+                let name = self.value(FieldId::DomainName).to_string();
                 if let Err(e) = rules::domain_name(&name) {
-                    self.set_error("Domain name", e.to_string());
+                    self.set_error(FieldId::DomainName, e.to_string());
                 } else if config.domain(&name).is_some() {
                     self.set_error(
-                        "Domain name",
+                        FieldId::DomainName,
                         format!("domain \"{name}\" already exists; choose another name"),
                     );
                 }
-                let acceleration = Acceleration::ALL
-                    .into_iter()
-                    .find(|a| a.as_str() == self.value("Acceleration"))
+                let acceleration = self
+                    .value(FieldId::Acceleration)
+                    .parse()
                     .unwrap_or(Acceleration::FullSite);
-                let area = Area::ALL
-                    .into_iter()
-                    .find(|a| a.as_str() == self.value("Area"))
-                    .unwrap_or_default();
+                let area = self.value(FieldId::Area).parse().unwrap_or_default();
                 Edit::AddDomain(NewDomain {
                     name,
                     acceleration,
@@ -490,29 +502,41 @@ impl Confirm {
         };
         match self {
             Confirm::DeleteDomain { domain, live } => format!(
-                "Delete {domain} from the configuration? {} closed with 1001 \"domain removed\". \
+                "Delete {domain} from the configuration? {} closed with {}. \
                  The file is saved; comments elsewhere are kept.",
                 if *live == 0 {
                     "No live sessions are".to_string()
                 } else {
                     format!("Its {} will be", sessions(*live))
-                }
+                },
+                close_of(&CloseCause::DomainRemoved),
             ),
             Confirm::Offline { domain, live } => format!(
-                "Take {domain} offline? Its {} will be closed with 1001 \"domain offline\", \
+                "Take {domain} offline? Its {} will be closed with {}, \
                  and new clients get 503.",
-                sessions(*live)
+                sessions(*live),
+                close_of(&CloseCause::DomainOffline),
             ),
             Confirm::CloseSession { id, domain, client } => format!(
-                "Close session #{id} ({domain}, client {client})? Both sides get 1001 \
-                 \"closed by operator\"."
+                "Close session #{id} ({domain}, client {client})? Both sides get {}.",
+                close_of(&CloseCause::Operator),
             ),
             Confirm::Quit { live } => format!(
-                "Quit? The relay stops and {} will be closed with 1001 \"relay shutting down\".",
-                sessions(*live)
+                "Quit with {}? Keep them running in a background relay that takes them \
+                 over (`ecdn-console attach` gets them back), or close them with {}.",
+                sessions(*live),
+                close_of(&CloseCause::Shutdown),
             ),
         }
     }
+}
+
+/// The close frame the relay sends for one of its own causes, as the
+/// question quotes it: `1001 "domain removed"`.
+fn close_of(cause: &CloseCause) -> String {
+    cause
+        .relay_close()
+        .map_or_else(|| cause.to_string(), |frame| frame.to_string())
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -384,6 +384,21 @@ pub const CONFIRM: &[Binding] = &[
     cmd(&[Char('n'), Key(K::Esc), Char('q')], Command::Cancel, "no"),
 ];
 
+/// The quit question while sessions are live (DESIGN §7).
+pub const CONFIRM_QUIT: &[Binding] = &[
+    cmd(
+        &[Char('k')],
+        Command::KeepSessions,
+        "keep them running in a background relay",
+    ),
+    cmd(&[Char('y'), Key(K::Enter)], Command::Open, "close them"),
+    cmd(
+        &[Char('n'), Key(K::Esc), Char('q')],
+        Command::Cancel,
+        "cancel",
+    ),
+];
+
 pub const MESSAGE: &[Binding] = &[
     cmd(
         &[Key(K::Enter), Key(K::Esc), Char('q')],
@@ -422,6 +437,7 @@ pub enum Context {
     EditWebSocket,
     Form,
     Confirm,
+    ConfirmQuit,
     Message,
     Help,
 }
@@ -449,6 +465,7 @@ impl Context {
             Context::EditWebSocket => EDIT_WEBSOCKET,
             Context::Form => FORM,
             Context::Confirm => CONFIRM,
+            Context::ConfirmQuit => CONFIRM_QUIT,
             Context::Message => MESSAGE,
             Context::Help => HELP,
         }
@@ -475,6 +492,7 @@ impl Context {
             Context::EditWebSocket => "Edit WebSocket timeout",
             Context::Form => "Form",
             Context::Confirm => "Confirmation",
+            Context::ConfirmQuit => "Quit",
             Context::Message => "Message",
             Context::Help => "Help",
         }

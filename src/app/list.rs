@@ -10,7 +10,13 @@ use std::ops::Range;
 pub struct ListCursor {
     pub index: usize,
     offset: Cell<usize>,
+    /// The viewport's height at the last draw (0: never drawn).
+    height: Cell<usize>,
 }
+
+/// Rows taken around the screen before the first draw, when its height is
+/// not known yet.
+const FIRST_DRAW_ROWS: usize = 100;
 
 impl ListCursor {
     pub fn clamp(&mut self, len: usize) {
@@ -48,7 +54,21 @@ impl ListCursor {
             offset = index + 1 - height;
         }
         self.offset.set(offset);
+        self.height.set(height);
         offset..(offset + height).min(len)
+    }
+
+    /// The rows the next draw may show: the last draw's window and a screen
+    /// either side (the cursor moves at most a page between draws), for
+    /// taking what those rows need before drawing.
+    pub fn near_window(&self, len: usize) -> Range<usize> {
+        let height = match self.height.get() {
+            0 => FIRST_DRAW_ROWS,
+            h => h,
+        };
+        let offset = self.offset.get().min(len);
+        let start = offset.saturating_sub(height);
+        start..offset.saturating_add(2 * height).min(len)
     }
 }
 

@@ -6,6 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tui_input::Input;
 
+use crate::config::DomainName;
 use crate::relay::{CloseCause, RelayEvent};
 
 use super::list::ListCursor;
@@ -15,7 +16,8 @@ pub const LOG_CAPACITY: usize = 10_000;
 /// Minutes of history behind the sparklines.
 pub const HISTORY_MINUTES: usize = 120;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The Event Log's kinds, in the order `f` cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumIter)]
 pub enum KindFilter {
     #[default]
     All,
@@ -27,13 +29,7 @@ pub enum KindFilter {
 
 impl KindFilter {
     pub fn next(self) -> Self {
-        match self {
-            Self::All => Self::Opened,
-            Self::Opened => Self::Closed,
-            Self::Closed => Self::Refused,
-            Self::Refused => Self::Config,
-            Self::Config => Self::All,
-        }
+        super::cycled(self, 1)
     }
 
     pub fn label(self) -> &'static str {
@@ -90,11 +86,11 @@ pub struct EventLog {
     entries: VecDeque<RelayEvent>,
     pub kind: KindFilter,
     /// Lower-case domain name, or all domains.
-    pub domain: Option<String>,
+    pub domain: Option<DomainName>,
     pub text: Input,
     pub editing: bool,
     pub cursor: ListCursor,
-    totals: HashMap<String, DomainTotals>,
+    totals: HashMap<DomainName, DomainTotals>,
     history: VecDeque<Minute>,
 }
 
@@ -105,7 +101,7 @@ pub fn minute_of(t: SystemTime) -> u64 {
 impl EventLog {
     pub fn push(&mut self, event: RelayEvent) {
         if let Some(domain) = event.domain() {
-            let totals = self.totals.entry(domain.to_ascii_lowercase()).or_default();
+            let totals = self.totals.entry(domain.into()).or_default();
             match &event {
                 RelayEvent::Opened { .. } => totals.opened += 1,
                 RelayEvent::Closed { cause, .. } => {
@@ -179,7 +175,7 @@ impl EventLog {
 
     pub fn totals(&self, domain: &str) -> DomainTotals {
         self.totals
-            .get(&domain.to_ascii_lowercase())
+            .get(&DomainName::from(domain))
             .cloned()
             .unwrap_or_default()
     }
@@ -210,7 +206,7 @@ impl EventLog {
             return false;
         }
         if let Some(d) = &self.domain
-            && !e.domain().is_some_and(|n| n.eq_ignore_ascii_case(d))
+            && e.domain().is_none_or(|n| *d != n)
         {
             return false;
         }

@@ -35,10 +35,25 @@ pub use relay_view::{RelayView, Remote, SessionPage};
 pub use update::update;
 
 use crate::config::effective_timeout;
-use crate::config::{Config, Domain};
+use crate::config::{Config, Domain, DomainName};
+use strum::IntoEnumIterator;
+
 use crate::relay::heartbeat::Rhythm;
 use crate::relay::history::{DomainCounts, DomainEvidence};
 use crate::relay::{Registry, SessionId, SessionSnapshot};
+
+/// Where `value` stands in its enum's order.
+fn position<T: IntoEnumIterator + PartialEq>(value: T) -> usize {
+    T::iter().position(|v| v == value).unwrap_or(0)
+}
+
+/// The value `delta` places on in its enum's order, wrapping around: the
+/// menu, the tabs and the cycling filters.
+pub(crate) fn cycled<T: IntoEnumIterator + PartialEq + Copy>(value: T, delta: isize) -> T {
+    let n = T::iter().count().max(1) as isize;
+    let i = (position(value) as isize + delta).rem_euclid(n) as usize;
+    T::iter().nth(i).unwrap_or(value)
+}
 
 /// The time a frame is drawn at: monotonic for session counters, wall
 /// clock for event times. Tests pass a fixed one.
@@ -57,8 +72,8 @@ impl Clock {
     }
 }
 
-/// The left menu.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The left menu, in its order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, strum::EnumIter)]
 pub enum Screen {
     Overview,
     Domains,
@@ -67,13 +82,6 @@ pub enum Screen {
 }
 
 impl Screen {
-    pub const ALL: [Screen; 4] = [
-        Screen::Overview,
-        Screen::Domains,
-        Screen::Sessions,
-        Screen::Events,
-    ];
-
     pub fn title(self) -> &'static str {
         match self {
             Screen::Overview => "Overview",
@@ -83,8 +91,9 @@ impl Screen {
         }
     }
 
-    fn index(self) -> usize {
-        Self::ALL.iter().position(|s| *s == self).unwrap_or(0)
+    /// The screen `delta` places down the menu, wrapping around.
+    pub fn step(self, delta: isize) -> Self {
+        cycled(self, delta)
     }
 }
 
@@ -94,8 +103,8 @@ pub enum Focus {
     Content,
 }
 
-/// The Manage page's tabs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The Manage page's tabs, in their order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, strum::EnumIter)]
 pub enum ManageTab {
     Basic,
     Origin,
@@ -104,13 +113,6 @@ pub enum ManageTab {
 }
 
 impl ManageTab {
-    pub const ALL: [ManageTab; 4] = [
-        ManageTab::Basic,
-        ManageTab::Origin,
-        ManageTab::Advanced,
-        ManageTab::Sessions,
-    ];
-
     pub fn title(self) -> &'static str {
         match self {
             ManageTab::Basic => "Basic Information",
@@ -130,19 +132,18 @@ impl ManageTab {
     }
 
     pub fn index(self) -> usize {
-        Self::ALL.iter().position(|t| *t == self).unwrap_or(0)
+        position(self)
     }
 
     fn step(self, delta: isize) -> Self {
-        let i = (self.index() as isize + delta).rem_euclid(Self::ALL.len() as isize) as usize;
-        Self::ALL[i % Self::ALL.len()]
+        cycled(self, delta)
     }
 }
 
 /// A domain's Manage page.
 #[derive(Debug, Clone)]
 pub struct ManageState {
-    pub domain: String,
+    pub domain: DomainName,
     pub tab: ManageTab,
     /// The Sessions tab's cursor.
     pub cursor: ListCursor,
@@ -165,8 +166,8 @@ pub struct DomainsState {
     pub manage: Option<ManageState>,
 }
 
-/// Live Sessions' sort keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Live Sessions' sort keys, in the order `s` cycles through them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, strum::EnumIter)]
 pub enum SortKey {
     /// Closest to its idle deadline first (no limit last).
     #[default]
@@ -183,14 +184,7 @@ pub enum SortKey {
 
 impl SortKey {
     pub fn next(self) -> Self {
-        match self {
-            Self::Deadline => Self::Idle,
-            Self::Idle => Self::Age,
-            Self::Age => Self::Traffic,
-            Self::Traffic => Self::Domain,
-            Self::Domain => Self::Id,
-            Self::Id => Self::Deadline,
-        }
+        cycled(self, 1)
     }
 
     pub fn label(self) -> &'static str {
@@ -292,6 +286,11 @@ pub struct App {
     recent: Vec<(Arc<str>, DomainCounts)>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
     cut_while_alive: HashSet<SessionId>,
+    /// The observed rhythm of the sessions near the screen, taken at the
+    /// last refresh: drawing never asks the relay.
+    rhythms: HashMap<SessionId, Rhythm>,
+    /// The open session pages, taken at the last refresh.
+    pages: Vec<SessionPage>,
 }
 
 impl App {
@@ -322,6 +321,8 @@ impl App {
             certificates: Certificates::default(),
             recent: Vec::new(),
             cut_while_alive: HashSet::new(),
+            rhythms: HashMap::new(),
+            pages: Vec::new(),
         }
         // No sampling here: the runner refreshes before every draw, and
         // tests with their own clock.
@@ -346,6 +347,31 @@ impl App {
             .collect();
         self.log.sample_active(clock.wall, self.live.len());
         self.follow_selected_session();
+        self.take_frame_needs(clock);
+    }
+
+    /// Takes what the next frame draws beyond the sampled table — the
+    /// rhythms of the rows near the screen, the open session pages — so
+    /// rendering reads the app and never queries the relay.
+    fn take_frame_needs(&mut self, clock: Clock) {
+        let mut ids: Vec<SessionId> = self.live[self.sessions.cursor.near_window(self.live.len())]
+            .iter()
+            .map(|s| s.id)
+            .collect();
+        let mut open: Vec<SessionId> = self.sessions.detail.iter().map(|d| d.id).collect();
+        if let Some(m) = &self.domains.manage {
+            let of = self.sessions_of(&m.domain);
+            ids.extend(of[m.cursor.near_window(of.len())].iter().map(|s| s.id));
+            open.extend(m.detail.iter().map(|d| d.id));
+        }
+        self.rhythms = ids
+            .into_iter()
+            .filter_map(|id| Some((id, self.relay.rhythm(id)?)))
+            .collect();
+        self.pages = open
+            .into_iter()
+            .filter_map(|id| self.relay.page(id, clock.mono))
+            .collect();
     }
 
     /// Keeps the Live Sessions cursor on the same session as rows re-sort.
@@ -412,10 +438,16 @@ impl App {
         v
     }
 
-    /// A live session's observed rhythm. Takes the session's own small
-    /// lock: ask only for sessions on screen.
+    /// A live session's observed rhythm, as the last refresh took it for
+    /// the rows near the screen.
     pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
-        self.relay.rhythm(id)
+        self.rhythms.get(&id).copied()
+    }
+
+    /// An open session's page as the last refresh took it; `None` once the
+    /// session has ended.
+    pub fn page(&self, id: SessionId) -> Option<&SessionPage> {
+        self.pages.iter().find(|p| p.snapshot.id == id)
     }
 
     /// A domain's counts over the last 10 minutes (ended sessions, idle
@@ -445,10 +477,10 @@ impl App {
         self.relay.evidence(domain, self.clock.mono)
     }
 
-    /// The timeout the evidence calls for, and why (DESIGN §10).
+    /// The timeout the evidence calls for, and why (README, "Advice from evidence").
     pub fn recommendation(&self, domain: &Domain) -> Recommendation {
         let mut evidence = self.evidence(&domain.name);
-        evidence.domain = domain.name.clone();
+        evidence.domain = domain.name.to_string();
         advice::recommend(&evidence, effective_timeout(domain).limit)
     }
 
@@ -474,6 +506,7 @@ impl App {
         match &self.dialog {
             Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
             Some(Dialog::Form(_)) => return Context::Form,
+            Some(Dialog::Confirm(Confirm::Quit { .. })) => return Context::ConfirmQuit,
             Some(Dialog::Confirm(_)) => return Context::Confirm,
             Some(Dialog::Message(_)) => return Context::Message,
             None => {}

@@ -87,7 +87,7 @@ impl RelayView {
         }
     }
 
-    /// The last 10 minutes of ended sessions (DESIGN §10).
+    /// The last 10 minutes of ended sessions (README, "Advice from evidence").
     pub fn history(&self) -> Arc<History> {
         match self {
             Self::Local(r) => r.history().clone(),

@@ -540,6 +540,31 @@ async fn quitting_asks_while_sessions_are_live() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_quit_question_offers_to_keep_the_sessions() {
+    let mut app = app();
+    let _s = session(
+        &app.relay.local().unwrap().clone(),
+        "cloud.tencent.com",
+        Some(100),
+    );
+    app.refresh(Clock::now());
+    update(&mut app, Command::Back.into());
+    // `k`, `y` and `n` as the dialog's own keymap says.
+    let keep = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE);
+    assert!(matches!(
+        app.action_for_key(&keep),
+        Some(Action::Cmd(Command::KeepSessions))
+    ));
+    assert_eq!(
+        update(&mut app, Command::KeepSessions.into()),
+        vec![Effect::KeepSessions]
+    );
+    assert!(app.dialog.is_none());
+    // Outside the quit question `k` keeps nothing.
+    assert!(update(&mut app, Command::KeepSessions.into()).is_empty());
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_draft_shows_which_sessions_it_would_cut() {
     let mut app = app();
     let registry = app.relay.local().unwrap().clone();

@@ -2,8 +2,8 @@
 
 use tui_input::InputRequest;
 
-use crate::config::{Edit, LIMITATION_TEXT, Status as DomainStatus};
-use crate::relay::RelayEvent;
+use crate::config::{DomainName, Edit, LIMITATION_TEXT, Status as DomainStatus};
+use crate::relay::{CloseCause, RelayEvent};
 
 use super::action::{Action, Command, Effect, SaveError, SaveErrorKind};
 use super::dialog::{Confirm, Dialog, Form, Message, WsDraft};
@@ -52,7 +52,7 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
         }
         Context::EditWebSocket => edit_dialog(app, cmd),
         Context::Form => form(app, cmd),
-        Context::Confirm => confirm(app, cmd),
+        Context::Confirm | Context::ConfirmQuit => confirm(app, cmd),
         Context::Message => message(app, cmd),
         Context::Menu => menu(app, cmd),
         Context::Overview => overview(app, cmd),
@@ -105,11 +105,9 @@ fn help(app: &mut App, cmd: Command) {
 }
 
 fn menu(app: &mut App, cmd: Command) -> Vec<Effect> {
-    let i = app.screen.index() as isize;
-    let n = Screen::ALL.len() as isize;
     match cmd {
-        Command::Up => app.screen = Screen::ALL[(i - 1).rem_euclid(n) as usize],
-        Command::Down => app.screen = Screen::ALL[(i + 1).rem_euclid(n) as usize],
+        Command::Up => app.screen = app.screen.step(-1),
+        Command::Down => app.screen = app.screen.step(1),
         Command::Open | Command::FocusOther => app.focus = Focus::Content,
         Command::Goto(screen) => {
             app.screen = screen;
@@ -162,7 +160,7 @@ fn goto(app: &mut App, screen: Screen) {
     app.focus = Focus::Content;
 }
 
-fn open_manage(app: &mut App, domain: String) {
+fn open_manage(app: &mut App, domain: DomainName) {
     app.domains.manage = Some(ManageState {
         domain,
         tab: ManageTab::Basic,
@@ -194,7 +192,10 @@ fn domain_list(app: &mut App, cmd: Command) -> Vec<Effect> {
         Command::DeleteDomain => {
             if let Some(domain) = selected {
                 let live = app.live_on(&domain);
-                app.dialog = Some(Dialog::Confirm(Confirm::DeleteDomain { domain, live }));
+                app.dialog = Some(Dialog::Confirm(Confirm::DeleteDomain {
+                    domain: domain.into_string(),
+                    live,
+                }));
             }
         }
         Command::ToggleOnline => {
@@ -217,7 +218,7 @@ fn toggle_online(app: &mut App, name: &str) -> Vec<Effect> {
     let Some(domain) = app.config.domain(name) else {
         return Vec::new();
     };
-    let domain_name = domain.name.clone();
+    let domain_name = domain.name.to_string();
     let live = app.live_on(name);
     match domain.status {
         DomainStatus::Online if live > 0 => {
@@ -426,12 +427,8 @@ fn events(app: &mut App, cmd: Command) {
             app.log.cursor.first();
         }
         Command::CycleDomain => {
-            let names: Vec<String> = app
-                .config
-                .domains
-                .iter()
-                .map(|d| d.name.to_ascii_lowercase())
-                .collect();
+            let names: Vec<DomainName> =
+                app.config.domains.iter().map(|d| d.name.clone()).collect();
             app.log.domain = match &app.log.domain {
                 None => names.first().cloned(),
                 Some(current) => names
@@ -538,11 +535,20 @@ fn confirm(app: &mut App, cmd: Command) -> Vec<Effect> {
                     status: DomainStatus::Offline,
                 })],
                 Confirm::CloseSession { id, .. } => {
-                    app.set_status(format!("Closing session #{id} (1001 closed by operator)"));
+                    let how = CloseCause::Operator
+                        .relay_close()
+                        .map(|f| format!(" ({} {})", f.code, f.reason))
+                        .unwrap_or_default();
+                    app.set_status(format!("Closing session #{id}{how}"));
                     vec![Effect::CloseSession(id)]
                 }
                 Confirm::Quit { .. } => vec![Effect::Quit],
             }
+        }
+        Command::KeepSessions if matches!(question, Confirm::Quit { .. }) => {
+            app.dialog = None;
+            app.set_status("Handing the live sessions to a background relay…".to_string());
+            vec![Effect::KeepSessions]
         }
         Command::Cancel | Command::Back => {
             app.dialog = None;
@@ -629,7 +635,7 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
             if let Some(i) = app
                 .visible_domains()
                 .iter()
-                .position(|d| d.name.eq_ignore_ascii_case(&new.name))
+                .position(|d| d.name == new.name)
             {
                 app.domains.cursor.index = i;
             }

@@ -1,5 +1,5 @@
 //! `domains --cloud` and `websocket DOMAIN --cloud`: the same commands on
-//! a Tencent Cloud account's domains, through the CDN API (DESIGN §9).
+//! a Tencent Cloud account's domains, through the CDN API (README, "Tencent Cloud").
 //! Same table, same JSON names, same rules and wording as for the file.
 
 use std::fmt::Write as _;

@@ -59,7 +59,7 @@ fn summary(path: &Path, config: &Config) -> String {
         .iter()
         .map(|d| {
             let t = effective_timeout(d);
-            vec![d.name.clone(), t.column_label(), t.explanation()]
+            vec![d.name.to_string(), t.column_label(), t.explanation()]
         })
         .collect();
     text.push('\n');

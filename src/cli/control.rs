@@ -1,6 +1,6 @@
 //! The shell commands that talk to a running relay over its control socket
-//! (DESIGN §3, §7): `sessions`, `close-session`, `events`, `stop`,
-//! `recommend` (§10).
+//! (README, "Command line"; docs/CONTROL.md): `sessions`, `close-session`, `events`, `stop`,
+//! `recommend` (README, "Advice from evidence").
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -300,7 +300,7 @@ pub fn attach(
     })
 }
 
-/// `recommend DOMAIN`: the running relay's advice for a domain (DESIGN §10).
+/// `recommend DOMAIN`: the running relay's advice for a domain (README, "Advice from evidence").
 pub fn recommend(
     args: &RecommendArgs,
     config_path: Option<&Path>,

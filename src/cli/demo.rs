@@ -43,5 +43,6 @@ pub fn run(
         no_color: global.no_color || args.no_color,
         mouse: global.mouse || args.mouse,
         banner: None,
+        sessions_in_process: true,
     })
 }

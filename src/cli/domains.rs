@@ -69,7 +69,7 @@ fn text_table(config: &Config) -> String {
 fn row(d: &Domain) -> Vec<String> {
     let origins: Vec<String> = d.origins.iter().map(ToString::to_string).collect();
     vec![
-        d.name.clone(),
+        d.name.to_string(),
         d.status.as_str().to_string(),
         d.cname(),
         d.acceleration.as_str().to_string(),

@@ -171,6 +171,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         no_color: cli.no_color,
         mouse: cli.mouse,
         banner: None,
+        sessions_in_process: false,
     };
     match cli.command {
         Some(Command::Demo(args)) => demo::run(&args, &console, config_path.as_deref(), err),

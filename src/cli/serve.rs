@@ -24,6 +24,15 @@ pub struct ServeArgs {
     /// default: one per CPU)
     #[arg(long, value_name = "N", value_parser = parse_workers)]
     pub workers: Option<usize>,
+    /// Take the listeners and live sessions over from the relay running
+    /// this config (or the one on --socket): a restart or upgrade with no
+    /// WebSocket dropped
+    #[arg(long)]
+    pub takeover: bool,
+    /// With --takeover: the running relay's control socket [default: the one
+    /// implied by --config]
+    #[arg(long, value_name = "PATH", requires = "takeover")]
+    pub socket: Option<std::path::PathBuf>,
 }
 
 fn parse_workers(value: &str) -> Result<usize, String> {
@@ -62,10 +71,20 @@ pub fn run_serve(
     err: &mut dyn Write,
 ) -> Result<()> {
     let file = super::open_config(config_path, err)?;
+    let takeover = args.takeover.then(|| {
+        args.socket.clone().unwrap_or_else(|| {
+            let relay = &file.config().relay;
+            relay
+                .control_socket
+                .clone()
+                .unwrap_or_else(|| crate::control::default_socket_path(relay.listen))
+        })
+    });
     let options = ServeOptions {
         format: args.log_format,
         admin: args.admin,
         workers: args.workers,
+        takeover,
     };
     runtime()?.block_on(serve::run(file, options, out))
 }

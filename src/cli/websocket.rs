@@ -150,7 +150,7 @@ fn set(
         ));
     }
     let edit = Edit::SetWebSocket {
-        domain: before.name.clone(),
+        domain: before.name.to_string(),
         switch,
         timeout,
     };

@@ -9,7 +9,7 @@ pub const SERVICE: &str = "cdn";
 pub const VERSION: &str = "2018-06-06";
 pub const DESCRIBE_DOMAINS_CONFIG: &str = "DescribeDomainsConfig";
 pub const UPDATE_DOMAIN_CONFIG: &str = "UpdateDomainConfig";
-/// Domains per DescribeDomainsConfig page (DESIGN §9; the API's default).
+/// Domains per DescribeDomainsConfig page (README, "Tencent Cloud"; the API's default).
 pub const PAGE_SIZE: usize = 100;
 
 /// `{"Offset", "Limit", "Filters"}`.

@@ -1,4 +1,4 @@
-//! Where the API keys come from (DESIGN §9): the environment, else tccli's
+//! Where the API keys come from (README, "Tencent Cloud"): the environment, else tccli's
 //! credential file. A key is never printed, logged, put in an error or
 //! saved: [`Credentials`] has no `Display`, and its `Debug` redacts.
 

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use hyper::Uri;
 
-/// The mainland endpoint of the CDN API (DESIGN §9).
+/// The mainland endpoint of the CDN API (README, "Tencent Cloud").
 pub const DEFAULT_ENDPOINT: &str = "https://cdn.tencentcloudapi.com";
 
 /// A checked endpoint.

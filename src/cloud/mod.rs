@@ -1,4 +1,4 @@
-//! The Tencent Cloud API as a source of domains (DESIGN §9): list an
+//! The Tencent Cloud API as a source of domains (README, "Tencent Cloud"): list an
 //! account's domains and set a domain's WebSocket switch and timeout
 //! through the CDN API v3 (`2018-06-06`).
 //!

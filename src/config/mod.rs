@@ -4,6 +4,7 @@
 mod edit;
 mod error;
 mod model;
+mod name;
 mod parse;
 pub mod rules;
 mod store;
@@ -17,6 +18,7 @@ pub use model::{
     OriginProtocol, RelaySettings, Status, Switch, WebSocketSettings, default_workers,
     host_without_port,
 };
+pub use name::DomainName;
 pub use store::{
     ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, write_atomic, write_atomic_with,
 };

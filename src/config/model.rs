@@ -1,14 +1,19 @@
 //! The validated configuration: what the relay, the UI and the CLI work with.
 //!
-//! Values here are always valid — they can only be built by
-//! [`Config::parse`](crate::config::Config::parse), which runs every rule in
-//! `validate.rs`. Nothing downstream re-checks them.
+//! A file becomes a `Config` through [`Config::parse`](crate::config::Config::parse),
+//! which runs every rule in `rules.rs`; edits go through the same rules
+//! (`edit.rs`) before they are saved and applied. The fields are public, so
+//! code that builds one itself (the cloud source, tests) must keep to those
+//! rules: nothing downstream re-checks them.
 
 use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumIter, EnumString, IntoStaticStr, VariantNames};
+
+use super::name::DomainName;
 
 /// The whole file: the `[relay]` table and every `[[domain]]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -23,16 +28,12 @@ impl Config {
     /// exactly as the relay routes a request's Host header.
     pub fn route(&self, host: &str) -> Option<&Domain> {
         let name = host_without_port(host);
-        self.domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name))
+        self.domains.iter().find(|d| d.name == name)
     }
 
     /// The domain with this exact (case-insensitive) name.
     pub fn domain(&self, name: &str) -> Option<&Domain> {
-        self.domains
-            .iter()
-            .find(|d| d.name.eq_ignore_ascii_case(name))
+        self.domains.iter().find(|d| d.name == name)
     }
 }
 
@@ -63,7 +64,7 @@ pub struct RelaySettings {
     /// behind a private CA. Relative paths are resolved against the config
     /// file's directory.
     pub origin_ca_file: Option<std::path::PathBuf>,
-    /// The control socket (§7); `None`: the default path derived from
+    /// The control socket (docs/CONTROL.md); `None`: the default path derived from
     /// `listen`. Relative paths are resolved against the config file's directory.
     pub control_socket: Option<std::path::PathBuf>,
     /// How long live sessions may go on after SIGTERM (or `stop`) before
@@ -119,8 +120,14 @@ pub struct AdminSettings {
 }
 
 /// How the relay ends a session that went idle for too long.
+///
+/// Config enums are spelled once, in kebab-case: serde reads and writes
+/// that spelling, strum derives `as_str`, parsing, the list of values
+/// (`VARIANTS`, the forms' options) and iteration from the same attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum IdleCloseMode {
     /// Close frame 1001 `idle timeout (N s)` to both sides, then drop TCP.
     CloseFrame,
@@ -128,20 +135,11 @@ pub enum IdleCloseMode {
     Abort,
 }
 
-impl IdleCloseMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::CloseFrame => "close-frame",
-            Self::Abort => "abort",
-        }
-    }
-}
-
 /// One `[[domain]]`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Domain {
-    /// As written in the file (compare case-insensitively).
-    pub name: String,
+    /// As written in the file; compares case-insensitively.
+    pub name: DomainName,
     pub acceleration: Acceleration,
     pub status: Status,
     pub area: Area,
@@ -172,6 +170,8 @@ impl Domain {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Acceleration {
     FullSite,
     DynamicStatic,
@@ -179,16 +179,6 @@ pub enum Acceleration {
 }
 
 impl Acceleration {
-    pub const ALL: [Acceleration; 3] = [Self::FullSite, Self::DynamicStatic, Self::Dynamic];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::FullSite => "full-site",
-            Self::DynamicStatic => "dynamic-static",
-            Self::Dynamic => "dynamic",
-        }
-    }
-
     /// The console's name for the type.
     pub fn label(self) -> &'static str {
         match self {
@@ -205,23 +195,18 @@ impl Acceleration {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Status {
     #[default]
     Online,
     Offline,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Online => "online",
-            Self::Offline => "offline",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Area {
     #[default]
     Mainland,
@@ -229,20 +214,10 @@ pub enum Area {
     Global,
 }
 
-impl Area {
-    pub const ALL: [Area; 3] = [Self::Mainland, Self::Overseas, Self::Global];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Mainland => "mainland",
-            Self::Overseas => "overseas",
-            Self::Global => "global",
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum OriginProtocol {
     /// `ws://` to the origin.
     #[default]
@@ -254,16 +229,6 @@ pub enum OriginProtocol {
 }
 
 impl OriginProtocol {
-    pub const ALL: [OriginProtocol; 3] = [Self::Http, Self::Https, Self::Follow];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "http",
-            Self::Https => "https",
-            Self::Follow => "follow",
-        }
-    }
-
     /// Whether the relay speaks TLS to the origin for a plain-TCP client.
     pub fn uses_tls(self) -> bool {
         self == Self::Https
@@ -275,6 +240,26 @@ impl OriginProtocol {
         self == Self::Https || (self == Self::Follow && client_tls)
     }
 }
+
+/// `as_str`: the value as the file spells it (strum's, the same as serde's).
+macro_rules! spelled {
+    ($($enum:ty),*) => {$(
+        impl $enum {
+            pub fn as_str(self) -> &'static str {
+                self.into()
+            }
+        }
+    )*};
+}
+
+spelled!(
+    IdleCloseMode,
+    Acceleration,
+    Status,
+    Area,
+    OriginProtocol,
+    Switch
+);
 
 /// One `host:port[:weight]` entry of `origins`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -315,6 +300,8 @@ impl fmt::Display for Origin {
 /// The WebSocket switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "kebab-case")]
+#[derive(EnumIter, IntoStaticStr, EnumString, VariantNames)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Switch {
     On,
     #[default]
@@ -322,13 +309,6 @@ pub enum Switch {
 }
 
 impl Switch {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::On => "on",
-            Self::Off => "off",
-        }
-    }
-
     pub fn is_on(self) -> bool {
         self == Self::On
     }
@@ -341,7 +321,8 @@ impl Switch {
     }
 }
 
-/// `websocket = { switch, timeout, ping-resets-idle }`.
+/// `websocket = { switch, timeout, ping-resets-idle }`. Its default (off,
+/// the recommended timeout) is in `timeout.rs` with the other timeout rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct WebSocketSettings {
     pub switch: Switch,
@@ -350,12 +331,40 @@ pub struct WebSocketSettings {
     pub ping_resets_idle: bool,
 }
 
-impl Default for WebSocketSettings {
-    fn default() -> Self {
-        Self {
-            switch: Switch::Off,
-            timeout: super::timeout::RECOMMENDED_TIMEOUT_SECS,
-            ping_resets_idle: true,
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use strum::{IntoEnumIterator, VariantNames};
+
+    use super::*;
+
+    /// serde (the file) and strum (`as_str`, parsing, form options) must
+    /// spell every value alike.
+    fn spelled_alike<T>()
+    where
+        T: IntoEnumIterator + Serialize + Copy + Into<&'static str> + std::str::FromStr + PartialEq,
+    {
+        for value in T::iter() {
+            let name: &'static str = value.into();
+            assert_eq!(
+                serde_json::to_string(&value).unwrap(),
+                format!("\"{name}\"")
+            );
+            assert!(name.parse::<T>().is_ok_and(|parsed| parsed == value));
         }
+    }
+
+    #[test]
+    fn config_values_are_spelled_once() {
+        spelled_alike::<IdleCloseMode>();
+        spelled_alike::<Acceleration>();
+        spelled_alike::<Status>();
+        spelled_alike::<Area>();
+        spelled_alike::<OriginProtocol>();
+        spelled_alike::<Switch>();
+        assert_eq!(
+            Acceleration::VARIANTS,
+            ["full-site", "dynamic-static", "dynamic"]
+        );
     }
 }

@@ -14,6 +14,7 @@ use super::model::{
     Acceleration, AdminSettings, Area, CertificateFiles, Config, Domain, IdleCloseMode,
     OriginProtocol, RelaySettings, Status, Switch, WebSocketSettings,
 };
+use super::name::DomainName;
 use super::rules;
 
 #[derive(Deserialize)]
@@ -141,11 +142,11 @@ impl Config {
         let relay = relay_settings(&mut checker, raw.relay, path);
         let admin = admin_settings(&mut checker, raw.admin);
         let mut domains: Vec<Domain> = Vec::new();
-        let mut names: Vec<(String, usize)> = Vec::new();
+        let mut names: Vec<(DomainName, usize)> = Vec::new();
         for raw_domain in raw.domain {
             let first = names
                 .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(raw_domain.name.get_ref()))
+                .find(|(n, _)| n == raw_domain.name.get_ref())
                 .map(|(_, line)| *line);
             let line = Problem::at(
                 text,
@@ -166,7 +167,7 @@ impl Config {
                     ),
                 );
             }
-            names.push((raw_domain.name.get_ref().clone(), line));
+            names.push((raw_domain.name.get_ref().as_str().into(), line));
             if let Some(domain) = domain(&mut checker, raw_domain, path) {
                 domains.push(domain);
             }
@@ -345,7 +346,7 @@ fn domain(c: &mut Checker, raw: RawDomain, path: &Path) -> Option<Domain> {
     }
 
     (name_ok && origins_ok && server_name_ok && websocket_ok).then(|| Domain {
-        name,
+        name: name.into(),
         acceleration,
         status: raw.status.unwrap_or_default(),
         area: raw.area.unwrap_or_default(),

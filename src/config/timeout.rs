@@ -1,4 +1,4 @@
-//! The effective idle-timeout rule (DESIGN §1) — the single source of truth.
+//! The effective idle-timeout rule — the single source of truth.
 //!
 //! The relay arms its deadlines with it, the UI labels domains and gauges
 //! with it, and the CLI prints it. Nothing else decides how long a session
@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use super::Acceleration;
-use super::model::{Domain, WebSocketSettings};
+use super::model::{Domain, Switch, WebSocketSettings};
 
 /// Highest timeout the console accepts, in seconds.
 pub const MAX_TIMEOUT_SECS: u16 = 300;
@@ -25,6 +25,18 @@ domains. WebSockets on this domain still pass, but are disconnected after 15 s w
 /// The console's recommendation, shown next to the timeout.
 pub const RECOMMENDATION_TEXT: &str = "Set the timeout longer than your application's heartbeat \
 interval. If the application sends no heartbeat, 60 s is recommended.";
+
+/// A domain's WebSocket settings until the operator sets them: the switch
+/// off, the recommended timeout ready for when it is turned on.
+impl Default for WebSocketSettings {
+    fn default() -> Self {
+        Self {
+            switch: Switch::Off,
+            timeout: RECOMMENDED_TIMEOUT_SECS,
+            ping_resets_idle: true,
+        }
+    }
+}
 
 /// Why a session gets the idle limit it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,4 +1,4 @@
-//! When a running relay should take a config file change (DESIGN §2).
+//! When a running relay should take a config file change (README, "Configuration").
 //!
 //! Editors, `cat > file`, config management and Kubernetes all change a
 //! file in steps: truncate then write, write a temporary file then rename,

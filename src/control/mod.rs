@@ -11,6 +11,6 @@ pub mod state;
 
 pub use client::{ClientError, ControlClient};
 pub use protocol::{ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Request};
-pub use server::{Control, ControlServer};
+pub use server::{Control, ControlServer, HandoverNotice};
 pub use socket::{SocketError, default_socket_path, socket_path};
 pub use state::{ConfigCell, EventRing};

@@ -89,6 +89,14 @@ pub enum Request {
     /// The timeout the last 10 minutes of a domain's sessions call for
     /// (DESIGN §10): the answer's fields are `recommend --json`'s.
     Recommend { domain: String },
+    /// A new relay process takes this one's listeners and sessions over
+    /// (DESIGN §7). After the `ok` answer the connection carries the binary
+    /// hand-over of `crate::handover`, not JSON lines.
+    Takeover { version: u32 },
+    /// The reverse: a relay process that handed its sessions to this one
+    /// gives the few that finished their handshakes there afterwards. Same
+    /// binary hand-over after the `ok`, this relay receiving.
+    Give { version: u32 },
 }
 
 /// Why a request failed, as a stable code.
@@ -116,6 +124,8 @@ pub enum ErrorCode {
     Lagged,
     /// Another user's process.
     PermissionDenied,
+    /// A hand-over of another version than this relay's.
+    VersionMismatch,
 }
 
 /// An `{"ok": false, ...}` answer.

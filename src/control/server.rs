@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::app::advice;
 use crate::config::ConfigFile;
+use crate::handover::{GiveReport, HANDOVER_VERSION};
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
@@ -46,6 +47,20 @@ pub struct Control {
     /// `serve` or `console`.
     pub mode: &'static str,
     clients: AtomicUsize,
+    /// What became of the last hand-over asked for on the socket.
+    pub handover: tokio::sync::watch::Sender<Option<HandoverNotice>>,
+    /// The socket's path, and whether it is still this relay's (after a
+    /// hand-over it belongs to the new process, which binds it anew).
+    socket: std::sync::Mutex<Option<PathBuf>>,
+}
+
+/// The end of a hand-over this relay took part in as the old process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandoverNotice {
+    /// Everything movable is the new process's now.
+    Committed(GiveReport),
+    /// Nothing changed: every session carries on here.
+    Refused(String),
 }
 
 impl Control {
@@ -57,7 +72,29 @@ impl Control {
             stop: CancellationToken::new(),
             mode,
             clients: AtomicUsize::new(0),
+            handover: tokio::sync::watch::Sender::new(None),
+            socket: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The socket's path while it is this relay's.
+    fn socket_path(&self) -> Option<PathBuf> {
+        self.socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .clone()
+    }
+
+    /// Gives up the socket's path to the process a hand-over went to.
+    fn release_socket(&self) {
+        let path = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+        if let Some(path) = path {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     /// The config answer, with the certificates `tls-listen` serves.
@@ -100,6 +137,10 @@ impl ControlServer {
     /// Binds `path` (see [`bind`]) and serves it on a thread of its own.
     pub fn start(control: Arc<Control>, path: &Path) -> Result<Self, SocketError> {
         let listener = bind(path)?;
+        *control
+            .socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(path.to_path_buf());
         let shutdown = CancellationToken::new();
         let (ctl, stop) = (control.clone(), shutdown.clone());
         let thread = std::thread::Builder::new()
@@ -141,7 +182,8 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        // Not after a hand-over: the path is the new process's then.
+        self.control.release_socket();
     }
 }
 
@@ -176,7 +218,7 @@ impl Drop for ClientSlot<'_> {
     }
 }
 
-async fn client(stream: UnixStream, control: &Control) {
+async fn client(stream: UnixStream, control: &Arc<Control>) {
     let (read, write) = stream.into_split();
     let mut out = Out(write);
     if let Err(refusal) = check_peer(out.0.as_ref(), control) {
@@ -220,6 +262,24 @@ async fn client(stream: UnixStream, control: &Control) {
             continue;
         }
         let answer = match parse(line) {
+            Ok(Request::Takeover { version }) => {
+                if !lines.read_buffer().is_empty() {
+                    let _ = out
+                        .error(&ErrorReply {
+                            error: ErrorCode::BadRequest,
+                            message: "nothing may follow a takeover request before its answer"
+                                .into(),
+                        })
+                        .await;
+                    return;
+                }
+                let read = lines.into_inner();
+                return takeover(control, read, out, version).await;
+            }
+            Ok(Request::Give { version }) => {
+                let read = lines.into_inner();
+                return receive_given(control, read, out, version).await;
+            }
             Ok(request) => handle(control, request),
             Err(e) => Answer::Error(e),
         };
@@ -236,6 +296,100 @@ async fn client(stream: UnixStream, control: &Control) {
         if done {
             return;
         }
+    }
+}
+
+/// A new relay process asked for this one's sessions: answer, then hand
+/// them over on the same connection (see `crate::handover`).
+async fn takeover(
+    control: &Arc<Control>,
+    read: tokio::net::unix::OwnedReadHalf,
+    mut out: Out,
+    version: u32,
+) {
+    if version != HANDOVER_VERSION {
+        let message = format!(
+            "this relay hands over with version {HANDOVER_VERSION}, the new process asked for \
+             {version}; nothing was changed. Use a build that speaks version {HANDOVER_VERSION}, \
+             or restart the relay (sessions get 1001)"
+        );
+        let _ = out
+            .error(&ErrorReply {
+                error: ErrorCode::VersionMismatch,
+                message: message.clone(),
+            })
+            .await;
+        control
+            .handover
+            .send_replace(Some(HandoverNotice::Refused(message)));
+        return;
+    }
+    let reply =
+        serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    if out.ok(&reply).await.is_err() {
+        return;
+    }
+    let stream = match read.reunite(out.0).map(UnixStream::into_std) {
+        Ok(Ok(stream)) => stream,
+        _ => return,
+    };
+    let releasing = control.clone();
+    let notice =
+        match crate::handover::give(&control.relay, stream, move || releasing.release_socket())
+            .await
+        {
+            Ok(report) => HandoverNotice::Committed(report),
+            Err(e) => HandoverNotice::Refused(e.to_string()),
+        };
+    control.handover.send_replace(Some(notice));
+}
+
+/// The relay this one took over gives the sessions whose handshakes
+/// finished there after the hand-over: receive and start them.
+async fn receive_given(
+    control: &Arc<Control>,
+    read: tokio::net::unix::OwnedReadHalf,
+    mut out: Out,
+    version: u32,
+) {
+    if version != HANDOVER_VERSION {
+        let _ = out
+            .error(&ErrorReply {
+                error: ErrorCode::VersionMismatch,
+                message: format!(
+                    "this relay takes hand-overs of version {HANDOVER_VERSION}, not {version}"
+                ),
+            })
+            .await;
+        return;
+    }
+    let reply =
+        serde_json::json!({ "handover_version": HANDOVER_VERSION, "pid": std::process::id() });
+    if out.ok(&reply).await.is_err() {
+        return;
+    }
+    let Ok(Ok(stream)) = read.reunite(out.0).map(UnixStream::into_std) else {
+        return;
+    };
+    let path = control.socket_path().unwrap_or_default();
+    let received = tokio::task::spawn_blocking(move || {
+        let mut takeover = crate::handover::Takeover::on(stream, &path)?;
+        let received = takeover.receive()?;
+        takeover.confirm()?;
+        Ok::<_, crate::handover::HandoverError>(received)
+    })
+    .await;
+    match received {
+        Ok(Ok(received)) => {
+            tracing::info!(
+                "took {} more session(s) from pid {}",
+                received.sessions.len(),
+                received.from_pid
+            );
+            control.relay.adopt(received.sessions);
+        }
+        Ok(Err(e)) => tracing::warn!("a late hand-over failed: {e}"),
+        Err(e) => tracing::warn!("a late hand-over failed: {e}"),
     }
 }
 
@@ -275,7 +429,7 @@ fn parse(line: &str) -> Result<Request, ErrorReply> {
         error: ErrorCode::BadRequest,
         message: format!(
             "not a request this relay understands ({e}); requests: hello, sessions, session, \
-             close-session, events, config-get, config-edit, stop, recommend (see docs/CONTROL.md)"
+             close-session, events, config-get, config-edit, stop, recommend, takeover (see docs/CONTROL.md)"
         ),
     })
 }
@@ -336,6 +490,11 @@ fn handle(control: &Control, request: Request) -> Answer {
                 None => ok(&reply),
             }
         }
+        // Answered in `client`: they take the connection over.
+        Request::Takeover { .. } | Request::Give { .. } => Answer::Error(ErrorReply {
+            error: ErrorCode::BadRequest,
+            message: "takeover must be the first request of a connection".into(),
+        }),
         Request::ConfigGet => ok(&control.config_reply()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {

@@ -72,13 +72,13 @@ pub fn write_config(dir: &Path, scenario: &Scenario, origins: &Origins) -> Resul
     let mut file = ConfigFile::load(&path)?;
     let domains = file.config().domains.clone();
     for d in &domains {
-        let target = if d.name.eq_ignore_ascii_case(scenario::TICKER) {
+        let target = if d.name == scenario::TICKER {
             origins.ticking
         } else {
             origins.echo
         };
         file.apply(&Edit::SetOrigins {
-            domain: d.name.clone(),
+            domain: d.name.to_string(),
             origins: vec![target.to_string()],
             server_name: d.server_name.clone(),
             origin_protocol: d.origin_protocol,
@@ -158,6 +158,7 @@ pub fn run(options: &tui::Options) -> Result<()> {
     };
     let mut options = options.clone();
     options.banner = Some(BANNER.into());
+    options.sessions_in_process = true;
     let result = tui::run_with(file, relay, events, &options, Some(FIRST_NOTE.into()));
     stop.cancel();
     runtime.block_on(async {

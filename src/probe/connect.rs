@@ -9,16 +9,18 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use serde::Serialize;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, timeout_at};
-use tungstenite::handshake::client::generate_key;
-use tungstenite::handshake::derive_accept_key;
 
+use super::ProbeOptions;
+use super::phase::{Failure, Phase};
 use super::report::{Reporter, Step, ms};
-use super::{Outcome, ProbeOptions};
-use crate::relay::{MAX_HEADER_BYTES, tls_client_config};
+use crate::relay::roots::{RootsError, tls_client_config};
+use crate::ws::upgrade::{
+    Bad101, HeadError, HeaderLines, MAX_HEADER_BYTES, MAX_HEADERS, Offer, check_101, generate_key,
+    head_end, request_head,
+};
 
 /// A `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,34 +153,6 @@ fn host_only(host_header: &str) -> &str {
     }
 }
 
-/// Where a connection attempt failed: decides the exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Phase {
-    Dns,
-    Tcp,
-    Tls,
-    Upgrade,
-}
-
-impl Phase {
-    pub fn outcome(self) -> Outcome {
-        match self {
-            Self::Dns | Self::Tcp => Outcome::ConnectFailed,
-            Self::Tls => Outcome::TlsFailed,
-            Self::Upgrade => Outcome::HandshakeRefused,
-        }
-    }
-}
-
-/// A failed attempt; already reported as a step.
-#[derive(Debug, Clone)]
-pub struct Failure {
-    pub phase: Phase,
-    /// The HTTP status when the server answered the upgrade with something else than 101.
-    pub status: Option<u16>,
-}
-
 /// Any byte stream the session can run on (TCP or TLS over TCP).
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -192,210 +166,256 @@ pub struct Connected {
     pub opened_at: Instant,
 }
 
+/// The one deadline every phase runs under, and how it reads in messages.
+#[derive(Debug, Clone, Copy)]
+struct Deadline {
+    at: Instant,
+    secs: f64,
+}
+
 /// Connects, reporting each phase; on failure the failing step is reported too.
 pub async fn connect(options: &ProbeOptions, rep: &mut Reporter<'_>) -> Result<Connected, Failure> {
-    let deadline = Instant::now() + options.connect_timeout;
-    let secs = options.connect_timeout.as_secs_f64();
+    let deadline = Deadline {
+        at: Instant::now() + options.connect_timeout,
+        secs: options.connect_timeout.as_secs_f64(),
+    };
     let target = &options.target;
-    let fail = |rep: &mut Reporter<'_>, phase, error: String| {
-        rep.step(Step::Failed { phase, error });
+    let fail = |rep: &mut Reporter<'_>, phase, error: &dyn fmt::Display| {
+        rep.step(Step::Failed {
+            phase,
+            error: error.to_string(),
+        });
         Failure {
             phase,
             status: None,
         }
     };
-
-    let dns_start = Instant::now();
-    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
-    let addrs: Vec<SocketAddr> = match timeout_at(deadline, lookup).await {
-        Ok(Ok(addrs)) => addrs.collect(),
-        Ok(Err(e)) => {
-            return Err(fail(
-                rep,
-                Phase::Dns,
-                format!(
-                    "cannot resolve {}: {e} (check the host name and your DNS)",
-                    target.host
-                ),
-            ));
-        }
-        Err(_) => {
-            return Err(fail(
-                rep,
-                Phase::Dns,
-                format!("no DNS answer for {} within {secs} s", target.host),
-            ));
-        }
-    };
-    let dns_ms = target
-        .host
-        .parse::<std::net::IpAddr>()
-        .is_err()
-        .then(|| ms(dns_start.elapsed()));
-    if addrs.is_empty() {
-        return Err(fail(
-            rep,
-            Phase::Dns,
-            format!("{} has no address", target.host),
-        ));
-    }
-
-    let (tcp, addr, tcp_ms) = match connect_tcp(&addrs, deadline, secs).await {
-        Ok(connected) => connected,
-        Err(e) => return Err(fail(rep, Phase::Tcp, e)),
-    };
+    let resolved = resolve(target, deadline)
+        .await
+        .map_err(|e| fail(rep, Phase::Dns, &e))?;
+    let tcp = connect_tcp(&resolved.addrs, deadline)
+        .await
+        .map_err(|e| fail(rep, Phase::Tcp, &e))?;
     rep.step(Step::Connected {
-        addr,
-        dns_ms,
-        tcp_ms,
+        addr: tcp.addr,
+        dns_ms: resolved.ms,
+        tcp_ms: tcp.ms,
     });
-    let _ = tcp.set_nodelay(true);
-
+    let _ = tcp.stream.set_nodelay(true);
     let host_header = options.host.clone().unwrap_or_else(|| target.authority());
-    let mut stream: Box<dyn Io> = if target.secure {
-        let tls_start = Instant::now();
-        let server_name = host_only(&host_header).to_string();
-        match timeout_at(deadline, tls(tcp, &server_name, options.ca_file.as_deref())).await {
-            Ok(Ok((stream, version))) => {
-                rep.step(Step::Tls {
-                    server_name,
-                    version,
-                    ms: ms(tls_start.elapsed()),
-                });
-                Box::new(stream)
-            }
-            Ok(Err(e)) => return Err(fail(rep, Phase::Tls, e)),
-            Err(_) => {
-                return Err(fail(
-                    rep,
-                    Phase::Tls,
-                    format!("the TLS handshake with {addr} did not finish within {secs} s"),
-                ));
-            }
-        }
+    let stream: Box<dyn Io> = if target.secure {
+        let tls = secure(tcp, &host_header, options.ca_file.as_deref(), deadline)
+            .await
+            .map_err(|e| fail(rep, Phase::Tls, &e))?;
+        rep.step(Step::Tls {
+            server_name: tls.server_name,
+            version: tls.version,
+            ms: tls.ms,
+        });
+        tls.stream
     } else {
-        Box::new(tcp)
+        Box::new(tcp.stream)
     };
+    upgrade(stream, options, &host_header, deadline, rep)
+        .await
+        .map_err(|e| match e {
+            UpgradeFailure::Refused(failure) => failure,
+            UpgradeFailure::Failed(e) => fail(rep, Phase::Upgrade, &e),
+        })
+}
 
-    let key = generate_key();
-    let request = upgrade_request(options, &host_header, &key);
-    let upgrade_start = Instant::now();
-    let answer = timeout_at(deadline, async {
-        stream.write_all(&request).await?;
-        read_response(&mut stream).await
-    })
-    .await;
-    let (head, rest) = match answer {
-        Ok(Ok(Some(answer))) => answer,
-        Ok(Ok(None)) => {
-            return Err(fail(
-                rep,
-                Phase::Upgrade,
-                "the server closed the connection without answering the upgrade request".into(),
-            ));
-        }
-        Ok(Err(e)) => {
-            return Err(fail(
-                rep,
-                Phase::Upgrade,
-                format!("the connection failed during the upgrade: {e}"),
-            ));
+/// The addresses of the target's host.
+struct Resolved {
+    addrs: Vec<SocketAddr>,
+    /// `None` when the URL holds an IP address.
+    ms: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DnsError {
+    #[error("cannot resolve {host}: {source} (check the host name and your DNS)")]
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("no DNS answer for {host} within {secs} s")]
+    TimedOut { host: String, secs: f64 },
+    #[error("{host} has no address")]
+    NoAddress { host: String },
+}
+
+async fn resolve(target: &Target, deadline: Deadline) -> Result<Resolved, DnsError> {
+    let host = || target.host.clone();
+    let start = Instant::now();
+    let lookup = tokio::net::lookup_host((target.host.as_str(), target.port));
+    let addrs: Vec<SocketAddr> = match timeout_at(deadline.at, lookup).await {
+        Ok(Ok(addrs)) => addrs.collect(),
+        Ok(Err(source)) => {
+            return Err(DnsError::Lookup {
+                host: host(),
+                source,
+            });
         }
         Err(_) => {
-            return Err(fail(
-                rep,
-                Phase::Upgrade,
-                format!("no answer to the upgrade request within {secs} s"),
-            ));
+            return Err(DnsError::TimedOut {
+                host: host(),
+                secs: deadline.secs,
+            });
         }
     };
-    let upgrade_ms = ms(upgrade_start.elapsed());
-    let opened_at = Instant::now();
-
-    if head.status != 101 {
-        let body = read_body(&mut stream, &head, rest, deadline).await;
-        rep.step(Step::Handshake {
-            status: head.status,
-            reason: head.reason,
-            ms: upgrade_ms,
-            subprotocol: None,
-            headers: head.headers,
-            body: Some(body),
-        });
-        return Err(Failure {
-            phase: Phase::Upgrade,
-            status: Some(head.status),
-        });
+    if addrs.is_empty() {
+        return Err(DnsError::NoAddress { host: host() });
     }
-    let problem = check_101(&head, &key, &options.protocols);
-    let subprotocol = head.header("sec-websocket-protocol").map(str::to_string);
-    rep.step(Step::Handshake {
-        status: head.status,
-        reason: head.reason.clone(),
-        ms: upgrade_ms,
-        subprotocol,
-        headers: head.headers.clone(),
-        body: None,
-    });
-    if let Some(problem) = problem {
-        return Err(fail(rep, Phase::Upgrade, problem));
-    }
-    Ok(Connected {
-        stream,
-        leftover: rest,
-        opened_at,
+    let literal = target.host.parse::<std::net::IpAddr>().is_ok();
+    Ok(Resolved {
+        addrs,
+        ms: (!literal).then(|| ms(start.elapsed())),
     })
 }
 
+/// The TCP connection that was accepted.
+struct Tcp {
+    stream: TcpStream,
+    addr: SocketAddr,
+    ms: f64,
+}
+
+/// Why one address did not accept.
+#[derive(Debug, thiserror::Error)]
+enum TcpAttempt {
+    #[error("connection refused by {0} (nothing listens on that port, or a firewall rejects it)")]
+    Refused(SocketAddr),
+    #[error("cannot connect to {addr}: {source}")]
+    Failed {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(
+        "no answer from {addr} within {secs} s (the host is down, or a firewall drops the packets)"
+    )]
+    TimedOut { addr: SocketAddr, secs: f64 },
+}
+
+/// Every address failed: each attempt, in order.
+#[derive(Debug)]
+struct TcpFailed(Vec<TcpAttempt>);
+
+impl fmt::Display for TcpFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, attempt) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{attempt}")?;
+        }
+        Ok(())
+    }
+}
+
 /// Tries each address in turn until one accepts.
-async fn connect_tcp(
-    addrs: &[SocketAddr],
-    deadline: Instant,
-    secs: f64,
-) -> Result<(TcpStream, SocketAddr, f64), String> {
+async fn connect_tcp(addrs: &[SocketAddr], deadline: Deadline) -> Result<Tcp, TcpFailed> {
     let mut failures = Vec::new();
     for &addr in addrs {
         let start = Instant::now();
-        match timeout_at(deadline, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok((stream, addr, ms(start.elapsed()))),
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => failures.push(format!(
-                "connection refused by {addr} (nothing listens on that port, or a firewall rejects it)"
-            )),
-            Ok(Err(e)) => failures.push(format!("cannot connect to {addr}: {e}")),
+        match timeout_at(deadline.at, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => {
+                return Ok(Tcp {
+                    stream,
+                    addr,
+                    ms: ms(start.elapsed()),
+                });
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                failures.push(TcpAttempt::Refused(addr));
+            }
+            Ok(Err(source)) => failures.push(TcpAttempt::Failed { addr, source }),
             Err(_) => {
-                failures.push(format!(
-                    "no answer from {addr} within {secs} s (the host is down, or a firewall drops the packets)"
-                ));
+                let secs = deadline.secs;
+                failures.push(TcpAttempt::TimedOut { addr, secs });
                 break;
             }
         }
     }
-    Err(failures.join("; "))
+    Err(TcpFailed(failures))
 }
 
-/// The TLS handshake; the error says what went wrong and what to try.
-async fn tls(
-    tcp: TcpStream,
-    server_name: &str,
+/// A finished TLS handshake.
+struct Secured {
+    stream: Box<dyn Io>,
+    server_name: String,
+    version: String,
+    ms: f64,
+}
+
+/// The TLS handshake failed; the text says what went wrong and what to try.
+#[derive(Debug, thiserror::Error)]
+enum TlsError {
+    #[error("cannot use --ca-file: {0}")]
+    CaFile(#[from] RootsError),
+    #[error("cannot use \"{name}\" as a TLS server name: {source}")]
+    ServerName {
+        name: String,
+        source: rustls::pki_types::InvalidDnsNameError,
+    },
+    #[error(
+        "TLS handshake with {server_name} failed: {source}{}",
+        tls_hint(source, server_name)
+    )]
+    Handshake {
+        server_name: String,
+        source: std::io::Error,
+    },
+    #[error("the TLS handshake with {addr} did not finish within {secs} s")]
+    TimedOut { addr: SocketAddr, secs: f64 },
+}
+
+/// The TLS handshake over `tcp`, with the Host header's name.
+async fn secure(
+    tcp: Tcp,
+    host_header: &str,
     ca_file: Option<&Path>,
-) -> Result<(tokio_rustls::client::TlsStream<TcpStream>, String), String> {
-    let config = tls_client_config(ca_file).map_err(|e| format!("cannot use --ca-file: {e}"))?;
-    let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
-        .map_err(|e| format!("cannot use \"{server_name}\" as a TLS server name: {e}"))?;
-    let stream = tokio_rustls::TlsConnector::from(config)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| tls_error(&e, server_name))?;
+    deadline: Deadline,
+) -> Result<Secured, TlsError> {
+    let start = Instant::now();
+    let server_name = host_only(host_header).to_string();
+    let config = tls_client_config(ca_file)?;
+    let name = rustls::pki_types::ServerName::try_from(server_name.clone()).map_err(|source| {
+        TlsError::ServerName {
+            name: server_name.clone(),
+            source,
+        }
+    })?;
+    let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp.stream);
+    let stream = match timeout_at(deadline.at, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(TlsError::Handshake {
+                server_name,
+                source,
+            });
+        }
+        Err(_) => {
+            return Err(TlsError::TimedOut {
+                addr: tcp.addr,
+                secs: deadline.secs,
+            });
+        }
+    };
     let version = stream
         .get_ref()
         .1
         .protocol_version()
         .map_or_else(|| "TLS".to_string(), |v| format!("{v:?}").replace('_', "."));
-    Ok((stream, version))
+    Ok(Secured {
+        stream: Box::new(stream),
+        server_name,
+        version,
+        ms: ms(start.elapsed()),
+    })
 }
 
-fn tls_error(e: &std::io::Error, server_name: &str) -> String {
-    let hint = match e
+fn tls_hint(e: &std::io::Error, server_name: &str) -> String {
+    match e
         .get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
     {
@@ -410,16 +430,98 @@ fn tls_error(e: &std::io::Error, server_name: &str) -> String {
             " (the server closed the connection during the TLS handshake)".to_string()
         }
         _ => String::new(),
+    }
+}
+
+/// The upgrade failed: refused with a status (already reported with its
+/// headers and body), or broken off.
+enum UpgradeFailure {
+    Refused(Failure),
+    Failed(UpgradeError),
+}
+
+#[derive(Debug, thiserror::Error)]
+enum UpgradeError {
+    #[error("the server closed the connection without answering the upgrade request")]
+    NoAnswer,
+    #[error("the connection failed during the upgrade: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the answer is not HTTP ({error}); it starts with {start:?}")]
+    NotHttp {
+        error: httparse::Error,
+        start: String,
+    },
+    #[error("the response headers exceed {} KiB", MAX_HEADER_BYTES / 1024)]
+    TooLarge,
+    #[error("no answer to the upgrade request within {secs} s")]
+    TimedOut { secs: f64 },
+    #[error("the server {0}")]
+    Bad101(#[from] Bad101),
+}
+
+/// Sends the upgrade request and reads the answer: a 101 that passes the
+/// checks opens the WebSocket.
+async fn upgrade(
+    mut stream: Box<dyn Io>,
+    options: &ProbeOptions,
+    host_header: &str,
+    deadline: Deadline,
+    rep: &mut Reporter<'_>,
+) -> Result<Connected, UpgradeFailure> {
+    let key = generate_key();
+    let request = upgrade_request(options, host_header, &key);
+    let start = Instant::now();
+    let answer = timeout_at(deadline.at, async {
+        stream.write_all(&request).await?;
+        read_response(&mut stream).await
+    })
+    .await
+    .map_err(|_| UpgradeError::TimedOut {
+        secs: deadline.secs,
+    });
+    let (head, rest) = answer.and_then(|r| r).map_err(UpgradeFailure::Failed)?;
+    let upgrade_ms = ms(start.elapsed());
+    let opened_at = Instant::now();
+    if head.status != 101 {
+        let body = read_body(&mut stream, &head, rest, deadline.at).await;
+        rep.step(Step::Handshake {
+            status: head.status,
+            reason: head.reason,
+            ms: upgrade_ms,
+            subprotocol: None,
+            headers: head.headers,
+            body: Some(body),
+        });
+        return Err(UpgradeFailure::Refused(Failure {
+            phase: Phase::Upgrade,
+            status: Some(head.status),
+        }));
+    }
+    let protocols = options.protocols.join(", ");
+    let offer = Offer {
+        key: &key,
+        protocols: (!protocols.is_empty()).then_some(protocols.as_str()),
+        extensions: None,
     };
-    format!("TLS handshake with {server_name} failed: {e}{hint}")
+    let checked = check_101(&HeaderLines(&head.lines()), offer);
+    rep.step(Step::Handshake {
+        status: head.status,
+        reason: head.reason.clone(),
+        ms: upgrade_ms,
+        subprotocol: head.header("sec-websocket-protocol").map(str::to_string),
+        headers: head.headers.clone(),
+        body: None,
+    });
+    checked.map_err(|e| UpgradeFailure::Failed(e.into()))?;
+    Ok(Connected {
+        stream,
+        leftover: rest,
+        opened_at,
+    })
 }
 
 fn upgrade_request(options: &ProbeOptions, host: &str, key: &str) -> Vec<u8> {
-    let mut head = format!(
-        "GET {} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n",
-        options.target.path
-    );
+    let mut head = request_head(&options.target.path, host, key);
     if !options.protocols.is_empty() {
         head.push_str(&format!(
             "Sec-WebSocket-Protocol: {}\r\n",
@@ -458,23 +560,30 @@ impl ResponseHead {
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.trim())
     }
+
+    /// The headers as `httparse` lines, for the shared checks.
+    fn lines(&self) -> Vec<httparse::Header<'_>> {
+        self.headers
+            .iter()
+            .map(|(name, value)| httparse::Header {
+                name,
+                value: value.as_bytes(),
+            })
+            .collect()
+    }
 }
 
-/// Reads the response head; `None` when the server closed before answering.
-/// Returns the bytes read past the head too.
-async fn read_response(
-    stream: &mut Box<dyn Io>,
-) -> std::io::Result<Option<(ResponseHead, BytesMut)>> {
+/// Reads the response head; returns the bytes read past it too.
+async fn read_response(stream: &mut Box<dyn Io>) -> Result<(ResponseHead, BytesMut), UpgradeError> {
     let mut buf = BytesMut::with_capacity(4096);
     loop {
         if stream.read_buf(&mut buf).await? == 0 {
-            return Ok(None);
+            return Err(UpgradeError::NoAnswer);
         }
-        let mut headers = [httparse::EMPTY_HEADER; 100];
+        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
-        let invalid = |why: String| std::io::Error::new(std::io::ErrorKind::InvalidData, why);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => {
+        match head_end(response.parse(&buf), buf.len()) {
+            Ok(Some(end)) => {
                 let head = ResponseHead {
                     status: response.code.unwrap_or(0),
                     reason: response.reason.unwrap_or("").to_string(),
@@ -490,20 +599,13 @@ async fn read_response(
                         .collect(),
                 };
                 let _ = buf.split_to(end);
-                return Ok(Some((head, buf)));
+                return Ok((head, buf));
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => {}
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
-                return Err(invalid(format!(
-                    "the response headers exceed {} KiB",
-                    MAX_HEADER_BYTES / 1024
-                )));
-            }
-            Err(e) => {
+            Ok(None) => {}
+            Err(HeadError::TooLarge) => return Err(UpgradeError::TooLarge),
+            Err(HeadError::Malformed(error)) => {
                 let start = String::from_utf8_lossy(&buf[..buf.len().min(60)]).into_owned();
-                return Err(invalid(format!(
-                    "the answer is not HTTP ({e}); it starts with {start:?}"
-                )));
+                return Err(UpgradeError::NotHttp { error, start });
             }
         }
     }
@@ -535,36 +637,6 @@ async fn read_body(
     }
     body.truncate(wanted);
     String::from_utf8_lossy(&body).into_owned()
-}
-
-/// A 101 that is not a valid WebSocket answer to our request.
-fn check_101(head: &ResponseHead, key: &str, offered: &[String]) -> Option<String> {
-    let upgrade = head.header("upgrade").unwrap_or("");
-    if !upgrade.eq_ignore_ascii_case("websocket") {
-        return Some(format!(
-            "the server answered 101 but with Upgrade: \"{upgrade}\", not websocket"
-        ));
-    }
-    let accept = head.header("sec-websocket-accept").unwrap_or("");
-    if accept != derive_accept_key(key.as_bytes()) {
-        return Some(format!(
-            "the server answered 101 with a wrong Sec-WebSocket-Accept (\"{accept}\"): \
-             a proxy on the path may be rewriting the handshake"
-        ));
-    }
-    if let Some(chosen) = head.header("sec-websocket-protocol")
-        && !offered.iter().any(|p| p == chosen)
-    {
-        return Some(format!(
-            "the server chose the subprotocol \"{chosen}\", which the probe did not offer"
-        ));
-    }
-    if let Some(ext) = head.header("sec-websocket-extensions") {
-        return Some(format!(
-            "the server chose the extension \"{ext}\", which the probe did not offer"
-        ));
-    }
-    None
 }
 
 #[cfg(test)]

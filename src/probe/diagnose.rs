@@ -4,6 +4,7 @@
 
 use super::report::Summary;
 use super::{Mode, Outcome};
+use crate::ws::close;
 
 /// Below this much silence a close is not attributed to an idle timeout.
 const MIN_IDLE_SECS: f64 = 1.0;
@@ -61,7 +62,7 @@ fn closed(summary: &Summary, mode: Mode) -> Option<String> {
     let close = summary.close.as_ref()?;
     let idle = summary.idle()?;
     let what = close.code_and_reason();
-    if close.code == 1014 {
+    if close.code == close::BAD_GATEWAY {
         return Some(format!(
             "closed with {what}: the server (a relay or proxy) lost its origin, which went away \
              without a close frame; look at the origin"
@@ -103,19 +104,25 @@ fn closed(summary: &Summary, mode: Mode) -> Option<String> {
     }
     let text_heartbeat = matches!(mode, Mode::Heartbeat { ping: false, .. });
     let hint = match close.code {
-        1000 => "the server ended the session normally",
-        1001 => "the server is going away (shutting down or restarting, or a policy of its own)",
-        1002 => {
+        close::NORMAL => "the server ended the session normally",
+        close::GOING_AWAY => {
+            "the server is going away (shutting down or restarting, or a policy of its own)"
+        }
+        close::PROTOCOL_ERROR => {
             "the server saw a protocol error in what the probe sent; a proxy on the path may be altering frames"
         }
-        1003 if text_heartbeat => "the server does not accept text messages: try --ping",
-        1003 => "the server does not accept this kind of data",
-        1005 => "the server closed without saying why",
-        1008 => "the server's policy refused this client (authentication, origin, rate limits)",
-        1009 => "a message was too big for the server",
-        1011 => "the server hit an internal error: look at its logs",
-        1012 => "the server is restarting: reconnect with backoff",
-        1013 => "the server is overloaded: reconnect later, with backoff",
+        close::UNSUPPORTED_DATA if text_heartbeat => {
+            "the server does not accept text messages: try --ping"
+        }
+        close::UNSUPPORTED_DATA => "the server does not accept this kind of data",
+        close::NO_STATUS => "the server closed without saying why",
+        close::POLICY_VIOLATION => {
+            "the server's policy refused this client (authentication, origin, rate limits)"
+        }
+        close::MESSAGE_TOO_BIG => "a message was too big for the server",
+        close::INTERNAL_ERROR => "the server hit an internal error: look at its logs",
+        close::SERVICE_RESTART => "the server is restarting: reconnect with backoff",
+        close::TRY_AGAIN_LATER => "the server is overloaded: reconnect later, with backoff",
         4000..=4999 => {
             "an application-defined code: its meaning is in the server application's documentation"
         }
@@ -156,7 +163,7 @@ mod tests {
 
     use super::*;
     use crate::probe::report::{CloseReport, HeartbeatStats, Side};
-    use crate::relay::CloseInfo;
+    use crate::ws::CloseInfo;
 
     fn closed_summary(close: CloseReport, idle: f64) -> Summary {
         let outcome = if close.frame {

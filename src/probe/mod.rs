@@ -5,12 +5,14 @@
 //! path's idle timeout can be read off (`--silent`) or shown not to bite
 //! (`--heartbeat`).
 //!
-//! It speaks the protocol at the frame level (see [`wire`]) so that it
-//! reports the close code the server really sent. It reuses the relay's TLS
-//! roots and close-frame types, nothing of the UI.
+//! It speaks the protocol at the frame level (see [`wire`], over the frame
+//! rules of [`crate::ws`]) so that it reports the close code the server
+//! really sent. It shares the relay's WebSocket vocabulary (`ws`) and TLS
+//! roots, nothing of the UI.
 
 mod connect;
 mod diagnose;
+mod phase;
 mod report;
 mod session;
 mod wire;
@@ -20,11 +22,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Serialize;
+use strum::IntoEnumIterator;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use connect::{Phase, Target, parse_header, parse_host};
-pub use report::{CloseReport, HeartbeatStats, Side, Summary, close_meaning};
+pub use connect::{Target, parse_header, parse_host};
+pub use phase::Phase;
+pub use report::{CloseReport, HeartbeatStats, Side, Summary};
 
 /// What the probe sends while the connection is open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +63,8 @@ pub struct ProbeOptions {
     pub json: bool,
 }
 
-/// How a probe ended; each has its own exit code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// How a probe ended; each has its own exit code. In exit-code order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, strum::EnumIter)]
 #[serde(rename_all = "kebab-case")]
 pub enum Outcome {
     /// `--count`/`--duration` reached or stopped by a signal; the probe
@@ -81,17 +85,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    /// Every outcome, in exit-code order (for `--help` and the README).
-    pub const ALL: [Outcome; 7] = [
-        Self::Finished,
-        Self::ServerClosed,
-        Self::Dropped,
-        Self::HandshakeRefused,
-        Self::ConnectFailed,
-        Self::TlsFailed,
-        Self::ProtocolError,
-    ];
-
     pub fn exit_code(self) -> u8 {
         match self {
             Self::Finished => 0,
@@ -132,7 +125,8 @@ pub fn exit_codes_help() -> String {
     row(Outcome::Finished.exit_code(), Outcome::Finished.describe());
     row(1, "the probe itself failed (e.g. cannot start its runtime)");
     row(2, "bad arguments");
-    for outcome in &Outcome::ALL[1..] {
+    // In exit-code order (the enum's), for `--help` and the README.
+    for outcome in Outcome::iter().skip(1) {
         row(outcome.exit_code(), outcome.describe());
     }
     help.trim_end().to_string()
@@ -159,7 +153,7 @@ pub async fn run(options: &ProbeOptions, out: &mut dyn Write, stop: Cancellation
                 phase: Phase::Tcp,
                 error,
             });
-            let failure = connect::Failure {
+            let failure = phase::Failure {
                 phase: Phase::Tcp,
                 status: None,
             };

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::connect::{Failure, Phase};
+use super::phase::{Failure, Phase};
 use super::{Mode, Outcome, ProbeOptions};
-use crate::relay::CloseInfo;
+use crate::ws::close::{self, CloseInfo, meaning as close_meaning};
 
 /// Milliseconds, rounded to microseconds.
 pub fn ms(d: Duration) -> f64 {
@@ -128,7 +128,9 @@ pub struct CloseReport {
 
 impl CloseReport {
     pub fn frame(close: Option<&CloseInfo>) -> Self {
-        let (code, reason) = close.map_or((1005, String::new()), |c| (c.code, c.reason.clone()));
+        let (code, reason) = close.map_or((close::NO_STATUS, String::new()), |c| {
+            (c.code, c.reason.clone())
+        });
         Self {
             code,
             reason,
@@ -141,9 +143,9 @@ impl CloseReport {
 
     pub fn no_frame(detail: impl Into<String>) -> Self {
         Self {
-            code: 1006,
+            code: close::ABNORMAL,
             reason: String::new(),
-            meaning: close_meaning(1006),
+            meaning: close_meaning(close::ABNORMAL),
             frame: false,
             detail: Some(detail.into()),
             answer: None,
@@ -226,30 +228,6 @@ impl Summary {
     /// The idle time at the close in both directions: time since any frame.
     pub fn idle(&self) -> Option<f64> {
         Some(self.idle_received_s?.min(self.idle_sent_s?))
-    }
-}
-
-/// The meaning of a close code (RFC 6455 §7.4 and the IANA registry).
-pub fn close_meaning(code: u16) -> &'static str {
-    match code {
-        1000 => "normal closure",
-        1001 => "going away",
-        1002 => "protocol error",
-        1003 => "unsupported data",
-        1005 => "no status code",
-        1006 => "abnormal closure: no close frame",
-        1007 => "invalid payload data",
-        1008 => "policy violation",
-        1009 => "message too big",
-        1010 => "mandatory extension missing",
-        1011 => "internal server error",
-        1012 => "service restart",
-        1013 => "try again later",
-        1014 => "bad gateway",
-        1015 => "TLS handshake failure",
-        3000..=3999 => "registered for libraries and frameworks",
-        4000..=4999 => "application-defined",
-        _ => "not a valid close code",
     }
 }
 
@@ -529,7 +507,7 @@ fn closed_line(close: &CloseReport, by: Side) -> String {
     let code = close.code_and_reason();
     let meaning = close.meaning;
     match (by, close.frame) {
-        (Side::Server, true) if close.code == 1005 => {
+        (Side::Server, true) if close.code == close::NO_STATUS => {
             "by the server: close frame without a status code (reported as 1005)".to_string()
         }
         (Side::Server, true) => format!("by the server: close frame {code} ({meaning})"),

@@ -16,7 +16,8 @@ use super::connect::{Connected, Io};
 use super::report::{Beat, CloseReport, HeartbeatStats, Reporter, Side, Step, Summary, ms, secs};
 use super::wire::{self, FrameReader, Incoming, WireError};
 use super::{Mode, Outcome, ProbeOptions};
-use crate::relay::CloseInfo;
+use crate::ws::FrameKind;
+use crate::ws::close::{self, CloseInfo};
 
 /// How long the probe waits for the server to answer its close frame.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -203,7 +204,7 @@ impl Session<'_, '_> {
             Incoming::Binary(len) => ("binary", len, None),
             Incoming::Ping(payload) => {
                 // Every client must answer pings; a write error shows up on the next read.
-                let _ = self.send(&wire::encode(wire::PONG, &payload)).await;
+                let _ = self.send(&wire::encode(FrameKind::Pong, &payload)).await;
                 ("ping", payload.len(), None)
             }
             Incoming::Pong(payload) => {
@@ -267,8 +268,11 @@ impl Session<'_, '_> {
         self.give_up_on_pending(Instant::now());
         let seq = self.stats.sent + 1;
         let (opcode, payload) = match kind {
-            Beat::Text => (wire::TEXT, format!("probe heartbeat #{seq}").into_bytes()),
-            Beat::Ping => (wire::PING, seq.to_string().into_bytes()),
+            Beat::Text => (
+                FrameKind::Text,
+                format!("probe heartbeat #{seq}").into_bytes(),
+            ),
+            Beat::Ping => (FrameKind::Ping, seq.to_string().into_bytes()),
         };
         let frame = wire::encode(opcode, &payload);
         self.stats.sent = seq;
@@ -333,9 +337,9 @@ impl Session<'_, '_> {
     async fn closed_by_server(mut self, close: Option<CloseInfo>) -> Summary {
         let idle = self.idle(Instant::now());
         // Echo the code (RFC 6455 §5.5.1) — the real one, 1014 included.
-        let reply = close.as_ref().filter(|c| wire::sendable(c.code));
+        let reply = close.as_ref().filter(|c| close::sendable(c.code));
         let _ = self
-            .send(&wire::encode(wire::CLOSE, &wire::close_payload(reply)))
+            .send(&wire::encode(FrameKind::Close, &wire::close_payload(reply)))
             .await;
         self.shutdown().await;
         self.summary(
@@ -361,7 +365,7 @@ impl Session<'_, '_> {
         let ours = CloseInfo::new(violation.close_code(), violation.to_string());
         let _ = self
             .send(&wire::encode(
-                wire::CLOSE,
+                FrameKind::Close,
                 &wire::close_payload(Some(&ours)),
             ))
             .await;
@@ -379,13 +383,13 @@ impl Session<'_, '_> {
         let idle = self.idle(Instant::now());
         self.rep.step(Step::Closing {
             why: why.clone(),
-            code: 1000,
+            code: close::NORMAL,
             reason: FINISHED_REASON.to_string(),
         });
-        let ours = CloseInfo::new(1000, FINISHED_REASON);
+        let ours = CloseInfo::new(close::NORMAL, FINISHED_REASON);
         let sent = self
             .send(&wire::encode(
-                wire::CLOSE,
+                FrameKind::Close,
                 &wire::close_payload(Some(&ours)),
             ))
             .await;
@@ -395,7 +399,7 @@ impl Session<'_, '_> {
         };
         let (answer, detail) = match wait {
             Wait::Close(answer) => (
-                Some(answer.unwrap_or_else(|| CloseInfo::new(1005, ""))),
+                Some(answer.unwrap_or_else(|| CloseInfo::new(close::NO_STATUS, ""))),
                 why,
             ),
             Wait::Ended(how) => (None, format!("{why}; no close frame came back: {how}")),

@@ -9,14 +9,10 @@ use std::io::Cursor;
 
 use bytes::{Buf, BytesMut};
 use tungstenite::protocol::frame::FrameHeader;
-use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use crate::relay::CloseInfo;
-
-pub const TEXT: u8 = 0x1;
-pub const CLOSE: u8 = 0x8;
-pub const PING: u8 = 0x9;
-pub const PONG: u8 = 0xA;
+use crate::ws::CloseInfo;
+use crate::ws::close;
+use crate::ws::frame::{Fragments, FrameError, FrameKind, classify};
 
 /// Messages larger than this end the session with 1009: the probe keeps a
 /// whole message in memory, and no heartbeat or tick is anywhere near it.
@@ -38,7 +34,7 @@ pub enum Incoming {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("{0}")]
-    Protocol(String),
+    Protocol(#[from] FrameError),
     #[error("a message larger than {} MiB", MAX_MESSAGE_BYTES >> 20)]
     TooBig,
 }
@@ -46,8 +42,8 @@ pub enum WireError {
 impl WireError {
     pub fn close_code(&self) -> u16 {
         match self {
-            Self::Protocol(_) => 1002,
-            Self::TooBig => 1009,
+            Self::Protocol(_) => close::PROTOCOL_ERROR,
+            Self::TooBig => close::MESSAGE_TOO_BIG,
         }
     }
 }
@@ -55,6 +51,7 @@ impl WireError {
 /// Reassembles the server's frames into messages.
 #[derive(Debug, Default)]
 pub struct FrameReader {
+    fragments: Fragments,
     /// A fragmented data message in progress: (is text, payload so far).
     message: Option<(bool, Vec<u8>)>,
 }
@@ -66,12 +63,14 @@ impl FrameReader {
         loop {
             let mut cursor = Cursor::new(&buf[..]);
             let parsed = FrameHeader::parse(&mut cursor)
-                .map_err(|e| WireError::Protocol(format!("malformed frame header: {e}")))?;
+                .map_err(|e| FrameError::Malformed(e.to_string()))?;
             let Some((header, len)) = parsed else {
                 return Ok(None);
             };
             let head = cursor.position() as usize;
-            check_header(&header, len)?;
+            // From the server, and no extension is ever offered.
+            let kind = classify(&header, len, false, false)?;
+            let fin = header.is_final;
             let len = usize::try_from(len)
                 .ok()
                 .filter(|&n| n <= MAX_MESSAGE_BYTES)
@@ -80,66 +79,39 @@ impl FrameReader {
                 buf.reserve(head + len - buf.len());
                 return Ok(None);
             }
+            // Only once the frame is whole: its header is parsed again until then.
+            if !kind.is_control() {
+                let total = self.fragments.data_frame(kind, fin, len as u64)?;
+                if total > MAX_MESSAGE_BYTES as u64 {
+                    return Err(WireError::TooBig);
+                }
+            }
             buf.advance(head);
             let payload = buf.split_to(len);
-            let fin = header.is_final;
-            match header.opcode {
-                OpCode::Control(Control::Close) => return close(&payload).map(Some),
-                OpCode::Control(Control::Ping) => {
-                    return Ok(Some(Incoming::Ping(payload.to_vec())));
+            match kind {
+                FrameKind::Close => {
+                    return Ok(Some(Incoming::Close(CloseInfo::from_payload(&payload))));
                 }
-                OpCode::Control(Control::Pong) => {
-                    return Ok(Some(Incoming::Pong(payload.to_vec())));
-                }
-                OpCode::Data(kind @ (Data::Text | Data::Binary)) => {
-                    if self.message.is_some() {
-                        return protocol("a new message inside a fragmented message");
-                    }
-                    let message = (kind == Data::Text, payload.to_vec());
+                FrameKind::Ping => return Ok(Some(Incoming::Ping(payload.to_vec()))),
+                FrameKind::Pong => return Ok(Some(Incoming::Pong(payload.to_vec()))),
+                FrameKind::Text | FrameKind::Binary => {
+                    let message = (kind == FrameKind::Text, payload.to_vec());
                     if fin {
                         return Ok(Some(finish(message)));
                     }
                     self.message = Some(message);
                 }
-                OpCode::Data(Data::Continue) => {
-                    let Some((_, so_far)) = self.message.as_mut() else {
-                        return protocol("a continuation frame outside a fragmented message");
-                    };
-                    if so_far.len() + payload.len() > MAX_MESSAGE_BYTES {
-                        return Err(WireError::TooBig);
+                FrameKind::Continuation => {
+                    if let Some((_, so_far)) = self.message.as_mut() {
+                        so_far.extend_from_slice(&payload);
                     }
-                    so_far.extend_from_slice(&payload);
                     if fin && let Some(message) = self.message.take() {
                         return Ok(Some(finish(message)));
                     }
                 }
-                _ => return protocol("a reserved opcode"),
             }
         }
     }
-}
-
-fn protocol<T>(why: &str) -> Result<T, WireError> {
-    Err(WireError::Protocol(why.to_string()))
-}
-
-fn check_header(header: &FrameHeader, len: u64) -> Result<(), WireError> {
-    if header.mask.is_some() {
-        return protocol("a masked frame (servers must not mask)");
-    }
-    // No extension is ever offered, so no reserved bit may be set.
-    if header.rsv1 || header.rsv2 || header.rsv3 {
-        return protocol("reserved bits set without a negotiated extension");
-    }
-    if let OpCode::Control(_) = header.opcode {
-        if !header.is_final {
-            return protocol("a fragmented control frame");
-        }
-        if len > 125 {
-            return protocol("a control frame longer than 125 bytes");
-        }
-    }
-    Ok(())
 }
 
 fn finish((text, payload): (bool, Vec<u8>)) -> Incoming {
@@ -150,57 +122,15 @@ fn finish((text, payload): (bool, Vec<u8>)) -> Incoming {
     }
 }
 
-fn close(payload: &[u8]) -> Result<Incoming, WireError> {
-    match payload {
-        [] => Ok(Incoming::Close(None)),
-        [_] => protocol("a close frame with a 1-byte payload"),
-        [hi, lo, reason @ ..] => Ok(Incoming::Close(Some(CloseInfo::new(
-            u16::from_be_bytes([*hi, *lo]),
-            String::from_utf8_lossy(reason),
-        )))),
-    }
-}
-
 /// One final, masked frame (a client must mask every frame).
-pub fn encode(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask: [u8; 4] = rand::random();
-    let mut frame = Vec::with_capacity(14 + payload.len());
-    frame.push(0x80 | opcode);
-    match payload.len() {
-        n @ 0..=125 => frame.push(0x80 | n as u8),
-        n @ 126..=0xFFFF => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&mask);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    frame
+pub fn encode(kind: FrameKind, payload: &[u8]) -> Vec<u8> {
+    crate::ws::frame::encode(kind, payload, true)
 }
 
 /// A close frame's payload: the code and the reason (cut to fit 125 bytes).
 /// `None`: an empty close frame.
 pub fn close_payload(close: Option<&CloseInfo>) -> Vec<u8> {
-    let Some(close) = close else {
-        return Vec::new();
-    };
-    let mut end = close.reason.len().min(123);
-    while !close.reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    let mut payload = close.code.to_be_bytes().to_vec();
-    payload.extend_from_slice(&close.reason.as_bytes()[..end]);
-    payload
-}
-
-/// Codes an endpoint may put in a close frame it sends (RFC 6455 §7.4):
-/// the reply to a close echoes the server's code when it is one of these.
-pub fn sendable(code: u16) -> bool {
-    matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999)
+    close.map(CloseInfo::payload).unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -298,7 +228,7 @@ mod tests {
     fn encoded_frames_are_masked_and_decode_back() {
         for len in [0, 5, 125, 126, 70_000] {
             let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
-            let frame = encode(TEXT, &payload);
+            let frame = encode(FrameKind::Text, &payload);
             let mut cursor = Cursor::new(&frame[..]);
             let (header, n) = FrameHeader::parse(&mut cursor).unwrap().unwrap();
             assert_eq!(n, len as u64);
@@ -320,6 +250,5 @@ mod tests {
         assert!(payload.len() <= 125);
         assert!(std::str::from_utf8(&payload[2..]).is_ok());
         assert!(close_payload(None).is_empty());
-        assert!(sendable(1014) && sendable(4000) && !sendable(1005) && !sendable(1006));
     }
 }

@@ -8,24 +8,11 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::registry::SessionId;
+use crate::ws::close;
 
-/// A close frame's code and reason, as one side sent it (or as the relay
-/// sent it on that side's behalf).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CloseInfo {
-    pub code: u16,
-    pub reason: String,
-}
+pub use crate::ws::CloseInfo;
 
-impl CloseInfo {
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Self {
-            code,
-            reason: reason.into(),
-        }
-    }
-}
-
+/// A close as a log line shows it: the peer's reason escaped ([`LogText`]).
 impl fmt::Display for CloseInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.reason.is_empty() {
@@ -107,6 +94,32 @@ impl CloseCause {
             Self::Operator => "closed by operator",
             Self::Shutdown => "relay shutting down",
         }
+    }
+
+    /// The close code the relay sends for this cause: 1001 when it ends a
+    /// session itself, 1009 or 1002 to the side that broke a rule; `None`
+    /// when a peer closed or vanished (what it sent, if anything, is passed on).
+    pub fn code(&self) -> Option<u16> {
+        match self {
+            Self::IdleTimeout { .. }
+            | Self::DomainOffline
+            | Self::DomainRemoved
+            | Self::Operator
+            | Self::Shutdown => Some(close::GOING_AWAY),
+            Self::MessageTooBig { .. } => Some(close::MESSAGE_TOO_BIG),
+            Self::ProtocolError { .. } => Some(close::PROTOCOL_ERROR),
+            Self::ClientClosed
+            | Self::OriginClosed
+            | Self::ClientVanished
+            | Self::OriginVanished => None,
+        }
+    }
+
+    /// The close frame both sides get when the relay ends a session itself
+    /// (idle, operator, shutdown, config): 1001 and the cause in words.
+    pub fn relay_close(&self) -> Option<CloseInfo> {
+        let code = self.code().filter(|&c| c == close::GOING_AWAY)?;
+        Some(CloseInfo::new(code, self.to_string()))
     }
 }
 

@@ -4,21 +4,18 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tungstenite::handshake::derive_accept_key;
 use tungstenite::http::StatusCode;
 
-use crate::config::{Domain, Origin};
-
-/// Request or response headers larger than this are refused (431 / 502).
-pub const MAX_HEADER_BYTES: usize = 16 * 1024;
-const MAX_HEADERS: usize = 100;
+use crate::config::Domain;
+pub use crate::ws::upgrade::MAX_HEADER_BYTES;
+use crate::ws::upgrade::{
+    HeadError, HeaderLines, MAX_HEADERS, Offer, accept_key, check_101, has_token, head_end,
+    request_head, valid_key,
+};
 
 /// A connection the relay will not serve, and what to tell the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,12 +180,13 @@ pub async fn read_request<S: AsyncRead + Unpin>(
 pub fn parse_request(buf: &[u8]) -> Result<Option<(ClientRequest, usize)>, Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
-    match request.parse(buf) {
-        Ok(httparse::Status::Complete(end)) => Ok(Some((client_request(&request)?, end))),
-        Ok(httparse::Status::Partial) if buf.len() >= MAX_HEADER_BYTES => Err(headers_too_large()),
-        Ok(httparse::Status::Partial) => Ok(None),
-        Err(httparse::Error::TooManyHeaders) => Err(headers_too_large()),
-        Err(e) => Err(Refusal::status(400, format!("malformed HTTP request: {e}"))),
+    match head_end(request.parse(buf), buf.len()) {
+        Ok(Some(end)) => Ok(Some((client_request(&request)?, end))),
+        Ok(None) => Ok(None),
+        Err(HeadError::TooLarge) => Err(headers_too_large()),
+        Err(HeadError::Malformed(e)) => {
+            Err(Refusal::status(400, format!("malformed HTTP request: {e}")))
+        }
     }
 }
 
@@ -207,61 +205,6 @@ async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> i
     let result = stream.read(&mut buf[start..]).await;
     buf.truncate(start + *result.as_ref().unwrap_or(&0));
     result
-}
-
-/// A message's header lines, read the way RFC 9110 §5.3 says: repeated
-/// lines of a list header are one list; a header that may appear once is
-/// refused when it appears twice.
-struct HeaderLines<'h, 'b>(&'h [httparse::Header<'b>]);
-
-impl<'h> HeaderLines<'h, '_> {
-    fn values(&self, name: &'h str) -> impl Iterator<Item = &'h [u8]> + 'h {
-        let lines: &'h [httparse::Header<'_>] = self.0;
-        lines
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    }
-
-    fn present(&self, name: &'h str) -> bool {
-        self.values(name).next().is_some()
-    }
-
-    /// A header that may appear at most once, as text.
-    fn single(&self, name: &'h str) -> Result<Option<&'h str>, String> {
-        let mut values = self.values(name);
-        let Some(first) = values.next() else {
-            return Ok(None);
-        };
-        if values.next().is_some() {
-            return Err(format!("more than one {name} header"));
-        }
-        text(name, first).map(Some)
-    }
-
-    /// Every element of a comma-separated list header, over all its lines.
-    fn list(&self, name: &'h str) -> Result<Vec<&'h str>, String> {
-        let mut elements = Vec::new();
-        for value in self.values(name) {
-            elements.extend(
-                text(name, value)?
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|e| !e.is_empty()),
-            );
-        }
-        Ok(elements)
-    }
-}
-
-fn text<'v>(name: &str, value: &'v [u8]) -> Result<&'v str, String> {
-    std::str::from_utf8(value)
-        .map(str::trim)
-        .map_err(|_| format!("the {name} header is not valid text"))
-}
-
-fn has_token(list: &[&str], token: &str) -> bool {
-    list.iter().any(|t| t.eq_ignore_ascii_case(token))
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), that the relay sets
@@ -377,14 +320,6 @@ fn origin_form(target: &str, host: &str) -> Result<String, String> {
     })
 }
 
-/// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.
-fn valid_key(key: &str) -> bool {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .is_ok_and(|bytes| bytes.len() == 16)
-}
-
 fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, Refusal> {
     let lines = HeaderLines(request.headers);
     let bad = |why: String| Refusal::status(400, why);
@@ -473,69 +408,6 @@ fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, 
     })
 }
 
-/// Origins in the order to try them: a weighted random draw without
-/// replacement among weighted origins, then the weight-0 backups in order.
-pub fn origin_order(origins: &[Origin]) -> Vec<&Origin> {
-    let mut pool: Vec<&Origin> = origins.iter().filter(|o| o.weight > 0).collect();
-    let mut order = Vec::with_capacity(origins.len());
-    let mut rng = rand::rng();
-    while !pool.is_empty() {
-        let total: u32 = pool.iter().map(|o| u32::from(o.weight)).sum();
-        let mut pick = rng.random_range(0..total);
-        let index = pool
-            .iter()
-            .position(|o| {
-                let w = u32::from(o.weight);
-                if pick < w {
-                    true
-                } else {
-                    pick -= w;
-                    false
-                }
-            })
-            .unwrap_or(0);
-        order.push(pool.remove(index));
-    }
-    order.extend(origins.iter().filter(|o| o.weight == 0));
-    order
-}
-
-/// Connects to the first origin that accepts TCP, in weighted order.
-pub async fn connect_origin(
-    domain: &Domain,
-    connect_timeout: Duration,
-) -> Result<(TcpStream, String), Refusal> {
-    let mut timed_out = false;
-    let mut failures = Vec::new();
-    for origin in origin_order(&domain.origins) {
-        let authority = origin.authority();
-        match timeout(connect_timeout, TcpStream::connect(&authority)).await {
-            Ok(Ok(stream)) => {
-                // Frames are small and latency-sensitive: never wait to coalesce.
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, authority));
-            }
-            Ok(Err(e)) => failures.push(format!("{authority}: {e}")),
-            Err(_) => {
-                timed_out = true;
-                failures.push(format!(
-                    "{authority}: no answer in {} s",
-                    connect_timeout.as_secs()
-                ));
-            }
-        }
-    }
-    let (status, what) = if timed_out {
-        (504, "origin did not answer in time")
-    } else {
-        (502, "no origin reachable")
-    };
-    Err(
-        Refusal::status(status, format!("{what} ({})", failures.join("; ")))
-            .for_domain(&domain.name),
-    )
-}
-
 /// The origin's answer to a successful upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct Upgraded {
@@ -570,8 +442,8 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
         // can share a packet.
         let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(end)) => {
+        match head_end(response.parse(&buf), buf.len()) {
+            Ok(Some(end)) => {
                 let code = response.code.unwrap_or(0);
                 if (100..200).contains(&code) && code != 101 {
                     // 100 Continue, 103 Early Hints...: not the answer (RFC 9110 §15.2).
@@ -598,20 +470,28 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     return Err(refusal);
                 }
-                let upgraded = check_101(&response, request).map_err(|why| refuse(502, why))?;
+                let offer = Offer {
+                    key: &request.key,
+                    protocols: request.protocols.as_deref(),
+                    extensions: request.extensions.as_deref(),
+                };
+                // A 101 that fails is a 502, never passed on.
+                let accepted = check_101(&HeaderLines(response.headers), offer)
+                    .map_err(|why| refuse(502, format!("origin {why}")))?;
                 return Ok(Upgraded {
+                    protocol: accepted.protocol,
+                    extensions: accepted.extensions,
                     leftover: buf[end..].to_vec(),
-                    ..upgraded
                 });
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEADER_BYTES => {}
-            Ok(httparse::Status::Partial) | Err(httparse::Error::TooManyHeaders) => {
+            Ok(None) => {}
+            Err(HeadError::TooLarge) => {
                 return Err(refuse(
                     502,
                     "origin's response headers are too large".into(),
                 ));
             }
-            Err(e) => {
+            Err(HeadError::Malformed(e)) => {
                 return Err(refuse(
                     502,
                     format!("origin sent a malformed HTTP response: {e}"),
@@ -764,16 +644,12 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
         Some(previous) => format!("{previous}, {}", client.ip()),
         None => client.ip().to_string(),
     };
-    let mut head = format!(
-        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\
-         X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\n",
-        request.path,
-        domain.origin_host_header(),
-        request.key,
+    let mut head = request_head(&request.path, domain.origin_host_header(), &request.key);
+    head.push_str(&format!(
+        "X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\n",
         if request.tls { "https" } else { "http" },
         request.host,
-    );
+    ));
     if let Some(p) = &request.protocols {
         head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
     }
@@ -791,68 +667,12 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
     bytes
 }
 
-/// Checks an origin's 101 as strictly as a client would (RFC 6455 §4.1):
-/// a WebSocket upgrade, the right accept key, and nothing the client did
-/// not offer. A 101 that fails is a 502, never passed on.
-fn check_101(
-    response: &httparse::Response<'_, '_>,
-    request: &ClientRequest,
-) -> Result<Upgraded, String> {
-    let lines = HeaderLines(response.headers);
-    let upgrade = lines.list("Upgrade")?;
-    if upgrade.len() != 1 || !has_token(&upgrade, "websocket") {
-        return Err(format!(
-            "origin answered 101 without Upgrade: websocket (Upgrade: {:?})",
-            upgrade.join(", ")
-        ));
-    }
-    if !has_token(&lines.list("Connection")?, "upgrade") {
-        return Err("origin answered 101 without Connection: Upgrade".into());
-    }
-    let expected = derive_accept_key(request.key.as_bytes());
-    if lines.single("Sec-WebSocket-Accept")? != Some(expected.as_str()) {
-        return Err("origin answered 101 with a wrong Sec-WebSocket-Accept".into());
-    }
-    let offered = |list: &Option<String>, name: &str| {
-        list.as_deref().is_some_and(|o| {
-            o.split(',')
-                .map(|x| x.split(';').next().unwrap_or("").trim())
-                .any(|x| x.eq_ignore_ascii_case(name))
-        })
-    };
-    let protocol = lines.single("Sec-WebSocket-Protocol")?.map(str::to_string);
-    if let Some(p) = &protocol
-        && !request
-            .protocols
-            .as_deref()
-            .is_some_and(|o| o.split(',').any(|x| x.trim() == p))
-    {
-        return Err(format!(
-            "origin chose subprotocol {p:?}, which the client did not offer"
-        ));
-    }
-    let extensions = lines.list("Sec-WebSocket-Extensions")?;
-    for extension in &extensions {
-        let name = extension.split(';').next().unwrap_or("").trim();
-        if !offered(&request.extensions, name) {
-            return Err(format!(
-                "origin accepted extension {name:?}, which the client did not offer"
-            ));
-        }
-    }
-    Ok(Upgraded {
-        protocol,
-        extensions: (!extensions.is_empty()).then(|| extensions.join(", ")),
-        leftover: Vec::new(),
-    })
-}
-
 /// The 101 the client gets once the origin has accepted.
 pub fn switching_protocols(key: &str, upgraded: &Upgraded) -> Vec<u8> {
     let mut head = format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n",
-        derive_accept_key(key.as_bytes())
+        accept_key(key)
     );
     if let Some(p) = &upgraded.protocol {
         head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
@@ -879,62 +699,4 @@ pub async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ref
         Ok::<(), io::Error>(())
     })
     .await;
-}
-
-/// A TLS connection to an origin (`origin-protocol = "https"`).
-pub async fn tls_connect(
-    stream: TcpStream,
-    domain: &Domain,
-    tls: &Arc<rustls::ClientConfig>,
-) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Refusal> {
-    let name = domain.origin_host_header().to_string();
-    let server_name = rustls::pki_types::ServerName::try_from(name.clone()).map_err(|e| {
-        Refusal::status(
-            502,
-            format!("cannot use \"{name}\" as a TLS server name: {e}"),
-        )
-    })?;
-    tokio_rustls::TlsConnector::from(tls.clone())
-        .connect(server_name, stream)
-        .await
-        .map_err(|e| {
-            Refusal::status(502, format!("TLS handshake with the origin failed: {e}"))
-                .for_domain(&domain.name)
-        })
-}
-
-/// The trust roots for `wss://` origins: the public web PKI, plus the
-/// operator's own CA certificates (`origin-ca-file`) if any.
-pub fn tls_client_config(
-    extra_ca_file: Option<&std::path::Path>,
-) -> Result<Arc<rustls::ClientConfig>, String> {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore {
-        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-    };
-    if let Some(path) = extra_ca_file {
-        let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|e| format!("cannot read origin-ca-file {}: {e}", path.display()))?;
-        let mut added = 0;
-        for cert in certs {
-            let cert = cert.map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
-            roots
-                .add(cert)
-                .map_err(|e| format!("origin-ca-file {}: {e}", path.display()))?;
-            added += 1;
-        }
-        if added == 0 {
-            return Err(format!(
-                "origin-ca-file {} holds no PEM certificate",
-                path.display()
-            ));
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
 }

@@ -65,7 +65,8 @@ mod tests {
     use tokio::time::{Instant, advance};
 
     use super::*;
-    use crate::relay::registry::{FrameKind, NewSession, Registry};
+    use crate::relay::registry::{NewSession, Registry};
+    use crate::ws::FrameKind;
 
     /// A scripted session: `beats` messages from the client every `every`.
     async fn scripted(

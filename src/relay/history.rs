@@ -1,4 +1,4 @@
-//! Evidence for advice (DESIGN §10): what the last 10 minutes of sessions
+//! Evidence for advice (README, "Advice from evidence"): what the last 10 minutes of sessions
 //! showed, per domain — which were cut for idleness, which of those were
 //! *cut while alive* (their client came back within 10 s), each session's
 //! longest gap between activity and its heartbeat when one was seen.
@@ -398,7 +398,8 @@ mod tests {
     async fn the_longest_gap_is_between_activities() {
         let registry = Arc::new(Registry::new());
         let g = open(&registry, 1000, "/");
-        use crate::relay::registry::{Direction, FrameKind};
+        use crate::relay::registry::Direction;
+        use crate::ws::FrameKind;
         let beat = |active: bool| {
             g.stats().record_frame(
                 Instant::now(),

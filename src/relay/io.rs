@@ -3,7 +3,7 @@
 //! The pump waits for readiness and then reads into a buffer owned by the
 //! worker thread, so an idle session holds no read buffer at all. Tokio's
 //! `TcpStream` and `UnixStream` both offer this API; a TLS origin is bridged
-//! to a `UnixStream` pair (the simpler path DESIGN §5 allows for `wss://`).
+//! to a `UnixStream` pair: `wss://` origins take a simpler, buffered path.
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -25,10 +25,23 @@ pub trait RawIo: Send + Sync + 'static {
     /// Sends FIN: the peer reads end-of-stream, as it would if the other
     /// peer had closed a direct connection.
     fn shutdown_write(&self) -> io::Result<()>;
+    /// Whether the connection is a plain TCP socket that another process
+    /// can carry on (a hand-over): a TLS connection's state lives in this
+    /// process's memory and cannot move.
+    fn movable(&self) -> bool {
+        false
+    }
+    /// The socket, out of this runtime's reactor, for a hand-over.
+    fn into_movable(self) -> Option<std::net::TcpStream>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
 macro_rules! raw_io {
-    ($t:ty) => {
+    ($t:ty $(, $movable:item)*) => {
         impl RawIo for $t {
             fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
                 <$t>::ready(self, interest)
@@ -57,11 +70,20 @@ macro_rules! raw_io {
             fn shutdown_write(&self) -> io::Result<()> {
                 socket2::SockRef::from(self).shutdown(std::net::Shutdown::Write)
             }
+            $($movable)*
         }
     };
 }
 
-raw_io!(TcpStream);
+raw_io!(
+    TcpStream,
+    fn movable(&self) -> bool {
+        true
+    },
+    fn into_movable(self) -> Option<std::net::TcpStream> {
+        self.into_std().ok()
+    }
+);
 raw_io!(UnixStream);
 
 /// The outcome of [`RawIo::read_now`].

@@ -16,16 +16,18 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::event::{CloseCause, RelayEvent};
-use super::frame::close_frame;
+use super::handover::{self, Interrupts, ListenerKind};
 use super::handshake::{
-    ClientRequest, Refusal, Upgraded, connect_origin, read_request, send_refusal,
-    switching_protocols, tls_connect, upgrade_origin,
+    ClientRequest, Refusal, Upgraded, read_request, send_refusal, switching_protocols,
+    upgrade_origin,
 };
 use super::io::RawIo;
 use super::metrics::Metrics;
 use super::registry::{NewSession, Registry, SessionGuard};
-use super::session::{self, SessionSetup};
+use super::session::{self, Outcome, SessionEnd, SessionSetup};
+use super::upstream::{connect_origin, tls_connect};
 use crate::config::{Config, Domain, Status, effective_timeout};
+use crate::ws::{close, close_frame};
 
 /// Sends lifecycle events without ever waiting: a UI that falls behind loses
 /// events (counted), it never slows a session.
@@ -79,6 +81,8 @@ pub struct Shared {
     pub tls: Arc<rustls::ClientConfig>,
     /// The worker (thread) these connections run on.
     pub worker: usize,
+    /// The shutdown and the hand-over, which wake every session.
+    pub interrupts: Arc<Interrupts>,
 }
 
 /// Counts a connection for `max-sessions` until dropped.
@@ -88,6 +92,10 @@ impl ConnectionSlot {
     pub fn take(shared: &Arc<Shared>) -> Self {
         shared.connections.fetch_add(1, Relaxed);
         ConnectionSlot(shared.clone())
+    }
+
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.0
     }
 }
 
@@ -104,9 +112,17 @@ const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let mut spare = open_spare();
     let mut backoff = Duration::from_millis(5);
+    let mut generation = shared.interrupts.session_parent();
     loop {
         let accepted = tokio::select! {
             () = shared.accepting.cancelled() => break,
+            () = generation.cancelled() => {
+                if handover::offer_listener(&shared, &listener, ListenerKind::Plain).await.is_err() {
+                    break;
+                }
+                generation = shared.interrupts.session_parent();
+                continue;
+            }
             r = listener.accept() => r,
         };
         match accepted {
@@ -137,8 +153,14 @@ fn open_spare() -> Option<std::fs::File> {
 }
 
 fn is_out_of_descriptors(e: &io::Error) -> bool {
-    // EMFILE (24) per process, ENFILE (23) system-wide, ENOBUFS/ENOMEM.
-    matches!(e.raw_os_error(), Some(23 | 24 | 105 | 12))
+    use nix::errno::Errno;
+    // Descriptors per process or system-wide, or kernel memory for sockets.
+    e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| {
+        matches!(
+            errno,
+            Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM
+        )
+    })
 }
 
 /// Frees the spare descriptor, accepts one waiting client, answers it 503
@@ -341,7 +363,7 @@ async fn handshake<C: ClientIo>(
     // or taken offline meanwhile, and a session must start under the config
     // in force when it starts, not the one its handshake began with.
     if let Err((refusal, cause)) = still_served(shared, &domain.name) {
-        origin.close_with(1001, cause.label()).await;
+        origin.close_with(close::GOING_AWAY, cause.label()).await;
         return Err(refusal);
     }
     Ok(Established {
@@ -388,12 +410,12 @@ async fn start_session<C: ClientIo>(
             path: request.path.as_str().into(),
             timeout: effective_timeout(&domain).limit,
         },
-        &shared.shutdown,
+        &shared.interrupts.session_parent(),
     );
     shared.events.emit(RelayEvent::Opened {
         id: guard.stats().id,
         at: SystemTime::now(),
-        domain: domain.name.clone(),
+        domain: domain.name.to_string(),
         client: peer,
         origin: origin_addr,
         path: request.path,
@@ -401,12 +423,13 @@ async fn start_session<C: ClientIo>(
     });
     let setup = SessionSetup {
         stats: guard.stats().clone(),
-        domain: domain.name,
+        domain: domain.name.into_string(),
         client_leftover,
         origin_leftover: upgraded.leftover,
         extensions: upgraded.extensions.is_some(),
         config: shared.config.clone(),
-        shutdown: shared.shutdown.clone(),
+        interrupts: shared.interrupts.clone(),
+        resume: None,
     };
     let tracker = shared.tracker.clone();
     match origin {
@@ -429,17 +452,25 @@ async fn start_session<C: ClientIo>(
     }
 }
 
-/// A session's own task: the pump, then the `Closed` event. A `map`, not an
-/// `async` block: the task then holds the pump's future exactly once (an
-/// async block would also keep a copy of it and of its arguments).
-fn run_session<C: RawIo, O: RawIo>(
+/// A session's own task: the pump, then the `Closed` event (or, paused for
+/// a hand-over, its report). A `map`, not an `async` block: the task then
+/// holds the pump's future exactly once (an async block would also keep a
+/// copy of it and of its arguments).
+pub(super) fn run_session<C: RawIo, O: RawIo>(
     slot: ConnectionSlot,
     guard: SessionGuard,
     client: C,
     origin: O,
     setup: SessionSetup,
 ) -> impl std::future::Future<Output = ()> + Send {
-    session::run(client, origin, setup).map(move |end| {
+    session::run(client, origin, setup).map(move |outcome| match outcome {
+        Outcome::Ended(end) => session_closed(slot, guard, end),
+        Outcome::Paused(paused) => handover::session_paused(slot, guard, *paused),
+    })
+}
+
+fn session_closed(slot: ConnectionSlot, guard: SessionGuard, end: SessionEnd) {
+    {
         let stats = guard.stats().clone();
         slot.0.registry.record_close(&stats, &end.cause, end.idle);
         // Out of the session table before anyone hears it closed: a reader
@@ -458,7 +489,7 @@ fn run_session<C: RawIo, O: RawIo>(
             duration: Instant::now().saturating_duration_since(stats.started),
         });
         drop(slot);
-    })
+    }
 }
 
 /// A TLS origin cannot be polled for raw readiness, so a small task copies
@@ -502,8 +533,9 @@ mod tests {
             listening: Default::default(),
             tracker: Default::default(),
             connections: Default::default(),
-            tls: super::super::handshake::tls_client_config(None).unwrap(),
+            tls: super::super::roots::tls_client_config(None).unwrap(),
             worker: 0,
+            interrupts: Arc::new(Interrupts::new(Default::default())),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap())
@@ -526,7 +558,8 @@ mod tests {
             origin_leftover: Vec::new(),
             extensions: false,
             config,
-            shutdown: Default::default(),
+            interrupts: shared.interrupts.clone(),
+            resume: None,
         };
         let task = run_session(ConnectionSlot(shared.clone()), guard, client, origin, setup);
         let size = std::mem::size_of_val(&task);

@@ -1,4 +1,4 @@
-//! The relay's Prometheus metrics (DESIGN §8). Counters and gauges kept
+//! The relay's Prometheus metrics (docs/OPERATIONS.md). Counters and gauges kept
 //! true as sessions open and close and frames pass, so a scrape only reads
 //! them — it never walks the live sessions.
 //!
@@ -59,6 +59,11 @@ impl DomainMetrics {
 
     pub(super) fn session_opened(&self) {
         self.opened.inc();
+        self.active.inc();
+    }
+
+    /// A session handed over from another process: live, not new.
+    pub(super) fn session_restored(&self) {
         self.active.inc();
     }
 

@@ -3,16 +3,18 @@
 //! no screen, no terminal.
 
 pub mod event;
-mod frame;
-pub mod handshake;
+pub mod handover;
+pub(crate) mod handshake;
 pub mod heartbeat;
 pub mod history;
 mod io;
 mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod roots;
 mod session;
 pub mod tls;
+mod upstream;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,17 +26,23 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use event::{CloseCause, CloseInfo, RelayEvent};
-pub use frame::{FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame};
-pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request, tls_client_config};
-pub use metrics::Metrics;
-pub use registry::{
-    Direction, FlowSnapshot, FrameKind, MessageGaps, NewSession, RecentFrame, Registry,
-    SessionGuard, SessionId, SessionSnapshot, SessionStats,
+pub use crate::ws::frame::{
+    FrameKind, FrameScanner, MAX_HEADER, Scan, SeenFrame, Violation, close_frame,
 };
-pub use session::CLOSE_GRACE;
+pub use event::{CloseCause, CloseInfo, RelayEvent};
+pub use handover::{Collected, ListenerKind, MovedListener, MovedSession};
+pub use handshake::{ClientRequest, MAX_HEADER_BYTES, Refusal, parse_request};
+pub use metrics::Metrics;
+pub use registry::StatsState;
+pub use registry::{
+    Direction, FlowSnapshot, MessageGaps, NewSession, RecentFrame, Registry, SessionGuard,
+    SessionId, SessionSnapshot, SessionStats,
+};
+pub use roots::{RootsError, tls_client_config};
+pub use session::{CLOSE_GRACE, LaneState};
 
 use crate::config::Config;
+use handover::Interrupts;
 use listener::{EventSink, Shared, accept_loop};
 
 /// Lifecycle events buffered between the relay and its reader.
@@ -56,7 +64,7 @@ pub enum RelayError {
     #[error("cannot start the relay thread: {0}")]
     Runtime(#[from] std::io::Error),
     #[error("cannot set up TLS to origins: {0}")]
-    Tls(String),
+    Tls(#[from] RootsError),
     #[error("the relay thread stopped while starting")]
     Stopped,
     #[error("cannot serve TLS on [relay] tls-listen: {0}")]
@@ -81,6 +89,10 @@ struct Inner {
     tls: Arc<rustls::ClientConfig>,
     /// `[relay] tls-listen`, when set.
     edge: Option<tls::Edge>,
+    /// What wakes every session at once (shutdown, hand-over).
+    interrupts: Arc<Interrupts>,
+    /// Accept loops of all workers (each gives its listener to a hand-over).
+    accept_loops: usize,
 }
 
 impl Inner {
@@ -97,6 +109,7 @@ impl Inner {
             connections: self.connections.clone(),
             tls: self.tls.clone(),
             worker,
+            interrupts: self.interrupts.clone(),
         })
     }
 }
@@ -142,6 +155,38 @@ impl RelayLink {
     /// Whether [`RelayHandle::shutdown`] was called.
     pub fn is_shutting_down(&self) -> bool {
         self.inner.shutdown.is_cancelled()
+    }
+
+    /// The start of a hand-over (DESIGN §7). Its waves
+    /// ([`Collected::pause_idle`], [`Collected::pause_rest`]) stop every
+    /// session that can move (plain TCP on both sides, open) between two
+    /// turns of its loop, and take a copy of every listener, whose accept
+    /// loop waits. `None` when a hand-over is already under way or the
+    /// relay is stopping. Dropping the result without
+    /// [`Collected::commit`] puts everything back as it was.
+    /// `with_listeners`: whether the accept loops give their listeners
+    /// too (a later round, after they have gone, moves sessions only).
+    pub fn begin_handover(&self, with_listeners: bool) -> Option<Collected> {
+        let listeners = if with_listeners {
+            self.inner.accept_loops
+        } else {
+            0
+        };
+        handover::begin(&self.inner.interrupts, &self.inner.registry, listeners)
+    }
+
+    /// Connections accepted whose handshakes are still under way.
+    pub fn handshakes_in_flight(&self) -> usize {
+        let connections = self
+            .inner
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed);
+        connections.saturating_sub(self.inner.registry.len())
+    }
+
+    /// Starts sessions another relay process handed over, on every worker.
+    pub fn adopt(&self, sessions: Vec<MovedSession>) {
+        handover::adopt_received(&self.inner.interrupts, sessions);
     }
 
     /// See [`RelayHandle::tls_local_addr`].
@@ -267,10 +312,12 @@ impl RelayHandle {
 pub async fn start(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
-    let (inner, mut listeners, events) = prepare(config, 1, Arc::default())?;
+    let (inner, mut listeners, events) = prepare(config, 1, Arc::default(), None)?;
     let addr = inner.local_addr;
     let worker = listeners.pop().ok_or(RelayError::Stopped)?;
-    spawn_accept_loops(worker, inner.worker(0), inner.edge.as_ref(), addr)?;
+    let shared = inner.worker(0);
+    inner.interrupts.add_worker(shared.clone());
+    spawn_accept_loops(worker, shared, inner.edge.as_ref(), addr)?;
     // Closed so that `wait()` returns once the accept loop and every
     // session have ended (new sessions are spawned from inside the loop).
     inner.tracker.close();
@@ -286,10 +333,11 @@ pub async fn start(
 /// The shared state, one worker's bound listeners each, and the event stream.
 type Prepared = (Arc<Inner>, Vec<WorkerListeners>, mpsc::Receiver<RelayEvent>);
 
-/// A worker's listeners: `listen`, and `tls-listen` when set.
+/// A worker's listeners: `listen`, and `tls-listen` when set (one each,
+/// or more after a hand-over from a relay with more workers).
 struct WorkerListeners {
-    plain: std::net::TcpListener,
-    tls: Option<std::net::TcpListener>,
+    plain: Vec<std::net::TcpListener>,
+    tls: Vec<std::net::TcpListener>,
 }
 
 /// Starts a worker's accept loops on the current runtime.
@@ -300,22 +348,26 @@ fn spawn_accept_loops(
     addr: SocketAddr,
 ) -> Result<(), RelayError> {
     let bind_error = |addr, source| RelayError::Bind { addr, source };
-    let plain = TcpListener::from_std(listeners.plain).map_err(|e| bind_error(addr, e))?;
-    if let (Some(listener), Some(edge)) = (listeners.tls, edge) {
-        let listener =
-            TcpListener::from_std(listener).map_err(|e| bind_error(edge.local_addr, e))?;
-        shared
-            .tracker
-            .spawn(shared.listening.track_future(tls::accept_loop(
-                listener,
-                shared.clone(),
-                edge.acceptor.clone(),
-            )));
+    if let Some(edge) = edge {
+        for listener in listeners.tls {
+            let listener =
+                TcpListener::from_std(listener).map_err(|e| bind_error(edge.local_addr, e))?;
+            shared
+                .tracker
+                .spawn(shared.listening.track_future(tls::accept_loop(
+                    listener,
+                    shared.clone(),
+                    edge.acceptor.clone(),
+                )));
+        }
     }
-    let listening = shared
-        .listening
-        .track_future(accept_loop(plain, shared.clone()));
-    shared.tracker.spawn(listening);
+    for plain in listeners.plain {
+        let plain = TcpListener::from_std(plain).map_err(|e| bind_error(addr, e))?;
+        let listening = shared
+            .listening
+            .track_future(accept_loop(plain, shared.clone()));
+        shared.tracker.spawn(listening);
+    }
     Ok(())
 }
 
@@ -324,46 +376,54 @@ fn prepare(
     config: Arc<Config>,
     workers: usize,
     metrics: Arc<Metrics>,
+    inherited: Option<Vec<MovedListener>>,
 ) -> Result<Prepared, RelayError> {
-    let tls = handshake::tls_client_config(config.relay.origin_ca_file.as_deref())
-        .map_err(RelayError::Tls)?;
+    let tls = roots::tls_client_config(config.relay.origin_ca_file.as_deref())?;
     let addr = config.relay.listen;
-    let listeners =
-        bind_workers(addr, workers).map_err(|source| RelayError::Bind { addr, source })?;
+    let bind_error = |addr| move |source| RelayError::Bind { addr, source };
+    let (inherited_plain, inherited_tls) = split_inherited(inherited);
+    let listeners = match inherited_plain {
+        Some(plain) => plain,
+        None => bind_workers(addr, workers).map_err(bind_error(addr))?,
+    };
     let local_addr = listeners
         .first()
         .map(std::net::TcpListener::local_addr)
         .transpose()
-        .map_err(|source| RelayError::Bind { addr, source })?
+        .map_err(bind_error(addr))?
         .unwrap_or(addr);
     let (edge, tls_listeners) = match config.relay.tls_listen {
         Some(tls_addr) => {
             let certificates = tls::CertificateSet::load(&config)?;
-            let tls_listeners =
-                bind_workers(tls_addr, workers).map_err(|source| RelayError::Bind {
-                    addr: tls_addr,
-                    source,
-                })?;
+            let tls_listeners = match inherited_tls {
+                Some(inherited) => inherited,
+                None => bind_workers(tls_addr, workers).map_err(bind_error(tls_addr))?,
+            };
             let local = tls_listeners
                 .first()
                 .and_then(|l| l.local_addr().ok())
                 .unwrap_or(tls_addr);
-            (
-                Some(tls::Edge::new(certificates, local)),
-                tls_listeners.into_iter().map(Some).collect::<Vec<_>>(),
-            )
+            (Some(tls::Edge::new(certificates, local)), tls_listeners)
         }
-        None => (None, listeners.iter().map(|_| None).collect()),
+        None => (None, Vec::new()),
     };
-    let listeners = listeners
+    let accept_loops = listeners.len().max(workers)
+        + tls_listeners
+            .len()
+            .max(if edge.is_some() { workers } else { 0 });
+    let plain = spread(listeners, workers).map_err(bind_error(addr))?;
+    let tls_addr = config.relay.tls_listen.unwrap_or(addr);
+    let tls_spread = spread(tls_listeners, workers).map_err(bind_error(tls_addr))?;
+    let listeners = plain
         .into_iter()
-        .zip(tls_listeners)
+        .zip(tls_spread)
         .map(|(plain, tls)| WorkerListeners { plain, tls })
         .collect();
     let (event_tx, event_rx) = mpsc::channel(EVENT_CAPACITY);
     metrics.apply_config(&config);
     let (config_tx, _) = watch::channel(config);
     let shutdown = CancellationToken::new();
+    let interrupts = Arc::new(Interrupts::new(shutdown.clone()));
     let inner = Arc::new(Inner {
         config: config_tx,
         registry: Arc::new(Registry::with_metrics(workers, metrics.clone())),
@@ -376,8 +436,53 @@ fn prepare(
         connections: Arc::new(AtomicUsize::new(0)),
         tls,
         edge,
+        interrupts,
+        accept_loops,
     });
     Ok((inner, listeners, event_rx))
+}
+
+/// Listeners handed over by another process, by kind (`None`: bind anew).
+fn split_inherited(
+    inherited: Option<Vec<MovedListener>>,
+) -> (
+    Option<Vec<std::net::TcpListener>>,
+    Option<Vec<std::net::TcpListener>>,
+) {
+    let Some(all) = inherited else {
+        return (None, None);
+    };
+    let (plain, tls): (Vec<_>, Vec<_>) =
+        all.into_iter().partition(|l| l.kind == ListenerKind::Plain);
+    let unwrap = |v: Vec<MovedListener>| {
+        let v: Vec<_> = v.into_iter().map(|l| l.listener).collect();
+        (!v.is_empty()).then_some(v)
+    };
+    (unwrap(plain), unwrap(tls))
+}
+
+/// Gives each of `workers` workers its listeners: every listener goes to
+/// exactly one worker (a listener nobody accepts on would strand the
+/// clients in its backlog); with fewer listeners than workers, the rest
+/// share copies.
+fn spread(
+    listeners: Vec<std::net::TcpListener>,
+    workers: usize,
+) -> std::io::Result<Vec<Vec<std::net::TcpListener>>> {
+    let workers = workers.max(1);
+    let count = listeners.len();
+    let mut out: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+    if count == 0 {
+        return Ok(out);
+    }
+    for worker in count..workers {
+        let copy = listeners[worker % count].try_clone()?;
+        out[worker].push(copy);
+    }
+    for (i, listener) in listeners.into_iter().enumerate() {
+        out[i % workers].push(listener);
+    }
+    Ok(out)
 }
 
 /// One listener per worker on `addr`. Several share the port through
@@ -431,8 +536,33 @@ pub fn spawn_relay_threads_with_metrics(
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
+    spawn_relay_threads_inheriting(config, metrics, None)
+}
+
+/// What a relay taking over starts with: the old process's listeners, and
+/// the highest session id it hands over (new sessions get ids above it,
+/// even those accepted before the handed-over ones are restored).
+#[derive(Debug)]
+pub struct Inherited {
+    pub listeners: Vec<MovedListener>,
+    pub last_id: SessionId,
+}
+
+/// [`spawn_relay_threads_with_metrics`] on what another relay process
+/// handed over (`None`: bind `[relay] listen` and `tls-listen`).
+pub fn spawn_relay_threads_inheriting(
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    inherited: Option<Inherited>,
+) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
     let workers = config.relay.workers.max(1);
-    let (inner, listeners, events) = prepare(config, workers, metrics)?;
+    let (listeners, last_id) = match inherited {
+        Some(i) => (Some(i.listeners), i.last_id),
+        None => (None, 0),
+    };
+    let (inner, listeners, events) = prepare(config, workers, metrics, listeners)?;
+    // Before any accept loop runs.
+    inner.registry.reserve_ids_through(last_id);
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let mut handle = RelayHandle {
         inner: inner.clone(),
@@ -492,6 +622,7 @@ fn run_worker(
         let addr = shared.config.borrow().relay.listen;
         let shutdown = shared.shutdown.clone();
         let tracker = shared.tracker.clone();
+        shared.interrupts.add_worker(shared.clone());
         if let Err(e) = spawn_accept_loops(listeners, shared, edge.as_ref(), addr) {
             let _ = ready.send(Err(e));
             return;

@@ -19,63 +19,12 @@ use tokio_util::sync::CancellationToken;
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
 use super::metrics::{DomainMetrics, Metrics};
+use crate::ws::{FrameKind, close};
 
 pub type SessionId = u64;
 
 /// How many recent frames each session remembers.
 pub const RECENT_FRAMES: usize = 50;
-
-/// A WebSocket frame's opcode, as the relay saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FrameKind {
-    Continuation,
-    Text,
-    Binary,
-    Close,
-    Ping,
-    Pong,
-}
-
-impl FrameKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Continuation => "cont",
-            Self::Text => "text",
-            Self::Binary => "binary",
-            Self::Close => "close",
-            Self::Ping => "ping",
-            Self::Pong => "pong",
-        }
-    }
-
-    pub fn is_control(self) -> bool {
-        matches!(self, Self::Close | Self::Ping | Self::Pong)
-    }
-
-    fn to_u8(self) -> u8 {
-        match self {
-            Self::Continuation => 1,
-            Self::Text => 2,
-            Self::Binary => 3,
-            Self::Close => 4,
-            Self::Ping => 5,
-            Self::Pong => 6,
-        }
-    }
-
-    fn from_u8(v: u8) -> Option<Self> {
-        Some(match v {
-            1 => Self::Continuation,
-            2 => Self::Text,
-            3 => Self::Binary,
-            4 => Self::Close,
-            5 => Self::Ping,
-            6 => Self::Pong,
-            _ => return None,
-        })
-    }
-}
 
 /// Which way a frame travelled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +52,7 @@ impl Direction {
 
 /// One entry of a session's recent-frames ring (12 bytes, so a full ring is
 /// 600 bytes and an idle session that never sent a frame holds none).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 struct RecentEntry {
     /// Milliseconds since the session started.
     at_ms: u32,
@@ -136,7 +85,7 @@ struct Flow {
 }
 
 /// Observed gaps between data messages in one direction.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
 struct Gaps {
     /// Up to 32 most recent gaps, in milliseconds.
     recent_ms: VecDeque<u32>,
@@ -180,6 +129,17 @@ pub struct SessionStats {
     operator_frame: std::sync::OnceLock<Box<super::event::CloseInfo>>,
     /// The domain's Prometheus counters (looked up once, at registration).
     metrics: Arc<DomainMetrics>,
+}
+
+/// The table's time origin: the boot (the monotonic clock's zero) where the
+/// clock allows, so that sessions restored from another process, which
+/// started before this table existed, keep their times.
+fn early_epoch() -> Instant {
+    let now = Instant::now();
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .ok()
+        .and_then(|uptime| now.checked_sub(Duration::from(uptime)))
+        .unwrap_or(now)
 }
 
 fn nanos_since(epoch: Instant, t: Instant) -> u64 {
@@ -234,7 +194,7 @@ impl SessionStats {
         } else {
             0
         };
-        self.last_kind.store(kind.to_u8() | dir_bit, Relaxed);
+        self.last_kind.store(kind_code(kind) | dir_bit, Relaxed);
         let at_ms = u32::try_from(now.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u32::MAX);
         let mut ring = lock(&self.recent);
@@ -310,7 +270,16 @@ impl SessionStats {
 
     /// Asks the session to close with 1001 `closed by operator`.
     pub fn request_close(&self) {
-        self.operator_close.cancel();
+        self.request_close_with(super::event::CloseInfo::new(
+            close::GOING_AWAY,
+            CloseCause::Operator.label(),
+        ));
+    }
+
+    /// Whether an operator asked this session to close (its token is also
+    /// cancelled by a hand-over, which is not a close).
+    pub fn operator_requested(&self) -> bool {
+        self.operator_frame.get().is_some()
     }
 
     /// Asks the session to close with this close frame (to both sides).
@@ -328,7 +297,7 @@ impl SessionStats {
     pub fn operator_close_frame(&self) -> (u16, &str) {
         self.operator_frame
             .get()
-            .map_or((1001, "closed by operator"), |f| {
+            .map_or((close::GOING_AWAY, CloseCause::Operator.label()), |f| {
                 (f.code, f.reason.as_str())
             })
     }
@@ -386,7 +355,7 @@ impl SessionStats {
             remaining: timeout.map(|t| (last_activity + t).saturating_duration_since(now)),
             to_origin: flow(Direction::ClientToOrigin),
             to_client: flow(Direction::OriginToClient),
-            last_frame: FrameKind::from_u8(last_kind & 0x7f).map(|kind| {
+            last_frame: kind_of(last_kind & 0x7f).map(|kind| {
                 let direction = if last_kind & 0x80 != 0 {
                     Direction::OriginToClient
                 } else {
@@ -394,6 +363,75 @@ impl SessionStats {
                 };
                 (direction, kind)
             }),
+        }
+    }
+}
+
+/// A session's counters as they move to another relay process (a
+/// hand-over, DESIGN §7). Instants travel as ages before the moment of the
+/// export, which the receiver maps onto its own clock, so an idle clock
+/// does not move.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatsState {
+    pub id: SessionId,
+    pub domain: String,
+    pub client: SocketAddr,
+    pub origin: String,
+    pub path: String,
+    pub age_ns: u64,
+    /// Since the last activity (the start, if none).
+    pub idle_ns: u64,
+    pub longest_gap_ns: u64,
+    pub last_kind: u8,
+    flows: [FlowState; 2],
+    recent: Vec<RecentEntry>,
+    gaps: [Gaps; 2],
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct FlowState {
+    frames: u64,
+    messages: u64,
+    bytes: u64,
+    /// Ages; `None`: never.
+    last_frame_ns: Option<u64>,
+    last_message_ns: Option<u64>,
+}
+
+/// Nanoseconds from `t` to `now` (0 if `t` is later).
+fn age_ns(now: Instant, t: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(t).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// `now` minus `age_ns`, or as early as the clock goes.
+fn before(now: Instant, age_ns: u64) -> Instant {
+    now.checked_sub(Duration::from_nanos(age_ns)).unwrap_or(now)
+}
+
+impl SessionStats {
+    /// The counters at `now`, to be restored in another process.
+    pub fn export(&self, now: Instant) -> StatsState {
+        let ago = |nanos: u64| at_nanos(self.epoch, nanos).map(|t| age_ns(now, t));
+        let flow = |f: &Flow| FlowState {
+            frames: f.frames.load(Relaxed),
+            messages: f.messages.load(Relaxed),
+            bytes: f.bytes.load(Relaxed),
+            last_frame_ns: ago(f.last_frame.load(Relaxed)),
+            last_message_ns: ago(f.last_message.load(Relaxed)),
+        };
+        StatsState {
+            id: self.id,
+            domain: self.domain.to_string(),
+            client: self.client,
+            origin: self.origin.to_string(),
+            path: self.path.to_string(),
+            age_ns: age_ns(now, self.started),
+            idle_ns: age_ns(now, self.last_activity()),
+            longest_gap_ns: self.longest_gap.load(Relaxed),
+            last_kind: self.last_kind.load(Relaxed),
+            flows: [flow(&self.flows[0]), flow(&self.flows[1])],
+            recent: lock(&self.recent).iter().copied().collect(),
+            gaps: lock(&self.gaps).clone(),
         }
     }
 }
@@ -461,7 +499,7 @@ pub struct Registry {
     epoch: Instant,
     next_id: AtomicU64,
     shards: Box<[Shard]>,
-    /// What ended sessions showed, for advice (DESIGN §10): one for every
+    /// What ended sessions showed, for advice (README, "Advice from evidence"): one for every
     /// worker, since a client's reconnect may land on another one.
     history: Arc<History>,
     metrics: Arc<Metrics>,
@@ -495,7 +533,7 @@ impl Registry {
     /// [`with_workers`](Self::with_workers), its sessions counting into `metrics`.
     pub fn with_metrics(workers: usize, metrics: Arc<Metrics>) -> Self {
         Self {
-            epoch: Instant::now(),
+            epoch: early_epoch(),
             next_id: AtomicU64::new(1),
             shards: (0..workers.max(1)).map(|_| Shard::default()).collect(),
             history: Arc::new(History::new()),
@@ -578,6 +616,73 @@ impl Registry {
         }
     }
 
+    /// Puts back a session that another relay process (or a hand-over that
+    /// was refused) exported: same id, counters, recent frames and idle
+    /// clock. `exported_at` is the export's moment on this process's clock.
+    /// Counted as live, not as a new session.
+    pub fn restore(
+        self: &Arc<Self>,
+        worker: usize,
+        state: StatsState,
+        exported_at: Instant,
+        parent: &CancellationToken,
+    ) -> SessionGuard {
+        let worker = worker % self.shards.len();
+        self.next_id.fetch_max(state.id.saturating_add(1), Relaxed);
+        // A late round (sessions whose handshakes finished in the old
+        // process after the hand-over) may bring an id this process has
+        // given out meanwhile: that session takes a new one.
+        let id = if self.get(state.id).is_some() {
+            self.next_id.fetch_add(1, Relaxed)
+        } else {
+            state.id
+        };
+        let metrics = self.metrics.domain(&state.domain);
+        metrics.session_restored();
+        let stamp = |age: Option<u64>| {
+            age.map_or(0, |age| nanos_since(self.epoch, before(exported_at, age)))
+        };
+        let flow = |f: &FlowState| Flow {
+            frames: AtomicU64::new(f.frames),
+            messages: AtomicU64::new(f.messages),
+            bytes: AtomicU64::new(f.bytes),
+            last_frame: AtomicU64::new(stamp(f.last_frame_ns)),
+            last_message: AtomicU64::new(stamp(f.last_message_ns)),
+        };
+        let stats = Arc::new(SessionStats {
+            id,
+            domain: state.domain.into(),
+            client: state.client,
+            origin: state.origin.into(),
+            path: state.path.into(),
+            started: before(exported_at, state.age_ns),
+            worker: u16::try_from(worker).unwrap_or(u16::MAX),
+            epoch: self.epoch,
+            flows: [flow(&state.flows[0]), flow(&state.flows[1])],
+            last_activity: AtomicU64::new(stamp(Some(state.idle_ns))),
+            longest_gap: AtomicU64::new(state.longest_gap_ns),
+            last_kind: AtomicU8::new(state.last_kind),
+            timeout_ms: AtomicU64::new(NO_LIMIT),
+            recent: Mutex::new(state.recent.into_iter().take(RECENT_FRAMES).collect()),
+            gaps: Mutex::new(state.gaps),
+            operator_close: parent.child_token(),
+            operator_frame: std::sync::OnceLock::new(),
+            metrics,
+        });
+        lock(&self.shards[worker].0).insert(id, stats.clone());
+        SessionGuard {
+            registry: self.clone(),
+            stats,
+            worker,
+        }
+    }
+
+    /// New sessions get ids above `id` from now on (sessions about to be
+    /// restored keep theirs, and no new one may take one of them).
+    pub fn reserve_ids_through(&self, id: SessionId) {
+        self.next_id.fetch_max(id.saturating_add(1), Relaxed);
+    }
+
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| lock(&s.0).len()).sum()
     }
@@ -651,6 +756,16 @@ impl Drop for SessionGuard {
             lock(&shard.0).remove(&self.stats.id);
         }
     }
+}
+
+/// A frame kind packed into the last-frame atomic (0: no frame yet).
+fn kind_code(kind: FrameKind) -> u8 {
+    kind as u8 + 1
+}
+
+fn kind_of(code: u8) -> Option<FrameKind> {
+    use strum::IntoEnumIterator;
+    FrameKind::iter().nth(usize::from(code.checked_sub(1)?))
 }
 
 #[cfg(test)]

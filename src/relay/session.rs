@@ -13,13 +13,17 @@ use std::time::Duration;
 use tokio::io::{Interest, Ready};
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
-use tokio_util::sync::{CancellationToken, ReusableBoxFuture};
+use tokio_util::sync::ReusableBoxFuture;
+
+use serde::{Deserialize, Serialize};
 
 use super::event::{CloseCause, CloseInfo};
-use super::frame::{FrameScanner, Violation, close_frame};
+use super::handover::{Interrupts, Moved};
 use super::io::{RawIo, ReadNow, with_read_buf, write_now};
-use super::registry::{Direction, FrameKind, SessionStats};
+use super::registry::{Direction, SessionStats};
 use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
+use crate::ws::close;
+use crate::ws::frame::{FrameKind, FrameScanner, Violation, close_frame};
 
 /// How long the relay waits for the close handshake it started (or that
 /// one side started) before dropping both connections.
@@ -36,7 +40,36 @@ pub struct SessionSetup {
     pub origin_leftover: Vec<u8>,
     pub extensions: bool,
     pub config: watch::Receiver<Arc<Config>>,
-    pub shutdown: CancellationToken,
+    /// The relay's shutdown and hand-over.
+    pub interrupts: Arc<Interrupts>,
+    /// Where a session handed over (or put back after a refused hand-over)
+    /// resumes: each direction's scanner and unsent bytes.
+    pub resume: Option<Box<[LaneState; 2]>>,
+}
+
+/// One direction of a session as it moves to another process: where its
+/// frame scanner stands and the bytes read but not yet written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LaneState {
+    scanner: FrameScanner,
+    #[serde(with = "base64_bytes")]
+    pending: Vec<u8>,
+}
+
+/// How a session's task ended.
+pub enum Outcome {
+    /// Both sides are closed.
+    Ended(SessionEnd),
+    /// Stopped, untouched, for a hand-over: both sockets and where each
+    /// direction stands (client → origin first).
+    Paused(Box<PausedSession>),
+}
+
+/// A session between two frames of its loop, ready to move.
+pub struct PausedSession {
+    pub lanes: [LaneState; 2],
+    pub client: std::net::TcpStream,
+    pub origin: std::net::TcpStream,
 }
 
 /// How a session ended, for the `Closed` event.
@@ -62,6 +95,18 @@ struct Lane {
 }
 
 impl Lane {
+    fn state(&mut self) -> LaneState {
+        LaneState {
+            scanner: self.scanner.clone(),
+            pending: std::mem::take(&mut self.pending),
+        }
+    }
+
+    fn restore(&mut self, state: LaneState) {
+        self.scanner = state.scanner;
+        self.pending = state.pending;
+    }
+
     fn new(direction: Direction, max_message_bytes: u64, extensions: bool) -> Self {
         Self {
             direction,
@@ -143,7 +188,7 @@ pub fn run<C: RawIo, O: RawIo>(
     client: C,
     origin: O,
     setup: SessionSetup,
-) -> impl std::future::Future<Output = SessionEnd> + Send {
+) -> impl std::future::Future<Output = Outcome> + Send {
     let SessionSetup {
         stats,
         domain,
@@ -151,7 +196,8 @@ pub fn run<C: RawIo, O: RawIo>(
         origin_leftover,
         extensions,
         mut config,
-        shutdown,
+        interrupts,
+        resume,
     } = setup;
     let current = config.borrow_and_update().clone();
     let max = current.relay.max_message_bytes;
@@ -173,6 +219,11 @@ pub fn run<C: RawIo, O: RawIo>(
         owed_to_client: None,
         fin_owed: [false; 2],
     };
+    if let Some(lanes) = resume {
+        let [up, down] = *lanes;
+        pump.up.restore(up);
+        pump.down.restore(down);
+    }
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
         (Side::Client, client_leftover),
@@ -201,6 +252,7 @@ pub fn run<C: RawIo, O: RawIo>(
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut closing_armed = false;
+        let mut paused = false;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
             if let (Phase::Closing(until), false) = (&pump.phase, closing_armed) {
@@ -242,17 +294,42 @@ pub fn run<C: RawIo, O: RawIo>(
                     Err(_) => config_alive = false,
                 },
                 () = &mut stopped, if open => {
-                    if shutdown.is_cancelled() {
-                        pump.relay_close(CloseCause::Shutdown, 1001, "relay shutting down", &client, &origin);
-                    } else {
+                    if interrupts.shutdown.is_cancelled() {
+                        pump.relay_close(CloseCause::Shutdown, close::GOING_AWAY, "relay shutting down", &client, &origin);
+                    } else if stats.operator_requested() {
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
                         pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
+                    } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
+                        paused = true;
+                        break;
+                    } else {
+                        // A hand-over cannot take it (a TLS side): it stays
+                        // here, still closed by the shutdown (its own token
+                        // has fired for good, so an operator's close of it
+                        // now waits for the shutdown).
+                        stopped.set(interrupts.shutdown.clone().cancelled_owned());
+                        if interrupts.collecting() {
+                            let _ = interrupts.report(Moved::Stays(stats.id));
+                        }
                     }
                 }
             }
         }
-        pump.end()
+        if paused {
+            let lanes = [pump.up.state(), pump.down.state()];
+            if let (Some(client), Some(origin)) = (client.into_movable(), origin.into_movable()) {
+                return Outcome::Paused(Box::new(PausedSession {
+                    lanes,
+                    client,
+                    origin,
+                }));
+            }
+            // The reactor would not let go of a socket (it cannot happen
+            // short of a kernel error): the session is lost with it.
+            pump.set_cause(CloseCause::ClientVanished);
+        }
+        Outcome::Ended(pump.end())
     }
 }
 
@@ -335,6 +412,21 @@ impl Pump {
         !self.gone(dest) && !lane.pending.is_empty()
     }
 
+    /// Whether the session is in a state another process can carry on:
+    /// open, both sides there, nothing owed that only this pump knows.
+    fn movable(&self) -> bool {
+        matches!(self.phase, Phase::Open)
+            && !self.client_gone
+            && !self.origin_gone
+            && self.cause.is_none()
+            && self.owed_to_client.is_none()
+            && self.fin_owed == [false; 2]
+            && self.up.forwarding
+            && self.down.forwarding
+            && !self.up.source_closed
+            && !self.down.source_closed
+    }
+
     fn finished(&self) -> bool {
         let client_done = self.up.source_closed || self.client_gone;
         let origin_done = self.down.source_closed || self.origin_gone;
@@ -391,7 +483,7 @@ impl Pump {
             Side::Client => origin,
             Side::Origin => client,
         };
-        let mut bytes = vec![0; super::frame::MAX_HEADER];
+        let mut bytes = vec![0; crate::ws::MAX_HEADER];
         let carry = self.lane(source).scanner.copy_carry(&mut bytes);
         bytes.truncate(carry);
         bytes.extend_from_slice(data);
@@ -545,7 +637,7 @@ impl Pump {
         let (cause, code, reason) = match v {
             Violation::TooBig { limit } => (
                 CloseCause::MessageTooBig { from_client },
-                1009,
+                close::MESSAGE_TOO_BIG,
                 format!("message exceeds {limit} bytes"),
             ),
             Violation::Protocol(detail) => (
@@ -553,7 +645,7 @@ impl Pump {
                     from_client,
                     detail: detail.clone(),
                 },
-                1002,
+                close::PROTOCOL_ERROR,
                 format!("protocol error: {detail}"),
             ),
         };
@@ -566,7 +658,7 @@ impl Pump {
             // the origin has answered (see `owed_to_client`).
             self.to_origin = self.inject(
                 Side::Origin,
-                1001,
+                close::GOING_AWAY,
                 &format!("client went away: {reason}"),
                 client,
                 origin,
@@ -584,7 +676,7 @@ impl Pump {
             // client and tungstenite).
             self.to_client = self.inject(
                 Side::Client,
-                1011,
+                close::INTERNAL_ERROR,
                 &format!("origin failed: {reason}"),
                 client,
                 origin,
@@ -698,7 +790,7 @@ impl Pump {
             IdleCloseMode::CloseFrame => {
                 self.relay_close(
                     cause,
-                    1001,
+                    close::GOING_AWAY,
                     &format!("idle timeout ({secs} s)"),
                     client,
                     origin,
@@ -734,14 +826,14 @@ impl Pump {
         match config.domain(&self.domain) {
             None => self.relay_close(
                 CloseCause::DomainRemoved,
-                1001,
+                close::GOING_AWAY,
                 "domain removed",
                 client,
                 origin,
             ),
             Some(d) if d.status == Status::Offline => self.relay_close(
                 CloseCause::DomainOffline,
-                1001,
+                close::GOING_AWAY,
                 "domain offline",
                 client,
                 origin,
@@ -805,5 +897,21 @@ impl<T: RawIo> WriteSide for T {
     }
     fn shutdown_write_dyn(&self) -> io::Result<()> {
         self.shutdown_write()
+    }
+}
+
+/// Unsent bytes as base64 in the hand-over's JSON.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
     }
 }

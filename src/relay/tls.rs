@@ -308,9 +308,20 @@ pub(super) async fn accept_loop(
     shared: Arc<Shared>,
     acceptor: tokio_rustls::TlsAcceptor,
 ) {
+    let mut generation = shared.interrupts.session_parent();
     loop {
         let accepted = tokio::select! {
             () = shared.accepting.cancelled() => break,
+            // A hand-over takes the listener (TLS sessions stay; new
+            // clients go to the next process).
+            () = generation.cancelled() => {
+                let kind = super::handover::ListenerKind::Tls;
+                if super::handover::offer_listener(&shared, &listener, kind).await.is_err() {
+                    break;
+                }
+                generation = shared.interrupts.session_parent();
+                continue;
+            }
             r = listener.accept() => r,
         };
         match accepted {

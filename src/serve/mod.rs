@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
-use crate::control::{Control, ControlServer};
+use crate::control::{Control, ControlServer, HandoverNotice};
+use crate::handover::{GiveReport, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -39,6 +40,9 @@ pub struct ServeOptions {
     pub admin: Option<SocketAddr>,
     /// `--workers N`: overrides `[relay] workers`.
     pub workers: Option<usize>,
+    /// `--takeover`: the control socket of the relay whose listeners and
+    /// sessions this one takes over (DESIGN §7).
+    pub takeover: Option<std::path::PathBuf>,
 }
 
 /// Runs the relay until SIGTERM/SIGINT (then drains, see [`drain`]). `file`
@@ -57,32 +61,46 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     let metrics = Arc::new(Metrics::new());
     let admin = Arc::new(AdminState::new(metrics.clone()));
     let stop_admin = CancellationToken::new();
-    // The admin listener comes first, so a probe sees 503 while the relay starts.
-    let admin_addr = match options.admin.or(config.admin.listen) {
-        Some(addr) => {
-            let listener = admin::bind(addr).await?;
-            let local = listener.local_addr().unwrap_or(addr);
-            tokio::spawn(admin::serve(listener, admin.clone(), stop_admin.clone()));
-            Some(local)
-        }
-        None => None,
+    let admin_addr = options.admin.or(config.admin.listen);
+    // The admin listener comes first, so a probe sees 503 while the relay
+    // starts; after a takeover the old process still holds it, so later.
+    let mut admin_local = match (admin_addr, &options.takeover) {
+        (Some(addr), None) => Some(start_admin(addr, &admin, &stop_admin, Duration::ZERO).await?),
+        _ => None,
     };
-    let _stop_admin = stop_admin.drop_guard();
+    let _stop_admin = stop_admin.clone().drop_guard();
     // Every worker on a thread of its own: this runtime only writes the
     // event log, serves the admin endpoints and watches signals and the
     // file, so none of that delays a frame.
-    let (relay, mut events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
-    let control = start_control(&relay, &file)?;
+    let (relay, mut events, took_over) = match &options.takeover {
+        None => {
+            let (relay, events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
+            (relay, events, None)
+        }
+        Some(socket) => {
+            let (relay, events, report) = take_over(socket, config.clone(), metrics).await?;
+            (relay, events, Some(report))
+        }
+    };
+    if let (Some(addr), Some(_)) = (admin_addr, &took_over) {
+        admin_local = Some(start_admin(addr, &admin, &stop_admin, ADMIN_HANDOVER_WAIT).await?);
+    }
+    let control = match &options.takeover {
+        Some(socket) => start_control_at(&relay, &file, socket)?,
+        None => start_control(&relay, &file)?,
+    };
     let ctl = control.control.clone();
     let mut edits = ctl.config.subscribe();
+    let mut handovers = ctl.handover.subscribe();
     admin.set(Readiness::Ready);
     let mut log = EventLog {
         format: options.format,
         out,
         control: ctl.clone(),
     };
-    // Made before the "listening" line: a change made as soon as that line
-    // appears must be seen as a change.
+    if let Some(report) = &took_over {
+        log.line("takeover", &report.to_string())?;
+    }
     let mut watcher = ConfigWatch::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
     log.line(
@@ -92,7 +110,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     if let Some(addr) = relay.tls_local_addr() {
         log.line("tls", &format!("wss:// clients on {addr}"))?;
     }
-    if let Some(addr) = admin_addr {
+    if let Some(addr) = admin_local {
         log.line(
             "admin",
             &format!("admin endpoints on http://{addr}/ (/metrics, /healthz, /readyz)"),
@@ -101,6 +119,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     notify(&[NotifyState::Ready]);
     let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut gave_away = false;
 
     loop {
         tokio::select! {
@@ -125,6 +144,22 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             Ok(()) = edits.changed() => watcher.applied(&ctl.config.file().0),
             // `ecdn-console stop`: as SIGTERM.
             () = ctl.stop.cancelled() => break,
+            Ok(()) = handovers.changed() => {
+                let notice = handovers.borrow_and_update().clone();
+                match notice {
+                    Some(HandoverNotice::Committed(report)) => {
+                        log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout))?;
+                        // The new process binds the admin address now.
+                        stop_admin.cancel();
+                        gave_away = true;
+                        break;
+                    }
+                    Some(HandoverNotice::Refused(why)) => {
+                        log.line("handover", &format!("hand-over refused, every session carries on here: {why}"))?;
+                    }
+                    None => {}
+                }
+            }
             _ = signals.terminate.recv() => break,
             _ = signals.interrupt.recv() => break,
         }
@@ -132,6 +167,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
 
     admin.set(Readiness::Draining);
     notify(&[NotifyState::Stopping]);
+    if gave_away {
+        hand_over_late(&relay, control.path(), &mut events, &mut log).await?;
+    }
     drain(&relay, &mut events, &mut signals, &mut log).await?;
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
@@ -153,6 +191,182 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     drop(control);
     log.line("stopped", "relay stopped")?;
     Ok(())
+}
+
+/// After a hand-over: clients whose handshakes were under way then become
+/// sessions here (the listeners have gone); once they have, they follow to
+/// the new process in a second round, so no client is refused or cut.
+async fn hand_over_late(
+    relay: &RelayHandle,
+    socket: &std::path::Path,
+    events: &mut mpsc::Receiver<RelayEvent>,
+    log: &mut EventLog<'_>,
+) -> Result<()> {
+    let config = relay.config();
+    let deadline = tokio::time::Instant::now()
+        + config.relay.handshake_timeout
+        + config.relay.origin_connect_timeout;
+    while relay.link().handshakes_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            Some(event) = events.recv() => log.write(&event)?,
+            () = tokio::time::sleep(DRAIN_POLL) => {}
+        }
+    }
+    if relay.registry().is_empty() {
+        return Ok(());
+    }
+    match crate::handover::give_late(&relay.link(), socket).await {
+        Ok(report) if report.sessions > 0 => log.line(
+            "handover",
+            &format!(
+                "handed {} more session(s) (their handshakes finished after the hand-over) to pid {}",
+                report.sessions, report.to_pid
+            ),
+        )?,
+        Ok(_) => {}
+        Err(e) => log.line(
+            "handover",
+            &format!("could not hand the later sessions over ({e}); they drain here"),
+        )?,
+    }
+    Ok(())
+}
+
+/// How long a new process waits for the old one to free the admin address.
+const ADMIN_HANDOVER_WAIT: Duration = Duration::from_secs(3);
+
+/// Binds the admin address (retrying for `wait` while another process
+/// still holds it) and serves it.
+async fn start_admin(
+    addr: SocketAddr,
+    state: &Arc<AdminState>,
+    stop: &CancellationToken,
+    wait: Duration,
+) -> Result<SocketAddr> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let listener = loop {
+        match admin::bind(addr).await {
+            Ok(listener) => break listener,
+            Err(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    let local = listener.local_addr().unwrap_or(addr);
+    tokio::spawn(admin::serve(listener, state.clone(), stop.clone()));
+    Ok(local)
+}
+
+/// What `serve --takeover` logs once it runs the sessions.
+struct TookOver {
+    from_pid: u32,
+    from_build: String,
+    sessions: usize,
+    listeners: usize,
+    stays: usize,
+    took: Duration,
+    /// Of `took`: receiving, starting this relay, the commit.
+    phases: [Duration; 3],
+}
+
+impl std::fmt::Display for TookOver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "took over {} session(s) and {} listener(s) from pid {} (build {}) in {} ms \
+             (receive {} ms, start {} ms, commit {} ms)",
+            self.sessions,
+            self.listeners,
+            self.from_pid,
+            self.from_build,
+            self.took.as_millis(),
+            self.phases[0].as_millis(),
+            self.phases[1].as_millis(),
+            self.phases[2].as_millis()
+        )?;
+        if self.stays > 0 {
+            write!(
+                f,
+                "; {} TLS session(s) stay with pid {} until they end",
+                self.stays, self.from_pid
+            )?;
+        }
+        Ok(())
+    }
+}
+
+fn handed_over(report: &GiveReport, drain: Duration) -> String {
+    let mut text = format!(
+        "handed {} session(s) and {} listener(s) over to pid {} in {} ms (busy sessions paused {} ms)",
+        report.sessions,
+        report.listeners,
+        report.to_pid,
+        report.took.as_millis(),
+        report.busy_paused.as_millis()
+    );
+    if report.stays > 0 {
+        text.push_str(&format!(
+            "; {} session(s) stay here (TLS) until they end or drain-timeout ({} s)",
+            report.stays,
+            drain.as_secs()
+        ));
+    }
+    text
+}
+
+/// Takes the listeners and sessions of the relay on `socket`, runs them on
+/// a relay of its own. Nothing is started for the sessions until the old
+/// process has let go; any error before that leaves them all there.
+async fn take_over(
+    socket: &std::path::Path,
+    config: Arc<Config>,
+    metrics: Arc<Metrics>,
+) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>, TookOver)> {
+    let started = std::time::Instant::now();
+    crate::handover::raise_open_files_limit();
+    let socket = socket.to_path_buf();
+    let (takeover, received) = tokio::task::spawn_blocking(move || {
+        let mut takeover = Takeover::connect(&socket)?;
+        let received = takeover.receive()?;
+        Ok::<_, crate::handover::HandoverError>((takeover, received))
+    })
+    .await?
+    .context("hand-over refused")?;
+    let received_at = std::time::Instant::now();
+    let Received {
+        from_pid,
+        from_build,
+        listeners,
+        sessions,
+        stays,
+    } = received;
+    let listener_count = listeners.len();
+    let last_id = sessions.iter().map(|s| s.stats.id).max().unwrap_or(0);
+    let inherited = relay::Inherited { listeners, last_id };
+    let (relay, events) = relay::spawn_relay_threads_inheriting(config, metrics, Some(inherited))
+        .context("hand-over refused: this relay cannot start")?;
+    let started_at = std::time::Instant::now();
+    if let Err(e) = tokio::task::spawn_blocking(move || takeover.confirm()).await? {
+        relay.shutdown();
+        relay.join(CLOSE_GRACE);
+        return Err(anyhow::Error::new(e).context("hand-over refused"));
+    }
+    let report = TookOver {
+        from_pid,
+        from_build,
+        sessions: sessions.len(),
+        listeners: listener_count,
+        stays,
+        took: started.elapsed(),
+        phases: [
+            received_at - started,
+            started_at - received_at,
+            started_at.elapsed(),
+        ],
+    };
+    relay.link().adopt(sessions);
+    Ok((relay, events, report))
 }
 
 /// The config with `--workers`, when given, in place of `[relay] workers`.
@@ -229,9 +443,17 @@ async fn drain(
 
 /// The control socket at `[relay] control-socket` or the default path.
 fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
-    let control = Control::new(relay.link(), file.clone(), "serve");
     let path = crate::control::socket_path(file.config(), relay.local_addr());
-    Ok(ControlServer::start(control, &path)?)
+    start_control_at(relay, file, &path)
+}
+
+fn start_control_at(
+    relay: &RelayHandle,
+    file: &ConfigFile,
+    path: &std::path::Path,
+) -> Result<ControlServer> {
+    let control = Control::new(relay.link(), file.clone(), "serve");
+    Ok(ControlServer::start(control, path)?)
 }
 
 /// Tells systemd (only when `NOTIFY_SOCKET` is set; a failure to reach it

@@ -146,12 +146,15 @@ async fn attach_loop(
     let mut next_tick = Instant::now() + TICK;
     loop {
         if dirty && last_draw.elapsed() >= FRAME {
+            let started = Instant::now();
             if connected && let Err(e) = sample(app, poll).await {
                 connected = false;
                 lost(app, &e.to_string());
             }
             app.refresh(Clock::now());
             draw(guard, app, theme)?;
+            // The transfer included: what bench/attach.sh reports.
+            tracing::debug!(target: "ecdn_console::frame", frame_us = started.elapsed().as_micros() as u64, "frame");
             dirty = false;
             last_draw = Instant::now();
             next_tick = last_draw + TICK;
@@ -326,7 +329,8 @@ async fn perform(app: &mut App, poll: &mut ControlClient, effects: Vec<Effect>) 
                 });
                 Vec::new()
             }
-            Effect::Quit => return true,
+            // Attached, quitting detaches: the relay keeps its sessions anyway.
+            Effect::Quit | Effect::KeepSessions => return true,
         };
         queue.extend(follow_up);
     }

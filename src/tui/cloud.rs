@@ -194,7 +194,10 @@ impl Tasks<'_> {
                 Effect::Probe(domain) => self.probe(domain),
                 Effect::Quit => quit = true,
                 // No file and no relay on an account.
-                Effect::Reload | Effect::ApplyToRelay(_) | Effect::CloseSession(_) => {}
+                Effect::Reload
+                | Effect::ApplyToRelay(_)
+                | Effect::CloseSession(_)
+                | Effect::KeepSessions => {}
             }
         }
         quit
@@ -258,7 +261,7 @@ impl Tasks<'_> {
                 return;
             }
         };
-        let name = current.name.clone();
+        let name = current.name.to_string();
         let (client, done) = (self.client.clone(), self.done.clone());
         tokio::task::spawn_local(async move {
             let result = client.update_websocket(&name, switch, timeout).await;

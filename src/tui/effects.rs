@@ -89,6 +89,9 @@ pub fn perform(
                 quit = true;
                 Vec::new()
             }
+            // The console's loop starts the hand-over itself (it needs the
+            // control socket and watches the outcome).
+            Effect::KeepSessions => Vec::new(),
             // Only a console on a Tencent Cloud account asks for these, and
             // its own runner (tui::cloud) carries them out.
             Effect::LoadCloud | Effect::Probe(_) => Vec::new(),

@@ -5,6 +5,7 @@
 pub mod attach;
 pub mod cloud;
 pub mod effects;
+pub mod keep;
 pub mod terminal;
 
 use std::io;
@@ -49,6 +50,9 @@ pub struct Options {
     pub mouse: bool,
     /// A line under the header, e.g. the demo's banner.
     pub banner: Option<String>,
+    /// The demo's sessions (its clients and origins are in this process)
+    /// cannot be kept by a background relay.
+    pub sessions_in_process: bool,
 }
 
 /// `ecdn-console` without a command: loads (or creates) the configuration,
@@ -135,26 +139,111 @@ pub fn run_with(
             &mut file,
             &relay,
             &mut events,
-            control.as_ref().map(|c| &c.control),
+            Sockets {
+                server: control.as_ref(),
+                can_keep: !options.sessions_in_process,
+            },
             &theme,
         ));
         drop(guard);
         result
     };
+    // The terminal is back (or gone, after SIGHUP).
+    let kept = match (&result, &control) {
+        (Ok(Exit::Kept(report, background)), _) => Some((report.clone(), background.clone())),
+        (Ok(Exit::Signal("SIGHUP")), Some(control))
+            if !relay.registry().is_empty() && !options.sessions_in_process =>
+        {
+            runtime.block_on(keep_on_hangup(control, file.path()))
+        }
+        _ => None,
+    };
+    if let Some((report, background)) = &kept {
+        println!(
+            "{} live session(s) kept running in a background relay (pid {}), logging to {}.\n\
+             Get the console back on them with: {}",
+            report.sessions,
+            report.to_pid,
+            background.log.display(),
+            background.attach_command()
+        );
+        // TLS sessions cannot move: they stay here until they end or the drain passes.
+        runtime.block_on(wait_for_stayers(&relay));
+    }
     drop(control);
-    // The terminal is back; now let the relay close every session (1001).
+    // What is left gets 1001 `relay shutting down`.
     relay.shutdown();
     relay.join(SHUTDOWN_WAIT);
     tracing::info!("console stopped");
     if PANICKED.load(Ordering::SeqCst) {
         anyhow::bail!("the console stopped after a panic (see the message above)");
     }
-    result
+    result.map(|_| ())
+}
+
+/// What a kept background relay's owner needs to say about it.
+#[derive(Debug, Clone)]
+pub struct KeptBy {
+    pub log: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl KeptBy {
+    fn attach_command(&self) -> String {
+        format!("ecdn-console attach --socket {}", self.socket.display())
+    }
+}
+
+/// SIGHUP (the SSH connection dropped) with live sessions: a background
+/// relay takes them over; if it cannot, they are closed as before.
+async fn keep_on_hangup(
+    control: &ControlServer,
+    config: &std::path::Path,
+) -> Option<(crate::handover::GiveReport, KeptBy)> {
+    let mut background = keep::spawn(&control.control, config, control.path()).ok()?;
+    match keep::outcome(&control.control, &mut background).await {
+        Ok(report) => {
+            tracing::info!(
+                "SIGHUP: {} session(s) handed to pid {}",
+                report.sessions,
+                report.to_pid
+            );
+            Some((
+                report,
+                KeptBy {
+                    log: background.log,
+                    socket: background.socket,
+                },
+            ))
+        }
+        Err(why) => {
+            tracing::warn!("SIGHUP: could not keep the sessions ({why}); closing them");
+            None
+        }
+    }
+}
+
+/// After a hand-over: waits for the sessions that could not move, at most
+/// `[relay] drain-timeout`.
+async fn wait_for_stayers(relay: &RelayHandle) {
+    let until = tokio::time::Instant::now() + relay.config().relay.drain_timeout;
+    while !relay.registry().is_empty() && tokio::time::Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The console's control socket, and whether its sessions may be kept by a
+/// background relay.
+struct Sockets<'a> {
+    server: Option<&'a ControlServer>,
+    can_keep: bool,
 }
 
 /// Why the loop ended.
 enum Exit {
     Quit,
+    /// `k` in the quit dialog, and a background relay took the sessions.
+    Kept(crate::handover::GiveReport, KeptBy),
     Signal(&'static str),
     TerminalGone,
     Panic,
@@ -187,10 +276,14 @@ async fn event_loop(
     file: &mut ConfigFile,
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
-    control: Option<&Arc<Control>>,
+    sockets: Sockets<'_>,
     theme: &Theme,
-) -> Result<()> {
+) -> Result<Exit> {
+    let control = sockets.server.map(|s| &s.control);
+    // Where a background relay can take the sessions from (none in the demo).
+    let server = sockets.server.filter(|_| sockets.can_keep);
     let stop = control.map(|c| c.stop.clone()).unwrap_or_default();
+    let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());
     let mut seen = control.map_or(0, |c| c.config.version());
     let mut input = EventStream::new();
@@ -218,6 +311,9 @@ async fn event_loop(
                     dirty = true;
                     if let Some(action) = action_for_event(app, guard, &event) {
                         let effects = update(app, action);
+                        if effects.iter().any(|e| matches!(e, crate::app::Effect::KeepSessions)) {
+                            keeping = start_keeping(app, server, file.path());
+                        }
                         let quit = perform(app, file, relay, effects);
                         if let Some(c) = control {
                             sync_config(app, file, c, &mut seen);
@@ -264,6 +360,28 @@ async fn event_loop(
                 }
                 dirty = true;
             }
+            // The background relay of `k` took the sessions, or could not.
+            outcome = async {
+                match (control, keeping.as_mut()) {
+                    (Some(c), Some(bg)) => keep::outcome(c, bg).await,
+                    _ => std::future::pending().await,
+                }
+            }, if keeping.is_some() => {
+                let background = keeping.take();
+                match (outcome, background) {
+                    (Ok(report), Some(bg)) => {
+                        break Exit::Kept(report, KeptBy { log: bg.log, socket: bg.socket });
+                    }
+                    (Err(why), _) => {
+                        app.status = Some(crate::app::Status {
+                            text: format!("Could not keep the sessions: {why}. Nothing was closed."),
+                            error: true,
+                        });
+                    }
+                    (Ok(_), None) => {}
+                }
+                dirty = true;
+            }
             // `ecdn-console stop` over the control socket.
             () = stop.cancelled() => break Exit::Signal("stop request"),
             _ = hangup.recv() => break Exit::Signal("SIGHUP"),
@@ -271,13 +389,56 @@ async fn event_loop(
             () = PANIC_NOTIFY.notified() => break Exit::Panic,
         }
     };
-    match exit {
+    match &exit {
         Exit::Quit => tracing::info!("quit from the console"),
+        Exit::Kept(report, _) => tracing::info!(
+            "quit from the console; {} session(s) kept by pid {}",
+            report.sessions,
+            report.to_pid
+        ),
         Exit::Signal(name) => tracing::info!("{name}: shutting down"),
         Exit::TerminalGone => tracing::warn!("terminal closed: shutting down"),
         Exit::Panic => tracing::error!("a panic stopped the console"),
     }
-    Ok(())
+    Ok(exit)
+}
+
+/// `k` in the quit dialog: starts the background relay that takes the
+/// sessions over (the loop then waits for the outcome).
+fn start_keeping(
+    app: &mut App,
+    server: Option<&ControlServer>,
+    config: &std::path::Path,
+) -> Option<keep::Background> {
+    let fail = |app: &mut App, why: String| {
+        app.status = Some(crate::app::Status {
+            text: format!("Could not keep the sessions: {why}. Nothing was closed."),
+            error: true,
+        });
+        None
+    };
+    let Some(server) = server else {
+        return fail(
+            app,
+            "these sessions cannot be kept (the demo's clients and origins run in this \
+             process, or the console has no control socket)"
+                .into(),
+        );
+    };
+    match keep::spawn(&server.control, config, server.path()) {
+        Ok(background) => {
+            app.status = Some(crate::app::Status {
+                text: format!(
+                    "Handing the live sessions to a background relay (pid {}, log {})…",
+                    background.child.id(),
+                    background.log.display()
+                ),
+                error: false,
+            });
+            Some(background)
+        }
+        Err(e) => fail(app, format!("cannot start a background relay: {e}")),
+    }
 }
 
 fn publish(control: Option<&Arc<Control>>, event: &RelayEvent) {

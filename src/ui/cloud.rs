@@ -12,10 +12,10 @@ use crate::app::cloud::{NO_SESSIONS_TEXT, PROPAGATION_TEXT};
 use crate::app::keymap::keys_for;
 use crate::app::{App, CloudView, Command, LoadState, ManageTab, ProbeState};
 use crate::cloud::{CloudDomain, service_type_label};
-use crate::config::{Domain, RECOMMENDATION_TEXT, TimeoutSource, effective_timeout};
+use crate::config::{Domain, RECOMMENDATION_TEXT, effective_timeout};
 
 use super::theme::Theme;
-use super::widgets::{block, kv, switch_spans};
+use super::widgets::{block, kv};
 
 const W: usize = 19;
 
@@ -91,7 +91,7 @@ fn basic<'a>(d: &'a Domain, api: Option<&'a CloudDomain>, theme: &Theme) -> Vec<
         kv(
             "Domain",
             W,
-            vec![Span::styled(d.name.clone(), theme.value())],
+            vec![Span::styled(d.name.to_string(), theme.value())],
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(cname)], theme),
@@ -170,29 +170,7 @@ fn card(frame: &mut Frame, area: Rect, app: &App, view: &CloudView, d: &Domain, 
     let b = block(" WebSocket timeout ", false, theme);
     let inner = b.inner(area);
     frame.render_widget(b, area);
-    let ws = effective_timeout(d);
-    let mut lines = vec![kv(
-        "Switch",
-        14,
-        switch_spans(d.websocket.switch.is_on(), theme),
-        theme,
-    )];
-    let timeout = match ws.source {
-        TimeoutSource::NoLimit => Span::styled("0 s — no idle limit", theme.warn()),
-        TimeoutSource::SwitchOff => Span::raw(format!(
-            "{} s (not in force while the switch is off)",
-            d.websocket.timeout
-        )),
-        _ => Span::styled(format!("{} s", d.websocket.timeout), theme.value()),
-    };
-    lines.push(kv("Timeout", 14, vec![timeout], theme));
-    lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
-    if ws.source == TimeoutSource::NoLimit {
-        lines.push(Line::from(Span::styled(
-            "⚠ No idle limit: dead peers are never dropped.",
-            theme.warn(),
-        )));
-    }
+    let mut lines = super::manage::timeout_setting_lines(d, theme);
     lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
     lines.push(Line::from(Span::styled(
         "Whether this domain may use the switch is Tencent Cloud's to say: a refusal is shown as it comes.",

@@ -26,7 +26,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 }
 
 /// Lines describing a failed save: what happened and what to do.
-fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
+fn error_lines(e: &SaveError, context: Context, theme: &Theme) -> Vec<Line<'static>> {
     let title = match e.kind {
         SaveErrorKind::Conflict => "Not saved: the file changed on disk.",
         SaveErrorKind::Invalid => "Not saved: invalid value.",
@@ -36,7 +36,7 @@ fn error_lines(e: &SaveError, theme: &Theme) -> Vec<Line<'static>> {
     vec![
         Line::from(Span::styled(title, theme.error())),
         Line::from(e.message.clone()),
-        Line::from(Span::styled(e.advice(), theme.warn())),
+        Line::from(Span::styled(e.advice_in(context), theme.warn())),
     ]
 }
 
@@ -128,7 +128,7 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
         lines.extend(history_lines(app, d, theme));
     }
     if let Some(e) = &d.error {
-        lines.extend(error_lines(e, theme));
+        lines.extend(error_lines(e, Context::EditWebSocket, theme));
     } else {
         lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
     }
@@ -206,7 +206,7 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
     frame.render_widget(Paragraph::new(Line::from(row)), buttons);
 }
 
-/// The draft against the last 10 minutes (DESIGN §10): the sessions it
+/// The draft against the last 10 minutes (README, "Advice from evidence"): the sessions it
 /// would have cut, and the cuts of live clients it would have spared —
 /// where that can be known.
 fn history_lines(app: &App, d: &WsDraft, theme: &Theme) -> Vec<Line<'static>> {
@@ -323,7 +323,7 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
         lines.push(Line::from(Span::styled(field.help, theme.dim())));
     }
     if let Some(e) = &f.error {
-        lines.extend(error_lines(e, theme));
+        lines.extend(error_lines(e, Context::Form, theme));
     }
     let saving = if f.saving { "  saving…" } else { "" };
     lines.push(Line::from(vec![
@@ -340,22 +340,38 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
 }
 
 fn confirm(frame: &mut Frame, area: Rect, c: &Confirm, theme: &Theme) {
-    let rect = popup(frame, area, 60, 8);
+    let width = if matches!(c, Confirm::Quit { .. }) {
+        84
+    } else {
+        60
+    };
+    let rect = popup(frame, area, width, 8);
     let b = dialog_block(format!(" {} ", c.title()), theme);
     let inner = b.inner(rect);
     frame.render_widget(b, rect);
     let [text, buttons] =
         Layout::vertical([Constraint::Min(0), Constraint::Length(1)]).areas(inner);
     frame.render_widget(Paragraph::new(c.question()).wrap(Wrap { trim: true }), text);
-    frame.render_widget(
-        Paragraph::new(Line::from(vec![
-            Span::styled(" y ", theme.button(true)),
-            Span::raw(" Yes    "),
-            Span::styled(" n ", theme.button(false)),
-            Span::raw(" No"),
-        ])),
-        buttons,
-    );
+    // The answers are the dialog's key bindings, so a key and its button
+    // cannot disagree.
+    let table = match c {
+        Confirm::Quit { .. } => keymap::CONFIRM_QUIT,
+        _ => keymap::CONFIRM,
+    };
+    let mut spans = Vec::new();
+    for (i, binding) in table.iter().enumerate() {
+        let key = binding.keys.first().map_or_else(String::new, |k| k.label());
+        spans.push(Span::styled(format!(" {key} "), theme.button(i == 0)));
+        spans.push(Span::raw(format!(" {}    ", capitalized(binding.hint))));
+    }
+    frame.render_widget(Paragraph::new(Line::from(spans)), buttons);
+}
+
+fn capitalized(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 fn message(frame: &mut Frame, area: Rect, m: &Message, theme: &Theme) {
@@ -364,7 +380,7 @@ fn message(frame: &mut Frame, area: Rect, m: &Message, theme: &Theme) {
     let inner = b.inner(rect);
     frame.render_widget(b, rect);
     let mut lines = match &m.error {
-        Some(e) => error_lines(e, theme),
+        Some(e) => error_lines(e, Context::Message, theme),
         None => vec![Line::from(m.body.clone())],
     };
     lines.push(Line::default());

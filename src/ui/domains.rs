@@ -5,7 +5,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Row, Table, TableState};
 
-use crate::app::{App, Certificates};
+use crate::app::keymap::{Context, keys_for};
+use crate::app::{App, Certificates, Command};
 use crate::config::{Acceleration, Domain, Status, effective_timeout};
 
 use super::theme::Theme;
@@ -110,12 +111,21 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         })
         .collect();
     if visible.is_empty() {
+        // The keys named are the domain list's own.
+        let key = |command| keys_for(Context::Domains, command).unwrap_or_default();
         let msg = if cloud.is_some() && app.config.domains.is_empty() {
-            "No domains on the account (yet)."
+            "No domains on the account (yet).".to_string()
         } else if app.config.domains.is_empty() {
-            "No domains yet. Press a to add one."
+            format!(
+                "No domains yet. Press {} to add one.",
+                key(Command::AddDomain)
+            )
         } else {
-            "No domain matches the filter. Esc clears it."
+            let first = |keys: String| keys.split('/').next().unwrap_or_default().to_string();
+            format!(
+                "No domain matches the filter. {} clears it.",
+                first(key(Command::Back))
+            )
         };
         frame.render_widget(
             Paragraph::new(Line::from(Span::styled(msg, theme.dim()))),

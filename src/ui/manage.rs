@@ -6,6 +6,8 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Paragraph, Tabs, Wrap};
 
+use strum::IntoEnumIterator;
+
 use crate::app::Command;
 use crate::app::advice::fmt_secs;
 use crate::app::keymap::{self, Context};
@@ -42,9 +44,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     // The web console's tab names in full whenever they fit (they do in
     // 80 columns once the menu steps aside); short ones only when they don't.
     let full = tabs_width(ManageTab::title) <= usize::from(tabs_area.width);
-    let titles = ManageTab::ALL
-        .iter()
-        .map(|t| if full { t.title() } else { t.short_title() });
+    let titles = ManageTab::iter().map(|t| if full { t.title() } else { t.short_title() });
     frame.render_widget(
         Tabs::new(titles)
             .select(m.tab.index())
@@ -70,6 +70,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
     }
 }
 
+/// The label column of the Basic Information and Origin Configuration tabs.
 const W: usize = 19;
 
 const TAB_DIVIDER: &str = "·";
@@ -77,11 +78,10 @@ const TAB_DIVIDER: &str = "·";
 /// Width of the tab bar with these titles: each padded by a space on both
 /// sides (ratatui's default), dividers between them.
 fn tabs_width(title: fn(ManageTab) -> &'static str) -> usize {
-    let titles: usize = ManageTab::ALL
-        .iter()
-        .map(|t| title(*t).chars().count() + 2)
+    let titles: usize = ManageTab::iter()
+        .map(|t| title(t).chars().count() + 2)
         .sum();
-    titles + (ManageTab::ALL.len() - 1) * TAB_DIVIDER.chars().count()
+    titles + (ManageTab::iter().count() - 1) * TAB_DIVIDER.chars().count()
 }
 
 fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
@@ -101,7 +101,7 @@ fn basic(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
         kv(
             "Domain",
             W,
-            vec![Span::styled(d.name.clone(), theme.value())],
+            vec![Span::styled(d.name.to_string(), theme.value())],
             theme,
         ),
         kv("CNAME", W, vec![Span::raw(d.cname())], theme),
@@ -211,69 +211,20 @@ fn origin(frame: &mut Frame, area: Rect, d: &Domain, theme: &Theme) {
 }
 
 /// The "WebSocket timeout" card, as the web console shows it.
+/// The label column of the WebSocket timeout card.
+const CARD_LABEL_WIDTH: usize = 14;
+
 fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme) {
     let card = area;
     let b = block(" WebSocket timeout ", false, theme);
     let inner = b.inner(card);
     frame.render_widget(b, card);
-    let ws = effective_timeout(d);
-    let mut lines = Vec::new();
-    if !d.can_configure_websocket() {
-        lines.push(kv(
-            "Acceleration",
-            14,
-            vec![Span::raw(d.acceleration.label())],
-            theme,
-        ));
-        lines.push(Line::default());
-        lines.push(Line::from(Span::styled(LIMITATION_TEXT, theme.warn())));
-        lines.push(Line::default());
-        lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
+    let mut lines = if d.can_configure_websocket() {
+        timeout_lines(app, d, theme)
     } else {
-        let switch = switch_spans(d.websocket.switch.is_on(), theme);
-        lines.push(kv("Switch", 14, switch, theme));
-        let timeout = match ws.source {
-            TimeoutSource::NoLimit => Span::styled("0 s — no idle limit", theme.warn()),
-            TimeoutSource::SwitchOff => Span::raw(format!(
-                "{} s (not in force while the switch is off)",
-                d.websocket.timeout
-            )),
-            _ => Span::styled(format!("{} s", d.websocket.timeout), theme.value()),
-        };
-        lines.push(kv("Timeout", 14, vec![timeout], theme));
-        lines.push(kv("In force", 14, vec![Span::raw(ws.explanation())], theme));
-        if ws.source == TimeoutSource::NoLimit {
-            lines.push(Line::from(Span::styled(
-                "⚠ No idle limit: dead peers are never dropped.",
-                theme.warn(),
-            )));
-        }
-        lines.push(Line::default());
-        lines.extend(recommendation_lines(app, d, theme));
-        lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
-        lines.push(Line::default());
-    }
-    let activity = if d.websocket.ping_resets_idle {
-        "any frame either way, ping/pong included"
-    } else {
-        "data frames only (ping-resets-idle = false)"
+        limitation_lines(d, theme)
     };
-    lines.push(kv(
-        "Activity",
-        14,
-        vec![Span::styled(activity, theme.dim())],
-        theme,
-    ));
-    let close = match app.config.relay.idle_close {
-        crate::config::IdleCloseMode::CloseFrame => "1001 \"idle timeout (N s)\" to both sides",
-        crate::config::IdleCloseMode::Abort => "TCP dropped, no close frame (clients see 1006)",
-    };
-    lines.push(kv(
-        "Idle close",
-        14,
-        vec![Span::styled(close, theme.dim())],
-        theme,
-    ));
+    lines.extend(idle_rule_lines(app, d, theme));
     if d.can_configure_websocket() {
         // The card's buttons, on a line of their own at any width.
         let tab = Context::Manage(ManageTab::Advanced);
@@ -285,7 +236,98 @@ fn advanced(frame: &mut Frame, area: Rect, app: &App, d: &Domain, theme: &Theme)
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), inner);
 }
 
-/// The recommendation from the last 10 minutes (DESIGN §10): the value,
+/// A domain that cannot configure WebSocket: why, and the limit it gets.
+fn limitation_lines(d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
+    let ws = effective_timeout(d);
+    vec![
+        kv(
+            "Acceleration",
+            CARD_LABEL_WIDTH,
+            vec![Span::raw(d.acceleration.label())],
+            theme,
+        ),
+        Line::default(),
+        Line::from(Span::styled(LIMITATION_TEXT, theme.warn())),
+        Line::default(),
+        kv(
+            "In force",
+            CARD_LABEL_WIDTH,
+            vec![Span::raw(ws.explanation())],
+            theme,
+        ),
+    ]
+}
+
+/// The switch, the timeout, the limit in force and the recommendation.
+fn timeout_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
+    let mut lines = timeout_setting_lines(d, theme);
+    lines.push(Line::default());
+    lines.extend(recommendation_lines(app, d, theme));
+    lines.push(Line::from(Span::styled(RECOMMENDATION_TEXT, theme.dim())));
+    lines.push(Line::default());
+    lines
+}
+
+/// The switch, the timeout and the limit in force, with a warning when
+/// there is no limit: the top of every WebSocket timeout card.
+pub(super) fn timeout_setting_lines(d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
+    let ws = effective_timeout(d);
+    let switch = switch_spans(d.websocket.switch.is_on(), theme);
+    let timeout = match ws.source {
+        TimeoutSource::NoLimit => Span::styled("0 s — no idle limit", theme.warn()),
+        TimeoutSource::SwitchOff => Span::raw(format!(
+            "{} s (not in force while the switch is off)",
+            d.websocket.timeout
+        )),
+        _ => Span::styled(format!("{} s", d.websocket.timeout), theme.value()),
+    };
+    let mut lines = vec![
+        kv("Switch", CARD_LABEL_WIDTH, switch, theme),
+        kv("Timeout", CARD_LABEL_WIDTH, vec![timeout], theme),
+        kv(
+            "In force",
+            CARD_LABEL_WIDTH,
+            vec![Span::raw(ws.explanation())],
+            theme,
+        ),
+    ];
+    if ws.source == TimeoutSource::NoLimit {
+        lines.push(Line::from(Span::styled(
+            "⚠ No idle limit: dead peers are never dropped.",
+            theme.warn(),
+        )));
+    }
+    lines
+}
+
+/// What counts as activity, and how an idle session is ended.
+fn idle_rule_lines(app: &App, d: &Domain, theme: &Theme) -> [Line<'static>; 2] {
+    let activity = if d.websocket.ping_resets_idle {
+        "any frame either way, ping/pong included"
+    } else {
+        "data frames only (ping-resets-idle = false)"
+    };
+    let close = match app.config.relay.idle_close {
+        crate::config::IdleCloseMode::CloseFrame => "1001 \"idle timeout (N s)\" to both sides",
+        crate::config::IdleCloseMode::Abort => "TCP dropped, no close frame (clients see 1006)",
+    };
+    [
+        kv(
+            "Activity",
+            CARD_LABEL_WIDTH,
+            vec![Span::styled(activity, theme.dim())],
+            theme,
+        ),
+        kv(
+            "Idle close",
+            CARD_LABEL_WIDTH,
+            vec![Span::styled(close, theme.dim())],
+            theme,
+        ),
+    ]
+}
+
+/// The recommendation from the last 10 minutes (README, "Advice from evidence"): the value,
 /// how it compares with the limit in force, the reason, the evidence.
 fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
     let rec = app.recommendation(d);
@@ -324,11 +366,11 @@ fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'stati
         },
     );
     vec![
-        kv("Recommended", 14, value, theme),
+        kv("Recommended", CARD_LABEL_WIDTH, value, theme),
         Line::from(Span::styled(rec.reason, theme.dim())),
         kv(
             "Evidence",
-            14,
+            CARD_LABEL_WIDTH,
             vec![Span::styled(evidence, theme.dim()), cut],
             theme,
         ),

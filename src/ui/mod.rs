@@ -20,6 +20,8 @@ use ratatui::widgets::{List, ListItem, Paragraph};
 
 pub use theme::Theme;
 
+use strum::IntoEnumIterator;
+
 use crate::app::keymap::{self, Bound};
 use crate::app::{App, Command, Focus, Screen};
 
@@ -104,7 +106,7 @@ pub fn menu_hit(area: Rect, app: &App, x: u16, y: u16) -> Option<Screen> {
     if x >= menu_width(area.width, app) || y < top {
         return None;
     }
-    Screen::ALL.get(usize::from(y - top)).copied()
+    Screen::iter().nth(usize::from(y - top))
 }
 
 fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
@@ -136,11 +138,10 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
 
 fn render_menu(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
     let focused = app.focus == Focus::Menu && app.dialog.is_none();
-    let items: Vec<ListItem> = Screen::ALL
-        .iter()
+    let items: Vec<ListItem> = Screen::iter()
         .map(|s| {
             let title = s.title();
-            let selected = *s == app.screen;
+            let selected = s == app.screen;
             let marker = if selected { "▸" } else { " " };
             let style = match (selected, focused) {
                 (true, true) => theme.selected(),

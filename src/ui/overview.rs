@@ -103,7 +103,7 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         .iter()
         .map(|d| {
             let t = app.log.totals(&d.name);
-            let mut cells = vec![d.name.clone()];
+            let mut cells = vec![d.name.to_string()];
             if status {
                 cells.push(d.status.as_str().to_string());
             }

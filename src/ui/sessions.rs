@@ -6,11 +6,11 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
-use crate::app::{App, ListCursor, SessionDetail};
+use crate::app::{App, ListCursor, SessionDetail, SessionPage};
 use std::time::Duration;
 
 use crate::relay::heartbeat::{MIN_SAMPLES, Rhythm};
-use crate::relay::{Direction, RelayEvent, SessionSnapshot};
+use crate::relay::{CloseInfo, Direction, FlowSnapshot, RelayEvent, SessionId, SessionSnapshot};
 
 use super::theme::{Level, Theme};
 use super::widgets::{
@@ -54,7 +54,6 @@ pub fn session_table(
                 .map_or(&default_cursor, |m| &m.cursor),
         ),
     };
-    let show_domain = domain.is_none();
     if sessions.is_empty() {
         frame.render_widget(
             Paragraph::new(Span::styled(
@@ -66,100 +65,20 @@ pub fn session_table(
         );
         return;
     }
+    let show_domain = domain.is_none();
     // Without the domain column its cells go to the others.
-    let cols = Columns::fit(area.width + if show_domain { 0 } else { 19 });
-    let gauge_width = cols.gauge;
+    let fit = Columns::fit(area.width + if show_domain { 0 } else { Columns::DOMAIN + 1 });
+    let columns = fit.shown(show_domain);
     let height = usize::from(area.height.saturating_sub(1));
     let window = cursor.window(sessions.len(), height);
     let rows: Vec<Row> = sessions[window.clone()]
         .iter()
-        .map(|s| {
-            let lvl = level(s);
-            // Near the deadline the idle text gets a `!`, for eyes (and
-            // terminals) that miss colour.
-            let idle_text = if lvl == Level::Danger {
-                format!("!{}", idle_label(s))
-            } else {
-                idle_label(s)
-            };
-            let idle_style = if lvl == Level::Danger {
-                theme.level(lvl)
-            } else {
-                theme.base()
-            };
-            let mut cells: Vec<Cell> = vec![format!("#{}", s.id).into()];
-            if show_domain {
-                cells.push(s.domain.to_string().into());
-            }
-            if cols.client {
-                cells.push(s.client.to_string().into());
-            }
-            if cols.origin {
-                cells.push(s.origin.to_string().into());
-            }
-            if cols.age {
-                cells.push(format!("{:>9}", fmt_duration(s.age)).into());
-            }
-            if cols.beat {
-                cells.push(beat_cell(app.rhythm(s.id), s, theme).into());
-            }
-            cells.push(Line::from(Span::styled(format!("{idle_text:>15}"), idle_style)).into());
-            cells.push(gauge(s, gauge_width, theme).into());
-            if cols.split_flows {
-                for f in [&s.to_origin, &s.to_client] {
-                    cells.push(format!("{:>5} {:>8}", f.messages, fmt_bytes(f.bytes)).into());
-                }
-            } else if cols.messages {
-                cells.push(
-                    format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into(),
-                );
-            }
-            if cols.bytes {
-                cells.push(
-                    format!(
-                        "{:>6}/{:<6}",
-                        fmt_bytes(s.to_origin.bytes),
-                        fmt_bytes(s.to_client.bytes)
-                    )
-                    .into(),
-                );
-            }
-            if cols.last {
-                cells.push(last_frame(s).into());
-            }
-            Row::new(cells)
-        })
+        .map(|s| Row::new(columns.iter().map(|c| c.cell(s, app, &fit, theme))))
         .collect();
-
-    // (header, width) of each column shown, in the order the cells are built.
-    let mut columns: Vec<(&str, Constraint)> = vec![("ID", Constraint::Length(6))];
-    let client_width = if cols.origin { 21 } else { 15 };
-    for (shown, header, width) in [
-        (show_domain, "Domain", Constraint::Fill(1)),
-        (cols.client, "Client", Constraint::Length(client_width)),
-        (cols.origin, "Origin", Constraint::Length(15)),
-        (cols.age, "      Age", Constraint::Length(9)),
-        (cols.beat, "  Beat", Constraint::Length(BEAT_WIDTH)),
-        (true, "   Idle / limit", Constraint::Length(15)),
-        (true, "Deadline", Constraint::Length(gauge_width)),
-        (cols.split_flows, "→origin msgs B", Constraint::Length(14)),
-        (cols.split_flows, "→client msgs B", Constraint::Length(14)),
-        (
-            cols.messages && !cols.split_flows,
-            "msgs ↑/↓",
-            Constraint::Length(9),
-        ),
-        (cols.bytes, "  bytes ↑/↓", Constraint::Length(13)),
-        (cols.last, "Last", Constraint::Length(8)),
-    ] {
-        if shown {
-            columns.push((header, width));
-        }
-    }
-    let (header, widths): (Vec<&str>, Vec<Constraint>) = columns.into_iter().unzip();
-
+    let header = Row::new(columns.iter().map(|c| c.header())).style(theme.table_header());
+    let widths: Vec<Constraint> = columns.iter().map(|c| c.width(&fit)).collect();
     let table = Table::new(rows, widths)
-        .header(Row::new(header).style(theme.table_header()))
+        .header(header)
         .column_spacing(1)
         .row_highlight_style(row_highlight(focused, theme));
     let mut state =
@@ -168,6 +87,99 @@ pub fn session_table(
 }
 
 const BEAT_WIDTH: u16 = 6;
+
+/// A column of the session table: it owns its header, its width and how a
+/// session fills its cell (trippy's `ColumnType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Column {
+    Id,
+    Domain,
+    Client,
+    Origin,
+    Age,
+    Beat,
+    Idle,
+    Deadline,
+    ToOrigin,
+    ToClient,
+    Messages,
+    Bytes,
+    Last,
+}
+
+impl Column {
+    fn header(self) -> &'static str {
+        match self {
+            Self::Id => "ID",
+            Self::Domain => "Domain",
+            Self::Client => "Client",
+            Self::Origin => "Origin",
+            Self::Age => "      Age",
+            Self::Beat => "  Beat",
+            Self::Idle => "   Idle / limit",
+            Self::Deadline => "Deadline",
+            Self::ToOrigin => "→origin msgs B",
+            Self::ToClient => "→client msgs B",
+            Self::Messages => "msgs ↑/↓",
+            Self::Bytes => "  bytes ↑/↓",
+            Self::Last => "Last",
+        }
+    }
+
+    fn width(self, fit: &Columns) -> Constraint {
+        Constraint::Length(match self {
+            Self::Domain => return Constraint::Fill(1),
+            Self::Id => 6,
+            Self::Client if fit.origin => 21,
+            Self::Client | Self::Origin | Self::Idle => 15,
+            Self::Age => 9,
+            Self::Beat => BEAT_WIDTH,
+            Self::Deadline => fit.gauge,
+            Self::ToOrigin | Self::ToClient => 14,
+            Self::Messages => 9,
+            Self::Bytes => 13,
+            Self::Last => 8,
+        })
+    }
+
+    fn cell(self, s: &SessionSnapshot, app: &App, fit: &Columns, theme: &Theme) -> Cell<'static> {
+        let flow = |f: &FlowSnapshot| format!("{:>5} {:>8}", f.messages, fmt_bytes(f.bytes));
+        match self {
+            Self::Id => format!("#{}", s.id).into(),
+            Self::Domain => s.domain.to_string().into(),
+            Self::Client => s.client.to_string().into(),
+            Self::Origin => s.origin.to_string().into(),
+            Self::Age => format!("{:>9}", fmt_duration(s.age)).into(),
+            Self::Beat => beat_cell(app.rhythm(s.id), s, theme).into(),
+            Self::Idle => idle_cell(s, theme).into(),
+            Self::Deadline => gauge(s, fit.gauge, theme).into(),
+            Self::ToOrigin => flow(&s.to_origin).into(),
+            Self::ToClient => flow(&s.to_client).into(),
+            Self::Messages => {
+                format!("{:>4}/{:<4}", s.to_origin.messages, s.to_client.messages).into()
+            }
+            Self::Bytes => format!(
+                "{:>6}/{:<6}",
+                fmt_bytes(s.to_origin.bytes),
+                fmt_bytes(s.to_client.bytes)
+            )
+            .into(),
+            Self::Last => last_frame(s).into(),
+        }
+    }
+}
+
+/// Idle time and limit; near the deadline with a `!`, for eyes (and
+/// terminals) that miss colour.
+fn idle_cell(s: &SessionSnapshot, theme: &Theme) -> Line<'static> {
+    let lvl = level(s);
+    let (text, style) = if lvl == Level::Danger {
+        (format!("!{}", idle_label(s)), theme.level(lvl))
+    } else {
+        (idle_label(s), theme.base())
+    };
+    Line::from(Span::styled(format!("{text:>15}"), style))
+}
 
 /// Which columns the session table shows at a width. Always: ID, domain
 /// (18 cells or more), idle and its gauge; then, as room allows, in this
@@ -189,6 +201,8 @@ struct Columns {
 impl Columns {
     /// ID, 18 cells of domain, idle, gauge, and the spacing between them.
     const BASE: u16 = 50;
+    /// The narrowest domain column.
+    const DOMAIN: u16 = 18;
 
     fn fit(width: u16) -> Self {
         if width >= 140 {
@@ -232,6 +246,28 @@ impl Columns {
             split_flows: false,
             gauge: if wide_gauge { 10 } else { 8 },
         }
+    }
+
+    /// The columns shown, left to right.
+    fn shown(&self, domain: bool) -> Vec<Column> {
+        [
+            (true, Column::Id),
+            (domain, Column::Domain),
+            (self.client, Column::Client),
+            (self.origin, Column::Origin),
+            (self.age, Column::Age),
+            (self.beat, Column::Beat),
+            (true, Column::Idle),
+            (true, Column::Deadline),
+            (self.split_flows, Column::ToOrigin),
+            (self.split_flows, Column::ToClient),
+            (self.messages && !self.split_flows, Column::Messages),
+            (self.bytes, Column::Bytes),
+            (self.last, Column::Last),
+        ]
+        .into_iter()
+        .filter_map(|(shown, column)| shown.then_some(column))
+        .collect()
     }
 }
 
@@ -299,6 +335,10 @@ fn last_frame(s: &SessionSnapshot) -> String {
     }
 }
 
+/// Width of the labels on a session's page, and on an ended session's.
+const DETAIL_LABEL_WIDTH: usize = 11;
+const ENDED_LABEL_WIDTH: usize = 14;
+
 /// One session: its counters and recent frames, newest first.
 pub fn render_detail(
     frame: &mut Frame,
@@ -311,61 +351,52 @@ pub fn render_detail(
     let outer = block(format!(" Session #{} ", detail.id), focused, theme);
     let inner = outer.inner(area);
     frame.render_widget(outer, area);
-
-    let Some(page) = app.relay.page(detail.id, app.clock.mono) else {
-        let mut lines = vec![Line::from(Span::styled(
-            format!("Session #{} has ended.", detail.id),
-            theme.value(),
-        ))];
-        if let Some(RelayEvent::Closed {
-            cause,
-            to_client,
-            to_origin,
-            idle,
-            duration,
-            ..
-        }) = app.log.closed_event(detail.id)
-        {
-            let w = 14;
-            let none = || "none".to_string();
-            lines.push(Line::default());
-            lines.push(kv("Reason", w, vec![Span::raw(cause.to_string())], theme));
-            lines.push(kv(
-                "To client",
-                w,
-                vec![Span::raw(
-                    to_client.as_ref().map_or_else(none, |c| c.to_string()),
-                )],
-                theme,
-            ));
-            lines.push(kv(
-                "To origin",
-                w,
-                vec![Span::raw(
-                    to_origin.as_ref().map_or_else(none, |c| c.to_string()),
-                )],
-                theme,
-            ));
-            lines.push(kv(
-                "Idle at close",
-                w,
-                vec![Span::raw(fmt_duration(*idle))],
-                theme,
-            ));
-            lines.push(kv(
-                "Lasted",
-                w,
-                vec![Span::raw(fmt_duration(*duration))],
-                theme,
-            ));
-        }
-        lines.push(Line::default());
-        lines.push(Line::from(Span::styled("Esc: back", theme.dim())));
-        frame.render_widget(Paragraph::new(lines), inner);
+    let Some(page) = app.page(detail.id) else {
+        frame.render_widget(Paragraph::new(ended_lines(app, detail.id, theme)), inner);
         return;
     };
+    let [info_area, frames_area] =
+        Layout::vertical([Constraint::Length(8), Constraint::Min(0)]).areas(inner);
+    frame.render_widget(Paragraph::new(page_lines(page, theme)), info_area);
+    recent_frames(frame, frames_area, page, detail, focused, theme);
+}
+
+/// A session that has ended: how, from its Closed event.
+fn ended_lines(app: &App, id: SessionId, theme: &Theme) -> Vec<Line<'static>> {
+    let mut lines = vec![Line::from(Span::styled(
+        format!("Session #{id} has ended."),
+        theme.value(),
+    ))];
+    if let Some(RelayEvent::Closed {
+        cause,
+        to_client,
+        to_origin,
+        idle,
+        duration,
+        ..
+    }) = app.log.closed_event(id)
+    {
+        let close = |c: &Option<CloseInfo>| {
+            c.as_ref()
+                .map_or_else(|| "none".to_string(), |c| c.to_string())
+        };
+        let row = |label, text: String| kv(label, ENDED_LABEL_WIDTH, vec![Span::raw(text)], theme);
+        lines.push(Line::default());
+        lines.push(row("Reason", cause.to_string()));
+        lines.push(row("To client", close(to_client)));
+        lines.push(row("To origin", close(to_origin)));
+        lines.push(row("Idle at close", fmt_duration(*idle)));
+        lines.push(row("Lasted", fmt_duration(*duration)));
+    }
+    lines.push(Line::default());
+    lines.push(Line::from(Span::styled("Esc: back", theme.dim())));
+    lines
+}
+
+/// A live session's counters, idle deadline and rhythm.
+fn page_lines(page: &SessionPage, theme: &Theme) -> Vec<Line<'static>> {
     let s = &page.snapshot;
-    let w = 11;
+    let w = DETAIL_LABEL_WIDTH;
     let gap = |d: Direction| {
         let g = match d {
             Direction::ClientToOrigin => page.rhythm.client_to_origin,
@@ -382,12 +413,19 @@ pub fn render_detail(
             _ => "no gap yet".to_string(),
         }
     };
-    let flow = |label, f: &crate::relay::FlowSnapshot, d| {
+    let flow = |label, f: &FlowSnapshot, d| {
         let text = format!("{} msgs, {} · {}", f.messages, fmt_bytes(f.bytes), gap(d));
         kv(label, w, vec![Span::raw(text)], theme)
     };
-    let lvl = level(s);
-    let info = vec![
+    let mut idle = vec![Span::styled(
+        format!("{}  ", idle_label(s)),
+        theme.level(level(s)),
+    )];
+    idle.extend(gauge(s, 20, theme).spans);
+    if let Some(r) = s.remaining {
+        idle.push(Span::raw(format!("  cut in {}", fmt_secs(r))));
+    }
+    vec![
         kv(
             "Domain",
             w,
@@ -404,22 +442,7 @@ pub fn render_detail(
             theme,
         ),
         kv("Age", w, vec![Span::raw(fmt_duration(s.age))], theme),
-        kv(
-            "Idle",
-            w,
-            {
-                let mut v = vec![Span::styled(
-                    format!("{}  ", idle_label(s)),
-                    theme.level(lvl),
-                )];
-                v.extend(gauge(s, 20, theme).spans);
-                if let Some(r) = s.remaining {
-                    v.push(Span::raw(format!("  cut in {}", fmt_secs(r))));
-                }
-                v
-            },
-            theme,
-        ),
+        kv("Idle", w, idle, theme),
         flow("→ origin", &s.to_origin, Direction::ClientToOrigin),
         flow("→ client", &s.to_client, Direction::OriginToClient),
         kv(
@@ -428,21 +451,28 @@ pub fn render_detail(
             heartbeat_line(&page.rhythm, s, theme),
             theme,
         ),
-    ];
-    let [info_area, frames_area] =
-        Layout::vertical([Constraint::Length(8), Constraint::Min(0)]).areas(inner);
-    frame.render_widget(Paragraph::new(info), info_area);
+    ]
+}
 
+/// The session's recent frames, newest first.
+fn recent_frames(
+    frame: &mut Frame,
+    area: Rect,
+    page: &SessionPage,
+    detail: &SessionDetail,
+    focused: bool,
+    theme: &Theme,
+) {
     let mut frames = page.recent.clone();
     frames.reverse();
     if frames.is_empty() {
         frame.render_widget(
             Paragraph::new(Span::styled("No frames yet.", theme.dim())),
-            frames_area,
+            area,
         );
         return;
     }
-    let height = usize::from(frames_area.height.saturating_sub(1));
+    let height = usize::from(area.height.saturating_sub(1));
     let window = detail.cursor.window(frames.len(), height);
     let rows: Vec<Row> = frames[window.clone()]
         .iter()
@@ -469,5 +499,5 @@ pub fn render_detail(
     .row_highlight_style(row_highlight(focused, theme));
     let mut state =
         TableState::default().with_selected(Some(detail.cursor.index.saturating_sub(window.start)));
-    frame.render_stateful_widget(table, frames_area, &mut state);
+    frame.render_stateful_widget(table, area, &mut state);
 }

@@ -183,10 +183,13 @@ fn check(name: &str, app: &App) {
     }
 }
 
+/// Carries out commands, then samples as the runner does before a draw
+/// (at the fixture's own clock).
 fn cmds(app: &mut App, list: &[Command]) {
     for c in list {
         update(app, Action::Cmd(*c));
     }
+    app.refresh(app.clock);
 }
 
 fn typed(app: &mut App, s: &str) {
@@ -757,6 +760,24 @@ async fn the_switch_reads_in_colour_and_in_monochrome() {
     let mut f = fixture().await;
     manage_row(&mut f.app, 0, 2);
     assert!(text(&f.app, 80, 24).contains("Switch        [ off ]"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_quit_question_shows_its_three_answers_from_the_keymap() {
+    let mut f = fixture().await;
+    update(&mut f.app, Action::Cmd(Command::Quit));
+    let screen = text(&f.app, 120, 30);
+    let buttons = line_with(&screen, "Close them");
+    for answer in [
+        "k  Keep them running in a background relay",
+        "y  Close them",
+        "n  Cancel",
+    ] {
+        assert!(
+            buttons.contains(answer),
+            "{answer:?} missing from {buttons:?}"
+        );
+    }
 }
 
 /// A self-signed certificate for `name` (CN) valid for `days` more days

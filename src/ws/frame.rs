@@ -1,22 +1,167 @@
 //! Frame headers, not messages: the relay forwards the bytes it reads
 //! unchanged and only looks at each frame's header (and a close frame's
-//! payload) to count, enforce limits and learn close codes.
+//! payload) to count, enforce limits and learn close codes; the probe reads
+//! whole messages with the same header rules.
 //!
 //! A client's frames arrive masked and an origin's unmasked, which is
 //! exactly what the other hop expects, so nothing is decoded or re-encoded.
 
 use std::io::Cursor;
 
+use serde::{Deserialize, Serialize};
 use tungstenite::protocol::frame::FrameHeader;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 
-use super::event::CloseInfo;
-use super::registry::FrameKind;
+use super::close::CloseInfo;
 
 /// Longest possible frame header (2 + 8 length + 4 mask).
 pub const MAX_HEADER: usize = 14;
-/// Close reasons must fit a control frame (125 bytes with the 2-byte code).
-const MAX_CLOSE_REASON: usize = 123;
+/// The longest payload of a control frame (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: u64 = 125;
+
+/// A WebSocket frame's opcode.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, strum::EnumIter, strum::IntoStaticStr,
+)]
+#[serde(rename_all = "lowercase")]
+#[strum(serialize_all = "lowercase")]
+pub enum FrameKind {
+    /// Shown as `cont`; `continuation` in JSON.
+    #[strum(serialize = "cont")]
+    Continuation,
+    Text,
+    Binary,
+    Close,
+    Ping,
+    Pong,
+}
+
+impl FrameKind {
+    pub fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    pub fn is_control(self) -> bool {
+        matches!(self, Self::Close | Self::Ping | Self::Pong)
+    }
+
+    /// The opcode on the wire.
+    pub fn opcode(self) -> u8 {
+        match self {
+            Self::Continuation => 0x0,
+            Self::Text => 0x1,
+            Self::Binary => 0x2,
+            Self::Close => 0x8,
+            Self::Ping => 0x9,
+            Self::Pong => 0xA,
+        }
+    }
+
+    fn of(opcode: OpCode) -> Option<Self> {
+        Some(match opcode {
+            OpCode::Data(Data::Continue) => Self::Continuation,
+            OpCode::Data(Data::Text) => Self::Text,
+            OpCode::Data(Data::Binary) => Self::Binary,
+            OpCode::Control(Control::Close) => Self::Close,
+            OpCode::Control(Control::Ping) => Self::Ping,
+            OpCode::Control(Control::Pong) => Self::Pong,
+            _ => return None,
+        })
+    }
+}
+
+/// A frame header that breaks RFC 6455: the receiver closes with 1002.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FrameError {
+    /// What the header parser said.
+    #[error("malformed frame header: {0}")]
+    Malformed(String),
+    #[error("frame length with the most significant bit set")]
+    LengthHighBit,
+    #[error("an unmasked frame (clients must mask)")]
+    Unmasked,
+    #[error("a masked frame (servers must not mask)")]
+    Masked,
+    #[error("a reserved opcode")]
+    ReservedOpcode,
+    #[error("reserved bits set on a control frame")]
+    ControlReservedBits,
+    #[error("reserved bits set without a negotiated extension")]
+    ReservedBits,
+    #[error("a fragmented control frame")]
+    FragmentedControl,
+    #[error("a control frame longer than 125 bytes")]
+    LongControl,
+    #[error("a close frame with a 1-byte payload")]
+    OneByteClose,
+    #[error("a continuation frame outside a fragmented message")]
+    StrayContinuation,
+    #[error("a new message inside a fragmented message")]
+    NestedMessage,
+}
+
+/// The rules a receiver can check from a header alone: which side may mask,
+/// opcodes, reserved bits, control frames. `extensions`: an extension (e.g.
+/// permessage-deflate) was negotiated, so RSV bits on data frames are the
+/// endpoints' business.
+pub fn classify(
+    header: &FrameHeader,
+    len: u64,
+    from_client: bool,
+    extensions: bool,
+) -> Result<FrameKind, FrameError> {
+    if len > i64::MAX as u64 {
+        // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
+        return Err(FrameError::LengthHighBit);
+    }
+    if header.mask.is_some() != from_client {
+        return Err(if from_client {
+            FrameError::Unmasked
+        } else {
+            FrameError::Masked
+        });
+    }
+    let kind = FrameKind::of(header.opcode).ok_or(FrameError::ReservedOpcode)?;
+    let rsv = header.rsv1 || header.rsv2 || header.rsv3;
+    if kind.is_control() {
+        if rsv {
+            return Err(FrameError::ControlReservedBits);
+        }
+        if !header.is_final {
+            return Err(FrameError::FragmentedControl);
+        }
+        if len > MAX_CONTROL_PAYLOAD {
+            return Err(FrameError::LongControl);
+        }
+        if kind == FrameKind::Close && len == 1 {
+            return Err(FrameError::OneByteClose);
+        }
+    } else if rsv && !extensions {
+        return Err(FrameError::ReservedBits);
+    }
+    Ok(kind)
+}
+
+/// Follows the fragmentation of data messages in one direction: payload
+/// bytes of the message in progress (`None`: between messages).
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
+pub struct Fragments(Option<u64>);
+
+impl Fragments {
+    /// Takes a data frame's header; the size of its message so far, this
+    /// frame included.
+    pub fn data_frame(&mut self, kind: FrameKind, fin: bool, len: u64) -> Result<u64, FrameError> {
+        let so_far = match (kind, self.0) {
+            (FrameKind::Continuation, None) => return Err(FrameError::StrayContinuation),
+            (FrameKind::Continuation, Some(n)) => n,
+            (_, Some(_)) => return Err(FrameError::NestedMessage),
+            (_, None) => 0,
+        };
+        let total = so_far.saturating_add(len);
+        self.0 = (!fin).then_some(total);
+        Ok(total)
+    }
+}
 
 /// A frame whose header the scanner has just read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +197,7 @@ pub struct Scan {
     pub data_payload: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Position {
     /// The next byte starts a frame header.
     Header,
@@ -66,14 +211,16 @@ enum Position {
     },
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct CloseCollector {
     mask: Option<[u8; 4]>,
     payload: Vec<u8>,
 }
 
-/// Follows the frame structure of one direction of a session.
-#[derive(Debug)]
+/// Follows the frame structure of one direction of a session. Its state
+/// moves with the session in a hand-over (serde), so a frame half-read by
+/// one relay process is finished by the next.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct FrameScanner {
     /// Frames from the client must be masked; frames from the origin must not.
     from_client: bool,
@@ -85,8 +232,7 @@ pub struct FrameScanner {
     /// Bytes of an incomplete header, held back until the rest arrives.
     carry: [u8; MAX_HEADER],
     carry_len: usize,
-    /// Payload bytes of the data message in progress (`None`: between messages).
-    message_bytes: Option<u64>,
+    fragments: Fragments,
 }
 
 impl FrameScanner {
@@ -98,7 +244,7 @@ impl FrameScanner {
             position: Position::Header,
             carry: [0; MAX_HEADER],
             carry_len: 0,
-            message_bytes: None,
+            fragments: Fragments::default(),
         }
     }
 
@@ -162,6 +308,7 @@ impl FrameScanner {
                         }
                         Err(e) => {
                             scan.forward = pos;
+                            let e = FrameError::Malformed(e.to_string());
                             scan.violation = Some(Violation::Protocol(e.to_string()));
                             return scan;
                         }
@@ -207,60 +354,21 @@ impl FrameScanner {
 
     /// The rules a relay can enforce from a header alone.
     fn check(&mut self, header: &FrameHeader, len: u64) -> Result<SeenFrame, Violation> {
-        let protocol = |why: &str| Err(Violation::Protocol(why.to_string()));
-        if len > i64::MAX as u64 {
-            // RFC 6455 §5.2: the most significant bit of a 64-bit length MUST be 0.
-            return protocol("frame length with the most significant bit set");
-        }
-        if header.mask.is_some() != self.from_client {
-            return protocol(if self.from_client {
-                "unmasked frame from the client"
-            } else {
-                "masked frame from the origin"
-            });
-        }
-        let kind = match header.opcode {
-            OpCode::Data(Data::Continue) => FrameKind::Continuation,
-            OpCode::Data(Data::Text) => FrameKind::Text,
-            OpCode::Data(Data::Binary) => FrameKind::Binary,
-            OpCode::Control(Control::Close) => FrameKind::Close,
-            OpCode::Control(Control::Ping) => FrameKind::Ping,
-            OpCode::Control(Control::Pong) => FrameKind::Pong,
-            _ => return protocol("reserved opcode"),
-        };
-        let rsv = header.rsv1 || header.rsv2 || header.rsv3;
-        if kind.is_control() {
-            if rsv {
-                return protocol("reserved bits set on a control frame");
-            }
-            if !header.is_final {
-                return protocol("fragmented control frame");
-            }
-            if len > 125 {
-                return protocol("control frame longer than 125 bytes");
-            }
-            if kind == FrameKind::Close && len == 1 {
-                return protocol("close frame with a 1-byte payload");
-            }
-        } else {
-            if rsv && !self.extensions {
-                return protocol("reserved bits set without a negotiated extension");
-            }
-            let so_far = match (kind, self.message_bytes) {
-                (FrameKind::Continuation, None) => {
-                    return protocol("continuation frame outside a fragmented message");
-                }
-                (FrameKind::Continuation, Some(n)) => n,
-                (_, Some(_)) => return protocol("new message inside a fragmented message"),
-                (_, None) => 0,
-            };
-            let total = so_far.saturating_add(len);
+        let protocol = |e: FrameError| Violation::Protocol(e.to_string());
+        let kind = classify(header, len, self.from_client, self.extensions).map_err(protocol)?;
+        if !kind.is_control() {
+            let before = self.fragments;
+            let total = self
+                .fragments
+                .data_frame(kind, header.is_final, len)
+                .map_err(protocol)?;
             if total > self.max_message_bytes {
+                // Nothing of this frame is forwarded, so its message never began.
+                self.fragments = before;
                 return Err(Violation::TooBig {
                     limit: self.max_message_bytes,
                 });
             }
-            self.message_bytes = (!header.is_final).then_some(total);
         }
         Ok(SeenFrame {
             kind,
@@ -277,47 +385,47 @@ impl CloseCollector {
                 *b ^= mask[i % 4];
             }
         }
-        match self.payload.as_slice() {
-            [hi, lo, reason @ ..] => CloseInfo::new(
-                u16::from_be_bytes([*hi, *lo]),
-                String::from_utf8_lossy(reason).into_owned(),
-            ),
-            // No status code: reported to applications as 1005.
-            _ => CloseInfo::new(1005, ""),
+        // No status code: reported to applications as 1005.
+        CloseInfo::from_payload(&self.payload)
+            .unwrap_or_else(|| CloseInfo::new(super::close::NO_STATUS, ""))
+    }
+}
+
+/// One final frame: masked with a fresh key when `masked` (a client must
+/// mask every frame; a server must not).
+pub fn encode(kind: FrameKind, payload: &[u8], masked: bool) -> Vec<u8> {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
+    frame.push(0x80 | kind.opcode());
+    match payload.len() {
+        n @ 0..=125 => frame.push(mask_bit | n as u8),
+        n @ 126..=0xFFFF => {
+            frame.push(mask_bit | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(mask_bit | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
         }
     }
+    if masked {
+        let mask: [u8; 4] = rand::random();
+        frame.extend_from_slice(&mask);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    } else {
+        frame.extend_from_slice(payload);
+    }
+    frame
 }
 
 /// A close frame of the relay's own: unmasked toward the client, masked with
 /// a fresh key toward the origin (a server must not mask; a client must).
 pub fn close_frame(code: u16, reason: &str, masked: bool) -> Vec<u8> {
-    let reason = truncate_utf8(reason, MAX_CLOSE_REASON);
-    let mut payload = Vec::with_capacity(2 + reason.len());
-    payload.extend_from_slice(&code.to_be_bytes());
-    payload.extend_from_slice(reason.as_bytes());
-    let mask = masked.then(rand::random::<[u8; 4]>);
-    let mut frame = Vec::with_capacity(MAX_HEADER + payload.len());
-    frame.push(0x88); // FIN + close
-    frame.push(payload.len() as u8 | if masked { 0x80 } else { 0 });
-    if let Some(mask) = mask {
-        frame.extend_from_slice(&mask);
-        for (i, b) in payload.iter_mut().enumerate() {
-            *b ^= mask[i % 4];
-        }
-    }
-    frame.extend_from_slice(&payload);
-    frame
-}
-
-fn truncate_utf8(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
+    encode(
+        FrameKind::Close,
+        &CloseInfo::new(code, reason).payload(),
+        masked,
+    )
 }
 
 #[cfg(test)]

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Attached consoles on a busy relay (DESIGN §7, docs/BENCHMARKS.md): a
+# release `serve` holding IDLE idle sessions; CONSOLES `ecdn-console attach`
+# consoles in tmux (80×24) on Live Sessions, refreshing once a second.
+# Reports each console's frame time (sample over the control socket + draw,
+# p50/p99/max), the relay's control thread CPU (% of a core), and the paced
+# round trip of PACED sessions (one 64-byte message every 100 ms each)
+# without and with the consoles attached, in interleaved rounds.
+#   bench/attach.sh              # IDLE=9000 CONSOLES=2 PACED=1000 ROUNDS=2 WINDOW=15
+set -euo pipefail
+cd "$(dirname "$0")/.."
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=1000}" "${ROUNDS:=2}" "${WINDOW:=15}"
+bin=$PWD/target/release/ecdn-console
+load=$PWD/target/release/ecdn-load
+command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
+cargo build --release -q -p ecdn-console -p ecdn-load
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+dir=$(mktemp -d)
+consoles() { for c in $(seq "$CONSOLES"); do tmux kill-session -t "ecdn-attach-$c" 2>/dev/null || true; done; }
+trap 'consoles; kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
+cat >"$dir/relay.toml" <<TOML
+[relay]
+listen = "127.0.0.1:18680"
+control-socket = "$dir/relay.sock"
+max-sessions = 100000
+handshake-timeout = 30
+[[domain]]
+name = "bench.test"
+acceleration = "full-site"
+origins = ["127.0.0.1:18601"]
+websocket = { switch = "on", timeout = 300 }
+TOML
+"$bin" origin --listen 127.0.0.1:18601 >/dev/null &
+"$bin" serve --config "$dir/relay.toml" >"$dir/serve.log" &
+relay=$!
+sleep 1
+hold=$(( ROUNDS * (2 * WINDOW + 10) + 30 ))
+"$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
+    --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
+until grep -q '^ready' "$dir/idle.err" 2>/dev/null; do sleep 0.2; done
+echo "idle: $(grep '^ready' "$dir/idle.err")"
+control_ticks() {
+    local t sum=0
+    for t in /proc/"$relay"/task/*; do
+        [ "$(cat "$t/comm")" = control ] && sum=$(( sum + $(awk '{print $14 + $15}' "$t/stat") ))
+    done
+    echo "$sum"
+}
+paced() {
+    "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
+        --sessions "$PACED" --duration "$WINDOW" --json |
+        jq -c '{p50_ms: .rtt_ms.p50, p99_ms: .rtt_ms.p99, max_ms: .rtt_ms.max, errors: .errors}'
+}
+hz=$(getconf CLK_TCK)
+for r in $(seq "$ROUNDS"); do
+    echo "round $r without consoles: $(paced)"
+    for c in $(seq "$CONSOLES"); do
+        tmux new-session -d -s "ecdn-attach-$c" -x 80 -y 24 \
+            "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$dir/console-$r-$c.log $bin attach --socket $dir/relay.sock"
+    done
+    sleep 2
+    for c in $(seq "$CONSOLES"); do tmux send-keys -t "ecdn-attach-$c" 3; done
+    sleep 2
+    before=$(control_ticks)
+    echo "round $r with $CONSOLES consoles: $(paced)"
+    after=$(control_ticks)
+    echo "round $r relay control thread: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
+    consoles
+done
+cat "$dir"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
+    awk '{ v[NR] = $1 } END { if (NR) printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR*0.5)+1]/1000, v[int(NR*0.99)+1 > NR ? NR : int(NR*0.99)+1]/1000, v[NR]/1000 }'

@@ -13,6 +13,11 @@
 # Every number below can be overridden from the environment, e.g.
 #   ROUNDS=1 DURATION=5 bench/compare.sh full
 #
+# wss:// beside ws:// (issue 14): TLS=1 makes nginx and the relay also serve
+# TLS with one certificate (a private CA made with openssl) and adds the
+# targets nginx-tls and relay-tls; the table is then bench/tls_table.jq's:
+#   TLS=1 TARGETS="relay relay-tls nginx nginx-tls" TESTS="memory echo64 echo4k" bench/compare.sh full
+#
 # The machine caps a process at 20,000 file descriptors (hard limit): a
 # proxy holds two per relayed session, so idle runs are sized to 9,000
 # sessions (18,000 descriptors plus listeners and logs).
@@ -94,8 +99,10 @@ run_load() {
     t0=$(date +%s.%N)
     load0=$(loadavg)
     # bash's `time` gives the generator's own CPU (user + sys seconds).
+    local tls
+    mapfile -t tls < <(tls_args "$target")
     if ! { TIMEFORMAT='%U %S'; time "$LOAD" "$(url_of "$target" "${URL_KIND:-}")" --host "${LOAD_HOST:-$HOST}" \
-        --concurrency "$CONCURRENCY" --json "$@" >"$file.json" 2>"$file.err"; } 2>"$file.time"; then
+        --concurrency "$CONCURRENCY" --json "${tls[@]}" "$@" >"$file.json" 2>"$file.err"; } 2>"$file.time"; then
         log "  $test/$target: ecdn-load failed: $(tail -1 "$file.err")"
     fi
     gen_cpu=$(awk '{ print $1 + $2 }' "$file.time")
@@ -131,7 +138,9 @@ run_memory() {
     pid=$(pid_of "$target")
     rss0=$(rss_kib "$pid")
     load0=$(loadavg)
-    "$LOAD" "$(url_of "$target")" --host "$HOST" --concurrency "$CONCURRENCY" --json \
+    local tls
+    mapfile -t tls < <(tls_args "$target")
+    "$LOAD" "$(url_of "$target")" --host "$HOST" --concurrency "$CONCURRENCY" --json "${tls[@]}" \
         --mode idle --sessions "$IDLE_SESSIONS" --duration "$HOLD" --ready-line \
         >"$file.json" 2>"$file.err" &
     load_pid=$!
@@ -162,12 +171,14 @@ run_memory() {
 
 install_missing
 build
+if [[ $TLS == 1 ]]; then make_certificate; fi
 ulimit -n 20000 2>/dev/null || true
 {
     echo "mode=$MODE rounds=$ROUNDS duration=$DURATION echo_sessions=$ECHO_SESSIONS quiet_wait=$QUIET_WAIT quiet_pct=$QUIET_PCT"
     echo "paced_sessions=$PACED_SESSIONS interval_ms=$PACED_INTERVAL_MS idle_sessions=$IDLE_SESSIONS idle_timeout=$IDLE_TIMEOUT"
     echo "nproc=$(nproc) cpu=$(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo) kernel=$(uname -r)"
     echo "nginx=$(nginx -v 2>&1 | cut -d/ -f2) haproxy=$(haproxy -v | awk 'NR == 1 { print $3 }') commit=$(git rev-parse --short HEAD)"
+    if [[ $TLS == 1 ]]; then echo "tls=1 $(openssl version | cut -d' ' -f1-2) certificate=ECDSA P-256 targets=$TARGETS"; fi
     echo "date=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)"
 } | tee "$OUT/machine.txt" >&2
 
@@ -226,6 +237,8 @@ done
 echo "date_end=$(date -u +%Y-%m-%dT%H:%M:%SZ) uptime: $(uptime)" | tee -a "$OUT/machine.txt" >&2
 
 # --- the table -----------------------------------------------------------
+TABLE=bench/table.jq
+[[ $TLS == 1 ]] && TABLE=bench/tls_table.jq
 # Medians over the rounds; ratios relay÷X ("higher is better" rows want > 1,
 # the others < 1).
 : >"$OUT/table.md"
@@ -239,7 +252,7 @@ for set in $SETS; do
     jq -rs --arg set "$set" --arg echo_n "$ECHO_SESSIONS" --arg paced_n "$PACED_SESSIONS" --arg interval "$PACED_INTERVAL_MS" \
         --arg idle_n "$IDLE_SESSIONS" --arg idle_t "$IDLE_TIMEOUT" --arg fan_n "$FANOUT_SESSIONS" \
         --arg fan_interval "$FANOUT_INTERVAL_MS" --arg fan_size "$FANOUT_SIZE" --arg conc "$CONCURRENCY" \
-        -f bench/table.jq "$RESULTS"
+        -f "$TABLE" "$RESULTS"
     echo
 done | tee "$OUT/table.md"
 log "results in $OUT"

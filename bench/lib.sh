@@ -7,6 +7,9 @@
 # Where ecdn-load's pushing origin listens in fanout runs (path /push,
 # Host push.test: every proxy forwards those there).
 : "${PUSH_PORT:=19002}"
+# TLS=1: nginx and the relay also serve wss:// (one certificate for both,
+# made by make_certificate) on these ports; targets nginx-tls, relay-tls.
+: "${TLS:=0}" "${NGINX_TLS_PORT:=19091}" "${RELAY_TLS_PORT:=19093}"
 PUSH_HOST=push.test
 : "${OUT:=$ROOT/target/bench/$(date +%Y%m%d-%H%M%S)-${MODE:-run}}"
 HOST=bench.test
@@ -63,6 +66,57 @@ build() {
     LOAD=$ROOT/target/release/ecdn-load
 }
 
+# make_certificate: a private CA and a certificate for $HOST it signed
+# (ECDSA P-256, as most public CAs issue now), in $OUT/tls. Sets CA_FILE,
+# TLS_CERT and TLS_KEY. The same files serve nginx and the relay.
+make_certificate() {
+    local dir=$OUT/tls
+    mkdir -p "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -subj "/CN=ecdn bench CA" -addext "basicConstraints=critical,CA:TRUE" \
+        -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$HOST" \
+        -keyout "$dir/cert.key" -out "$dir/cert.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:%s\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' "$HOST" >"$dir/ext.cnf"
+    openssl x509 -req -in "$dir/cert.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial \
+        -days 30 -extfile "$dir/ext.cnf" -out "$dir/cert.pem" 2>/dev/null
+    CA_FILE=$dir/ca.pem
+    TLS_CERT=$dir/cert.pem
+    TLS_KEY=$dir/cert.key
+    log "certificate for $HOST: $TLS_CERT (CA $CA_FILE)"
+}
+
+# tls_args TARGET: the generator's extra arguments for TARGET, one a line.
+tls_args() {
+    [[ $1 == *-tls ]] && printf '%s\n' --ca-file "$CA_FILE"
+    return 0
+}
+
+# With TLS=1: the relay's wss:// listener, $HOST's certificate, and nginx's
+# TLS server (nginx's TLS defaults, the same certificate).
+relay_tls_relay() {
+    [[ $TLS == 1 ]] && echo "tls-listen = \"$LOOP:$RELAY_TLS_PORT\""
+    return 0
+}
+relay_tls_domain() {
+    [[ $TLS == 1 ]] && echo "certificate = { cert-file = \"$TLS_CERT\", key-file = \"$TLS_KEY\" }"
+    return 0
+}
+nginx_tls_server() {
+    [[ $TLS == 1 ]] || return 0
+    cat <<EOF
+    server {
+        listen $LOOP:$NGINX_TLS_PORT ssl backlog=4096;
+        ssl_certificate $TLS_CERT;
+        ssl_certificate_key $TLS_KEY;
+        location / {
+            proxy_pass http://$LOOP:$ORIGIN_PORT;
+        }
+    }
+EOF
+}
+
 # --- processes -----------------------------------------------------------
 
 wait_port() {
@@ -80,6 +134,12 @@ start_origin() {
     ORIGIN_PID=$!
     STARTED_PIDS+=("$ORIGIN_PID")
     wait_port "$ORIGIN_PORT"
+    # Someone else's process on the port would be measured instead.
+    sleep 0.2
+    kill -0 "$ORIGIN_PID" 2>/dev/null || {
+        log "the origin did not start: $(tail -1 "$OUT/origin.log") (set ORIGIN_PORT and the other *_PORT variables)"
+        exit 1
+    }
 }
 
 # relay_config FILE TIMEOUT: the relay's config, one domain ($HOST) on
@@ -88,6 +148,7 @@ relay_config() {
     cat >"$1" <<EOF
 [relay]
 listen = "$LOOP:$RELAY_PORT"
+$(relay_tls_relay)
 handshake-timeout = 10
 origin-connect-timeout = 5
 max-sessions = 100000
@@ -98,6 +159,7 @@ name = "$HOST"
 acceleration = "full-site"
 origins = ["$LOOP:$ORIGIN_PORT"]
 websocket = { switch = "on", timeout = $2 }
+$(relay_tls_domain)
 
 [[domain]]
 name = "$PUSH_HOST"
@@ -147,6 +209,7 @@ http {
             proxy_pass http://$LOOP:$PUSH_PORT;
         }
     }
+$(nginx_tls_server)
 }
 EOF
     cat >"$dir/haproxy.cfg" <<EOF
@@ -186,6 +249,10 @@ EOF
     wait_port "$NGINX_PORT"
     wait_port "$HAPROXY_PORT"
     wait_port "$RELAY_PORT"
+    if [[ $TLS == 1 ]]; then
+        wait_port "$NGINX_TLS_PORT"
+        wait_port "$RELAY_TLS_PORT"
+    fi
     NGINX_PID=""
     local want
     want=$([[ $nginx_workers == auto ]] && nproc || echo 1)
@@ -226,15 +293,17 @@ url_of() {
     nginx) echo "ws://$LOOP:$NGINX_PORT/bench" ;;
     haproxy) echo "ws://$LOOP:$HAPROXY_PORT/bench" ;;
     relay) echo "ws://$LOOP:$RELAY_PORT/bench" ;;
+    nginx-tls) echo "wss://$LOOP:$NGINX_TLS_PORT/bench" ;;
+    relay-tls) echo "wss://$LOOP:$RELAY_TLS_PORT/bench" ;;
     esac
 }
 
 pid_of() {
     case $1 in
     direct) echo "$ORIGIN_PID" ;;
-    nginx) echo "$NGINX_PID" ;;
+    nginx | nginx-tls) echo "$NGINX_PID" ;;
     haproxy) echo "$HAPROXY_PID" ;;
-    relay) echo "$RELAY_PID" ;;
+    relay | relay-tls) echo "$RELAY_PID" ;;
     esac
 }
 

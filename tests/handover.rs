@@ -1758,3 +1758,59 @@ async fn echo_once(ws: &mut Ws, text: &'static str) {
         .unwrap_or_else(|_| panic!("no echo of {text:?}"));
     assert_eq!(got.unwrap().unwrap(), m);
 }
+
+/// What the console shows of a session moves with it: its recent frames
+/// (the session detail) and its age.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sessions_recent_frames_and_age_move_with_it() {
+    let mut live = live().await;
+    let (mut quiet, local) = connect(live.addr, "stream.test", "/quiet").await;
+    for text in ["one", "two", "three"] {
+        echo_once(&mut quiet, text).await;
+    }
+    let id = timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(s) = sessions(&live.setup.socket).await.get(&local) {
+                return id_of(s);
+            }
+            sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .unwrap();
+    let detail = |socket: PathBuf| async move {
+        let mut control = Control::connect(&socket).await;
+        let answer = control
+            .ask(&format!("{{\"request\":\"session\",\"id\":{id}}}"))
+            .await;
+        assert_eq!(answer["ok"], true, "{answer}");
+        answer["session"].clone()
+    };
+    let before = detail(live.setup.socket.clone()).await;
+    let frames = before["recent_frames"].as_array().unwrap().clone();
+    assert_eq!(frames.len(), 6, "three messages each way: {before}");
+
+    let mut new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
+    new.line_with("took over", Duration::from_secs(15)).await;
+    assert_eq!(live.serve.exit_code(Duration::from_secs(10)).await, Some(0));
+    live.serve = new;
+    let after = detail(live.setup.socket.clone()).await;
+    assert_eq!(
+        after["recent_frames"].as_array().unwrap(),
+        &frames,
+        "the recent frames moved with the session"
+    );
+    assert!(
+        after["age_secs"].as_f64().unwrap() >= before["age_secs"].as_f64().unwrap(),
+        "age {} s became {} s",
+        before["age_secs"],
+        after["age_secs"]
+    );
+    echo_once(&mut quiet, "after").await;
+    quiet.close(None).await.unwrap();
+    while let Ok(Some(Ok(_))) = timeout(Duration::from_secs(2), quiet.next()).await {}
+    let pid = live.serve.pid;
+    live.wait_for_sessions(FEW).await;
+    live.assert_working(pid, "after the takeover").await;
+    live.end().await;
+}

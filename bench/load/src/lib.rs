@@ -91,6 +91,10 @@ pub struct LoadOptions {
     /// Fan-out: where the generator's pushing origin listens (the target
     /// must forward sessions there).
     pub push_listen: Option<SocketAddr>,
+    /// `wss://` targets: the PEM file of the CA (or self-signed
+    /// certificate) to trust. The TLS server name (SNI) is `host`'s, else
+    /// the URL's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for LoadOptions {
@@ -106,6 +110,7 @@ impl Default for LoadOptions {
             expect_timeout: None,
             allow_remote: false,
             push_listen: None,
+            ca_file: None,
         }
     }
 }
@@ -134,6 +139,8 @@ pub enum LoadError {
     NotLoopback { addr: SocketAddr },
     #[error("bad option: {0}")]
     BadOption(String),
+    #[error("--ca-file {path}: {reason}")]
+    CaFile { path: String, reason: String },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -144,6 +151,11 @@ struct Target {
     url: String,
     host: Option<HeaderValue>,
     config: WebSocketConfig,
+    /// `wss://`: the connector and the server name to ask for.
+    tls: Option<(
+        tokio_rustls::TlsConnector,
+        rustls::pki_types::ServerName<'static>,
+    )>,
 }
 
 /// Runs the load and reports. `on_ready` is called once every session has
@@ -333,14 +345,16 @@ async fn target(options: &LoadOptions) -> Result<Target, LoadError> {
         .into_client_request()
         .map_err(|e| bad(&e.to_string()))?;
     let uri = request.uri();
-    if uri.scheme_str() != Some("ws") {
-        return Err(bad(
-            "only ws:// is supported (TLS would measure the generator)",
-        ));
-    }
+    let secure = match uri.scheme_str() {
+        Some("ws") => false,
+        // TLS costs the generator as much as the target: compare wss://
+        // targets with each other, and read the generator's CPU beside them.
+        Some("wss") => true,
+        _ => return Err(bad("only ws:// and wss:// are supported")),
+    };
     let host = uri.host().ok_or_else(|| bad("no host"))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
-    let port = uri.port_u16().unwrap_or(80);
+    let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
     let addr = tokio::net::lookup_host((host, port))
         .await
         .map_err(|source| LoadError::Resolve {
@@ -358,12 +372,59 @@ async fn target(options: &LoadOptions) -> Result<Target, LoadError> {
         })?),
         None => None,
     };
+    let tls = if secure {
+        let name = options.host.as_deref().unwrap_or(host);
+        // The Host header may carry a port; the server name does not.
+        let name = name.rsplit_once(':').map_or(name, |(n, _)| n);
+        let name = rustls::pki_types::ServerName::try_from(name.to_string()).map_err(|_| {
+            LoadError::BadOption(format!("{name:?} is not a valid TLS server name"))
+        })?;
+        Some((tls_connector(options)?, name))
+    } else {
+        None
+    };
     Ok(Target {
         addr,
         url: options.url.clone(),
         host: host_header,
         config: client_config(options),
+        tls,
     })
+}
+
+/// A TLS client trusting only `--ca-file` (a benchmark's own CA).
+fn tls_connector(options: &LoadOptions) -> Result<tokio_rustls::TlsConnector, LoadError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let Some(path) = &options.ca_file else {
+        return Err(LoadError::BadOption(
+            "a wss:// target needs --ca-file FILE (the PEM certificate of the CA that signed the target's)"
+                .into(),
+        ));
+    };
+    let ca_error = |reason: String| LoadError::CaFile {
+        path: path.display().to_string(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| ca_error(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(&pem) {
+        let cert = cert.map_err(|e| ca_error(format!("not PEM: {e}")))?;
+        roots
+            .add(cert)
+            .map_err(|e| ca_error(format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(ca_error("no CERTIFICATE block in the file".into()));
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| LoadError::Internal(format!("TLS: {e}")))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
 /// Small read buffers, as a server holding thousands of sessions would use

@@ -11,7 +11,7 @@ use clap::{Parser, ValueEnum};
 use ecdn_load::{self as load, LoadOptions, Mode};
 
 /// WebSocket load generator: echo (closed loop), paced and idle sessions
-/// through a relay, a proxy or an origin directly.
+/// through a relay, a proxy or an origin directly, over ws:// or wss://.
 #[derive(Debug, Parser)]
 #[command(name = "ecdn-load", version)]
 struct Args {
@@ -62,6 +62,10 @@ struct Args {
     /// target must forward sessions there)
     #[arg(long, value_name = "ADDR")]
     push_listen: Option<std::net::SocketAddr>,
+    /// wss:// targets: trust the CA certificate(s) in this PEM file (the
+    /// TLS server name is --host's, else the URL's)
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -167,5 +171,6 @@ fn options(args: &Args) -> Result<LoadOptions, String> {
         expect_timeout: seconds("--expect-timeout", args.expect_timeout)?,
         allow_remote: args.allow_remote,
         push_listen: args.push_listen,
+        ca_file: args.ca_file.clone(),
     })
 }

@@ -9,17 +9,17 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio::time::{Instant, MissedTickBehavior, interval_at, sleep_until, timeout, timeout_at};
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::report::Recorder;
 use super::{Mode, Target};
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A handshake that takes longer than this counts as failed.
 const HANDSHAKE_LIMIT: Duration = Duration::from_secs(30);
@@ -248,6 +248,21 @@ pub(super) async fn connect(target: &Target) -> Result<Ws, String> {
         .map_err(|e| format!("connect to {}: {e}", target.addr))?;
     // Latency is the point of the measurement: no Nagle delays.
     let _ = stream.set_nodelay(true);
+    let stream = match &target.tls {
+        None => MaybeTlsStream::Plain(stream),
+        Some((connector, name)) => {
+            match timeout(HANDSHAKE_LIMIT, connector.connect(name.clone(), stream)).await {
+                Ok(Ok(tls)) => MaybeTlsStream::Rustls(tls),
+                Ok(Err(e)) => return Err(format!("TLS handshake: {e}")),
+                Err(_) => {
+                    return Err(format!(
+                        "TLS handshake: no answer within {} s",
+                        HANDSHAKE_LIMIT.as_secs()
+                    ));
+                }
+            }
+        }
+    };
     let mut request = target
         .url
         .as_str()

@@ -55,6 +55,7 @@ fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
         expect_timeout: None,
         allow_remote: false,
         push_listen: None,
+        ca_file: None,
     }
 }
 
@@ -88,6 +89,65 @@ async fn echo_mode_measures_round_trips_through_the_relay() {
     })
     .await
     .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echo_mode_over_wss_trusts_the_ca_file_and_sends_the_host_as_sni() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["app.test".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (
+        dir.path().join("ca.pem"),
+        dir.path().join("app.pem"),
+        dir.path().join("app.key"),
+    );
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, cert.pem()).unwrap();
+    std::fs::write(&key_file, key.serialize_pem()).unwrap();
+    let origin = echo_origin(OriginOptions::default()).await;
+    let text = format!(
+        "[relay]\nlisten = \"127.0.0.1:0\"\ntls-listen = \"127.0.0.1:0\"\nworkers = 1\n\
+         [[domain]]\nname = \"app.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
+         certificate = {{ cert-file = {cert_file:?}, key-file = {key_file:?} }}\n"
+    );
+    let config = Arc::new(Config::parse(&text, &dir.path().join("c.toml")).unwrap());
+    let (relay, _events) = start_relay(config).await;
+    let tls = relay.tls_local_addr().unwrap();
+    let wss = LoadOptions {
+        url: format!("wss://{tls}/bench"),
+        ca_file: Some(ca_file),
+        ..options(tls, Mode::Echo)
+    };
+    let report = load::run(&wss, |_| {}).await.unwrap();
+    assert_eq!(report.opened, 4, "{:?}", report.error_samples);
+    assert_eq!(report.errors, 0, "{:?}", report.error_samples);
+    assert!(report.messages > 0);
+
+    // Without the CA file it says what is missing; with the wrong name
+    // (SNI and certificate check) no session opens.
+    let err = load::run(
+        &LoadOptions {
+            ca_file: None,
+            ..wss.clone()
+        },
+        |_| {},
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("--ca-file"), "{err}");
+    let wrong = LoadOptions {
+        host: Some("other.test".into()),
+        ..wss
+    };
+    let report = load::run(&wrong, |_| {}).await.unwrap();
+    assert_eq!(report.opened, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -229,3 +229,47 @@ async fn the_admin_listener_is_read_only() {
     serve.signal("TERM");
     assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
 }
+
+/// An edit made over the control socket (an attached console's) moves the
+/// idle-limit gauge as a reload does.
+#[tokio::test]
+async fn an_edit_over_the_control_socket_updates_the_idle_limit_metric() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    let socket = dir.path().join("control.sock");
+    let text = config_text(origin).replacen(
+        "[relay]\n",
+        &format!("[relay]\ncontrol-socket = \"{}\"\n", socket.display()),
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let serve = ServeProcess::start(&path, &["--admin", "127.0.0.1:0"], &[]).await;
+    let limit = |samples: &[Sample]| {
+        value(
+            samples,
+            "ecdn_relay_idle_limit_seconds",
+            &[("domain", "app.test")],
+        )
+    };
+    assert_eq!(limit(&scrape(&serve).await), 1.0);
+
+    let stream = tokio::net::UnixStream::connect(&socket).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let _hello = lines.next_line().await.unwrap().unwrap();
+    let mut ask = async |line: String| -> serde_json::Value {
+        write.write_all(line.as_bytes()).await.unwrap();
+        let answer = lines.next_line().await.unwrap().unwrap();
+        serde_json::from_str(&answer).unwrap()
+    };
+    let config = ask("{\"request\":\"config-get\"}\n".into()).await;
+    let edit = format!(
+        "{{\"request\":\"config-edit\",\"version\":{},\"edit\":{{\"edit\":\"set-websocket\",\"domain\":\"app.test\",\"switch\":\"on\",\"timeout\":30}}}}\n",
+        config["version"]
+    );
+    let answer = ask(edit).await;
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(limit(&scrape(&serve).await), 30.0);
+}

@@ -500,10 +500,15 @@ fn handle(control: &Control, request: Request) -> Answer {
         Request::ConfigGet => ok(&control.config_reply()),
         Request::ConfigEdit { version, edit } => match control.config.edit(version, &edit) {
             Ok((config, _)) => {
-                control.relay.apply_config(config);
+                let mut detail = format!("{} (over the control socket)", edit.describe());
+                if let Err(e) = control.relay.apply_edit(config) {
+                    detail.push_str(&format!(
+                        "; certificate {e}: the old certificate keeps being served"
+                    ));
+                }
                 control.relay.emit(RelayEvent::ConfigApplied {
                     at: SystemTime::now(),
-                    detail: format!("{} (over the control socket)", edit.describe()),
+                    detail,
                 });
                 ok(&control.config_reply())
             }

@@ -282,14 +282,43 @@ fn resume(shared: &Arc<Shared>, mut moved: MovedSession) {
 
 /// Starts a session from its moved state on the current runtime (a worker's).
 fn adopt(shared: &Arc<Shared>, moved: MovedSession) -> io::Result<()> {
-    moved.client.set_nonblocking(true)?;
-    moved.origin.set_nonblocking(true)?;
-    let client = TcpStream::from_std(moved.client)?;
-    let origin = TcpStream::from_std(moved.origin)?;
+    start(shared, register(shared, moved))
+}
+
+/// A moved session in this process's table, not running yet.
+struct Registered {
+    guard: SessionGuard,
+    lanes: [LaneState; 2],
+    client: std::net::TcpStream,
+    origin: std::net::TcpStream,
+}
+
+/// Puts `moved` in the session table (on `shared`'s worker), from any thread.
+fn register(shared: &Shared, moved: MovedSession) -> Registered {
     let parent = shared.interrupts.session_parent();
     let guard = shared
         .registry
         .restore(shared.worker, moved.stats, moved.exported_at, &parent);
+    Registered {
+        guard,
+        lanes: moved.lanes,
+        client: moved.client,
+        origin: moved.origin,
+    }
+}
+
+/// Runs a registered session (call on its worker's runtime).
+fn start(shared: &Arc<Shared>, registered: Registered) -> io::Result<()> {
+    let Registered {
+        guard,
+        lanes,
+        client,
+        origin,
+    } = registered;
+    client.set_nonblocking(true)?;
+    origin.set_nonblocking(true)?;
+    let client = TcpStream::from_std(client)?;
+    let origin = TcpStream::from_std(origin)?;
     let setup = SessionSetup {
         stats: guard.stats().clone(),
         domain: guard.stats().domain.to_string(),
@@ -298,7 +327,7 @@ fn adopt(shared: &Arc<Shared>, moved: MovedSession) -> io::Result<()> {
         extensions: false,
         config: shared.config.clone(),
         interrupts: shared.interrupts.clone(),
-        resume: Some(Box::new(moved.lanes)),
+        resume: Some(Box::new(lanes)),
     };
     let slot = ConnectionSlot::take(shared);
     shared
@@ -498,15 +527,19 @@ impl Drop for Collected {
     }
 }
 
+/// Every session is in the table before this returns (so `sessions` and
+/// `attach` list them at once); each worker then starts its share.
 fn spawn_on_workers(workers: &[WorkerRef], per_worker: Vec<Vec<MovedSession>>) {
     for (worker, sessions) in workers.iter().zip(per_worker) {
         if sessions.is_empty() {
             continue;
         }
         let shared = worker.shared.clone();
+        let registered: Vec<Registered> =
+            sessions.into_iter().map(|s| register(&shared, s)).collect();
         worker.runtime.spawn(async move {
-            for (i, s) in sessions.into_iter().enumerate() {
-                if let Err(e) = adopt(&shared, s) {
+            for (i, s) in registered.into_iter().enumerate() {
+                if let Err(e) = start(&shared, s) {
                     tracing::warn!("a session could not be carried on: {e}");
                 }
                 // The sessions started so far run between chunks.

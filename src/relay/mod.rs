@@ -144,7 +144,29 @@ impl RelayLink {
 
     /// See [`RelayHandle::apply_config`].
     pub fn apply_config(&self, config: Arc<Config>) {
+        self.inner.registry.metrics().apply_config(&config);
         self.inner.config.send_replace(config);
+    }
+
+    /// See [`RelayHandle::try_apply_config`].
+    pub fn try_apply_config(&self, config: Arc<Config>) -> Result<(), tls::CertificateError> {
+        if let Some(edge) = &self.inner.edge {
+            edge.resolver.replace(tls::CertificateSet::load(&config)?);
+        }
+        self.apply_config(config);
+        Ok(())
+    }
+
+    /// An edit saved through the console or the control socket: in force
+    /// at once; the certificates are read again too (a renewed file is
+    /// picked up), and one that cannot be served keeps the old one — the
+    /// error is returned for the caller to report.
+    pub fn apply_edit(&self, config: Arc<Config>) -> Result<(), tls::CertificateError> {
+        let certificates = self.try_apply_config(config.clone());
+        if certificates.is_err() {
+            self.apply_config(config);
+        }
+        certificates
     }
 
     /// Adds an event to the relay's stream (its owner logs and shows it).
@@ -233,11 +255,7 @@ impl RelayHandle {
     /// certificates and config stay in force) and the error says which
     /// file and why.
     pub fn try_apply_config(&self, config: Arc<Config>) -> Result<(), tls::CertificateError> {
-        if let Some(edge) = &self.inner.edge {
-            edge.resolver.replace(tls::CertificateSet::load(&config)?);
-        }
-        self.apply_config(config);
-        Ok(())
+        self.link().try_apply_config(config)
     }
 
     /// The relay's Prometheus metrics (every worker counts into them).
@@ -259,8 +277,7 @@ impl RelayHandle {
     /// re-arms its deadline at once, sessions of offline or deleted domains
     /// are closed. (A new `listen` or `workers` needs a restart.)
     pub fn apply_config(&self, config: Arc<Config>) {
-        self.metrics().apply_config(&config);
-        self.inner.config.send_replace(config);
+        self.link().apply_config(config);
     }
 
     /// Events lost because their reader fell behind.

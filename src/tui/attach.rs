@@ -201,6 +201,15 @@ async fn attach_loop(
             () = sleep_until(last_draw + FRAME), if dirty => {}
             // Idle counters move by themselves: sample and redraw once a second.
             () = sleep_until(next_tick), if connected && !dirty => dirty = true,
+            // The relay went away: a new one may answer on the same socket
+            // (`serve --takeover`, a kept background relay). Try again.
+            () = tokio::time::sleep(RECONNECT), if !connected => {
+                if reconnect(app, poll, events).await {
+                    connected = true;
+                    known = Known::default();
+                    dirty = true;
+                }
+            }
             _ = hangup.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
             () = PANIC_NOTIFY.notified() => return Ok(()),
@@ -208,9 +217,50 @@ async fn attach_loop(
     }
 }
 
+/// How often a console that lost its relay tries the socket again.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// Connects again to the relay's socket; on success the console follows the
+/// relay now answering there (after a hand-over: the new process).
+async fn reconnect(
+    app: &mut App,
+    poll: &mut ControlClient,
+    events: &mut mpsc::Receiver<RelayEvent>,
+) -> bool {
+    let Some(socket) = app.relay.remote().map(|r| r.socket.clone()) else {
+        return false;
+    };
+    let Ok((new_poll, (version, config, certificates), (backlog, rx))) = connect(&socket).await
+    else {
+        return false;
+    };
+    *poll = new_poll;
+    *events = rx;
+    let pid = poll.hello.pid;
+    if let Some(remote) = app.relay.remote_mut() {
+        remote.pid = pid;
+        remote.config_version = version;
+    }
+    app.certificates = certificates;
+    update(app, Action::Reloaded(Ok(config)));
+    for event in backlog {
+        update(app, Action::Relay(event));
+    }
+    app.status = Some(Status {
+        text: format!(
+            "Attached again: the relay at {} is now pid {pid}.",
+            socket.display()
+        ),
+        error: false,
+    });
+    true
+}
+
 fn lost(app: &mut App, why: &str) {
     app.status = Some(Status {
-        text: format!("Lost the relay ({why}); what is shown is no longer live. q quits."),
+        text: format!(
+            "Lost the relay ({why}); what is shown is no longer live. Trying the socket again each second; q quits."
+        ),
         error: true,
     });
 }

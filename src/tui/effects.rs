@@ -20,7 +20,9 @@ pub trait RelayControl {
 
 impl RelayControl for RelayHandle {
     fn apply_config(&self, config: Arc<Config>) {
-        RelayHandle::apply_config(self, config);
+        if let Err(e) = self.link().apply_edit(config) {
+            tracing::warn!("certificate {e}; the old certificate keeps being served");
+        }
     }
 
     fn close_session(&self, id: SessionId) -> bool {

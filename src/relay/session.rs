@@ -295,11 +295,11 @@ pub fn run<C: RawIo, O: RawIo>(
                 },
                 () = &mut stopped, if open => {
                     if interrupts.shutdown.is_cancelled() {
-                        pump.relay_close(CloseCause::Shutdown, close::GOING_AWAY, "relay shutting down", &client, &origin);
+                        pump.relay_close(CloseCause::Shutdown, &client, &origin);
                     } else if stats.operator_requested() {
                         let (code, reason) = stats.operator_close_frame();
                         let reason = reason.to_string();
-                        pump.relay_close(CloseCause::Operator, code, &reason, &client, &origin);
+                        pump.relay_close_with(CloseCause::Operator, code, &reason, &client, &origin);
                     } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
                         paused = true;
                         break;
@@ -694,8 +694,24 @@ impl Pump {
         self.to_client = self.inject_into(Side::Client, code, &reason, client);
     }
 
-    /// The relay ends the session itself (idle, operator, shutdown, config).
-    fn relay_close(
+    /// The relay ends the session itself (idle, shutdown, config), with
+    /// the close frame `cause` owns.
+    fn relay_close(&mut self, cause: CloseCause, client: &impl RawIo, origin: &impl RawIo) {
+        match cause.relay_close() {
+            Some(frame) => {
+                self.relay_close_with(cause, frame.code, &frame.reason, client, origin);
+            }
+            // Not a close the relay starts with a frame: the sides just go.
+            None => {
+                self.set_cause(cause);
+                self.client_gone = true;
+                self.origin_gone = true;
+            }
+        }
+    }
+
+    /// [`relay_close`](Self::relay_close) with a frame given (an operator's).
+    fn relay_close_with(
         &mut self,
         cause: CloseCause,
         code: u16,
@@ -788,13 +804,7 @@ impl Pump {
         let cause = CloseCause::IdleTimeout { timeout_secs: secs };
         match self.idle_close {
             IdleCloseMode::CloseFrame => {
-                self.relay_close(
-                    cause,
-                    close::GOING_AWAY,
-                    &format!("idle timeout ({secs} s)"),
-                    client,
-                    origin,
-                );
+                self.relay_close(cause, client, origin);
             }
             IdleCloseMode::Abort => {
                 // As real CDNs do: no close frame, the TCP connections just end.
@@ -824,20 +834,10 @@ impl Pump {
     /// A domain taken offline or deleted closes its sessions.
     fn check_domain(&mut self, config: &Config, client: &impl RawIo, origin: &impl RawIo) {
         match config.domain(&self.domain) {
-            None => self.relay_close(
-                CloseCause::DomainRemoved,
-                close::GOING_AWAY,
-                "domain removed",
-                client,
-                origin,
-            ),
-            Some(d) if d.status == Status::Offline => self.relay_close(
-                CloseCause::DomainOffline,
-                close::GOING_AWAY,
-                "domain offline",
-                client,
-                origin,
-            ),
+            None => self.relay_close(CloseCause::DomainRemoved, client, origin),
+            Some(d) if d.status == Status::Offline => {
+                self.relay_close(CloseCause::DomainOffline, client, origin);
+            }
             Some(_) => {}
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use ecdn_console::app::{Action, App, Clock, Command, Screen, Settings, update};
 use ecdn_console::config::{Config, DEFAULT_CONFIG};
-use ecdn_console::relay::{Direction, FrameKind, NewSession, Registry};
+use ecdn_console::relay::{Direction, FrameKind, NewSession, Registry, SeenFrame};
 use ecdn_console::ui::{Theme, render};
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
@@ -51,17 +51,21 @@ fn main() {
                 g.stats().record_frame(
                     now,
                     Direction::ClientToOrigin,
-                    FrameKind::Text,
-                    true,
-                    40,
+                    SeenFrame {
+                        kind: FrameKind::Text,
+                        fin: true,
+                        payload_len: 40,
+                    },
                     true,
                 );
                 g.stats().record_frame(
                     now,
                     Direction::OriginToClient,
-                    FrameKind::Text,
-                    true,
-                    40,
+                    SeenFrame {
+                        kind: FrameKind::Text,
+                        fin: true,
+                        payload_len: 40,
+                    },
                     true,
                 );
             }

@@ -67,6 +67,7 @@ mod tests {
     use super::*;
     use crate::relay::registry::{NewSession, Registry};
     use crate::ws::FrameKind;
+    use crate::ws::frame::SeenFrame;
 
     /// A scripted session: `beats` messages from the client every `every`.
     async fn scripted(
@@ -84,9 +85,16 @@ mod tests {
         });
         for _ in 0..beats {
             advance(every).await;
-            guard
-                .stats()
-                .record_frame(Instant::now(), direction, FrameKind::Text, true, 4, true);
+            guard.stats().record_frame(
+                Instant::now(),
+                direction,
+                SeenFrame {
+                    kind: FrameKind::Text,
+                    fin: true,
+                    payload_len: 4,
+                },
+                true,
+            );
         }
         Rhythm::of(guard.stats())
     }

@@ -329,6 +329,7 @@ mod tests {
 
     use super::*;
     use crate::relay::registry::{NewSession, Registry, SessionGuard};
+    use crate::ws::frame::SeenFrame;
 
     fn open(registry: &Arc<Registry>, port: u16, path: &str) -> SessionGuard {
         registry.register(NewSession {
@@ -404,9 +405,11 @@ mod tests {
             g.stats().record_frame(
                 Instant::now(),
                 Direction::ClientToOrigin,
-                FrameKind::Ping,
-                true,
-                0,
+                SeenFrame {
+                    kind: FrameKind::Ping,
+                    fin: true,
+                    payload_len: 0,
+                },
                 active,
             );
         };

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
 use super::metrics::{DomainMetrics, Metrics};
+use crate::ws::frame::SeenFrame;
 use crate::ws::{FrameKind, close};
 
 pub type SessionId = u64;
@@ -166,11 +167,14 @@ impl SessionStats {
         &self,
         now: Instant,
         direction: Direction,
-        kind: FrameKind,
-        fin: bool,
-        payload_len: u64,
+        frame: SeenFrame,
         counts_as_activity: bool,
     ) {
+        let SeenFrame {
+            kind,
+            fin,
+            payload_len,
+        } = frame;
         let stamp = nanos_since(self.epoch, now);
         let flow = &self.flows[direction.index()];
         flow.frames.fetch_add(1, Relaxed);
@@ -809,9 +813,11 @@ mod tests {
         s.record_frame(
             Instant::now(),
             Direction::ClientToOrigin,
-            FrameKind::Text,
-            true,
-            5,
+            SeenFrame {
+                kind: FrameKind::Text,
+                fin: true,
+                payload_len: 5,
+            },
             true,
         );
         tokio::time::advance(Duration::from_secs(7)).await;
@@ -819,9 +825,11 @@ mod tests {
         s.record_frame(
             Instant::now(),
             Direction::OriginToClient,
-            FrameKind::Ping,
-            true,
-            0,
+            SeenFrame {
+                kind: FrameKind::Ping,
+                fin: true,
+                payload_len: 0,
+            },
             false,
         );
         let snap = s.snapshot(Instant::now());
@@ -846,9 +854,11 @@ mod tests {
             guard.stats().record_frame(
                 Instant::now(),
                 Direction::ClientToOrigin,
-                FrameKind::Text,
-                true,
-                3,
+                SeenFrame {
+                    kind: FrameKind::Text,
+                    fin: true,
+                    payload_len: 3,
+                },
                 true,
             );
         }

@@ -156,10 +156,11 @@ impl Side {
 struct Pump {
     stats: Arc<SessionStats>,
     domain: String,
-    up: Lane,
-    down: Lane,
-    client_gone: bool,
-    origin_gone: bool,
+    /// Per source side (`Side::index`): the client's lane carries
+    /// client → origin, the origin's origin → client.
+    lanes: [Lane; 2],
+    /// Per side: its connection ended or failed.
+    gone: [bool; 2],
     phase: Phase,
     timeout: Option<Duration>,
     ping_resets_idle: bool,
@@ -204,10 +205,11 @@ pub fn run<C: RawIo, O: RawIo>(
     let mut pump = Pump {
         stats: stats.clone(),
         domain,
-        up: Lane::new(Direction::ClientToOrigin, max, extensions),
-        down: Lane::new(Direction::OriginToClient, max, extensions),
-        client_gone: false,
-        origin_gone: false,
+        lanes: [
+            Lane::new(Direction::ClientToOrigin, max, extensions),
+            Lane::new(Direction::OriginToClient, max, extensions),
+        ],
+        gone: [false; 2],
         phase: Phase::Open,
         timeout: None,
         ping_resets_idle: true,
@@ -220,9 +222,9 @@ pub fn run<C: RawIo, O: RawIo>(
         fin_owed: [false; 2],
     };
     if let Some(lanes) = resume {
-        let [up, down] = *lanes;
-        pump.up.restore(up);
-        pump.down.restore(down);
+        for (lane, state) in pump.lanes.iter_mut().zip(*lanes) {
+            lane.restore(state);
+        }
     }
     // Frames that arrived in the same packets as the handshakes.
     for (side, bytes) in [
@@ -317,7 +319,7 @@ pub fn run<C: RawIo, O: RawIo>(
             }
         }
         if paused {
-            let lanes = [pump.up.state(), pump.down.state()];
+            let lanes = pump.lanes.each_mut().map(Lane::state);
             if let (Some(client), Some(origin)) = (client.into_movable(), origin.into_movable()) {
                 return Outcome::Paused(Box::new(PausedSession {
                     lanes,
@@ -346,16 +348,18 @@ async fn next_change(
 
 impl Pump {
     fn lane(&mut self, source: Side) -> &mut Lane {
-        match source {
-            Side::Client => &mut self.up,
-            Side::Origin => &mut self.down,
-        }
+        &mut self.lanes[source.index()]
     }
 
     fn gone(&self, side: Side) -> bool {
-        match side {
-            Side::Client => self.client_gone,
-            Side::Origin => self.origin_gone,
+        self.gone[side.index()]
+    }
+
+    /// The relay closes the session itself: nothing more is passed on
+    /// either way (bytes are only scanned for the close replies).
+    fn stop_forwarding(&mut self) {
+        for lane in &mut self.lanes {
+            lane.forwarding = false;
         }
     }
 
@@ -397,18 +401,12 @@ impl Pump {
     }
 
     fn wants_read(&self, source: Side) -> bool {
-        let lane = match source {
-            Side::Client => &self.up,
-            Side::Origin => &self.down,
-        };
+        let lane = &self.lanes[source.index()];
         !self.gone(source) && !lane.source_closed && lane.pending.is_empty()
     }
 
     fn wants_write(&self, dest: Side) -> bool {
-        let lane = match dest {
-            Side::Origin => &self.up,
-            Side::Client => &self.down,
-        };
+        let lane = &self.lanes[other(dest).index()];
         !self.gone(dest) && !lane.pending.is_empty()
     }
 
@@ -416,23 +414,21 @@ impl Pump {
     /// open, both sides there, nothing owed that only this pump knows.
     fn movable(&self) -> bool {
         matches!(self.phase, Phase::Open)
-            && !self.client_gone
-            && !self.origin_gone
+            && self.gone == [false; 2]
             && self.cause.is_none()
             && self.owed_to_client.is_none()
             && self.fin_owed == [false; 2]
-            && self.up.forwarding
-            && self.down.forwarding
-            && !self.up.source_closed
-            && !self.down.source_closed
+            && self.lanes.iter().all(|l| l.forwarding && !l.source_closed)
     }
 
     fn finished(&self) -> bool {
-        let client_done = self.up.source_closed || self.client_gone;
-        let origin_done = self.down.source_closed || self.origin_gone;
-        let up_flushed = self.up.pending.is_empty() || self.origin_gone;
-        let down_flushed = self.down.pending.is_empty() || self.client_gone;
-        client_done && origin_done && up_flushed && down_flushed
+        // Each side: done sending, and what waits for the other side is
+        // written (or that side is gone).
+        [Side::Client, Side::Origin].into_iter().all(|side| {
+            let lane = &self.lanes[side.index()];
+            (lane.source_closed || self.gone(side))
+                && (lane.pending.is_empty() || self.gone(other(side)))
+        })
     }
 
     /// Reads what `source` has (a few times while it keeps coming, once
@@ -501,14 +497,7 @@ impl Pump {
         let direction = lane.direction;
         let scan = lane.scanner.scan(data, |frame| {
             let counts = !matches!(frame.kind, FrameKind::Ping | FrameKind::Pong) || ping_counts;
-            stats.record_frame(
-                now,
-                direction,
-                frame.kind,
-                frame.fin,
-                frame.payload_len,
-                counts,
-            );
+            stats.record_frame(now, direction, frame, counts);
         });
         // The origin's close reply is not passed on while a close is owed to
         // the client: the relay's own close goes in its place.
@@ -608,8 +597,7 @@ impl Pump {
             Side::Origin => CloseCause::OriginVanished,
         });
         // The survivor's bytes go nowhere now; it is read only to see it leave.
-        self.up.forwarding = false;
-        self.down.forwarding = false;
+        self.stop_forwarding();
         let survivor = other(side);
         // Bytes still waiting for the vanished side can never be delivered.
         self.lane(survivor).pending = Vec::new();
@@ -668,8 +656,7 @@ impl Pump {
                 self.pay_owed_close(client);
             }
         } else {
-            self.down.forwarding = false;
-            self.up.forwarding = false;
+            self.stop_forwarding();
             self.to_origin = self.inject(Side::Origin, code, &reason, client, origin);
             // The client did nothing wrong: 1011, the server-side failure
             // code every client accepts (1014 is rejected by Autobahn's
@@ -690,7 +677,7 @@ impl Pump {
         let Some((code, reason)) = self.owed_to_client.take() else {
             return;
         };
-        self.down.forwarding = false;
+        self.lane(Side::Origin).forwarding = false;
         self.to_client = self.inject_into(Side::Client, code, &reason, client);
     }
 
@@ -704,8 +691,7 @@ impl Pump {
             // Not a close the relay starts with a frame: the sides just go.
             None => {
                 self.set_cause(cause);
-                self.client_gone = true;
-                self.origin_gone = true;
+                self.gone = [true; 2];
             }
         }
     }
@@ -720,8 +706,7 @@ impl Pump {
         origin: &impl RawIo,
     ) {
         self.set_cause(cause);
-        self.up.forwarding = false;
-        self.down.forwarding = false;
+        self.stop_forwarding();
         self.to_client = self.inject(Side::Client, code, reason, client, origin);
         self.to_origin = self.inject(Side::Origin, code, reason, client, origin);
         self.start_closing();
@@ -768,10 +753,7 @@ impl Pump {
     }
 
     fn mark_gone(&mut self, side: Side) {
-        match side {
-            Side::Client => self.client_gone = true,
-            Side::Origin => self.origin_gone = true,
-        }
+        self.gone[side.index()] = true;
     }
 
     fn set_cause(&mut self, cause: CloseCause) {
@@ -809,8 +791,7 @@ impl Pump {
             IdleCloseMode::Abort => {
                 // As real CDNs do: no close frame, the TCP connections just end.
                 self.set_cause(cause);
-                self.client_gone = true;
-                self.origin_gone = true;
+                self.gone = [true; 2];
             }
         }
     }

@@ -32,8 +32,16 @@ struct Fixture {
 }
 
 fn frame(g: &SessionGuard, dir: Direction, kind: FrameKind, len: u64) {
-    g.stats()
-        .record_frame(Instant::now(), dir, kind, true, len, true);
+    g.stats().record_frame(
+        Instant::now(),
+        dir,
+        crate::ws::SeenFrame {
+            kind,
+            fin: true,
+            payload_len: len,
+        },
+        true,
+    );
 }
 
 fn register(registry: &Arc<Registry>, domain: &str, port: u16, timeout: u64) -> SessionGuard {

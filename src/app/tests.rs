@@ -518,15 +518,21 @@ fn delete_and_offline_ask_first() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn quitting_asks_while_sessions_are_live() {
+/// The console with one live session (so quitting asks first).
+fn app_with_a_live_session() -> (App, SessionGuard) {
     let mut app = app();
-    let _s = session(
+    let live = session(
         &app.relay.local().unwrap().clone(),
         "cloud.tencent.com",
         Some(100),
     );
     app.refresh(Clock::now());
+    (app, live)
+}
+
+#[tokio::test(start_paused = true)]
+async fn quitting_asks_while_sessions_are_live() {
+    let (mut app, _s) = app_with_a_live_session();
     assert!(update(&mut app, Command::Back.into()).is_empty());
     assert!(matches!(
         app.dialog,
@@ -541,13 +547,7 @@ async fn quitting_asks_while_sessions_are_live() {
 
 #[tokio::test(start_paused = true)]
 async fn the_quit_question_offers_to_keep_the_sessions() {
-    let mut app = app();
-    let _s = session(
-        &app.relay.local().unwrap().clone(),
-        "cloud.tencent.com",
-        Some(100),
-    );
-    app.refresh(Clock::now());
+    let (mut app, _s) = app_with_a_live_session();
     update(&mut app, Command::Back.into());
     // `k`, `y` and `n` as the dialog's own keymap says.
     let keep = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE);

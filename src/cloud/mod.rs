@@ -21,7 +21,7 @@ use api::{
     UpdateWebSocket, UpdateWebSocketRequest,
 };
 
-use crate::config::Switch;
+use crate::config::{DomainName, Switch};
 
 /// Pages loaded so far and domains seen, for a progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,7 +67,7 @@ impl Client {
             .domains
             .unwrap_or_default()
             .iter()
-            .find(|d| d.domain.eq_ignore_ascii_case(name))
+            .find(|d| DomainName::from(d.domain.as_str()) == name)
             .map(CloudDomain::from_api))
     }
 

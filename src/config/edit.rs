@@ -7,6 +7,7 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::RuleViolation;
 use super::model::{Acceleration, Area, Config, OriginProtocol, Status, Switch};
+use super::name::DomainName;
 use super::rules;
 
 /// A new `[[domain]]`, as the add-domain form fills it in.
@@ -228,7 +229,7 @@ fn position(domains: &toml_edit::ArrayOfTables, name: &str) -> Result<usize, Rul
         .position(|t| {
             t.get("name")
                 .and_then(Item::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                .is_some_and(|n| DomainName::from(n) == name)
         })
         .ok_or_else(|| RuleViolation::new(format!("no domain named \"{name}\""), ""))
 }

@@ -18,7 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 
 use super::event::{CloseCause, RelayEvent};
-use crate::config::{Config, effective_timeout};
+use crate::config::{Config, DomainName, effective_timeout};
 
 type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
@@ -86,7 +86,7 @@ pub struct Metrics {
     reloads: Family<Labels1, Counter>,
     drain_ended: Counter,
     draining: AtomicBool,
-    domains: RwLock<HashMap<String, Arc<DomainMetrics>>>,
+    domains: RwLock<HashMap<DomainName, Arc<DomainMetrics>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -192,7 +192,7 @@ impl Metrics {
     }
 
     /// The handles of a configured domain (created on first use).
-    pub fn domain(&self, name: &str) -> Arc<DomainMetrics> {
+    pub fn domain(&self, name: &DomainName) -> Arc<DomainMetrics> {
         let existing = self
             .domains
             .read()
@@ -204,7 +204,7 @@ impl Metrics {
         }
         let mut domains = self.domains.write().unwrap_or_else(|p| p.into_inner());
         domains
-            .entry(name.to_string())
+            .entry(name.clone())
             .or_insert_with(|| Arc::new(self.new_domain(name)))
             .clone()
     }
@@ -238,12 +238,12 @@ impl Metrics {
                 .get_or_create(&domain_label(&domain.name))
                 .set(limit);
         }
-        let stale: Vec<String> = self
+        let stale: Vec<DomainName> = self
             .domains
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .filter(|name| config.domains.iter().all(|d| &d.name != *name))
+            .filter(|name| config.domains.iter().all(|d| d.name != **name))
             .cloned()
             .collect();
         for name in stale {
@@ -264,7 +264,7 @@ impl Metrics {
             } => {
                 self.closed
                     .get_or_create(&[
-                        ("domain", domain.clone()),
+                        ("domain", domain.to_string()),
                         ("cause", cause_label(cause).to_string()),
                     ])
                     .inc();
@@ -277,7 +277,10 @@ impl Metrics {
             }
             RelayEvent::Refused { domain, status, .. } => {
                 // `domain` is set only from a configured domain's name.
-                let domain = domain.clone().unwrap_or_default();
+                let domain = domain
+                    .as_ref()
+                    .map(DomainName::to_string)
+                    .unwrap_or_default();
                 let status = status.map_or_else(|| "dropped".to_string(), |s| s.to_string());
                 self.refused
                     .get_or_create(&[("domain", domain), ("status", status)])

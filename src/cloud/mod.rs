@@ -63,11 +63,12 @@ impl Client {
             value: vec![name.to_ascii_lowercase()],
         };
         let page = self.page(0, vec![filter]).await?;
+        let wanted = DomainName::from(name);
         Ok(page
             .domains
             .unwrap_or_default()
             .iter()
-            .find(|d| DomainName::from(d.domain.as_str()) == name)
+            .find(|d| wanted == d.domain)
             .map(CloudDomain::from_api))
     }
 

@@ -224,12 +224,13 @@ fn domain_array(doc: &mut DocumentMut) -> Result<&mut toml_edit::ArrayOfTables, 
 }
 
 fn position(domains: &toml_edit::ArrayOfTables, name: &str) -> Result<usize, RuleViolation> {
+    let wanted = DomainName::from(name);
     domains
         .iter()
         .position(|t| {
             t.get("name")
                 .and_then(Item::as_str)
-                .is_some_and(|n| DomainName::from(n) == name)
+                .is_some_and(|n| wanted == n)
         })
         .ok_or_else(|| RuleViolation::new(format!("no domain named \"{name}\""), ""))
 }

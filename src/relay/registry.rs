@@ -182,8 +182,12 @@ impl SessionStats {
         flow.bytes.fetch_add(payload_len, Relaxed);
         flow.last_frame.store(stamp, Relaxed);
         let ends_message = fin && !kind.is_control();
-        self.metrics
-            .record_frame(direction.index(), payload_len, ends_message);
+        self.metrics.record_frame(
+            usize::from(self.worker),
+            direction.index(),
+            payload_len,
+            ends_message,
+        );
         if ends_message {
             flow.messages.fetch_add(1, Relaxed);
             let previous = flow.last_message.swap(stamp, Relaxed);
@@ -543,7 +547,7 @@ impl Registry {
 
     /// A table with one shard per worker (at least one).
     pub fn with_workers(workers: usize) -> Self {
-        Self::with_metrics(workers, Arc::new(Metrics::new()))
+        Self::with_metrics(workers, Arc::new(Metrics::with_workers(workers)))
     }
 
     /// [`with_workers`](Self::with_workers), its sessions counting into `metrics`.

@@ -23,7 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::{MetricType, TypedMetric};
 
 use super::event::{CloseCause, RelayEvent};
-use crate::config::{Config, effective_timeout};
+use crate::config::{Config, DomainName, effective_timeout};
 
 type Labels1 = [(&'static str, String); 1];
 type Labels2 = [(&'static str, String); 2];
@@ -128,7 +128,7 @@ pub struct Metrics {
 
 /// Every domain's handles, by name; shared with the two flow families,
 /// which read them when encoded.
-type Domains = Arc<RwLock<HashMap<String, Arc<DomainMetrics>>>>;
+type Domains = Arc<RwLock<HashMap<DomainName, Arc<DomainMetrics>>>>;
 
 /// `ecdn_relay_messages_total` or `ecdn_relay_bytes_total`: one counter per
 /// domain and direction, summed over the workers' blocks when scraped, and
@@ -149,7 +149,7 @@ impl EncodeMetric for FlowFamily {
         for (name, domain) in domains.iter() {
             for (index, direction) in DIRECTIONS.iter().enumerate() {
                 let labels: Labels2 = [
-                    ("domain", name.clone()),
+                    ("domain", name.to_string()),
                     ("direction", (*direction).to_string()),
                 ];
                 let value = domain.total(self.pick, index);
@@ -284,7 +284,7 @@ impl Metrics {
     }
 
     /// The handles of a configured domain (created on first use).
-    pub fn domain(&self, name: &str) -> Arc<DomainMetrics> {
+    pub fn domain(&self, name: &DomainName) -> Arc<DomainMetrics> {
         let existing = self
             .domains
             .read()
@@ -296,7 +296,7 @@ impl Metrics {
         }
         let mut domains = self.domains.write().unwrap_or_else(|p| p.into_inner());
         domains
-            .entry(name.to_string())
+            .entry(name.clone())
             .or_insert_with(|| Arc::new(self.new_domain(name)))
             .clone()
     }
@@ -322,12 +322,12 @@ impl Metrics {
                 .get_or_create(&domain_label(&domain.name))
                 .set(limit);
         }
-        let stale: Vec<String> = self
+        let stale: Vec<DomainName> = self
             .domains
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .keys()
-            .filter(|name| config.domains.iter().all(|d| &d.name != *name))
+            .filter(|name| config.domains.iter().all(|d| d.name != **name))
             .cloned()
             .collect();
         for name in stale {
@@ -348,7 +348,7 @@ impl Metrics {
             } => {
                 self.closed
                     .get_or_create(&[
-                        ("domain", domain.clone()),
+                        ("domain", domain.to_string()),
                         ("cause", cause_label(cause).to_string()),
                     ])
                     .inc();
@@ -361,7 +361,10 @@ impl Metrics {
             }
             RelayEvent::Refused { domain, status, .. } => {
                 // `domain` is set only from a configured domain's name.
-                let domain = domain.clone().unwrap_or_default();
+                let domain = domain
+                    .as_ref()
+                    .map(DomainName::to_string)
+                    .unwrap_or_default();
                 let status = status.map_or_else(|| "dropped".to_string(), |s| s.to_string());
                 self.refused
                     .get_or_create(&[("domain", domain), ("status", status)])
@@ -444,8 +447,8 @@ mod tests {
     #[test]
     fn per_worker_counters_scrape_as_one_counter_family() {
         let metrics = Metrics::with_workers(2);
-        let a = metrics.domain("a.test");
-        metrics.domain("b.test");
+        let a = metrics.domain(&"a.test".into());
+        metrics.domain(&"b.test".into());
         a.record_frame(0, 0, 10, true);
         a.record_frame(1, 0, 20, false);
         a.record_frame(1, 0, 5, true);

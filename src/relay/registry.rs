@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
 use super::metrics::{DomainMetrics, Metrics};
+use crate::config::DomainName;
 use crate::ws::frame::SeenFrame;
 use crate::ws::{FrameKind, close};
 
@@ -102,7 +103,7 @@ const NO_LIMIT: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct SessionStats {
     pub id: SessionId,
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -382,7 +383,7 @@ impl SessionStats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsState {
     pub id: SessionId,
-    pub domain: String,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: String,
     pub path: String,
@@ -440,7 +441,7 @@ impl SessionStats {
         };
         StatsState {
             id: self.id,
-            domain: self.domain.to_string(),
+            domain: self.domain.clone(),
             client: self.client,
             origin: self.origin.to_string(),
             path: self.path.to_string(),
@@ -477,7 +478,7 @@ pub struct SessionSnapshot {
     pub id: SessionId,
     /// The relay worker the session runs on (0-based).
     pub worker: u16,
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -505,7 +506,7 @@ impl SessionSnapshot {
 /// Details of a new session, given when it is registered.
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -670,7 +671,7 @@ impl Registry {
         };
         let stats = Arc::new(SessionStats {
             id,
-            domain: state.domain.into(),
+            domain: state.domain,
             client: state.client,
             origin: state.origin.into(),
             path: state.path.into(),
@@ -748,7 +749,7 @@ impl Registry {
     }
 
     /// A domain's sessions of the last 10 minutes, ended and live.
-    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+    pub fn evidence(&self, domain: &DomainName, now: Instant) -> DomainEvidence {
         history::evidence(&self.history, &self.sessions(), domain, now)
     }
 

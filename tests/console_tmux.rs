@@ -178,17 +178,7 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         return;
     }
     let origin = common::echo_origin(Default::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("relay.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
-             name = \"attach.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
-             websocket = {{ switch = \"on\", timeout = 300 }}\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config_path, socket) = common::relay_dir("attach.test", origin);
     let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
         .arg("--config")
         .arg(&config_path)
@@ -212,7 +202,6 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         .unwrap();
     client.next().await.unwrap().unwrap();
 
-    let socket = dir.path().join("relay.sock");
     for (name, args) in [
         (
             "attach",

@@ -163,6 +163,7 @@ fn age_by(s: &mut SessionSnapshot, later: Duration) {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
     use super::*;
     use crate::relay::registry::FlowSnapshot;
 

@@ -55,6 +55,11 @@ impl RemoteTable {
         self.known.retain(|id, _| live.contains(id));
         self.rhythms.retain(|id, _| live.contains(id));
         self.removed |= self.known.len() != before;
+        // Room for every live one: no rehash of thousands mid-fetch.
+        self.known
+            .reserve(live.len().saturating_sub(self.known.len()));
+        self.rhythms
+            .reserve(live.len().saturating_sub(self.rhythms.len()));
     }
 
     /// Forgets every session (the relay answered with its whole table).

@@ -36,6 +36,7 @@ use crate::ui::Theme;
 /// (e.g. why plain `ecdn-console` attached instead of starting a relay).
 pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()> {
     let log = init_logging(None);
+    give_way_to_the_relay();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -89,6 +90,21 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
         anyhow::bail!("the console stopped after a panic (see the message above)");
     }
     result
+}
+
+/// How much an attached console lowers its CPU priority (`nice`).
+const NICE: i32 = 10;
+
+/// An attached console usually runs on the relay's own machine, over SSH:
+/// when the two want the same core, the relay's frames go first. Drawing
+/// is once a second and a few ms; a console that waits a little for a core
+/// is not noticed, a relay frame that waits behind it is (DESIGN §5:
+/// drawing never delays a frame).
+fn give_way_to_the_relay() {
+    match rustix::process::nice(NICE) {
+        Ok(now) => tracing::info!("console CPU priority lowered to nice {now}"),
+        Err(e) => tracing::info!("console CPU priority left as it is: {e}"),
+    }
 }
 
 /// A config version, its config, and the certificates in force with it.

@@ -46,7 +46,7 @@ async fn five_second_beats_get_room_for_a_late_beat() {
 
     let registry = relay.registry();
     let now = Instant::now();
-    let evidence = registry.evidence("app.test", now);
+    let evidence = registry.evidence(&"app.test".into(), now);
     assert_eq!(evidence.sessions.len(), 3, "{evidence:#?}");
     let longest = evidence
         .sessions

@@ -210,7 +210,7 @@ async fn the_shipped_demo_cuts_the_right_clients_within_a_minute() {
 fn advice_on_chat(show: &Show, cuts: usize) {
     let now = Instant::now();
     let registry = show.relay.registry();
-    let evidence = registry.evidence(demo::scenario::CHAT, now);
+    let evidence = registry.evidence(&demo::scenario::CHAT.into(), now);
     let cut: Vec<_> = evidence
         .sessions
         .iter()

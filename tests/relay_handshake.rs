@@ -23,7 +23,7 @@ async fn refused_event(
             reason,
             domain,
             ..
-        } => (status, reason, domain),
+        } => (status, reason, domain.map(String::from)),
         _ => unreachable!(),
     }
 }

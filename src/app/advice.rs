@@ -69,7 +69,7 @@ pub fn recommend_for(
         .domain(domain)
         .ok_or_else(|| AdviceError::UnknownDomain(domain.to_string()))?;
     let mut evidence = registry.evidence(&d.name, now);
-    evidence.domain = d.name.to_string();
+    evidence.domain = d.name.clone();
     Ok(recommend(&evidence, effective_timeout(d).limit))
 }
 
@@ -234,7 +234,7 @@ pub fn recommend(e: &DomainEvidence, current: Option<Duration>) -> Recommendatio
     let recommended = u16::try_from(secs).unwrap_or(MAX_TIMEOUT_SECS);
     let limit = (recommended > 0).then(|| Duration::from_secs(u64::from(recommended)));
     Recommendation {
-        domain: e.domain.clone(),
+        domain: e.domain.to_string(),
         current_limit_secs: current.map(|d| d.as_secs()),
         recommended_timeout_secs: recommended,
         reason,

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use crate::config::DomainName;
 use crate::relay::tls::{CertificateInfo, CertificateSet};
 
 /// A certificate this close to its expiry is shown in the warning colour.
@@ -29,8 +30,8 @@ pub enum Certificates {
 pub struct Served {
     /// `[relay] tls-certificate`: served to every name without its own.
     pub default: Option<CertificateInfo>,
-    /// Lowercase domain name → its own `certificate = {...}`.
-    pub domains: HashMap<String, CertificateInfo>,
+    /// Domain name → its own `certificate = {...}`.
+    pub domains: HashMap<DomainName, CertificateInfo>,
 }
 
 impl Certificates {
@@ -42,20 +43,20 @@ impl Certificates {
                 default: set.default_info().cloned(),
                 domains: set
                     .own_infos()
-                    .map(|(name, info)| (name.to_string(), info.clone()))
+                    .map(|(name, info)| (name.clone(), info.clone()))
                     .collect(),
             }),
         }
     }
 
     /// What a TLS client of `domain` is served, judged at `now`.
-    pub fn of_domain(&self, domain: &str, now: SystemTime) -> DomainCertificate<'_> {
+    pub fn of_domain(&self, domain: &DomainName, now: SystemTime) -> DomainCertificate<'_> {
         let served = match self {
             Self::Unknown => return DomainCertificate::Unknown,
             Self::NoTls => return DomainCertificate::NoTls,
             Self::Served(served) => served,
         };
-        let own = served.domains.get(&domain.to_ascii_lowercase());
+        let own = served.domains.get(domain);
         let (info, default) = match (own, &served.default) {
             (Some(info), _) => (info, false),
             (None, Some(info)) => (info, true),
@@ -176,15 +177,15 @@ mod tests {
         let now = UNIX_EPOCH;
         let served = Served {
             default: Some(info(300)),
-            domains: HashMap::from([("a.test".to_string(), info(30))]),
+            domains: HashMap::from([("a.test".into(), info(30))]),
         };
         let certs = Certificates::Served(served.clone());
         assert!(matches!(
-            certs.of_domain("A.test", now),
+            certs.of_domain(&"A.test".into(), now),
             DomainCertificate::Served { default: false, .. }
         ));
         assert!(matches!(
-            certs.of_domain("b.test", now),
+            certs.of_domain(&"b.test".into(), now),
             DomainCertificate::Served { default: true, .. }
         ));
         let no_default = Certificates::Served(Served {
@@ -192,11 +193,11 @@ mod tests {
             ..served
         });
         assert_eq!(
-            no_default.of_domain("b.test", now),
+            no_default.of_domain(&"b.test".into(), now),
             DomainCertificate::Missing
         );
         assert_eq!(
-            Certificates::NoTls.of_domain("a.test", now),
+            Certificates::NoTls.of_domain(&"a.test".into(), now),
             DomainCertificate::NoTls
         );
     }

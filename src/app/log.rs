@@ -101,7 +101,7 @@ pub fn minute_of(t: SystemTime) -> u64 {
 impl EventLog {
     pub fn push(&mut self, event: RelayEvent) {
         if let Some(domain) = event.domain() {
-            let totals = self.totals.entry(domain.into()).or_default();
+            let totals = self.totals.entry(domain.clone()).or_default();
             match &event {
                 RelayEvent::Opened { .. } => totals.opened += 1,
                 RelayEvent::Closed { cause, .. } => {
@@ -181,12 +181,12 @@ impl EventLog {
     }
 
     /// Domains with close reasons, in name order.
-    pub fn reason_counts(&self) -> Vec<(&str, &BTreeMap<&'static str, u64>)> {
+    pub fn reason_counts(&self) -> Vec<(&DomainName, &BTreeMap<&'static str, u64>)> {
         let mut v: Vec<_> = self
             .totals
             .iter()
             .filter(|(_, t)| !t.reasons.is_empty())
-            .map(|(d, t)| (d.as_str(), &t.reasons))
+            .map(|(d, t)| (d, &t.reasons))
             .collect();
         v.sort_by(|a, b| a.0.cmp(b.0));
         v
@@ -206,7 +206,7 @@ impl EventLog {
             return false;
         }
         if let Some(d) = &self.domain
-            && e.domain().is_none_or(|n| *d != n)
+            && e.domain().is_none_or(|n| d != n)
         {
             return false;
         }

@@ -213,22 +213,17 @@ impl SortKey {
             Self::Traffic => {
                 sessions.sort_by(|a, b| traffic(b).cmp(&traffic(a)).then(a.id.cmp(&b.id)))
             }
-            // Case-insensitive without allocating: this runs every frame.
+            // `DomainName` orders without regard to case, without allocating:
+            // this runs every frame.
             Self::Domain => sessions.sort_by(|a, b| {
-                cmp_ignore_ascii_case(&a.domain, &b.domain)
+                a.domain
+                    .cmp(&b.domain)
                     .then(a.remaining.cmp(&b.remaining))
                     .then(a.id.cmp(&b.id))
             }),
             Self::Id => sessions.sort_by_key(|s| s.id),
         }
     }
-}
-
-/// Orders names as their lowercase forms would, without building them.
-fn cmp_ignore_ascii_case(a: &str, b: &str) -> std::cmp::Ordering {
-    a.bytes()
-        .map(|c| c.to_ascii_lowercase())
-        .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
 }
 
 #[derive(Debug, Default)]
@@ -278,14 +273,14 @@ pub struct App {
     /// Live sessions per domain (lower-case name).
     /// Live sessions per domain name as the relay registered it (the
     /// config's spelling); looked up case-insensitively.
-    live_per_domain: HashMap<Arc<str>, usize>,
+    live_per_domain: HashMap<DomainName, usize>,
     /// A file (the default) or a Tencent Cloud account.
     pub source: DomainSource,
     /// The certificates the relay's `tls-listen` serves, as the runner last
     /// took them from the relay (at start and whenever a config is applied).
     pub certificates: Certificates,
     /// The relay's evidence counts per domain over the last 10 minutes.
-    recent: Vec<(Arc<str>, DomainCounts)>,
+    recent: Vec<(DomainName, DomainCounts)>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
     cut_while_alive: HashSet<SessionId>,
     /// The observed rhythm of the sessions near the screen, taken at the
@@ -349,14 +344,13 @@ impl App {
     }
 
     /// Live sessions per domain name, counted in runs of rows of the same
-    /// domain (sessions of a domain share one name, so a pointer compare
-    /// usually decides): a hash per run, not per session per frame.
+    /// domain: a hash per run, not per session per frame.
     fn count_per_domain(&mut self) {
         self.live_per_domain.clear();
-        let mut run: Option<(&Arc<str>, usize)> = None;
+        let mut run: Option<(&DomainName, usize)> = None;
         for s in &self.live {
             match &mut run {
-                Some((name, n)) if Arc::ptr_eq(name, &s.domain) || **name == s.domain => *n += 1,
+                Some((name, n)) if **name == s.domain => *n += 1,
                 _ => {
                     if let Some((name, n)) = run.replace((&s.domain, 1)) {
                         *self.live_per_domain.entry(name.clone()).or_default() += n;
@@ -405,13 +399,8 @@ impl App {
         s.selected = self.live.get(s.cursor.index).map(|x| x.id);
     }
 
-    pub fn live_on(&self, domain: &str) -> usize {
-        // A handful of domains: a scan is cheaper than folding every name.
-        self.live_per_domain
-            .iter()
-            .filter(|(name, _)| name.eq_ignore_ascii_case(domain))
-            .map(|(_, n)| n)
-            .sum()
+    pub fn live_on(&self, domain: &DomainName) -> usize {
+        self.live_per_domain.get(domain).copied().unwrap_or(0)
     }
 
     /// The domain list after the `/` filter.
@@ -444,12 +433,9 @@ impl App {
     }
 
     /// Live sessions of one domain, closest to deadline first.
-    pub fn sessions_of(&self, domain: &str) -> Vec<&SessionSnapshot> {
-        let mut v: Vec<&SessionSnapshot> = self
-            .live
-            .iter()
-            .filter(|s| s.domain.eq_ignore_ascii_case(domain))
-            .collect();
+    pub fn sessions_of(&self, domain: &DomainName) -> Vec<&SessionSnapshot> {
+        let mut v: Vec<&SessionSnapshot> =
+            self.live.iter().filter(|s| s.domain == *domain).collect();
         v.sort_by(|a, b| {
             let key = |s: &SessionSnapshot| (s.remaining.is_none(), s.remaining, s.id);
             key(a).cmp(&key(b))
@@ -471,17 +457,17 @@ impl App {
 
     /// A domain's counts over the last 10 minutes (ended sessions, idle
     /// cuts, cuts of clients that were alive), as of the last refresh.
-    pub fn recent_on(&self, domain: &str) -> DomainCounts {
+    pub fn recent_on(&self, domain: &DomainName) -> DomainCounts {
         self.recent
             .iter()
-            .find(|(name, _)| name.eq_ignore_ascii_case(domain))
+            .find(|(name, _)| name == domain)
             .map(|(_, c)| *c)
             .unwrap_or_default()
     }
 
     /// The certificate a TLS client of `domain` is served, judged at the
     /// last refresh's wall clock.
-    pub fn certificate(&self, domain: &str) -> DomainCertificate<'_> {
+    pub fn certificate(&self, domain: &DomainName) -> DomainCertificate<'_> {
         self.certificates.of_domain(domain, self.clock.wall)
     }
 
@@ -492,14 +478,14 @@ impl App {
 
     /// The last 10 minutes of a domain's sessions, ended and live. Takes
     /// the evidence store's lock: ask for the domain on screen only.
-    pub fn evidence(&self, domain: &str) -> DomainEvidence {
+    pub fn evidence(&self, domain: &DomainName) -> DomainEvidence {
         self.relay.evidence(domain, self.clock.mono)
     }
 
     /// The timeout the evidence calls for, and why (README, "Advice from evidence").
     pub fn recommendation(&self, domain: &Domain) -> Recommendation {
         let mut evidence = self.evidence(&domain.name);
-        evidence.domain = domain.name.to_string();
+        evidence.domain = domain.name.clone();
         advice::recommend(&evidence, effective_timeout(domain).limit)
     }
 

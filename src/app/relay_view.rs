@@ -3,6 +3,7 @@
 //! process — the samples the runner fetched over the control socket.
 //! Screens ask it the same questions either way.
 
+use crate::config::DomainName;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -107,7 +108,7 @@ impl RelayView {
     }
 
     /// A domain's evidence for the recommendation.
-    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+    pub fn evidence(&self, domain: &DomainName, now: Instant) -> DomainEvidence {
         match self {
             Self::Local(r) => r.evidence(domain, now),
             Self::Remote(_) => DomainEvidence::default(),

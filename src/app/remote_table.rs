@@ -8,11 +8,11 @@
 //! a full sort of 9,000 snapshots a second.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::config::DomainName;
 use crate::relay::heartbeat::Rhythm;
 use crate::relay::{SessionId, SessionSnapshot};
 
@@ -32,7 +32,7 @@ pub struct RemoteTable {
     /// When the console's table was last brought up to date.
     aged_to: Option<Instant>,
     /// Domain names as received, shared by every session of the domain.
-    names: HashSet<Arc<str>>,
+    names: HashSet<DomainName>,
     /// While a full fetch comes in pages: how many sessions the relay has.
     loading: Option<usize>,
 }
@@ -141,9 +141,8 @@ impl RemoteTable {
         }
     }
 
-    /// One `Arc` per domain name, not one per session: less memory, and the
-    /// app's per-domain counts compare pointers first.
-    fn shared_name(&mut self, name: &Arc<str>) -> Arc<str> {
+    /// One allocation per domain name, not one per session.
+    fn shared_name(&mut self, name: &DomainName) -> DomainName {
         if let Some(shared) = self.names.get(name) {
             return shared.clone();
         }
@@ -248,7 +247,10 @@ mod tests {
         assert_eq!(remote.len(), 3);
         assert!(remote.rhythm(2).is_none());
         // Sessions of one domain share one name.
-        assert!(Arc::ptr_eq(&table[0].domain, &table[2].domain));
+        assert!(std::ptr::eq(
+            table[0].domain.as_str(),
+            table[2].domain.as_str()
+        ));
     }
 
     #[tokio::test(start_paused = true)]

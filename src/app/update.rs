@@ -219,7 +219,7 @@ fn toggle_online(app: &mut App, name: &str) -> Vec<Effect> {
         return Vec::new();
     };
     let domain_name = domain.name.to_string();
-    let live = app.live_on(name);
+    let live = app.live_on(&domain.name);
     match domain.status {
         DomainStatus::Online if live > 0 => {
             app.dialog = Some(Dialog::Confirm(Confirm::Offline {
@@ -625,7 +625,7 @@ fn saved(app: &mut App, config: std::sync::Arc<crate::config::Config>, edit: &Ed
                 .domains
                 .manage
                 .as_ref()
-                .is_some_and(|m| m.domain.eq_ignore_ascii_case(domain)) =>
+                .is_some_and(|m| m.domain == *domain) =>
         {
             app.domains.manage = None;
         }

@@ -21,7 +21,7 @@ use api::{
     UpdateWebSocket, UpdateWebSocketRequest,
 };
 
-use crate::config::Switch;
+use crate::config::{DomainName, Switch};
 
 /// Pages loaded so far and domains seen, for a progress line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,12 @@ impl Client {
             value: vec![name.to_ascii_lowercase()],
         };
         let page = self.page(0, vec![filter]).await?;
+        let wanted = DomainName::from(name);
         Ok(page
             .domains
             .unwrap_or_default()
             .iter()
-            .find(|d| d.domain.eq_ignore_ascii_case(name))
+            .find(|d| wanted == d.domain)
             .map(CloudDomain::from_api))
     }
 

@@ -7,6 +7,7 @@ use toml_edit::{Array, DocumentMut, InlineTable, Item, Table, TableLike, Value};
 
 use super::error::RuleViolation;
 use super::model::{Acceleration, Area, Config, OriginProtocol, Status, Switch};
+use super::name::DomainName;
 use super::rules;
 
 /// A new `[[domain]]`, as the add-domain form fills it in.
@@ -223,12 +224,13 @@ fn domain_array(doc: &mut DocumentMut) -> Result<&mut toml_edit::ArrayOfTables, 
 }
 
 fn position(domains: &toml_edit::ArrayOfTables, name: &str) -> Result<usize, RuleViolation> {
+    let wanted = DomainName::from(name);
     domains
         .iter()
         .position(|t| {
             t.get("name")
                 .and_then(Item::as_str)
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                .is_some_and(|n| wanted == n)
         })
         .ok_or_else(|| RuleViolation::new(format!("no domain named \"{name}\""), ""))
 }

@@ -7,6 +7,7 @@ mod model;
 mod name;
 mod parse;
 pub mod rules;
+mod schema;
 mod store;
 mod timeout;
 mod watch;

@@ -1,21 +1,23 @@
 //! Domain names: compared, ordered and hashed without regard to ASCII case
 //! (DNS names are case-insensitive, RFC 4343), kept as the operator wrote
-//! them. One type, so no comparison can forget the rule.
+//! them. One type, so no comparison can forget the rule. Shared, not
+//! copied: a clone is a reference count, so session snapshots and tables
+//! keyed by name stay cheap.
 
 use std::cmp::Ordering;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::ops::Deref;
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A domain's name as written in the file (or by the cloud API).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct DomainName(String);
+#[derive(Debug, Clone, Default)]
+pub struct DomainName(Arc<str>);
 
 impl DomainName {
-    pub fn new(name: impl Into<String>) -> Self {
+    pub fn new(name: impl Into<Arc<str>>) -> Self {
         Self(name.into())
     }
 
@@ -25,7 +27,7 @@ impl DomainName {
     }
 
     pub fn into_string(self) -> String {
-        self.0
+        self.0.to_string()
     }
 
     fn folded(&self) -> impl Iterator<Item = u8> + '_ {
@@ -100,21 +102,40 @@ impl fmt::Display for DomainName {
     }
 }
 
+/// On the wire (control socket, hand-over, cloud API) a plain string.
+impl Serialize for DomainName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for DomainName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::from)
+    }
+}
+
 impl From<String> for DomainName {
     fn from(name: String) -> Self {
-        Self(name)
+        Self(name.into())
     }
 }
 
 impl From<&str> for DomainName {
     fn from(name: &str) -> Self {
-        Self(name.to_string())
+        Self(name.into())
     }
 }
 
 impl From<DomainName> for String {
     fn from(name: DomainName) -> Self {
-        name.0
+        name.0.to_string()
+    }
+}
+
+impl From<Arc<str>> for DomainName {
+    fn from(name: Arc<str>) -> Self {
+        Self(name)
     }
 }
 
@@ -135,5 +156,11 @@ mod tests {
         assert_eq!(a.to_string(), "App.Example.com");
         assert!(DomainName::new("a.test") < DomainName::new("B.test"));
         assert_ne!(a, DomainName::new("app.example.co"));
+    }
+
+    #[test]
+    fn a_clone_shares_the_name() {
+        let a = DomainName::new("a.test");
+        assert!(std::ptr::eq(a.as_str(), a.clone().as_str()));
     }
 }

@@ -68,7 +68,7 @@ impl ConfigFile {
                     &text,
                     offset,
                     e.message().to_string(),
-                    "fix the TOML syntax at this position".into(),
+                    super::schema::SYNTAX_FIX.into(),
                 )],
             })
         })?;

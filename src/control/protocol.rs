@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::app::certificates::{Certificates, Served};
-use crate::config::Edit;
+use crate::config::{DomainName, Edit};
 use crate::relay::heartbeat::Rhythm;
 use crate::relay::tls::{CertificateInfo, CertificateSet};
 use crate::relay::{
@@ -326,7 +326,8 @@ impl TlsInfo {
             default: set.default_info().map(CertificateEntry::of),
             domains: set
                 .own_infos()
-                .map(|(name, info)| (name.to_string(), CertificateEntry::of(info)))
+                // Lower-case on the wire (docs/CONTROL.md).
+                .map(|(name, info)| (name.to_ascii_lowercase(), CertificateEntry::of(info)))
                 .collect(),
         }
     }
@@ -341,7 +342,7 @@ impl TlsInfo {
             domains: self
                 .domains
                 .iter()
-                .filter_map(|(name, e)| Some((name.to_ascii_lowercase(), e.info()?)))
+                .filter_map(|(name, e)| Some((DomainName::from(name.as_str()), e.info()?)))
                 .collect(),
         })
     }
@@ -564,7 +565,7 @@ mod tests {
         let Some(Certificates::Served(served)) = back.tls.map(|t| t.certificates()) else {
             panic!("no certificates")
         };
-        assert_eq!(served.domains.get("app.test"), Some(&info));
+        assert_eq!(served.domains.get(&"app.test".into()), Some(&info));
         // A relay before this field: the console says it does not know.
         let old: ConfigReply =
             serde_json::from_str(r#"{"version":1,"path":"/c.toml","text":""}"#).unwrap();

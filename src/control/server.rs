@@ -549,7 +549,7 @@ fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
     let now = tokio::time::Instant::now();
     let mut stats = control.relay.registry().sessions();
     if let Some(d) = domain {
-        stats.retain(|s| s.domain.eq_ignore_ascii_case(d));
+        stats.retain(|s| s.domain == d);
     }
     stats.sort_by_key(|s| s.id);
     SessionsReply {

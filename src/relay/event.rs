@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::registry::SessionId;
+use crate::config::DomainName;
 use crate::ws::close;
 
 pub use crate::ws::CloseInfo;
@@ -151,7 +152,7 @@ pub enum RelayEvent {
         id: SessionId,
         #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
-        domain: String,
+        domain: DomainName,
         client: SocketAddr,
         origin: String,
         path: String,
@@ -161,7 +162,7 @@ pub enum RelayEvent {
         id: SessionId,
         #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
-        domain: String,
+        domain: DomainName,
         client: SocketAddr,
         origin: String,
         cause: CloseCause,
@@ -179,7 +180,7 @@ pub enum RelayEvent {
         #[serde(serialize_with = "rfc3339", deserialize_with = "from_rfc3339")]
         at: SystemTime,
         client: SocketAddr,
-        domain: Option<String>,
+        domain: Option<DomainName>,
         /// HTTP status answered, or `None` when the connection was dropped.
         status: Option<u16>,
         reason: String,
@@ -225,10 +226,10 @@ impl RelayEvent {
         }
     }
 
-    pub fn domain(&self) -> Option<&str> {
+    pub fn domain(&self) -> Option<&DomainName> {
         match self {
             Self::Opened { domain, .. } | Self::Closed { domain, .. } => Some(domain),
-            Self::Refused { domain, .. } => domain.as_deref(),
+            Self::Refused { domain, .. } => domain.as_ref(),
             _ => None,
         }
     }

@@ -10,7 +10,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::timeout;
 use tungstenite::http::StatusCode;
 
-use crate::config::Domain;
+use crate::config::{Domain, DomainName};
 pub use crate::ws::upgrade::MAX_HEADER_BYTES;
 use crate::ws::upgrade::{
     HeadError, HeaderLines, MAX_HEADERS, Offer, accept_key, check_101, has_token, head_end,
@@ -23,7 +23,7 @@ pub struct Refusal {
     /// `None`: drop the connection without an answer.
     pub status: Option<u16>,
     pub reason: String,
-    pub domain: Option<String>,
+    pub domain: Option<DomainName>,
     /// Headers to add to the refusal (e.g. `Sec-WebSocket-Version: 13`).
     pub headers: Vec<(&'static str, String)>,
     /// The origin's own refusal, passed on in place of the relay's text.
@@ -83,8 +83,8 @@ impl Refusal {
         refusal
     }
 
-    pub fn for_domain(mut self, domain: &str) -> Self {
-        self.domain = Some(domain.to_string());
+    pub fn for_domain(mut self, domain: &DomainName) -> Self {
+        self.domain = Some(domain.clone());
         self
     }
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use super::event::CloseCause;
 use super::heartbeat::{Heartbeat, Rhythm};
 use super::registry::{SessionId, SessionStats};
+use crate::config::DomainName;
 
 /// How far back the evidence goes.
 pub const WINDOW: Duration = Duration::from_secs(600);
@@ -51,7 +52,7 @@ impl ClientKey {
 #[derive(Debug, Clone)]
 struct Ended {
     id: SessionId,
-    domain: Arc<str>,
+    domain: DomainName,
     client: ClientKey,
     ended: Instant,
     /// The idle limit it was cut at, if it was cut for idleness.
@@ -116,7 +117,7 @@ impl SessionEvidence {
 /// first.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct DomainEvidence {
-    pub domain: String,
+    pub domain: DomainName,
     pub sessions: Vec<SessionEvidence>,
 }
 
@@ -169,7 +170,7 @@ impl History {
 
     /// A session opened: if its client was cut for idleness on the same
     /// domain within [`RECONNECT_WITHIN`], that cut was of a live client.
-    pub fn opened(&self, domain: &str, client: &ClientKey, now: Instant) {
+    pub fn opened(&self, domain: &DomainName, client: &ClientKey, now: Instant) {
         if !self.reconnect_may_match(now) {
             return;
         }
@@ -185,7 +186,7 @@ impl History {
                 e.idle_cut.is_some()
                     && !e.cut_while_alive
                     && e.client == *client
-                    && e.domain.eq_ignore_ascii_case(domain)
+                    && e.domain == *domain
             });
         if let Some(e) = cut {
             e.cut_while_alive = true;
@@ -233,29 +234,26 @@ impl History {
     }
 
     /// Ended sessions of `domain` within the window, oldest first.
-    pub fn ended_on(&self, domain: &str, now: Instant) -> Vec<SessionEvidence> {
+    pub fn ended_on(&self, domain: &DomainName, now: Instant) -> Vec<SessionEvidence> {
         let since = now.checked_sub(WINDOW);
         lock(&self.ended)
             .iter()
             .filter(|e| since.is_none_or(|s| e.ended >= s))
-            .filter(|e| e.domain.eq_ignore_ascii_case(domain))
+            .filter(|e| e.domain == *domain)
             .map(SessionEvidence::ended)
             .collect()
     }
 
     /// Per-domain counts over the window (domain names as the relay
-    /// registered them).
-    pub fn counts(&self, now: Instant) -> Vec<(Arc<str>, DomainCounts)> {
+    /// registered them first).
+    pub fn counts(&self, now: Instant) -> Vec<(DomainName, DomainCounts)> {
         let since = now.checked_sub(WINDOW);
-        let mut out: Vec<(Arc<str>, DomainCounts)> = Vec::new();
+        let mut out: Vec<(DomainName, DomainCounts)> = Vec::new();
         for e in lock(&self.ended)
             .iter()
             .filter(|e| since.is_none_or(|s| e.ended >= s))
         {
-            let i = match out
-                .iter()
-                .position(|(d, _)| d.eq_ignore_ascii_case(&e.domain))
-            {
+            let i = match out.iter().position(|(d, _)| *d == e.domain) {
                 Some(i) => i,
                 None => {
                     out.push((e.domain.clone(), DomainCounts::default()));
@@ -305,18 +303,15 @@ fn prune(ended: &mut VecDeque<Ended>, now: Instant) {
 pub fn evidence(
     history: &History,
     live: &[Arc<SessionStats>],
-    domain: &str,
+    domain: &DomainName,
     now: Instant,
 ) -> DomainEvidence {
     let mut sessions = history.ended_on(domain, now);
-    let mut open: Vec<&Arc<SessionStats>> = live
-        .iter()
-        .filter(|s| s.domain.eq_ignore_ascii_case(domain))
-        .collect();
+    let mut open: Vec<&Arc<SessionStats>> = live.iter().filter(|s| s.domain == *domain).collect();
     open.sort_by_key(|s| s.id);
     sessions.extend(open.into_iter().map(|s| SessionEvidence::live(s, now)));
     DomainEvidence {
-        domain: domain.to_string(),
+        domain: domain.clone(),
         sessions,
     }
 }
@@ -363,7 +358,7 @@ mod tests {
         advance(Duration::from_secs(9)).await;
         // Beyond 10 s: too late to tell.
         let _late = open(&registry, 2001, "/other");
-        let e = registry.evidence("A.TEST", Instant::now());
+        let e = registry.evidence(&"A.TEST".into(), Instant::now());
         assert_eq!(e.cut_while_alive(), 1);
         let marked: Vec<_> = registry.history().cut_while_alive_ids(Instant::now());
         assert_eq!(marked.len(), 1);

@@ -26,7 +26,7 @@ use super::metrics::Metrics;
 use super::registry::{NewSession, Registry, SessionGuard};
 use super::session::{self, Outcome, SessionEnd, SessionSetup};
 use super::upstream::{connect_origin, tls_connect};
-use crate::config::{Config, Domain, Status, effective_timeout};
+use crate::config::{Config, Domain, DomainName, Status, effective_timeout};
 use crate::ws::{close, close_frame};
 
 /// Sends lifecycle events without ever waiting: a UI that falls behind loses
@@ -272,7 +272,7 @@ impl OriginConn {
 }
 
 /// Whether the domain is still configured and online under the config in force now.
-fn still_served(shared: &Shared, name: &str) -> Result<(), (Refusal, CloseCause)> {
+fn still_served(shared: &Shared, name: &DomainName) -> Result<(), (Refusal, CloseCause)> {
     let config = shared.config.borrow();
     let (status, cause, what) = match config.domain(name) {
         None => (404, CloseCause::DomainRemoved, "removed"),
@@ -404,7 +404,7 @@ async fn start_session<C: ClientIo>(
     let guard = shared.registry.register_on(
         shared.worker,
         NewSession {
-            domain: domain.name.as_str().into(),
+            domain: domain.name.clone(),
             client: peer,
             origin: origin_addr.as_str().into(),
             path: request.path.as_str().into(),
@@ -415,7 +415,7 @@ async fn start_session<C: ClientIo>(
     shared.events.emit(RelayEvent::Opened {
         id: guard.stats().id,
         at: SystemTime::now(),
-        domain: domain.name.to_string(),
+        domain: domain.name.clone(),
         client: peer,
         origin: origin_addr,
         path: request.path,
@@ -423,7 +423,7 @@ async fn start_session<C: ClientIo>(
     });
     let setup = SessionSetup {
         stats: guard.stats().clone(),
-        domain: domain.name.into_string(),
+        domain: domain.name,
         client_leftover,
         origin_leftover: upgraded.leftover,
         extensions: upgraded.extensions.is_some(),
@@ -479,7 +479,7 @@ fn session_closed(slot: ConnectionSlot, guard: SessionGuard, end: SessionEnd) {
         slot.0.events.emit(RelayEvent::Closed {
             id: stats.id,
             at: SystemTime::now(),
-            domain: stats.domain.to_string(),
+            domain: stats.domain.clone(),
             client: stats.client,
             origin: stats.origin.to_string(),
             cause: end.cause,

@@ -544,7 +544,8 @@ fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpList
 pub fn spawn_relay_thread(
     config: Arc<Config>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>), RelayError> {
-    spawn_relay_threads_with_metrics(config, Arc::default())
+    let metrics = Arc::new(Metrics::with_workers(config.relay.workers));
+    spawn_relay_threads_with_metrics(config, metrics)
 }
 
 /// [`spawn_relay_thread`], counting into `metrics` (made before the relay,

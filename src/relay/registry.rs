@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::event::CloseCause;
 use super::history::{self, ClientKey, DomainEvidence, History};
 use super::metrics::{DomainMetrics, Metrics};
+use crate::config::DomainName;
 use crate::ws::frame::SeenFrame;
 use crate::ws::{FrameKind, close};
 
@@ -102,7 +103,7 @@ const NO_LIMIT: u64 = u64::MAX;
 #[derive(Debug)]
 pub struct SessionStats {
     pub id: SessionId,
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -181,8 +182,12 @@ impl SessionStats {
         flow.bytes.fetch_add(payload_len, Relaxed);
         flow.last_frame.store(stamp, Relaxed);
         let ends_message = fin && !kind.is_control();
-        self.metrics
-            .record_frame(direction.index(), payload_len, ends_message);
+        self.metrics.record_frame(
+            usize::from(self.worker),
+            direction.index(),
+            payload_len,
+            ends_message,
+        );
         if ends_message {
             flow.messages.fetch_add(1, Relaxed);
             let previous = flow.last_message.swap(stamp, Relaxed);
@@ -378,7 +383,7 @@ impl SessionStats {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsState {
     pub id: SessionId,
-    pub domain: String,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: String,
     pub path: String,
@@ -436,7 +441,7 @@ impl SessionStats {
         };
         StatsState {
             id: self.id,
-            domain: self.domain.to_string(),
+            domain: self.domain.clone(),
             client: self.client,
             origin: self.origin.to_string(),
             path: self.path.to_string(),
@@ -473,7 +478,7 @@ pub struct SessionSnapshot {
     pub id: SessionId,
     /// The relay worker the session runs on (0-based).
     pub worker: u16,
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -501,7 +506,7 @@ impl SessionSnapshot {
 /// Details of a new session, given when it is registered.
 #[derive(Debug, Clone)]
 pub struct NewSession {
-    pub domain: Arc<str>,
+    pub domain: DomainName,
     pub client: SocketAddr,
     pub origin: Arc<str>,
     pub path: Arc<str>,
@@ -542,7 +547,7 @@ impl Registry {
 
     /// A table with one shard per worker (at least one).
     pub fn with_workers(workers: usize) -> Self {
-        Self::with_metrics(workers, Arc::new(Metrics::new()))
+        Self::with_metrics(workers, Arc::new(Metrics::with_workers(workers)))
     }
 
     /// [`with_workers`](Self::with_workers), its sessions counting into `metrics`.
@@ -666,7 +671,7 @@ impl Registry {
         };
         let stats = Arc::new(SessionStats {
             id,
-            domain: state.domain.into(),
+            domain: state.domain,
             client: state.client,
             origin: state.origin.into(),
             path: state.path.into(),
@@ -744,7 +749,7 @@ impl Registry {
     }
 
     /// A domain's sessions of the last 10 minutes, ended and live.
-    pub fn evidence(&self, domain: &str, now: Instant) -> DomainEvidence {
+    pub fn evidence(&self, domain: &DomainName, now: Instant) -> DomainEvidence {
         history::evidence(&self.history, &self.sessions(), domain, now)
     }
 

@@ -21,7 +21,7 @@ use super::event::{CloseCause, CloseInfo};
 use super::handover::{Interrupts, Moved};
 use super::io::{RawIo, ReadNow, with_read_buf, write_now};
 use super::registry::{Direction, SessionStats};
-use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
+use crate::config::{Config, DomainName, IdleCloseMode, Status, effective_timeout};
 use crate::ws::close;
 use crate::ws::frame::{FrameKind, FrameScanner, Violation, close_frame};
 
@@ -35,7 +35,7 @@ const READS_PER_WAKE: usize = 4;
 /// Everything a session needs besides its two sockets.
 pub struct SessionSetup {
     pub stats: Arc<SessionStats>,
-    pub domain: String,
+    pub domain: DomainName,
     pub client_leftover: Vec<u8>,
     pub origin_leftover: Vec<u8>,
     pub extensions: bool,
@@ -155,7 +155,7 @@ impl Side {
 
 struct Pump {
     stats: Arc<SessionStats>,
-    domain: String,
+    domain: DomainName,
     /// Per source side (`Side::index`): the client's lane carries
     /// client → origin, the origin's origin → client.
     lanes: [Lane; 2],

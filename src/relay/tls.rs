@@ -20,7 +20,7 @@ use rustls::sign::CertifiedKey;
 
 use super::handshake::Refusal;
 use super::listener::{ConnectionSlot, Shared, handle_connection, refused};
-use crate::config::{CertificateFiles, Config};
+use crate::config::{CertificateFiles, Config, DomainName};
 
 /// A certificate that could not be put in force.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -71,10 +71,10 @@ struct Loaded {
 #[derive(Default)]
 pub struct CertificateSet {
     default: Option<Arc<CertifiedKey>>,
-    /// Lowercase domain name → its certificate.
-    by_name: HashMap<String, Arc<CertifiedKey>>,
-    /// Lowercase domain name → what the console shows of its own certificate.
-    info: HashMap<String, CertificateInfo>,
+    /// Domain name (any case) → its certificate.
+    by_name: HashMap<DomainName, Arc<CertifiedKey>>,
+    /// Domain name → what the console shows of its own certificate.
+    info: HashMap<DomainName, CertificateInfo>,
     /// What the console shows of the default (`[relay] tls-certificate`).
     default_info: Option<CertificateInfo>,
 }
@@ -110,10 +110,9 @@ impl CertificateSet {
         set.default_info = default.as_ref().map(|l| l.info.clone());
         for domain in &config.domains {
             if let Some(files) = &domain.certificate {
-                let name = domain.name.to_ascii_lowercase();
                 let loaded = get(files)?;
-                set.by_name.insert(name.clone(), loaded.key.clone());
-                set.info.insert(name, loaded.info.clone());
+                set.by_name.insert(domain.name.clone(), loaded.key.clone());
+                set.info.insert(domain.name.clone(), loaded.info.clone());
             }
         }
         Ok(set)
@@ -121,7 +120,7 @@ impl CertificateSet {
 
     /// The certificate served to a client that asked for `name` (SNI).
     fn pick(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        name.and_then(|n| self.by_name.get(&n.to_ascii_lowercase()))
+        name.and_then(|n| self.by_name.get(&DomainName::from(n)))
             .or(self.default.as_ref())
             .cloned()
     }
@@ -129,13 +128,13 @@ impl CertificateSet {
     /// The certificate a TLS client of `domain` is served, if any: its
     /// own, else the default (also for a domain added since the set was
     /// loaded, as [`pick`](Self::pick) serves it).
-    pub fn info(&self, domain: &str) -> Option<&CertificateInfo> {
+    pub fn info(&self, domain: &DomainName) -> Option<&CertificateInfo> {
         self.own_info(domain).or(self.default_info.as_ref())
     }
 
     /// The certificate of `domain`'s own `certificate = {...}`, if it has one.
-    pub fn own_info(&self, domain: &str) -> Option<&CertificateInfo> {
-        self.info.get(&domain.to_ascii_lowercase())
+    pub fn own_info(&self, domain: &DomainName) -> Option<&CertificateInfo> {
+        self.info.get(domain)
     }
 
     /// The default certificate (`[relay] tls-certificate`), if set.
@@ -143,9 +142,9 @@ impl CertificateSet {
         self.default_info.as_ref()
     }
 
-    /// Every domain with a certificate of its own (lowercase names).
-    pub fn own_infos(&self) -> impl Iterator<Item = (&str, &CertificateInfo)> {
-        self.info.iter().map(|(name, info)| (name.as_str(), info))
+    /// Every domain with a certificate of its own (names as configured).
+    pub fn own_infos(&self) -> impl Iterator<Item = (&DomainName, &CertificateInfo)> {
+        self.info.iter()
     }
 }
 
@@ -507,10 +506,10 @@ mod tests {
         let d_key = set.pick(Some("other.test")).unwrap();
         assert!(!Arc::ptr_eq(&a_key, &d_key));
         assert!(Arc::ptr_eq(&set.pick(None).unwrap(), &d_key));
-        assert!(set.own_info("a.test").is_some());
+        assert!(set.own_info(&"A.test".into()).is_some());
         // A name without its own is shown the default, as it is served it.
         assert!(set.default_info().is_some());
-        assert_eq!(set.info("other.test"), set.default_info());
-        assert!(set.own_info("other.test").is_none());
+        assert_eq!(set.info(&"other.test".into()), set.default_info());
+        assert!(set.own_info(&"other.test".into()).is_none());
     }
 }

@@ -58,7 +58,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
     };
-    let metrics = Arc::new(Metrics::new());
+    let metrics = Arc::new(Metrics::with_workers(config.relay.workers));
     let admin = Arc::new(AdminState::new(metrics.clone()));
     let stop_admin = CancellationToken::new();
     let admin_addr = options.admin.or(config.admin.listen);

@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use crate::app::App;
+use crate::config::DomainName;
 use crate::relay::{CloseCause, CloseInfo, RelayEvent};
 
 use super::WIDE;
@@ -175,7 +176,7 @@ fn event_row<'a>(e: &'a RelayEvent, app: &App, show_peer: bool, theme: &Theme) -
         } => (
             "opened",
             theme.good(),
-            domain.clone(),
+            domain.to_string(),
             client.to_string(),
             format!(
                 "#{id} {path} → {origin}{}",
@@ -200,7 +201,7 @@ fn event_row<'a>(e: &'a RelayEvent, app: &App, show_peer: bool, theme: &Theme) -
             } else {
                 theme.base()
             },
-            domain.clone(),
+            domain.to_string(),
             client.to_string(),
             // Cause and idle time first: they are what a narrow terminal keeps.
             format!(
@@ -223,7 +224,9 @@ fn event_row<'a>(e: &'a RelayEvent, app: &App, show_peer: bool, theme: &Theme) -
         } => (
             "refused",
             theme.error(),
-            domain.clone().unwrap_or_else(|| "—".to_string()),
+            domain
+                .as_ref()
+                .map_or_else(|| "—".to_string(), DomainName::to_string),
             client.to_string(),
             format!(
                 "{} {reason}",

@@ -7,6 +7,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Cell, Paragraph, Row, Table, TableState};
 
 use crate::app::{App, ListCursor, SessionDetail, SessionPage};
+use crate::config::DomainName;
 use std::time::Duration;
 
 use crate::relay::heartbeat::{MIN_SAMPLES, Rhythm};
@@ -42,7 +43,7 @@ pub fn session_table(
     frame: &mut Frame,
     area: Rect,
     app: &App,
-    domain: Option<&str>,
+    domain: Option<&DomainName>,
     focused: bool,
     theme: &Theme,
 ) {

@@ -892,7 +892,7 @@ async fn certificates_show_subject_and_expiry_warning_coloured_near_it() {
     let y = row_of(&buffer, "Certificate");
     let line = row_text(&buffer, y);
     assert!(line.contains("Certificate"), "{line}");
-    let info = app.certificate("www.example.com").info().unwrap();
+    let info = app.certificate(&"www.example.com".into()).info().unwrap();
     let expires = humantime::format_rfc3339_seconds(info.not_after);
     assert!(line.contains("CN=www.example.com"), "{line}");
     let next = row_text(&buffer, y + 1);

@@ -11,6 +11,10 @@
 # lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=attach
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 : "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=1000}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
@@ -20,18 +24,7 @@ ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 dir=$(mktemp -d)
 consoles() { for c in $(seq "$CONSOLES"); do tmux kill-session -t "ecdn-attach-$c" 2>/dev/null || true; done; }
 trap 'consoles; kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
-cat >"$dir/relay.toml" <<TOML
-[relay]
-listen = "127.0.0.1:18680"
-control-socket = "$dir/relay.sock"
-max-sessions = 100000
-handshake-timeout = 30
-[[domain]]
-name = "bench.test"
-acceleration = "full-site"
-origins = ["127.0.0.1:18601"]
-websocket = { switch = "on", timeout = 300 }
-TOML
+control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
 "$bin" origin --listen 127.0.0.1:18601 >/dev/null &
 "$bin" serve --config "$dir/relay.toml" >"$dir/serve.log" &
 relay=$!

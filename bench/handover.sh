@@ -9,6 +9,10 @@
 #   bench/handover.sh            # IDLE=9000 STREAM=20 TAKEOVERS=3 WORKERS=2
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=handover
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 : "${IDLE:=9000}" "${STREAM:=20}" "${TAKEOVERS:=3}" "${WORKERS:=2}" "${GAP:=4}"
 bin=target/release/ecdn-console
 load=target/release/ecdn-load
@@ -17,18 +21,7 @@ cargo build --release -q -p ecdn-console -p ecdn-load
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
-cat >"$dir/relay.toml" <<TOML
-[relay]
-listen = "127.0.0.1:18580"
-control-socket = "$dir/relay.sock"
-max-sessions = 100000
-handshake-timeout = 30
-[[domain]]
-name = "bench.test"
-acceleration = "full-site"
-origins = ["127.0.0.1:18501"]
-websocket = { switch = "on", timeout = 300 }
-TOML
+control_relay_config "$dir/relay.toml" 18580 18501 "$dir/relay.sock"
 "$bin" origin --listen 127.0.0.1:18501 >/dev/null &
 "$bin" serve --config "$dir/relay.toml" --workers "$WORKERS" >"$dir/serve-0.log" &
 sleep 1

@@ -169,6 +169,24 @@ websocket = { switch = "on", timeout = $2 }
 EOF
 }
 
+# control_relay_config FILE PORT ORIGIN_PORT SOCKET: the relay of the
+# attach and hand-over runs: one domain ($HOST, origin on ORIGIN_PORT, a
+# 300 s idle limit), listening on PORT, its control socket at SOCKET.
+control_relay_config() {
+    cat >"$1" <<EOF
+[relay]
+listen = "$LOOP:$2"
+control-socket = "$4"
+max-sessions = 100000
+handshake-timeout = 30
+[[domain]]
+name = "$HOST"
+acceleration = "full-site"
+origins = ["$LOOP:$3"]
+websocket = { switch = "on", timeout = 300 }
+EOF
+}
+
 # start_proxies TIMEOUT [SET]: all three proxies with TIMEOUT seconds of
 # idle limit. SET "defaults" (the default): each as a user runs it — nginx
 # `worker_processes auto`, HAProxy's default threads (one per CPU), the

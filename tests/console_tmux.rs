@@ -177,17 +177,7 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         return;
     }
     let origin = common::echo_origin(Default::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("relay.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
-             name = \"attach.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
-             websocket = {{ switch = \"on\", timeout = 300 }}\n"
-        ),
-    )
-    .unwrap();
+    let (dir, config_path, socket) = common::relay_dir("attach.test", origin);
     let (mut serve, relay) = serve(&config_path).await;
     let mut client = common::connect(relay, "attach.test").await;
     client
@@ -196,7 +186,6 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         .unwrap();
     client.next().await.unwrap().unwrap();
 
-    let socket = dir.path().join("relay.sock");
     for (name, args) in [
         (
             "attach",
@@ -289,17 +278,7 @@ async fn attach_loads_a_large_table_in_pages_and_keeps_it_current() {
     }
     setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
     let origin = common::echo_origin(Default::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("relay.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
-             name = \"pages.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
-             websocket = {{ switch = \"on\", timeout = 300 }}\n"
-        ),
-    )
-    .unwrap();
+    let (_dir, config_path, socket) = common::relay_dir("pages.test", origin);
     let (_serve, relay) = serve(&config_path).await;
     let mut clients = Vec::with_capacity(SESSIONS);
     for _ in 0..SESSIONS {
@@ -308,7 +287,7 @@ async fn attach_loads_a_large_table_in_pages_and_keeps_it_current() {
     let command = format!(
         "{} attach --socket {}",
         shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
-        shell_quote(&dir.path().join("relay.sock").display().to_string()),
+        shell_quote(&socket.display().to_string()),
     );
     let tmux = Tmux::start(format!("ecdn-e2e-pages-{}", std::process::id()), &command);
     tmux.wait_for("attached to relay 127.0.0.1:");

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod serve_process;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -14,17 +15,18 @@ use std::time::Duration;
 use common::*;
 use ecdn_console::origin::OriginOptions;
 use futures_util::SinkExt;
+use serve_process::{ServeProcess, run_cli};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UnixStream;
-use tokio::process::{Child, ChildStdout, Command};
+use tokio::process::Command;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 
 const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
 
+/// `serve` in a fresh directory it keeps (its config and run/ live there).
 struct Serve {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
+    process: ServeProcess,
     addr: std::net::SocketAddr,
     socket: PathBuf,
     dir: tempfile::TempDir,
@@ -47,69 +49,23 @@ async fn serve(relay_extra: &str) -> Serve {
     );
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .arg("serve")
-        .env("XDG_RUNTIME_DIR", dir.path().join("xdg"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("a first line");
-    let addr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
-    let second = lines.next_line().await.unwrap().expect("the control line");
-    let socket = PathBuf::from(
-        second
-            .split("control socket at ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no control socket in {second:?}")),
-    );
+    let xdg = dir.path().join("xdg");
+    let process = ServeProcess::start(&path, &[], &[("XDG_RUNTIME_DIR", s(&xdg))]).await;
     Serve {
-        child,
-        lines,
-        addr,
-        socket,
+        addr: process.addr,
+        socket: process.control.clone(),
+        process,
         dir,
     }
 }
 
 impl Serve {
     async fn line_with(&mut self, needle: &str) -> String {
-        timeout(Duration::from_secs(5), async {
-            loop {
-                let line = self.lines.next_line().await.unwrap().expect("serve runs");
-                if line.contains(needle) {
-                    return line;
-                }
-            }
-        })
-        .await
-        .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+        self.process.line_with(needle).await
     }
 
     fn config(&self) -> PathBuf {
         self.dir.path().join("c.toml")
-    }
-}
-
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(args: &[&str]) -> Out {
-    let out = Command::new(BIN).args(args).output().await.unwrap();
-    Out {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 
@@ -120,7 +76,7 @@ fn s(p: &Path) -> &str {
 async fn sessions_json(socket: &Path, extra: &[&str]) -> Vec<serde_json::Value> {
     let mut args = vec!["sessions", "--json", "--socket", s(socket)];
     args.extend_from_slice(extra);
-    let out = run(&args).await;
+    let out = run_cli(&args).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     serde_json::from_str::<serde_json::Value>(&out.stdout)
         .unwrap()
@@ -149,7 +105,7 @@ async fn sessions_lists_live_sessions_with_a_domain_filter() {
     assert_eq!(only[0]["id"], 1);
 
     // The socket implied by --config (its control-socket key) works too.
-    let out = run(&["--config", s(&relay.config()), "sessions"]).await;
+    let out = run_cli(&["--config", s(&relay.config()), "sessions"]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.starts_with("Id  "), "{}", out.stdout);
     assert!(out.stdout.contains("app.test") && out.stdout.contains("other.test"));
@@ -163,7 +119,7 @@ async fn close_session_sends_the_close_asked_for_and_unknown_ids_are_bad_input()
     let mut b = connect(relay.addr, "app.test").await;
     relay.line_with("opened  #2").await;
 
-    let out = run(&[
+    let out = run_cli(&[
         "close-session",
         "1",
         "--code",
@@ -186,7 +142,7 @@ async fn close_session_sends_the_close_asked_for_and_unknown_ids_are_bad_input()
     assert_eq!(code(&frame), Some(4000));
     assert_eq!(reason(&frame), "maintenance");
 
-    let out = run(&["close-session", "2", "--socket", s(&relay.socket)]).await;
+    let out = run_cli(&["close-session", "2", "--socket", s(&relay.socket)]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let frame = timeout(Duration::from_secs(5), next_close(&mut b))
         .await
@@ -194,11 +150,11 @@ async fn close_session_sends_the_close_asked_for_and_unknown_ids_are_bad_input()
     assert_eq!(code(&frame), Some(1001));
     assert_eq!(reason(&frame), "closed by operator");
 
-    let out = run(&["close-session", "99", "--socket", s(&relay.socket)]).await;
+    let out = run_cli(&["close-session", "99", "--socket", s(&relay.socket)]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(out.stderr.contains("no live session #99"), "{}", out.stderr);
 
-    let out = run(&[
+    let out = run_cli(&[
         "close-session",
         "1",
         "--code",
@@ -223,7 +179,7 @@ async fn events_show_the_recent_ring_and_follow_new_ones() {
     // The ring fills from the owner's reading of the event stream.
     tokio::time::sleep(Duration::from_millis(100)).await;
 
-    let out = run(&["events", "--socket", s(&relay.socket)]).await;
+    let out = run_cli(&["events", "--socket", s(&relay.socket)]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("opened  #1 app.test"), "{}", out.stdout);
 
@@ -256,10 +212,10 @@ async fn events_show_the_recent_ring_and_follow_new_ones() {
 #[tokio::test]
 async fn stop_stops_the_relay_and_then_no_relay_answers() {
     let mut relay = serve("").await;
-    let out = run(&["stop", "--socket", s(&relay.socket)]).await;
+    let out = run_cli(&["stop", "--socket", s(&relay.socket)]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(out.stdout.contains("is stopping"), "{}", out.stdout);
-    let status = timeout(Duration::from_secs(5), relay.child.wait())
+    let status = timeout(Duration::from_secs(5), relay.process.child.wait())
         .await
         .unwrap()
         .unwrap();
@@ -274,7 +230,7 @@ async fn stop_stops_the_relay_and_then_no_relay_answers() {
     ] {
         let mut args = args.clone();
         args.extend(["--socket", s(&relay.socket)]);
-        let out = run(&args).await;
+        let out = run_cli(&args).await;
         assert_eq!(out.code, 3, "{args:?}: {}", out.stderr);
         assert!(
             out.stderr.contains("no relay answers on") && out.stderr.contains(s(&relay.socket)),
@@ -323,15 +279,8 @@ async fn a_stale_socket_is_replaced_and_a_live_one_refused() {
         .replace("run/relay.sock", s(&stale));
     let path = dir.path().join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let mut child = Command::new(BIN)
-        .args(["--config", s(&path), "serve"])
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    lines.next_line().await.unwrap();
-    let control = lines.next_line().await.unwrap().unwrap();
+    let second = ServeProcess::start(&path, &[], &[]).await;
+    let control = second.control.display().to_string();
     assert!(control.contains("stale.sock"), "{control}");
     assert_eq!(sessions_json(&stale, &[]).await.len(), 0);
 }

@@ -230,21 +230,7 @@ fn setup_with(origin: SocketAddr, relay_extra: &str, domains_extra: &str) -> Set
 
 /// `sessions --json` on `socket`: the sessions by client address.
 async fn sessions(socket: &Path) -> HashMap<SocketAddr, serde_json::Value> {
-    let out = Command::new(BIN)
-        .args(["sessions", "--json", "--socket"])
-        .arg(socket)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sessions --json: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    list.into_iter()
-        .map(|s| (s["client"].as_str().unwrap().parse().unwrap(), s))
-        .collect()
+    common::sessions_by_client(socket).await
 }
 
 fn id_of(session: &serde_json::Value) -> u64 {
@@ -1305,6 +1291,21 @@ impl Live {
         .expect("the probe session leaves the relay's table");
     }
 
+    /// After a hand-over that did not happen: a plain `serve --takeover`
+    /// takes all [`FEW`] sessions (the probes gone), the old relay exits 0,
+    /// and the sessions work on the new one.
+    async fn takeover_still_works(&mut self) {
+        self.wait_for_sessions(FEW).await;
+        let mut new = Serve::spawn(&self.setup.config, &["--takeover"], &[]);
+        let took = new.line_with("took over", Duration::from_secs(15)).await;
+        assert_eq!(number_before(&took, "session(s)"), FEW as u64, "{took}");
+        assert_eq!(self.serve.exit_code(Duration::from_secs(10)).await, Some(0));
+        self.serve = new;
+        let pid = self.serve.pid;
+        self.assert_working(pid, "after the takeover that followed")
+            .await;
+    }
+
     /// Stops streaming, closes every session and checks the origin saw only that.
     async fn end(self) {
         self.stop.cancel();
@@ -1359,15 +1360,7 @@ async fn a_taker_that_hangs_up_after_the_ok_leaves_every_session_working() {
     live.assert_working(pid, "after a taker hung up").await;
     assert!(live.serve.running());
     // And a real takeover still works after it.
-    live.wait_for_sessions(FEW).await;
-    let mut new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
-    let took = new.line_with("took over", Duration::from_secs(15)).await;
-    assert_eq!(number_before(&took, "session(s)"), FEW as u64, "{took}");
-    assert_eq!(live.serve.exit_code(Duration::from_secs(10)).await, Some(0));
-    live.serve = new;
-    let pid = live.serve.pid;
-    live.assert_working(pid, "after the takeover that followed")
-        .await;
+    live.takeover_still_works().await;
     live.end().await;
 }
 
@@ -1398,15 +1391,7 @@ async fn a_taker_killed_mid_handover_leaves_every_session_working() {
     assert!(live.serve.running(), "the old relay keeps running");
 
     // A later takeover succeeds, and the sessions live on.
-    live.wait_for_sessions(FEW).await;
-    let mut new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
-    let took = new.line_with("took over", Duration::from_secs(15)).await;
-    assert_eq!(number_before(&took, "session(s)"), FEW as u64, "{took}");
-    assert_eq!(live.serve.exit_code(Duration::from_secs(10)).await, Some(0));
-    live.serve = new;
-    let pid = live.serve.pid;
-    live.assert_working(pid, "after the takeover that followed")
-        .await;
+    live.takeover_still_works().await;
     live.end().await;
 }
 

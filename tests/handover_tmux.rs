@@ -39,18 +39,7 @@ struct Setup {
 
 async fn setup() -> Setup {
     let origin = common::echo_origin(Default::default()).await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("relay.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
-             name = \"keep.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
-             websocket = {{ switch = \"on\", timeout = 300 }}\n"
-        ),
-    )
-    .unwrap();
-    let socket = dir.path().join("relay.sock");
+    let (dir, config, socket) = common::relay_dir("keep.test", origin);
     Setup {
         dir,
         config,
@@ -133,25 +122,10 @@ async fn hello(socket: &Path) -> (u64, String) {
 
 /// `sessions --json`: session ids by client address.
 async fn session_ids(socket: &Path) -> HashMap<SocketAddr, u64> {
-    let out = tokio::process::Command::new(BIN)
-        .args(["sessions", "--json", "--socket"])
-        .arg(socket)
-        .output()
+    common::sessions_by_client(socket)
         .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sessions --json: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    list.iter()
-        .map(|s| {
-            (
-                s["client"].as_str().unwrap().parse().unwrap(),
-                s["id"].as_u64().unwrap(),
-            )
-        })
+        .into_iter()
+        .map(|(client, s)| (client, s["id"].as_u64().unwrap()))
         .collect()
 }
 

@@ -6,21 +6,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod serve_process;
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
 use ecdn_console::origin::OriginOptions;
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use serve_process::{ServeProcess, run_cli};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
 
 /// A client on `path` sending a message on connect and every `every`
 /// (none with `None`), reading whatever comes, until the session ends;
@@ -65,21 +61,6 @@ async fn client(relay: std::net::SocketAddr, path: &str, every: Option<Duration>
     }
 }
 
-struct Out {
-    code: i32,
-    stdout: String,
-    stderr: String,
-}
-
-async fn run(args: &[&str]) -> Out {
-    let out = Command::new(BIN).args(args).output().await.unwrap();
-    Out {
-        code: out.status.code().expect("exited"),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
 #[tokio::test]
 async fn recommend_after_clients_are_cut_while_alive() {
     let origin = echo_origin(OriginOptions::default()).await;
@@ -94,30 +75,11 @@ async fn recommend_after_clients_are_cut_while_alive() {
         ),
     )
     .unwrap();
-    let mut serve = Command::new(BIN)
-        .arg("--config")
-        .arg(&config)
-        .arg("serve")
-        .env("XDG_RUNTIME_DIR", dir.path().join("xdg"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("a first line");
-    let relay = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
-    let second = lines.next_line().await.unwrap().expect("the control line");
-    let socket = PathBuf::from(
-        second
-            .split("control socket at ")
-            .nth(1)
-            .unwrap_or_else(|| panic!("no control socket in {second:?}")),
-    );
-    let socket = socket.to_str().unwrap().to_string();
+    let xdg = dir.path().join("xdg");
+    let mut serve =
+        ServeProcess::start(&config, &[], &[("XDG_RUNTIME_DIR", xdg.to_str().unwrap())]).await;
+    let relay = serve.addr;
+    let socket = serve.control.to_str().unwrap().to_string();
 
     let second = Duration::from_secs(1);
     tokio::spawn(client(relay, "/beat-1s", Some(second), false));
@@ -129,8 +91,10 @@ async fn recommend_after_clients_are_cut_while_alive() {
     let mut six = 0;
     timeout(Duration::from_secs(30), async {
         while six < 3 {
-            let line = lines.next_line().await.unwrap().expect("serve runs");
-            if line.contains(" opened  #") && line.contains("path=/beat-6s") {
+            let line = serve
+                .line_within("path=/beat-6s", Duration::from_secs(30))
+                .await;
+            if line.contains(" opened  #") {
                 six += 1;
             }
         }
@@ -138,7 +102,7 @@ async fn recommend_after_clients_are_cut_while_alive() {
     .await
     .expect("the 6 s client reconnected twice");
 
-    let out = run(&["recommend", "beat.test", "--json", "--socket", &socket]).await;
+    let out = run_cli(&["recommend", "beat.test", "--json", "--socket", &socket]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
     let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
@@ -180,7 +144,7 @@ async fn recommend_after_clients_are_cut_while_alive() {
     assert!(reason.contains("on 2 of 6 sessions"), "{reason}");
 
     // The same, for a person; the domain is case-insensitive.
-    let out = run(&["recommend", "BEAT.test", "--socket", &socket]).await;
+    let out = run_cli(&["recommend", "BEAT.test", "--socket", &socket]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout
@@ -191,7 +155,7 @@ async fn recommend_after_clients_are_cut_while_alive() {
     assert!(out.stdout.contains("2 cut while alive"), "{}", out.stdout);
 
     // A domain the relay does not have: bad input.
-    let out = run(&["recommend", "nope.test", "--json", "--socket", &socket]).await;
+    let out = run_cli(&["recommend", "nope.test", "--json", "--socket", &socket]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
     assert!(
         out.stderr.contains("no domain \"nope.test\""),
@@ -200,7 +164,7 @@ async fn recommend_after_clients_are_cut_while_alive() {
     );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 
-    serve.kill().await.unwrap();
+    serve.child.kill().await.unwrap();
 }
 
 #[tokio::test]
@@ -208,7 +172,7 @@ async fn recommend_without_a_relay_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("none.sock");
     let socket = socket.to_str().unwrap();
-    let out = run(&["recommend", "beat.test", "--json", "--socket", socket]).await;
+    let out = run_cli(&["recommend", "beat.test", "--json", "--socket", socket]).await;
     assert_eq!(out.code, 3, "{}", out.stderr);
     assert!(out.stderr.contains(socket), "{}", out.stderr);
     assert!(out.stdout.is_empty(), "{}", out.stdout);

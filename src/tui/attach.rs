@@ -7,17 +7,18 @@
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use crossterm::event::EventStream;
 use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
+use super::terminal::{
+    PANIC_NOTIFY, TerminalGuard, console_runtime, in_terminal, stopped_by_panic,
+};
 use super::{FRAME, Options, TICK, action_for_event, draw, init_logging};
 use crate::app::{
     Action, App, Certificates, Clock, Effect, RelayView, Remote, RemoteTable, SaveError,
@@ -37,10 +38,7 @@ use crate::ui::Theme;
 pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()> {
     let log = init_logging(None);
     give_way_to_the_relay();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the console's runtime")?;
+    let runtime = console_runtime()?;
     let (mut poll, config, events) = runtime.block_on(connect(socket))?;
     let theme = Theme::from_env(options.no_color);
     let settings = Settings {
@@ -72,23 +70,11 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     };
     app.status = Some(Status { text, error: false });
     tracing::info!("attached to {}", socket.display());
-    let result = {
-        let mut guard =
-            TerminalGuard::enter(options.mouse).context("cannot set up the terminal")?;
-        let result = runtime.block_on(attach_loop(
-            &mut guard,
-            &mut app,
-            &mut poll,
-            &mut events,
-            &theme,
-        ));
-        drop(guard);
-        result
-    };
+    let result = in_terminal(options.mouse, |guard| {
+        runtime.block_on(attach_loop(guard, &mut app, &mut poll, &mut events, &theme))
+    })?;
     tracing::info!("detached from {}", socket.display());
-    if PANICKED.load(Ordering::SeqCst) {
-        anyhow::bail!("the console stopped after a panic (see the message above)");
-    }
+    stopped_by_panic()?;
     result
 }
 

@@ -6,10 +6,9 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use crossterm::event::EventStream;
 use futures_util::StreamExt;
 use tokio::signal::unix::{SignalKind, signal};
@@ -17,7 +16,9 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
+use super::terminal::{
+    PANIC_NOTIFY, TerminalGuard, console_runtime, in_terminal, stopped_by_panic,
+};
 use super::{Options, action_for_event, draw, init_logging};
 use crate::app::cloud::config_of;
 use crate::app::{
@@ -62,24 +63,15 @@ pub fn run(options: &Options, client: Client) -> Result<()> {
             error: false,
         });
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the console's runtime")?;
+    let runtime = console_runtime()?;
     // The probe writes to a `dyn Write` it borrows across awaits, so its
     // task is not `Send`: tasks run on this thread's LocalSet.
     let local = tokio::task::LocalSet::new();
-    let result = {
-        let mut guard =
-            TerminalGuard::enter(options.mouse).context("cannot set up the terminal")?;
-        let result = local.block_on(&runtime, event_loop(&mut guard, &mut app, &client, &theme));
-        drop(guard);
-        result
-    };
+    let result = in_terminal(options.mouse, |guard| {
+        local.block_on(&runtime, event_loop(guard, &mut app, &client, &theme))
+    })?;
     tracing::info!("cloud console stopped");
-    if PANICKED.load(Ordering::SeqCst) {
-        anyhow::bail!("the console stopped after a panic (see the message above)");
-    }
+    stopped_by_panic()?;
     result
 }
 

@@ -11,10 +11,9 @@ pub mod terminal;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use crossterm::event::{Event, EventStream, MouseButton, MouseEventKind};
 use crossterm::terminal::{BeginSynchronizedUpdate, EndSynchronizedUpdate};
 use crossterm::{execute, queue};
@@ -30,7 +29,7 @@ use crate::relay::{self, RelayEvent, RelayHandle};
 use crate::ui::{self, Theme};
 
 pub use effects::{RelayControl, perform};
-use terminal::{PANIC_NOTIFY, PANICKED, TerminalGuard};
+use terminal::{PANIC_NOTIFY, TerminalGuard, console_runtime, in_terminal, stopped_by_panic};
 
 /// At most this many frames per second; a burst of changes is one frame.
 pub(crate) const FRAME: Duration = Duration::from_millis(33);
@@ -126,15 +125,10 @@ pub fn run_with(
             error: false,
         });
     }
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the console's runtime")?;
-    let result = {
-        let mut guard =
-            TerminalGuard::enter(options.mouse).context("cannot set up the terminal")?;
-        let result = runtime.block_on(event_loop(
-            &mut guard,
+    let runtime = console_runtime()?;
+    let result = in_terminal(options.mouse, |guard| {
+        runtime.block_on(event_loop(
+            guard,
             &mut app,
             &mut file,
             &relay,
@@ -144,10 +138,8 @@ pub fn run_with(
                 can_keep: !options.sessions_in_process,
             },
             &theme,
-        ));
-        drop(guard);
-        result
-    };
+        ))
+    })?;
     // The terminal is back (or gone, after SIGHUP).
     let kept = match (&result, &control) {
         (Ok(Exit::Kept(report, background)), _) => Some((report.clone(), background.clone())),
@@ -175,9 +167,7 @@ pub fn run_with(
     relay.shutdown();
     relay.join(SHUTDOWN_WAIT);
     tracing::info!("console stopped");
-    if PANICKED.load(Ordering::SeqCst) {
-        anyhow::bail!("the console stopped after a panic (see the message above)");
-    }
+    stopped_by_panic()?;
     result.map(|_| ())
 }
 

@@ -27,6 +27,37 @@ pub static PANIC_NOTIFY: Notify = Notify::const_new();
 
 pub type Term = Terminal<CrosstermBackend<Stdout>>;
 
+/// The runtime every console screen runs on: one thread, the terminal's.
+pub fn console_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context;
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the console's runtime")
+}
+
+/// Runs `console` with the terminal in the console's state, restored
+/// before this returns (the guard's drop), whatever `console` returns.
+pub fn in_terminal<T>(
+    mouse: bool,
+    console: impl FnOnce(&mut TerminalGuard) -> T,
+) -> anyhow::Result<T> {
+    use anyhow::Context;
+    let mut guard = TerminalGuard::enter(mouse).context("cannot set up the terminal")?;
+    let result = console(&mut guard);
+    drop(guard);
+    Ok(result)
+}
+
+/// An error when the console stopped for a panic (whose message the hook
+/// printed once the terminal was back).
+pub fn stopped_by_panic() -> anyhow::Result<()> {
+    if PANICKED.load(Ordering::SeqCst) {
+        anyhow::bail!("the console stopped after a panic (see the message above)");
+    }
+    Ok(())
+}
+
 /// Owns the terminal while the console runs; dropping it restores it.
 pub struct TerminalGuard {
     pub terminal: Term,

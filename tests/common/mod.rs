@@ -7,8 +7,9 @@
     clippy::result_large_err
 )]
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -215,6 +216,46 @@ pub fn temp_file(name: &str, contents: &str) -> (tempfile::TempDir, std::path::P
     let path = dir.path().join(name);
     std::fs::write(&path, contents).unwrap();
     (dir, path)
+}
+
+/// A config in a fresh directory for a `serve` process: one domain
+/// `name` to `origin` with a 300 s limit, the control socket at
+/// `relay.sock` beside it. The directory guard, the config's path and the
+/// socket's.
+pub fn relay_dir(name: &str, origin: SocketAddr) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("relay.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[relay]\nlisten = \"127.0.0.1:0\"\ncontrol-socket = \"relay.sock\"\n\n[[domain]]\n\
+             name = \"{name}\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n\
+             websocket = {{ switch = \"on\", timeout = 300 }}\n"
+        ),
+    )
+    .unwrap();
+    let socket = dir.path().join("relay.sock");
+    (dir, config, socket)
+}
+
+/// `ecdn-console sessions --json` against the relay on `socket`: its
+/// sessions by client address.
+pub async fn sessions_by_client(socket: &Path) -> HashMap<SocketAddr, serde_json::Value> {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(["sessions", "--json", "--socket"])
+        .arg(socket)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sessions --json: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    list.into_iter()
+        .map(|s| (s["client"].as_str().unwrap().parse().unwrap(), s))
+        .collect()
 }
 
 /// A TLS echo origin for `app.test`, with a certificate from a fresh CA.

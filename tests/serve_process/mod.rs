@@ -1,10 +1,11 @@
-//! `ecdn-console serve` as a real process, for the admin, metrics and drain
-//! tests: its event lines, its addresses, signals, plain HTTP/1.1 requests
-//! to its admin listener.
+//! `ecdn-console serve` as a real process, for the admin, metrics, drain,
+//! control-socket and recommend tests: its event lines, its addresses and
+//! control socket, signals, plain HTTP/1.1 requests to its admin listener,
+//! and the shell commands run against it.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -22,6 +23,8 @@ pub struct ServeProcess {
     pub admin: Option<SocketAddr>,
     /// `[relay] tls-listen`, when the config sets it.
     pub tls: Option<SocketAddr>,
+    /// The control socket it reported.
+    pub control: PathBuf,
 }
 
 /// The first `ip:port` in a line.
@@ -54,10 +57,17 @@ impl ServeProcess {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             admin: None,
             tls: None,
+            control: PathBuf::new(),
         };
         let listening = process.line_with("listening on").await;
         process.addr =
             address_in(&listening).unwrap_or_else(|| panic!("no address in {listening:?}"));
+        let control = process.line_with("control socket at ").await;
+        process.control = control
+            .split("control socket at ")
+            .nth(1)
+            .map(|p| PathBuf::from(p.trim_end_matches(['"', '}'])))
+            .unwrap_or_else(|| panic!("no control socket in {control:?}"));
         if std::fs::read_to_string(path).is_ok_and(|c| c.contains("tls-listen")) {
             let tls = process.line_with("wss:// clients on").await;
             process.tls = address_in(&tls);
@@ -114,6 +124,27 @@ impl ServeProcess {
     /// `METHOD path` on the admin listener: status and body.
     pub async fn admin_request(&self, method: &str, path: &str) -> (u16, String) {
         http_request(self.admin.expect("started with --admin"), method, path).await
+    }
+}
+
+/// What a finished `ecdn-console` command printed, and its exit code.
+pub struct CliOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `ecdn-console ARGS` to the end.
+pub async fn run_cli(args: &[&str]) -> CliOut {
+    let out = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(args)
+        .output()
+        .await
+        .unwrap();
+    CliOut {
+        code: out.status.code().expect("exited"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

@@ -1326,6 +1326,35 @@ impl Live {
     }
 }
 
+#[tokio::test]
+async fn a_takeover_with_no_relay_running_says_how_to_start_one() {
+    let setup = setup("127.0.0.1:9".parse().unwrap());
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&setup.config)
+        .args(["serve", "--takeover"])
+        .env(
+            "XDG_RUNTIME_DIR",
+            setup.config.parent().unwrap().join("xdg"),
+        )
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    for part in [
+        format!("cannot reach a relay on {}", setup.socket.display()),
+        format!(
+            "start the relay first with `ecdn-console serve --config {}`",
+            setup.config.display()
+        ),
+        "or leave out --takeover".to_string(),
+    ] {
+        assert!(stderr.contains(&part), "{part:?} not in: {stderr}");
+    }
+    assert!(!setup.socket.exists(), "nothing was started");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_takeover_of_another_version_is_refused_and_changes_nothing() {
     let mut live = live().await;

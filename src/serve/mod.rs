@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
 use crate::control::{Control, ControlServer, HandoverNotice};
-use crate::handover::{GiveReport, Received, Takeover};
+use crate::handover::{GiveReport, HandoverError, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 /// How events are written.
@@ -78,7 +78,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             (relay, events, None)
         }
         Some(socket) => {
-            let (relay, events, report) = take_over(socket, config.clone(), metrics).await?;
+            let (relay, events, report) = take_over(socket, &path, config.clone(), metrics).await?;
             (relay, events, Some(report))
         }
     };
@@ -320,6 +320,7 @@ fn handed_over(report: &GiveReport, drain: Duration) -> String {
 /// process has let go; any error before that leaves them all there.
 async fn take_over(
     socket: &std::path::Path,
+    config_path: &std::path::Path,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>, TookOver)> {
@@ -329,10 +330,17 @@ async fn take_over(
     let (takeover, received) = tokio::task::spawn_blocking(move || {
         let mut takeover = Takeover::connect(&socket)?;
         let received = takeover.receive()?;
-        Ok::<_, crate::handover::HandoverError>((takeover, received))
+        Ok::<_, HandoverError>((takeover, received))
     })
     .await?
-    .context("hand-over refused")?;
+    .map_err(|e| match e {
+        HandoverError::Connect { .. } => anyhow::anyhow!(
+            "{e}; nothing to take over: start the relay first with `ecdn-console serve --config {}`, \
+             or leave out --takeover",
+            config_path.display()
+        ),
+        e => anyhow::Error::new(e).context("hand-over refused"),
+    })?;
     let received_at = std::time::Instant::now();
     let Received {
         from_pid,

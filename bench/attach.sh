@@ -7,13 +7,15 @@
 # round trip of PACED sessions (one 64-byte message every 100 ms each)
 # without and with the consoles attached, in interleaved rounds.
 #   bench/attach.sh              # IDLE=9000 CONSOLES=2 PACED=1000 ROUNDS=2 WINDOW=15
+# CONSOLE_NICE=0 puts the consoles back at the relay's priority (attach
+# lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=1000}" "${ROUNDS:=2}" "${WINDOW:=15}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=1000}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -52,6 +54,9 @@ for r in $(seq "$ROUNDS"); do
             "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$dir/console-$r-$c.log $bin attach --socket $dir/relay.sock"
     done
     sleep 2
+    if [ -n "$CONSOLE_NICE" ]; then
+        renice -n "$CONSOLE_NICE" -p $(pgrep -f "attach --socket $dir/relay.sock") >/dev/null
+    fi
     for c in $(seq "$CONSOLES"); do tmux send-keys -t "ecdn-attach-$c" 3; done
     sleep 2
     # The consoles' cost on the relay with only the idle sessions, then

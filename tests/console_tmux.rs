@@ -172,29 +172,13 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
     use futures_util::{SinkExt, StreamExt};
-    use tokio::io::AsyncBufReadExt;
     if !tmux_available() {
         eprintln!("note: tmux is not installed; skipping the end-to-end attach test");
         return;
     }
     let origin = common::echo_origin(Default::default()).await;
     let (dir, config_path, socket) = common::relay_dir("attach.test", origin);
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
-        .arg("--config")
-        .arg(&config_path)
-        .arg("serve")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().unwrap();
-    let relay: std::net::SocketAddr = first
-        .split_whitespace()
-        .find_map(|w| w.parse().ok())
-        .unwrap();
-    // Keep reading serve's output so it never blocks on a full pipe.
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let (mut serve, relay) = serve(&config_path).await;
     let mut client = common::connect(relay, "attach.test").await;
     client
         .send(tungstenite::Message::Text("hello".into()))
@@ -249,6 +233,76 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         serve.try_wait().unwrap().is_none(),
         "the relay keeps running"
     );
+}
+
+/// `ecdn-console serve` of `config_path`, its output drained; its address.
+async fn serve(config_path: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    use tokio::io::AsyncBufReadExt;
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .arg("--config")
+        .arg(config_path)
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(serve.stdout.take().unwrap()).lines();
+    let first = lines.next_line().await.unwrap().unwrap();
+    let relay = first
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap();
+    // Keep reading serve's output so it never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (serve, relay)
+}
+
+/// An attached console's first fetch comes in pages, one a frame: on a
+/// relay with more sessions than a page (500) Live Sessions counts them in
+/// and ends with every one; then sessions that end leave the table and new
+/// ones join it, without a full fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_loads_a_large_table_in_pages_and_keeps_it_current() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    const SESSIONS: usize = 1_100;
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end attach test");
+        return;
+    }
+    // Clients and origin here, two descriptors a session in the relay (a
+    // child: it inherits the limit).
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard < 4 * SESSIONS as u64 {
+        eprintln!("note: the open-files hard limit ({hard}) is too low; skipping");
+        return;
+    }
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let origin = common::echo_origin(Default::default()).await;
+    let (_dir, config_path, socket) = common::relay_dir("pages.test", origin);
+    let (_serve, relay) = serve(&config_path).await;
+    let mut clients = Vec::with_capacity(SESSIONS);
+    for _ in 0..SESSIONS {
+        clients.push(common::connect(relay, "pages.test").await);
+    }
+    let command = format!(
+        "{} attach --socket {}",
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&socket.display().to_string()),
+    );
+    let tmux = Tmux::start(format!("ecdn-e2e-pages-{}", std::process::id()), &command);
+    tmux.wait_for("attached to relay 127.0.0.1:");
+    tmux.keys(&["3"]);
+    tmux.wait_for(&format!("Live Sessions · {SESSIONS} ·"));
+    // Ten sessions end; five new ones start.
+    clients.truncate(SESSIONS - 10);
+    tmux.wait_for(&format!("Live Sessions · {} ·", SESSIONS - 10));
+    for _ in 0..5 {
+        clients.push(common::connect(relay, "pages.test").await);
+    }
+    let screen = tmux.wait_for(&format!("Live Sessions · {} ·", SESSIONS - 5));
+    assert!(screen.contains("pages.test"), "{screen}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
 }
 
 fn relay_addr(screen: &str) -> std::net::SocketAddr {

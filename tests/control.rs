@@ -505,3 +505,40 @@ async fn sessions_changed_sends_only_what_moved_since_the_last_answer() {
     let full = raw.ask(stale.as_bytes()).await.unwrap();
     assert_eq!(full["ids"].as_array().unwrap().len(), 2, "{full}");
 }
+
+/// A full `sessions-changed` in pages (an attached console's first fetch):
+/// `limit` sessions a page, lowest ids first, `more` until the last; the
+/// ids of every live session come with the first page only.
+#[tokio::test]
+async fn sessions_changed_pages_a_full_answer() {
+    let mut relay = serve("").await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        clients.push(connect(relay.addr, "app.test").await);
+    }
+    relay.line_with("opened  #3").await;
+    let (mut raw, _) = Raw::connect(&relay.socket).await;
+    let ids = |answer: &serde_json::Value| -> Vec<u64> {
+        answer["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["id"].as_u64().unwrap())
+            .collect()
+    };
+    let first = raw
+        .ask(b"{\"request\":\"sessions-changed\",\"limit\":2}\n")
+        .await
+        .unwrap();
+    assert_eq!(ids(&first), [1, 2], "{first}");
+    assert_eq!(first["more"], true, "{first}");
+    assert_eq!(first["ids"].as_array().unwrap().len(), 3, "{first}");
+    let next = raw
+        .ask(b"{\"request\":\"sessions-changed\",\"limit\":2,\"after\":2}\n")
+        .await
+        .unwrap();
+    assert_eq!(ids(&next), [3], "{next}");
+    assert!(next.get("more").is_none(), "the last page: {next}");
+    assert!(next.get("ids").is_none(), "{next}");
+    drop(clients);
+}

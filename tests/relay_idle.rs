@@ -322,3 +322,41 @@ async fn shutdown_closes_every_session_with_1001() {
         .await
         .expect("relay stops");
 }
+
+/// A client that never answers the relay's idle close keeps its session for
+/// the close grace (1 s), no longer: then the relay drops the connection.
+#[tokio::test]
+async fn a_client_that_never_answers_the_close_is_cut_after_the_grace() {
+    use tokio::io::AsyncReadExt;
+    let (relay, mut events) = relay_to_echo("{ switch = \"on\", timeout = 1 }").await;
+    let mut raw = raw_client(relay.local_addr()).await;
+    let mut head = [0u8; 2];
+    timeout(Duration::from_secs(3), raw.read_exact(&mut head))
+        .await
+        .expect("the idle close")
+        .unwrap();
+    assert_eq!(head[0], 0x88, "a close frame");
+    let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+    raw.read_exact(&mut payload).await.unwrap();
+    assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1001);
+    let closed_at = Instant::now();
+    // No answer: read on until the relay lets go.
+    let mut rest = Vec::new();
+    let _ = timeout(Duration::from_secs(3), raw.read_to_end(&mut rest))
+        .await
+        .expect("cut within the grace");
+    let waited = closed_at.elapsed();
+    assert!(rest.is_empty(), "nothing after the close frame: {rest:?}");
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_millis(1600),
+        "cut {waited:?} after the close"
+    );
+    let RelayEvent::Closed {
+        cause, to_client, ..
+    } = wait_event(&mut events, |e| matches!(e, RelayEvent::Closed { .. })).await
+    else {
+        unreachable!()
+    };
+    assert_eq!(cause, CloseCause::IdleTimeout { timeout_secs: 1 });
+    assert_eq!(to_client.unwrap().code, 1001);
+}

@@ -12,6 +12,7 @@ pub mod keymap;
 pub mod list;
 pub mod log;
 pub mod relay_view;
+pub mod remote_table;
 mod update;
 
 use std::collections::{HashMap, HashSet};
@@ -32,6 +33,7 @@ pub use keymap::Context;
 pub use list::ListCursor;
 pub use log::{DomainTotals, EventLog, KindFilter, Minute};
 pub use relay_view::{RelayView, Remote, SessionPage};
+pub use remote_table::RemoteTable;
 pub use update::update;
 
 use crate::config::effective_timeout;
@@ -326,14 +328,10 @@ impl App {
     /// Samples the session table at `clock` (before each draw).
     pub fn refresh(&mut self, clock: Clock) {
         self.clock = clock;
-        let mut live = self.relay.snapshot(clock.mono);
-        self.sessions.sort.sort(&mut live);
-        self.live_per_domain.clear();
-        for s in &live {
-            // Keyed by the shared name: no allocation per session per frame.
-            *self.live_per_domain.entry(s.domain.clone()).or_default() += 1;
-        }
-        self.live = live;
+        self.relay.sample(clock.mono, &mut self.live);
+        // The rows are mostly in last frame's order: a pass, not a full sort.
+        self.sessions.sort.sort(&mut self.live);
+        self.count_per_domain();
         let history = self.relay.history();
         self.recent = history.counts(clock.mono);
         self.cut_while_alive = history
@@ -343,6 +341,26 @@ impl App {
         self.log.sample_active(clock.wall, self.live.len());
         self.follow_selected_session();
         self.take_frame_needs(clock);
+    }
+
+    /// Live sessions per domain name, counted in runs of rows of the same
+    /// domain: a hash per run, not per session per frame.
+    fn count_per_domain(&mut self) {
+        self.live_per_domain.clear();
+        let mut run: Option<(&DomainName, usize)> = None;
+        for s in &self.live {
+            match &mut run {
+                Some((name, n)) if **name == s.domain => *n += 1,
+                _ => {
+                    if let Some((name, n)) = run.replace((&s.domain, 1)) {
+                        *self.live_per_domain.entry(name.clone()).or_default() += n;
+                    }
+                }
+            }
+        }
+        if let Some((name, n)) = run {
+            *self.live_per_domain.entry(name.clone()).or_default() += n;
+        }
     }
 
     /// Takes what the next frame draws beyond the sampled table — the

@@ -4,12 +4,12 @@
 //! Screens ask it the same questions either way.
 
 use crate::config::DomainName;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::remote_table::RemoteTable;
 use crate::relay::heartbeat::Rhythm;
 use crate::relay::history::{DomainEvidence, History};
 use crate::relay::{RecentFrame, Registry, SessionId, SessionSnapshot};
@@ -23,7 +23,7 @@ pub struct SessionPage {
 }
 
 /// What an attached console last fetched from its relay.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 pub struct Remote {
     /// The relay's control socket.
     pub socket: PathBuf,
@@ -31,8 +31,8 @@ pub struct Remote {
     pub pid: u32,
     /// The configuration version the console's edits are made on.
     pub config_version: u64,
-    pub sessions: Vec<SessionSnapshot>,
-    pub rhythms: HashMap<SessionId, Rhythm>,
+    /// The live sessions as the relay last described them.
+    pub table: RemoteTable,
     /// The open session's page, fetched with its recent frames.
     pub page: Option<SessionPage>,
     /// Ended sessions are not fetched yet: an empty history (the advice
@@ -49,18 +49,20 @@ pub enum RelayView {
 }
 
 impl RelayView {
-    /// Every live session at `now`.
-    pub fn snapshot(&self, now: Instant) -> Vec<SessionSnapshot> {
+    /// Brings `live` to every live session at `now`. A local relay's table
+    /// is sampled afresh; an attached console's is updated in place, so
+    /// rows the app sorted stay in that order (see `RemoteTable`).
+    pub fn sample(&mut self, now: Instant, live: &mut Vec<SessionSnapshot>) {
         match self {
-            Self::Local(r) => r.snapshot(now),
-            Self::Remote(r) => r.sessions.clone(),
+            Self::Local(r) => *live = r.snapshot(now),
+            Self::Remote(r) => r.table.update(live, now),
         }
     }
 
     pub fn len(&self) -> usize {
         match self {
             Self::Local(r) => r.len(),
-            Self::Remote(r) => r.sessions.len(),
+            Self::Remote(r) => r.table.len(),
         }
     }
 
@@ -68,11 +70,20 @@ impl RelayView {
         self.len() == 0
     }
 
+    /// While an attached console's first fetch still comes in: how many
+    /// sessions the relay has.
+    pub fn loading(&self) -> Option<usize> {
+        match self {
+            Self::Local(_) => None,
+            Self::Remote(r) => r.table.loading(),
+        }
+    }
+
     /// A live session's observed rhythm.
     pub fn rhythm(&self, id: SessionId) -> Option<Rhythm> {
         match self {
             Self::Local(r) => r.get(id).map(|stats| Rhythm::of(&stats)),
-            Self::Remote(r) => r.rhythms.get(&id).copied(),
+            Self::Remote(r) => r.table.rhythm(id),
         }
     }
 

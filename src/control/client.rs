@@ -84,10 +84,12 @@ impl ControlClient {
                 mode: String::new(),
             },
         };
-        let first = client.read_value().await?;
-        if first.get("ok") == Some(&serde_json::Value::Bool(false)) {
-            return Err(client.refusal(first));
+        let line = client.read_line().await?;
+        if answer_ok(&line) == Some(false) {
+            return Err(client.refusal(&line));
         }
+        let first: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| client.protocol(e))?;
         let theirs = first.get("version").map(ToString::to_string);
         if first.get("hello").and_then(|h| h.as_str()) != Some(PROTOCOL)
             || first.get("version").and_then(|v| v.as_u64()) != Some(PROTOCOL_VERSION.into())
@@ -98,7 +100,7 @@ impl ControlClient {
                 ours: PROTOCOL_VERSION,
             });
         }
-        client.hello = client.decode(first)?;
+        client.hello = serde_json::from_value(first).map_err(|e| client.protocol(e))?;
         Ok(client)
     }
 
@@ -119,31 +121,33 @@ impl ControlClient {
             .map_err(|_| ClientError::Closed {
                 path: self.path.clone(),
             })?;
-        let value = self.read_value().await?;
-        if value.get("ok") != Some(&serde_json::Value::Bool(true)) {
-            return Err(self.refusal(value));
+        let line = self.read_line().await?;
+        if answer_ok(&line) != Some(true) {
+            return Err(self.refusal(&line));
         }
-        self.decode(value)
+        // Straight into `T`: no `serde_json::Value` tree of a 9,000-session
+        // answer on the way.
+        serde_json::from_str(&line).map_err(|e| self.protocol(e))
     }
 
     /// The next event of a followed stream (after an `events` request with
     /// `follow`); `None` when the relay ends the stream.
     pub async fn next_event(&mut self) -> Result<Option<RelayEvent>, ClientError> {
-        let value = match self.read_value().await {
-            Ok(v) => v,
+        let line = match self.read_line().await {
+            Ok(line) => line,
             Err(ClientError::Closed { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        if value.get("ok") == Some(&serde_json::Value::Bool(false)) {
-            return Err(self.refusal(value));
+        if answer_ok(&line) == Some(false) {
+            return Err(self.refusal(&line));
         }
-        let line: EventLine = self.decode(value)?;
+        let line: EventLine = serde_json::from_str(&line).map_err(|e| self.protocol(e))?;
         Ok(Some(line.event))
     }
 
-    async fn read_value(&mut self) -> Result<serde_json::Value, ClientError> {
+    async fn read_line(&mut self) -> Result<String, ClientError> {
         match self.lines.next().await {
-            Some(Ok(line)) => serde_json::from_str(&line).map_err(|e| self.protocol(e)),
+            Some(Ok(line)) => Ok(line),
             Some(Err(e)) => Err(self.protocol(e)),
             None => Err(ClientError::Closed {
                 path: self.path.clone(),
@@ -151,12 +155,8 @@ impl ControlClient {
         }
     }
 
-    fn decode<T: DeserializeOwned>(&self, value: serde_json::Value) -> Result<T, ClientError> {
-        serde_json::from_value(value).map_err(|e| self.protocol(e))
-    }
-
-    fn refusal(&self, value: serde_json::Value) -> ClientError {
-        match serde_json::from_value::<ErrorReply>(value) {
+    fn refusal(&self, line: &str) -> ClientError {
+        match serde_json::from_str::<ErrorReply>(line) {
             Ok(e) => ClientError::Refused(e),
             Err(e) => self.protocol(e),
         }
@@ -168,4 +168,14 @@ impl ControlClient {
             detail: e.to_string(),
         }
     }
+}
+
+/// An answer's `ok`, read without decoding the rest (`None`: not an
+/// object, or no boolean `ok`).
+fn answer_ok(line: &str) -> Option<bool> {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        ok: Option<bool>,
+    }
+    serde_json::from_str::<Status>(line).ok()?.ok
 }

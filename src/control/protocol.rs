@@ -74,6 +74,13 @@ pub enum Request {
         /// the answer leaves `ids` out.
         #[serde(default)]
         known: Option<IdSummary>,
+        /// Only sessions with ids above this one (the next page).
+        #[serde(default)]
+        after: Option<SessionId>,
+        /// At most this many sessions, lowest ids first; `more` in the
+        /// answer says whether any were left out.
+        #[serde(default)]
+        limit: Option<usize>,
     },
     /// One session with its recent frames and message gaps.
     Session { id: SessionId },
@@ -243,6 +250,9 @@ pub struct ChangesReply {
     pub ids: Option<Vec<SessionId>>,
     /// The sessions that started or passed a frame since `since`.
     pub changed: Vec<SessionInfo>,
+    /// `limit` left sessions out: ask again with `after` = the last id.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub more: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

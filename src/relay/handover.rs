@@ -321,7 +321,6 @@ fn start(shared: &Arc<Shared>, registered: Registered) -> io::Result<()> {
     let origin = TcpStream::from_std(origin)?;
     let setup = SessionSetup {
         stats: guard.stats().clone(),
-        domain: guard.stats().domain.clone(),
         client_leftover: Vec::new(),
         origin_leftover: Vec::new(),
         extensions: false,

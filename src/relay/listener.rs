@@ -423,7 +423,6 @@ async fn start_session<C: ClientIo>(
     });
     let setup = SessionSetup {
         stats: guard.stats().clone(),
-        domain: domain.name,
         client_leftover,
         origin_leftover: upgraded.leftover,
         extensions: upgraded.extensions.is_some(),
@@ -553,7 +552,6 @@ mod tests {
         });
         let setup = SessionSetup {
             stats: guard.stats().clone(),
-            domain: "a.test".into(),
             client_leftover: Vec::new(),
             origin_leftover: Vec::new(),
             extensions: false,

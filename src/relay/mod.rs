@@ -3,6 +3,7 @@
 //! no screen, no terminal.
 
 pub mod event;
+mod grace;
 pub mod handover;
 pub(crate) mod handshake;
 pub mod heartbeat;

@@ -18,10 +18,11 @@ use tokio_util::sync::ReusableBoxFuture;
 use serde::{Deserialize, Serialize};
 
 use super::event::{CloseCause, CloseInfo};
+use super::grace;
 use super::handover::{Interrupts, Moved};
 use super::io::{RawIo, ReadNow, with_read_buf, write_now};
 use super::registry::{Direction, SessionStats};
-use crate::config::{Config, DomainName, IdleCloseMode, Status, effective_timeout};
+use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
 use crate::ws::close;
 use crate::ws::frame::{FrameKind, FrameScanner, Violation, close_frame};
 
@@ -35,7 +36,6 @@ const READS_PER_WAKE: usize = 4;
 /// Everything a session needs besides its two sockets.
 pub struct SessionSetup {
     pub stats: Arc<SessionStats>,
-    pub domain: DomainName,
     pub client_leftover: Vec<u8>,
     pub origin_leftover: Vec<u8>,
     pub extensions: bool,
@@ -154,8 +154,8 @@ impl Side {
 }
 
 struct Pump {
+    /// Also where the session's domain name is (`stats.domain`).
     stats: Arc<SessionStats>,
-    domain: DomainName,
     /// Per source side (`Side::index`): the client's lane carries
     /// client → origin, the origin's origin → client.
     lanes: [Lane; 2],
@@ -192,7 +192,6 @@ pub fn run<C: RawIo, O: RawIo>(
 ) -> impl std::future::Future<Output = Outcome> + Send {
     let SessionSetup {
         stats,
-        domain,
         client_leftover,
         origin_leftover,
         extensions,
@@ -204,7 +203,6 @@ pub fn run<C: RawIo, O: RawIo>(
     let max = current.relay.max_message_bytes;
     let mut pump = Pump {
         stats: stats.clone(),
-        domain,
         lanes: [
             Lane::new(Direction::ClientToOrigin, max, extensions),
             Lane::new(Direction::OriginToClient, max, extensions),
@@ -253,15 +251,9 @@ pub fn run<C: RawIo, O: RawIo>(
         tokio::pin!(stopped);
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
-        let mut closing_armed = false;
         let mut paused = false;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
-            if let (Phase::Closing(until), false) = (&pump.phase, closing_armed) {
-                // The same timer now bounds the close handshake.
-                idle_timer.as_mut().reset(*until);
-                closing_armed = true;
-            }
             let client_interest = pump.interest(Side::Client);
             let origin_interest = pump.interest(Side::Origin);
             tokio::select! {
@@ -274,16 +266,18 @@ pub fn run<C: RawIo, O: RawIo>(
                 r = origin.ready(origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
                     pump.on_ready(Side::Origin, r, &client, &origin);
                 }
-                // Open: the idle deadline, re-armed from the recorded last
+                // The idle deadline, re-armed from the recorded last
                 // activity, so a busy session costs one atomic store per frame
-                // and no timer work. Closing: the close handshake took too long.
-                () = &mut idle_timer, if !open || pump.timeout.is_some() => {
-                    if open {
-                        pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
-                    } else {
-                        pump.pay_owed_close(&client);
-                        break;
-                    }
+                // and no timer work.
+                () = &mut idle_timer, if open && pump.timeout.is_some() => {
+                    pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
+                }
+                // Closing: the close handshake took too long. Its bound waits
+                // on the thread's grace clock, not on this session's timer
+                // (see `grace`).
+                () = CloseGrace(&pump), if !open => {
+                    pump.pay_owed_close(&client);
+                    break;
                 }
                 // A new configuration applies to live sessions at once.
                 (changed, mut config) = &mut changes, if open && config_alive => match changed {
@@ -318,6 +312,10 @@ pub fn run<C: RawIo, O: RawIo>(
                 }
             }
         }
+        if let Phase::Closing(until) = pump.phase {
+            // Finished closing within the grace (or cut at its end).
+            grace::forget(stats.id, until);
+        }
         if paused {
             let lanes = pump.lanes.each_mut().map(Lane::state);
             if let (Some(client), Some(origin)) = (client.into_movable(), origin.into_movable()) {
@@ -332,6 +330,24 @@ pub fn run<C: RawIo, O: RawIo>(
             pump.set_cause(CloseCause::ClientVanished);
         }
         Outcome::Ended(pump.end())
+    }
+}
+
+/// Completes when the close grace of a closing pump is over (never while
+/// open). A reference only: it is in the session's future on every turn.
+struct CloseGrace<'a>(&'a Pump);
+
+impl std::future::Future for CloseGrace<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        match self.0.phase {
+            Phase::Closing(until) => grace::poll_elapsed(self.0.stats.id, until, cx),
+            Phase::Open => std::task::Poll::Pending,
+        }
     }
 }
 
@@ -800,7 +816,7 @@ impl Pump {
     /// which closes the session at once).
     fn apply_config(&mut self, config: &Config, timer: std::pin::Pin<&mut tokio::time::Sleep>) {
         self.idle_close = config.relay.idle_close;
-        let Some(domain) = config.domain(&self.domain) else {
+        let Some(domain) = config.domain(&self.stats.domain) else {
             return;
         };
         let effective = effective_timeout(domain);
@@ -814,7 +830,7 @@ impl Pump {
 
     /// A domain taken offline or deleted closes its sessions.
     fn check_domain(&mut self, config: &Config, client: &impl RawIo, origin: &impl RawIo) {
-        match config.domain(&self.domain) {
+        match config.domain(&self.stats.domain) {
             None => self.relay_close(CloseCause::DomainRemoved, client, origin),
             Some(d) if d.status == Status::Offline => {
                 self.relay_close(CloseCause::DomainOffline, client, origin);

@@ -4,7 +4,7 @@
 //! edits sent to the relay, which saves and applies them. Quitting
 //! detaches; the relay keeps running.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,23 +21,23 @@ use super::terminal::{
 };
 use super::{FRAME, Options, TICK, action_for_event, draw, init_logging};
 use crate::app::{
-    Action, App, Certificates, Clock, Effect, RelayView, Remote, SaveError, SaveErrorKind,
-    SessionPage, Settings, Status, update,
+    Action, App, Certificates, Clock, Effect, RelayView, Remote, RemoteTable, SaveError,
+    SaveErrorKind, SessionPage, Settings, Status, update,
 };
 use crate::config::Config;
 use crate::control::protocol::{
-    ChangesReply, ClosedReply, ConfigReply, EventsReply, IdSummary, SessionInfo, SessionReply,
-    SessionsReply, TlsInfo,
+    ChangesReply, ClosedReply, ConfigReply, EventsReply, IdSummary, SessionReply, SessionsReply,
+    TlsInfo,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
-use crate::relay::heartbeat::Rhythm;
-use crate::relay::{RelayEvent, SessionId, SessionSnapshot};
+use crate::relay::{RelayEvent, SessionId};
 use crate::ui::Theme;
 
 /// Attaches to the relay answering on `socket`. `note` is shown first
 /// (e.g. why plain `ecdn-console` attached instead of starting a relay).
 pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()> {
     let log = init_logging(None);
+    give_way_to_the_relay();
     let runtime = console_runtime()?;
     let (mut poll, config, events) = runtime.block_on(connect(socket))?;
     let theme = Theme::from_env(options.no_color);
@@ -76,6 +76,21 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     tracing::info!("detached from {}", socket.display());
     stopped_by_panic()?;
     result
+}
+
+/// How much an attached console lowers its CPU priority (`nice`).
+const NICE: i32 = 10;
+
+/// An attached console usually runs on the relay's own machine, over SSH:
+/// when the two want the same core, the relay's frames go first. Drawing
+/// is once a second and a few ms; a console that waits a little for a core
+/// is not noticed, a relay frame that waits behind it is (DESIGN §5:
+/// drawing never delays a frame).
+fn give_way_to_the_relay() {
+    match rustix::process::nice(NICE) {
+        Ok(now) => tracing::info!("console CPU priority lowered to nice {now}"),
+        Err(e) => tracing::info!("console CPU priority left as it is: {e}"),
+    }
 }
 
 /// A config version, its config, and the certificates in force with it.
@@ -144,7 +159,8 @@ async fn attach_loop(
             draw(guard, app, theme)?;
             // The transfer included: what bench/attach.sh reports.
             tracing::debug!(target: "ecdn_console::frame", frame_us = started.elapsed().as_micros() as u64, "frame");
-            dirty = false;
+            // The next page of a full fetch comes with the next frame.
+            dirty = known.paging();
             last_draw = Instant::now();
             next_tick = last_draw + TICK;
         }
@@ -251,51 +267,51 @@ fn lost(app: &mut App, why: &str) {
     });
 }
 
-/// What the relay last said of each live session, and when: each refresh
-/// fetches only what changed since (`sessions-changed`), so an attached
-/// console on 9,000 idle sessions costs the relay a list of ids a second.
+/// How the console asks its relay for sessions: each refresh fetches only
+/// what changed since the previous answer (`sessions-changed`), so an
+/// attached console on 9,000 idle sessions costs the relay a list of ids a
+/// second; a full fetch comes in pages of `PAGE`, one a frame, so no frame
+/// waits for the whole table.
 #[derive(Debug, Default)]
 struct Known {
-    /// Each session as the relay last described it, converted once.
-    sessions: HashMap<SessionId, (SessionSnapshot, Instant)>,
-    rhythms: HashMap<SessionId, Rhythm>,
-    /// The relay's clock of the last answer; `None`: fetch everything.
+    /// The relay's clock of the last complete answer; `None`: fetch all.
     clock: Option<u64>,
+    /// A full fetch under way: the last id received and the clock of its
+    /// first page (changes since then are asked for once it is complete).
+    paging: Option<(SessionId, u64)>,
     /// The relay does not know `sessions-changed` (an older build).
     full_only: bool,
-    /// The set of sessions changed since the console's table was built
-    /// (it is rebuilt); otherwise the changed ones are replaced in place.
-    reshaped: bool,
-    /// Sessions whose counters came in since the last table update.
-    updated: Vec<SessionId>,
-    /// When the console's table was last brought up to date.
-    aged_to: Option<Instant>,
 }
 
+/// Sessions per page of a full fetch: ~250 KB of JSON, a few ms each way.
+const PAGE: usize = 500;
+
 impl Known {
-    /// Takes in what changed; `Err` when the relay cannot say.
-    async fn refresh(&mut self, poll: &mut ControlClient) -> Result<(), ClientError> {
+    /// Takes in what changed into `table`; `Err` when the relay cannot say.
+    async fn refresh(
+        &mut self,
+        poll: &mut ControlClient,
+        table: &mut RemoteTable,
+    ) -> Result<(), ClientError> {
         if !self.full_only {
-            let request = Request::SessionsChanged {
-                since: self.clock,
-                known: self.clock.map(|_| self.summary()),
+            let paging = self.paging.or(self.clock.is_none().then_some((0, 0)));
+            let request = match paging {
+                Some((after, _)) => Request::SessionsChanged {
+                    since: None,
+                    known: None,
+                    after: (after > 0).then_some(after),
+                    limit: Some(PAGE),
+                },
+                None => Request::SessionsChanged {
+                    since: self.clock,
+                    known: Some(IdSummary::of(table.ids())),
+                    after: None,
+                    limit: None,
+                },
             };
             match poll.request::<ChangesReply>(&request).await {
                 Ok(reply) => {
-                    let now = Instant::now();
-                    // No ids: the same sessions live as we know of.
-                    if let Some(ids) = reply.ids {
-                        let live: HashSet<SessionId> = ids.into_iter().collect();
-                        self.sessions.retain(|id, _| live.contains(id));
-                        self.rhythms.retain(|id, _| live.contains(id));
-                        self.reshaped = true;
-                    }
-                    for info in reply.changed {
-                        self.reshaped |= !self.sessions.contains_key(&info.id);
-                        self.take(&info, now);
-                        self.updated.push(info.id);
-                    }
-                    self.clock = Some(reply.clock);
+                    self.take_changes(reply, table);
                     return Ok(());
                 }
                 Err(ClientError::Refused(_)) => self.full_only = true,
@@ -304,68 +320,45 @@ impl Known {
         }
         let reply: SessionsReply = poll.request(&Request::Sessions { domain: None }).await?;
         let now = Instant::now();
-        self.sessions.clear();
-        self.rhythms.clear();
+        table.clear();
         for info in &reply.sessions {
-            self.take(info, now);
+            table.take(info.snapshot(now), info.rhythm(), now);
         }
-        self.reshaped = true;
         Ok(())
     }
 
-    /// Brings the console's session table up to `now`. Most refreshes
-    /// change few sessions: those are replaced and the rest only age by
-    /// the time since (no copy of 9,000 snapshots per second); when
-    /// sessions came or went the table is built again.
-    fn update_table(&mut self, table: &mut Vec<SessionSnapshot>, now: Instant) {
-        let updated = std::mem::take(&mut self.updated);
-        let since = self.aged_to.replace(now);
-        match since {
-            Some(since) if !self.reshaped && table.len() == self.sessions.len() => {
-                let later = now.saturating_duration_since(since);
-                let fresh: HashSet<SessionId> = updated.into_iter().collect();
-                for s in table.iter_mut() {
-                    match self.sessions.get(&s.id).filter(|_| fresh.contains(&s.id)) {
-                        Some((base, at)) => *s = aged(base, *at, now),
-                        None => age_by(s, later),
-                    }
-                }
-            }
-            _ => {
-                *table = self
-                    .sessions
-                    .values()
-                    .map(|(s, at)| aged(s, *at, now))
-                    .collect();
-            }
+    fn take_changes(&mut self, reply: ChangesReply, table: &mut RemoteTable) {
+        let now = Instant::now();
+        // No ids: the same sessions live as we know of (or a later page).
+        if let Some(ids) = reply.ids {
+            let live: HashSet<SessionId> = ids.into_iter().collect();
+            table.keep_only(&live);
+            // A first fetch: say how far it got while the pages come in.
+            table.set_loading(table.is_empty().then_some(live.len()));
         }
-        self.reshaped = false;
+        let last = reply.changed.last().map(|s| s.id);
+        for info in &reply.changed {
+            table.take(info.snapshot(now), info.rhythm(), now);
+        }
+        let started = self.paging.map_or(reply.clock, |(_, clock)| clock);
+        let paging = self.paging.is_some() || self.clock.is_none();
+        match (paging, reply.more, last) {
+            (true, true, Some(last)) => self.paging = Some((last, started)),
+            (true, _, _) => {
+                // Complete: what changed while the pages came in is asked
+                // for next, since the first page.
+                self.paging = None;
+                self.clock = Some(started);
+                table.set_loading(None);
+            }
+            (false, _, _) => self.clock = Some(reply.clock),
+        }
     }
 
-    fn take(&mut self, info: &SessionInfo, now: Instant) {
-        self.sessions.insert(info.id, (info.snapshot(now), now));
-        self.rhythms.insert(info.id, info.rhythm());
+    /// A full fetch is still coming in: draw the next page soon.
+    fn paging(&self) -> bool {
+        self.paging.is_some()
     }
-
-    /// How many sessions we know of and their ids' sum: the relay leaves
-    /// the id list out when its own are the same.
-    fn summary(&self) -> IdSummary {
-        IdSummary::of(self.sessions.keys().copied())
-    }
-}
-
-/// `s` as the relay described it at `received`, seen at `now`: older and
-/// idler by the time since, with that much less time left.
-fn aged(s: &SessionSnapshot, received: Instant, now: Instant) -> SessionSnapshot {
-    let mut s = s.clone();
-    age_by(&mut s, now.saturating_duration_since(received));
-    s
-}
-
-fn age_by(s: &mut SessionSnapshot, later: Duration) {
-    s.age += later;
-    s.idle += later;
-    s.remaining = s.remaining.map(|r| r.saturating_sub(later));
 }
 
 /// Fetches the session table, and the open session's page.
@@ -374,31 +367,27 @@ async fn sample(
     poll: &mut ControlClient,
     known: &mut Known,
 ) -> Result<(), ClientError> {
-    known.refresh(poll).await?;
-    let now = Instant::now();
     let open = app.open_detail().map(|d| d.id);
+    let Some(remote) = app.relay.remote_mut() else {
+        return Ok(());
+    };
+    known.refresh(poll, &mut remote.table).await?;
     let page = match open {
         Some(id) => match poll.request::<SessionReply>(&Request::Session { id }).await {
-            Ok(r) => Some(SessionPage {
-                snapshot: r.session.session.snapshot(now),
-                recent: r.session.recent_frames.iter().map(|f| f.frame()).collect(),
-                rhythm: r.session.session.rhythm(),
-            }),
+            Ok(r) => {
+                let now = Instant::now();
+                Some(SessionPage {
+                    snapshot: r.session.session.snapshot(now),
+                    recent: r.session.recent_frames.iter().map(|f| f.frame()).collect(),
+                    rhythm: r.session.session.rhythm(),
+                })
+            }
             Err(ClientError::Refused(_)) => None,
             Err(e) => return Err(e),
         },
         None => None,
     };
-    if let Some(remote) = app.relay.remote_mut() {
-        if known.reshaped
-            || !known.updated.is_empty()
-            || remote.rhythms.len() != known.rhythms.len()
-        {
-            remote.rhythms.clone_from(&known.rhythms);
-        }
-        known.update_table(&mut remote.sessions, now);
-        remote.page = page;
-    }
+    remote.page = page;
     Ok(())
 }
 

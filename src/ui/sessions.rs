@@ -23,9 +23,12 @@ pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &T
         render_detail(frame, area, app, detail, focused, theme);
         return;
     }
+    let count = match app.relay.loading() {
+        Some(total) => format!("loading {} of {total}", app.live.len()),
+        None => app.live.len().to_string(),
+    };
     let title = format!(
-        " Live Sessions · {} · sorted by {} ",
-        app.live.len(),
+        " Live Sessions · {count} · sorted by {} ",
         app.sessions.sort.label()
     );
     let outer = block(title, focused, theme);

@@ -35,7 +35,7 @@ struct RawFile {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", expecting = "a [relay] table")]
 struct RawRelay {
     listen: Option<Spanned<String>>,
     handshake_timeout: Option<Spanned<i64>>,
@@ -52,20 +52,23 @@ struct RawRelay {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table like { cert-file = \"edge.pem\", key-file = \"edge.key\" }"
+)]
 struct RawCertificate {
     cert_file: Option<String>,
     key_file: Option<String>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", expecting = "an [admin] table")]
 struct RawAdmin {
     listen: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(rename_all = "kebab-case", expecting = "a [[domain]] table")]
 struct RawDomain {
     name: Option<Spanned<String>>,
     acceleration: Option<Spanned<String>>,
@@ -79,7 +82,10 @@ struct RawDomain {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[serde(
+    rename_all = "kebab-case",
+    expecting = "a table like { switch = \"on\", timeout = 60 }"
+)]
 struct RawWebSocket {
     switch: Option<Spanned<String>>,
     timeout: Option<Spanned<i64>>,

@@ -96,6 +96,30 @@ struct Gaps {
 
 const GAP_SAMPLES: usize = 32;
 
+impl Gaps {
+    fn record(&mut self, gap_nanos: u64) {
+        let ms = u32::try_from(gap_nanos / 1_000_000).unwrap_or(u32::MAX);
+        if self.recent_ms.len() == GAP_SAMPLES {
+            self.recent_ms.pop_front();
+        }
+        self.recent_ms.push_back(ms);
+        self.max_ms = self.max_ms.max(ms);
+    }
+}
+
+/// What a session's frames leave for the UI besides counters.
+#[derive(Debug, Default)]
+struct Recent {
+    frames: VecDeque<RecentEntry>,
+    gaps: [Gaps; 2],
+}
+
+/// Adds to a counter that only one task writes: a load and a store, not a
+/// read-modify-write (a locked instruction on x86) on the frame path.
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
+}
+
 /// Timeout stored as milliseconds; this value means "no idle limit".
 const NO_LIMIT: u64 = u64::MAX;
 
@@ -121,8 +145,9 @@ pub struct SessionStats {
     /// Kind and direction of the last frame: `kind | direction << 7`.
     last_kind: AtomicU8,
     timeout_ms: AtomicU64,
-    recent: Mutex<VecDeque<RecentEntry>>,
-    gaps: Mutex<[Gaps; 2]>,
+    /// The recent frames and the gaps between messages, under one lock
+    /// (taken once per frame).
+    recent: Mutex<Recent>,
     /// Cancelled when an operator closes the session from the console (or
     /// when its parent, the relay's shutdown, is cancelled).
     operator_close: CancellationToken,
@@ -177,9 +202,10 @@ impl SessionStats {
             payload_len,
         } = frame;
         let stamp = nanos_since(self.epoch, now);
+        // Only this session's task writes its flows.
         let flow = &self.flows[direction.index()];
-        flow.frames.fetch_add(1, Relaxed);
-        flow.bytes.fetch_add(payload_len, Relaxed);
+        bump(&flow.frames, 1);
+        bump(&flow.bytes, payload_len);
         flow.last_frame.store(stamp, Relaxed);
         let ends_message = fin && !kind.is_control();
         self.metrics.record_frame(
@@ -188,11 +214,13 @@ impl SessionStats {
             payload_len,
             ends_message,
         );
+        let mut gap = None;
         if ends_message {
-            flow.messages.fetch_add(1, Relaxed);
-            let previous = flow.last_message.swap(stamp, Relaxed);
+            bump(&flow.messages, 1);
+            let previous = flow.last_message.load(Relaxed);
+            flow.last_message.store(stamp, Relaxed);
             if previous != 0 {
-                self.record_gap(direction, stamp.saturating_sub(previous));
+                gap = Some(stamp.saturating_sub(previous));
             }
         }
         if counts_as_activity {
@@ -206,7 +234,11 @@ impl SessionStats {
         self.last_kind.store(kind_code(kind) | dir_bit, Relaxed);
         let at_ms = u32::try_from(now.saturating_duration_since(self.started).as_millis())
             .unwrap_or(u32::MAX);
-        let mut ring = lock(&self.recent);
+        let mut recent = lock(&self.recent);
+        if let Some(gap) = gap {
+            recent.gaps[direction.index()].record(gap);
+        }
+        let ring = &mut recent.frames;
         if ring.len() == RECENT_FRAMES {
             ring.pop_front();
         }
@@ -233,17 +265,6 @@ impl SessionStats {
             self.longest_gap.store(gap, Relaxed);
         }
         self.last_activity.store(stamp, Relaxed);
-    }
-
-    fn record_gap(&self, direction: Direction, gap_nanos: u64) {
-        let ms = u32::try_from(gap_nanos / 1_000_000).unwrap_or(u32::MAX);
-        let mut gaps = lock(&self.gaps);
-        let g = &mut gaps[direction.index()];
-        if g.recent_ms.len() == GAP_SAMPLES {
-            g.recent_ms.pop_front();
-        }
-        g.recent_ms.push_back(ms);
-        g.max_ms = g.max_ms.max(ms);
     }
 
     /// When the last frame that counts as activity passed (or the session
@@ -313,6 +334,7 @@ impl SessionStats {
 
     pub fn recent_frames(&self) -> Vec<RecentFrame> {
         lock(&self.recent)
+            .frames
             .iter()
             .map(|e| RecentFrame {
                 at: Duration::from_millis(e.at_ms.into()),
@@ -325,8 +347,8 @@ impl SessionStats {
 
     /// Gaps between complete data messages in one direction.
     pub fn message_gaps(&self, direction: Direction) -> MessageGaps {
-        let gaps = lock(&self.gaps);
-        let g = &gaps[direction.index()];
+        let recent = lock(&self.recent);
+        let g = &recent.gaps[direction.index()];
         let mut sorted: Vec<u32> = g.recent_ms.iter().copied().collect();
         sorted.sort_unstable();
         MessageGaps {
@@ -439,6 +461,7 @@ impl SessionStats {
             last_frame_ns: ago(f.last_frame.load(Relaxed)),
             last_message_ns: ago(f.last_message.load(Relaxed)),
         };
+        let recent = lock(&self.recent);
         StatsState {
             id: self.id,
             domain: self.domain.clone(),
@@ -450,8 +473,8 @@ impl SessionStats {
             longest_gap_ns: self.longest_gap.load(Relaxed),
             last_kind: self.last_kind.load(Relaxed),
             flows: [flow(&self.flows[0]), flow(&self.flows[1])],
-            recent: lock(&self.recent).iter().copied().collect(),
-            gaps: lock(&self.gaps).clone(),
+            recent: recent.frames.iter().copied().collect(),
+            gaps: recent.gaps.clone(),
         }
     }
 }
@@ -614,8 +637,7 @@ impl Registry {
             longest_gap: AtomicU64::new(0),
             last_kind: AtomicU8::new(0),
             timeout_ms: AtomicU64::new(NO_LIMIT),
-            recent: Mutex::new(VecDeque::new()),
-            gaps: Mutex::new(Default::default()),
+            recent: Mutex::new(Recent::default()),
             operator_close: parent.child_token(),
             operator_frame: std::sync::OnceLock::new(),
             metrics,
@@ -683,8 +705,10 @@ impl Registry {
             longest_gap: AtomicU64::new(state.longest_gap_ns),
             last_kind: AtomicU8::new(state.last_kind),
             timeout_ms: AtomicU64::new(NO_LIMIT),
-            recent: Mutex::new(state.recent.into_iter().take(RECENT_FRAMES).collect()),
-            gaps: Mutex::new(state.gaps),
+            recent: Mutex::new(Recent {
+                frames: state.recent.into_iter().take(RECENT_FRAMES).collect(),
+                gaps: state.gaps,
+            }),
             operator_close: parent.child_token(),
             operator_frame: std::sync::OnceLock::new(),
             metrics,

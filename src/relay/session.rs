@@ -505,11 +505,12 @@ impl Pump {
     /// Scans `data` from `source` and passes the complete frames on.
     fn ingest_dyn(&mut self, source: Side, data: &[u8], dst: &dyn WriteSide) -> LaneEvent {
         let now = Instant::now();
-        let stats = self.stats.clone();
         let ping_counts = self.ping_resets_idle;
         let dest_gone = self.gone(other(source));
         let owes_client = self.owed_to_client.is_some();
-        let lane = self.lane(source);
+        // Borrowed beside the lane, not cloned: no reference count moves per read.
+        let stats = &*self.stats;
+        let lane = &mut self.lanes[source.index()];
         let direction = lane.direction;
         let scan = lane.scanner.scan(data, |frame| {
             let counts = !matches!(frame.kind, FrameKind::Ping | FrameKind::Pong) || ping_counts;

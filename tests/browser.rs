@@ -2,7 +2,10 @@
 //! loads a page whose WebSockets go through the relay to the embedded
 //! origin, and the page posts back each close event it saw (code, reason,
 //! wasClean). Skips, saying so, when /usr/bin/chromium is absent
-//! (`apt-get install -y chromium`; .ci/run installs it).
+//! (`apt-get install -y chromium`; .ci/run installs it). A second page
+//! streams sequence-numbered messages through a `serve` process while
+//! `serve --takeover` replaces it (DESIGN §7), and says whether anything
+//! was lost, duplicated, reordered or closed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -18,8 +21,9 @@ use std::time::Duration;
 use common::*;
 use ecdn_console::origin::OriginOptions;
 use ecdn_console::relay::{CloseCause, RelayEvent, RelayHandle};
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
+use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -64,6 +68,36 @@ watch('abort');
 watch('passthrough', (ws) => ws.send('/close 4321 bye'));
 // The vanishing origin drops TCP after one message, without a close frame.
 watch('vanish', (ws) => ws.send('goodbye'));
+
+// Hand-over: messages go out on a timer, without waiting for their echo, so
+// some are always in flight; every 25th is 256 KiB so that one may be
+// mid-frame. Each echo must be the next in sequence, whole.
+function bodyOf(seq) {
+  const head = seq + ':';
+  return seq % 25 === 24 ? head + 'x'.repeat(262144) : head + 'small';
+}
+function stream() {
+  const port = query.get('handover');
+  if (!port) return;
+  const ws = new WebSocket('ws://localhost:' + port + '/browser');
+  let sent = 0, received = 0, expected = 0;
+  const problems = [];
+  ws.onopen = () => setInterval(() => {
+    for (let i = 0; i < 4 && sent - received < 64; i++) ws.send(bodyOf(sent++));
+  }, 2);
+  ws.onmessage = (event) => {
+    const text = String(event.data);
+    const seq = parseInt(text.slice(0, text.indexOf(':')), 10);
+    if (seq !== expected) problems.push('got ' + seq + ' when ' + expected + ' was next');
+    else if (text !== bodyOf(seq)) problems.push('message ' + seq + ' arrived altered');
+    expected = seq + 1;
+    received++;
+  };
+  ws.onerror = () => report({ name: 'error' });
+  ws.onclose = (event) => report({ name: 'close', code: event.code, reason: event.reason });
+  setInterval(() => report({ name: 'progress', sent, received, problems: problems.slice(0, 5) }), 50);
+}
+stream();
 </script>
 "#;
 
@@ -341,4 +375,187 @@ async fn chromium_sees_idle_close_abort_passed_through_codes_and_a_mirrored_vani
         unreachable!()
     };
     assert_eq!((cause, to_client), (CloseCause::OriginVanished, None));
+}
+
+// ---------------------------------------------------------------------------
+// A browser's WebSocket survives `serve --takeover`.
+
+const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
+
+/// A `serve` process whose stdout lines are read as they come.
+struct Serve {
+    child: tokio::process::Child,
+    lines: mpsc::UnboundedReceiver<String>,
+    log: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    fn spawn(config: &Path, extra: &[&str]) -> Serve {
+        let mut child = tokio::process::Command::new(BIN)
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .args(extra)
+            .env("XDG_RUNTIME_DIR", config.parent().unwrap().join("xdg"))
+            .env_remove("NOTIFY_SOCKET")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let (tx, lines) = mpsc::unbounded_channel();
+        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let keep = log.clone();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = out.next_line().await {
+                keep.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Serve { child, lines, log }
+    }
+
+    /// The next line containing `needle`.
+    async fn line_with(&mut self, needle: &str) -> String {
+        let found = tokio::time::timeout(Duration::from_secs(15), async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(needle) {
+                    return Some(line);
+                }
+            }
+            None
+        })
+        .await;
+        match found {
+            Ok(Some(line)) => line,
+            _ => panic!(
+                "no line with {needle:?} from serve; its log:\n{}",
+                self.log.lock().unwrap().join("\n")
+            ),
+        }
+    }
+}
+
+/// A tokio-tungstenite origin echoing every data message.
+async fn tungstenite_echo() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                let (mut to_client, from_client) = ws.split();
+                let data = from_client.filter(|m| {
+                    std::future::ready(m.as_ref().is_ok_and(|m| m.is_text() || m.is_binary()))
+                });
+                let _ = to_client.send_all(&mut data.boxed()).await;
+            });
+        }
+    });
+    addr
+}
+
+/// What the hand-over page last said: messages sent and echoed, and any
+/// loss, duplicate or reordering it saw.
+struct Progress {
+    sent: u64,
+    received: u64,
+}
+
+/// Waits for a progress report with at least `at_least` messages echoed;
+/// a close, an error or a problem the page saw fails the test.
+async fn progress_past(
+    reports: &mut mpsc::UnboundedReceiver<Value>,
+    at_least: u64,
+    browser: &Browser,
+) -> Progress {
+    let waited = tokio::time::timeout(REPORT_DEADLINE, async {
+        loop {
+            let report = reports.recv().await.expect("the page server runs");
+            match report["name"].as_str() {
+                Some("progress") => {
+                    let problems = report["problems"].as_array().unwrap();
+                    assert!(problems.is_empty(), "the page saw {problems:?}");
+                    let progress = Progress {
+                        sent: report["sent"].as_u64().unwrap(),
+                        received: report["received"].as_u64().unwrap(),
+                    };
+                    if progress.received >= at_least {
+                        return progress;
+                    }
+                }
+                _ => panic!("the page reported {report}"),
+            }
+        }
+    })
+    .await;
+    waited.unwrap_or_else(|_| {
+        panic!(
+            "fewer than {at_least} messages echoed within {REPORT_DEADLINE:?}; chromium said:\n{}",
+            browser.log_tail()
+        )
+    })
+}
+
+/// `sessions --json`: each session's client address and id.
+async fn ids(socket: &Path) -> HashMap<SocketAddr, u64> {
+    let sessions = sessions_by_client(socket).await;
+    sessions
+        .into_iter()
+        .map(|(client, s)| (client, s["id"].as_u64().unwrap()))
+        .collect()
+}
+
+#[tokio::test]
+async fn chromium_keeps_its_websocket_whole_across_a_takeover() {
+    if !Path::new(CHROMIUM).exists() {
+        eprintln!("SKIPPED: {CHROMIUM} is absent (apt-get install -y chromium)");
+        return;
+    }
+    let (_dir, config, socket) = relay_dir("localhost", tungstenite_echo().await);
+    let mut old = Serve::spawn(&config, &[]);
+    let listening = old.line_with("listening on").await;
+    let relay: SocketAddr = listening
+        .split_whitespace()
+        .find_map(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {listening:?}"));
+    old.line_with("control socket at").await;
+
+    let (reports_tx, mut reports) = mpsc::unbounded_channel();
+    let page = PageServer::start(reports_tx);
+    let browser = Browser::open(&format!(
+        "http://localhost:{}/?handover={}",
+        page.port,
+        relay.port()
+    ));
+    progress_past(&mut reports, 100, &browser).await;
+    let before = ids(&socket).await;
+    assert_eq!(before.len(), 1, "the page's one session: {before:?}");
+
+    let mut new = Serve::spawn(&config, &["--takeover"]);
+    let took = new.line_with("took over").await;
+    assert!(took.contains("took over 1 session(s)"), "{took}");
+    let exit = tokio::time::timeout(Duration::from_secs(10), old.child.wait())
+        .await
+        .expect("the old relay exits by itself once it handed its session over");
+    assert_eq!(exit.unwrap().code(), Some(0));
+
+    // Whatever was in flight when the old process left must arrive, in
+    // order, and the stream carry on through the new process alone.
+    let mut at_exit = 0;
+    while let Ok(report) = reports.try_recv() {
+        assert_eq!(report["name"], "progress", "the page reported {report}");
+        at_exit = at_exit.max(report["sent"].as_u64().unwrap());
+    }
+    let after = progress_past(&mut reports, at_exit + 200, &browser).await;
+    assert!(after.sent > at_exit, "the page kept sending");
+    assert_eq!(
+        ids(&socket).await,
+        before,
+        "the same session, same id, from the new process"
+    );
+    drop(browser);
 }

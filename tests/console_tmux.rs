@@ -258,7 +258,7 @@ async fn serve(config_path: &Path) -> (tokio::process::Child, std::net::SocketAd
 }
 
 /// An attached console's first fetch comes in pages, one a frame: on a
-/// relay with more sessions than a page (500) Live Sessions counts them in
+/// relay with more sessions than a page (250) Live Sessions counts them in
 /// and ends with every one; then sessions that end leave the table and new
 /// ones join it, without a full fetch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,14 +8,18 @@
 use std::cell::RefCell;
 use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use tokio::io::{Interest, Ready};
 use tokio::net::{TcpStream, UnixStream};
 
 pub trait RawIo: Send + Sync + 'static {
-    /// One readiness future for whatever the pump waits for on this socket:
-    /// a session holds two of these, not four.
-    fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send;
+    /// Whether the socket is ready for `interest` (read or write, or
+    /// either); if not, the task is woken when it is. Through the socket's
+    /// own reader and writer waker slots: a session's task is the only one
+    /// that waits on its sockets.
+    fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<Ready>>;
     /// Reads what is there now. `drained` says the read was shorter than
     /// `buf`, so the socket's queue is empty: readiness is cleared without
     /// the extra read that would only return `WouldBlock` (nginx treats a
@@ -43,8 +47,27 @@ pub trait RawIo: Send + Sync + 'static {
 macro_rules! raw_io {
     ($t:ty $(, $movable:item)*) => {
         impl RawIo for $t {
-            fn ready(&self, interest: Interest) -> impl Future<Output = io::Result<Ready>> + Send {
-                <$t>::ready(self, interest)
+            fn poll_ready(&self, interest: Interest, cx: &mut Context<'_>) -> Poll<io::Result<Ready>> {
+                let mut ready = Ready::EMPTY;
+                if interest.is_readable() {
+                    match <$t>::poll_read_ready(self, cx) {
+                        Poll::Ready(Ok(())) => ready |= Ready::READABLE,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if interest.is_writable() {
+                    match <$t>::poll_write_ready(self, cx) {
+                        Poll::Ready(Ok(())) => ready |= Ready::WRITABLE,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
+                }
+                if ready.is_empty() {
+                    Poll::Pending
+                } else {
+                    Poll::Ready(Ok(ready))
+                }
             }
             fn read_now(&self, buf: &mut [u8]) -> io::Result<ReadNow> {
                 let len = buf.len();
@@ -85,6 +108,30 @@ raw_io!(
     }
 );
 raw_io!(UnixStream);
+
+/// Waits until `io` is ready for `interest` (see [`RawIo::poll_ready`]).
+///
+/// Made anew on every turn of the session's loop. Tokio's `ready()` future
+/// would add a waiter to the socket's list when polled and remove it when
+/// dropped, a lock each, for both sockets on every turn; and it is several
+/// times the size of this one, which sits in every idle session's future.
+pub fn ready_for<T: RawIo>(io: &T, interest: Interest) -> ReadyFor<'_, T> {
+    ReadyFor { io, interest }
+}
+
+/// See [`ready_for`].
+pub struct ReadyFor<'a, T> {
+    io: &'a T,
+    interest: Interest,
+}
+
+impl<T: RawIo> Future for ReadyFor<'_, T> {
+    type Output = io::Result<Ready>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.io.poll_ready(self.interest, cx)
+    }
+}
 
 /// The outcome of [`RawIo::read_now`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

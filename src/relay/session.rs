@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::event::{CloseCause, CloseInfo};
 use super::grace;
 use super::handover::{Interrupts, Moved};
-use super::io::{RawIo, ReadNow, with_read_buf, write_now};
+use super::io::{RawIo, ReadNow, ready_for, with_read_buf, write_now};
 use super::registry::{Direction, SessionStats};
 use crate::config::{Config, IdleCloseMode, Status, effective_timeout};
 use crate::ws::close;
@@ -259,11 +259,11 @@ pub fn run<C: RawIo, O: RawIo>(
             tokio::select! {
                 // The client is readable (client → origin, read only while the
                 // origin has taken everything) or writable (leftovers for it).
-                r = client.ready(client_interest.unwrap_or(Interest::READABLE)), if client_interest.is_some() => {
+                r = ready_for(&client, client_interest.unwrap_or(Interest::READABLE)), if client_interest.is_some() => {
                     pump.on_ready(Side::Client, r, &client, &origin);
                 }
                 // The origin, likewise.
-                r = origin.ready(origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
+                r = ready_for(&origin, origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
                     pump.on_ready(Side::Origin, r, &client, &origin);
                 }
                 // The idle deadline, re-armed from the recorded last

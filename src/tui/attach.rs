@@ -189,7 +189,7 @@ async fn attach_loop(
                     if config_changed {
                         follow_config(app, poll).await;
                         // Every session's limit may have moved: fetch all.
-                        known.clock = None;
+                        known.fetch_all();
                     }
                     dirty = true;
                 }
@@ -270,20 +270,31 @@ fn lost(app: &mut App, why: &str) {
 /// How the console asks its relay for sessions: each refresh fetches only
 /// what changed since the previous answer (`sessions-changed`), so an
 /// attached console on 9,000 idle sessions costs the relay a list of ids a
-/// second; a full fetch comes in pages of `PAGE`, one a frame, so no frame
-/// waits for the whole table.
+/// second. Every answer comes in pages of `PAGE`, one a frame — the first
+/// fetch of 9,000 sessions, or 1,000 busy sessions changing every second —
+/// so no frame waits for more than a page.
 #[derive(Debug, Default)]
 struct Known {
     /// The relay's clock of the last complete answer; `None`: fetch all.
     clock: Option<u64>,
-    /// A full fetch under way: the last id received and the clock of its
-    /// first page (changes since then are asked for once it is complete).
-    paging: Option<(SessionId, u64)>,
+    /// An answer still coming in pages.
+    paging: Option<Paging>,
     /// The relay does not know `sessions-changed` (an older build).
     full_only: bool,
 }
 
-/// Sessions per page of a full fetch: ~250 KB of JSON, a few ms each way.
+#[derive(Debug, Clone, Copy)]
+struct Paging {
+    /// What the pages answer: changes since this clock (`None`: all).
+    since: Option<u64>,
+    /// The last id received.
+    after: SessionId,
+    /// The relay's clock at the first page: once complete, changes are
+    /// asked for since then (what changed meanwhile comes again).
+    started: u64,
+}
+
+/// Sessions per page: ~250 KB of JSON, a few ms each way.
 const PAGE: usize = 500;
 
 impl Known {
@@ -294,19 +305,18 @@ impl Known {
         table: &mut RemoteTable,
     ) -> Result<(), ClientError> {
         if !self.full_only {
-            let paging = self.paging.or(self.clock.is_none().then_some((0, 0)));
-            let request = match paging {
-                Some((after, _)) => Request::SessionsChanged {
-                    since: None,
+            let request = match self.paging {
+                Some(p) => Request::SessionsChanged {
+                    since: p.since,
                     known: None,
-                    after: (after > 0).then_some(after),
+                    after: Some(p.after),
                     limit: Some(PAGE),
                 },
                 None => Request::SessionsChanged {
                     since: self.clock,
-                    known: Some(IdSummary::of(table.ids())),
+                    known: self.clock.map(|_| IdSummary::of(table.ids())),
                     after: None,
-                    limit: None,
+                    limit: Some(PAGE),
                 },
             };
             match poll.request::<ChangesReply>(&request).await {
@@ -340,22 +350,33 @@ impl Known {
         for info in &reply.changed {
             table.take(info.snapshot(now), info.rhythm(), now);
         }
-        let started = self.paging.map_or(reply.clock, |(_, clock)| clock);
-        let paging = self.paging.is_some() || self.clock.is_none();
-        match (paging, reply.more, last) {
-            (true, true, Some(last)) => self.paging = Some((last, started)),
-            (true, _, _) => {
-                // Complete: what changed while the pages came in is asked
-                // for next, since the first page.
+        let (since, started) = match self.paging {
+            Some(p) => (p.since, p.started),
+            None => (self.clock, reply.clock),
+        };
+        match last.filter(|_| reply.more) {
+            Some(after) => {
+                self.paging = Some(Paging {
+                    since,
+                    after,
+                    started,
+                })
+            }
+            None => {
                 self.paging = None;
                 self.clock = Some(started);
                 table.set_loading(None);
             }
-            (false, _, _) => self.clock = Some(reply.clock),
         }
     }
 
-    /// A full fetch is still coming in: draw the next page soon.
+    /// Asks for every session again, from the first page.
+    fn fetch_all(&mut self) {
+        self.clock = None;
+        self.paging = None;
+    }
+
+    /// An answer is still coming in: draw the next page soon.
     fn paging(&self) -> bool {
         self.paging.is_some()
     }
@@ -519,4 +540,76 @@ pub fn relay_answers(socket: &Path) -> bool {
             Ok(Ok(_))
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// An answer as the relay writes it: `changed` holds sessions `ids`.
+    fn answer(
+        clock: u64,
+        all: Option<&[SessionId]>,
+        changed: &[SessionId],
+        more: bool,
+    ) -> ChangesReply {
+        let session = |id: SessionId| {
+            serde_json::json!({
+                "id": id, "domain": "app.test", "client": "127.0.0.1:5000",
+                "origin": "127.0.0.1:9001", "path": "/", "age_secs": 1.0, "idle_secs": 1.0,
+                "timeout_secs": 100.0, "remaining_secs": 99.0,
+                "to_origin": {"frames": 0, "messages": 0, "bytes": 0, "last_frame_secs_ago": null},
+                "to_client": {"frames": 0, "messages": 0, "bytes": 0, "last_frame_secs_ago": null},
+                "last_frame": null
+            })
+        };
+        let mut value = serde_json::json!({
+            "clock": clock,
+            "changed": changed.iter().map(|&id| session(id)).collect::<Vec<_>>(),
+            "more": more,
+        });
+        if let Some(all) = all {
+            value["ids"] = serde_json::json!(all);
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_first_fetch_comes_in_pages_and_then_asks_since_its_first_page() {
+        let mut known = Known::default();
+        let mut table = RemoteTable::default();
+        known.take_changes(answer(100, Some(&[1, 2, 3]), &[1, 2], true), &mut table);
+        assert!(known.paging());
+        assert_eq!(table.loading(), Some(3));
+        assert_eq!(known.clock, None, "not complete yet");
+        let page = known.paging.unwrap();
+        assert_eq!((page.since, page.after), (None, 2));
+        known.take_changes(answer(130, None, &[3], false), &mut table);
+        assert!(!known.paging());
+        assert_eq!(table.loading(), None);
+        assert_eq!(table.len(), 3);
+        // What changed while the pages came in is asked for again.
+        assert_eq!(known.clock, Some(100));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn many_changes_come_in_pages_of_the_same_question() {
+        let mut known = Known {
+            clock: Some(500),
+            ..Known::default()
+        };
+        let mut table = RemoteTable::default();
+        known.take_changes(answer(900, Some(&[1, 2, 3]), &[1, 2], true), &mut table);
+        let page = known.paging.unwrap();
+        assert_eq!((page.since, page.after, page.started), (Some(500), 2, 900));
+        assert_eq!(table.loading(), Some(3), "the table was empty");
+        known.take_changes(answer(950, None, &[3], false), &mut table);
+        assert_eq!(known.clock, Some(900));
+        // A config change while paging starts over from the first page.
+        known.take_changes(answer(1000, None, &[1], true), &mut table);
+        known.fetch_all();
+        assert!(!known.paging());
+        assert_eq!(known.clock, None);
+    }
 }

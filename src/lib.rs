@@ -15,6 +15,7 @@ pub mod demo;
 #[cfg(feature = "fuzzing")]
 pub mod fuzz_targets;
 pub mod handover;
+pub mod limits;
 pub mod origin;
 pub mod probe;
 pub mod relay;

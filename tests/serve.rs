@@ -28,16 +28,25 @@ struct Serve {
 
 impl Serve {
     async fn start(path: &std::path::Path, extra: &[&str]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        Serve::spawn(&mut Self::command(path, extra)).await
+    }
+
+    fn command(path: &std::path::Path, extra: &[&str]) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ecdn-console"));
+        command
             .arg("--config")
             .arg(path)
             .arg("serve")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
+            .kill_on_drop(true);
+        command
+    }
+
+    /// Runs `command`, waiting for its first line (where it listens).
+    async fn spawn(command: &mut Command) -> Serve {
+        let mut child = command.spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let first = lines.next_line().await.unwrap().expect("a first line");
         let addr = first
@@ -246,4 +255,48 @@ async fn workers_out_of_range_is_refused_with_the_range() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("workers = 0 is out of range"), "{stderr}");
     assert!(stderr.contains("1 to 1024"), "{stderr}");
+}
+
+#[tokio::test]
+async fn a_low_open_files_soft_limit_is_raised_to_the_hard_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // What a shell usually gives (1024) would do as well; lower is clearer.
+    const LOW: u64 = 256;
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard <= LOW {
+        eprintln!("note: the open-files hard limit ({hard}) is not above {LOW}; skipping");
+        return;
+    }
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 60)).unwrap();
+    let mut command = Serve::command(&path, &[]);
+    // SAFETY: setrlimit is async-signal-safe, and the closure allocates nothing.
+    unsafe {
+        command.pre_exec(move || {
+            setrlimit(Resource::RLIMIT_NOFILE, LOW, hard).map_err(std::io::Error::from)
+        });
+    }
+    let mut serve = Serve::spawn(&mut command).await;
+    let said = serve.line_with("open files limit").await;
+    assert!(
+        said.ends_with(&format!("open files limit raised to {hard} (was {LOW})")),
+        "{said}"
+    );
+
+    let pid = serve.child.id().unwrap();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in {limits}"))
+        .split_whitespace()
+        .collect();
+    let hard = hard.to_string();
+    assert_eq!(
+        open_files[..2],
+        [hard.as_str(); 2],
+        "soft, hard in {limits}"
+    );
 }

@@ -475,15 +475,3 @@ fn read_line(stream: &UnixStream) -> Result<String, HandoverError> {
     }
     String::from_utf8(line).map_err(|e| HandoverError::Protocol(e.to_string()))
 }
-
-/// Raises this process's open-files limit to its hard limit: a new relay
-/// receives two descriptors per session at once, and `recvmsg` drops (and
-/// the kernel closes) whatever does not fit.
-pub fn raise_open_files_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
-        && soft < hard
-    {
-        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
-    }
-}

@@ -48,6 +48,8 @@ pub struct ServeOptions {
 /// Runs the relay until SIGTERM/SIGINT (then drains, see [`drain`]). `file`
 /// is already loaded and valid.
 pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -> Result<()> {
+    // Before any listener or handed-over descriptor exists.
+    let open_files = crate::limits::raise_open_files_limit_line();
     let workers = options.workers;
     let path = file.path().to_path_buf();
     let config = Arc::new(with_workers(file.config().clone(), workers));
@@ -103,6 +105,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     }
     let mut watcher = ConfigWatch::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
+    if let Some(line) = &open_files {
+        log.line("limits", line)?;
+    }
     log.line(
         "control",
         &format!("control socket at {}", control.path().display()),
@@ -325,7 +330,6 @@ async fn take_over(
     metrics: Arc<Metrics>,
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>, TookOver)> {
     let started = std::time::Instant::now();
-    crate::handover::raise_open_files_limit();
     let socket = socket.to_path_buf();
     let (takeover, received) = tokio::task::spawn_blocking(move || {
         let mut takeover = Takeover::connect(&socket)?;

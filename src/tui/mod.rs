@@ -77,6 +77,9 @@ pub fn run(options: &Options) -> Result<()> {
         }
     }
     let log = init_logging(None);
+    if let Some(line) = crate::limits::raise_open_files_limit_line() {
+        tracing::info!("{line}");
+    }
     let config = Arc::new(file.config().clone());
     let (relay, events) = relay::spawn_relay_thread(config)?;
     let mut notes = Vec::new();

@@ -53,7 +53,7 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r without consoles: $(paced)"
     for c in $(seq "$CONSOLES"); do
         tmux new-session -d -s "ecdn-attach-$c" -x 80 -y 24 \
-            "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$dir/console-$r-$c.log $bin attach --socket $dir/relay.sock"
+            "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$OUT/console-$r-$c.log $bin attach --socket $dir/relay.sock"
     done
     sleep 2
     if [ -n "$CONSOLE_NICE" ]; then
@@ -73,5 +73,12 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r relay control thread, + $PACED paced: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     consoles
 done
-cat "$dir"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
+cat "$OUT"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
     awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR * 0.5) + 1] / 1000, v[p] / 1000, v[NR] / 1000 } }'
+# Where the slow frames were: each console's frame number (1 = the first,
+# with the first page of the table) and time, slowest five.
+for f in "$OUT"/console-*.log; do
+    echo "$(basename "$f" .log) slowest frames (n: ms): $(sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' "$f" |
+        awk '{ printf "%d %.1f\n", NR, $1 / 1000 }' | sort -k2 -n -r | head -5 | awk '{ printf "%s: %s  ", $1, $2 }')"
+done
+echo "console logs in $OUT"

@@ -155,10 +155,18 @@ async fn attach_loop(
                 connected = false;
                 lost(app, &e.to_string());
             }
+            let sampled = started.elapsed();
             app.refresh(Clock::now());
+            let refreshed = started.elapsed();
             draw(guard, app, theme)?;
             // The transfer included: what bench/attach.sh reports.
-            tracing::debug!(target: "ecdn_console::frame", frame_us = started.elapsed().as_micros() as u64, "frame");
+            tracing::debug!(
+                target: "ecdn_console::frame",
+                frame_us = started.elapsed().as_micros() as u64,
+                sample_us = sampled.as_micros() as u64,
+                refresh_us = (refreshed - sampled).as_micros() as u64,
+                "frame"
+            );
             // The next page of a full fetch comes with the next frame.
             dirty = known.paging();
             last_draw = Instant::now();

@@ -258,7 +258,7 @@ async fn serve(config_path: &Path) -> (tokio::process::Child, std::net::SocketAd
 }
 
 /// An attached console's first fetch comes in pages, one a frame: on a
-/// relay with more sessions than a page (500) Live Sessions counts them in
+/// relay with more sessions than a page (250) Live Sessions counts them in
 /// and ends with every one; then sessions that end leave the table and new
 /// ones join it, without a full fetch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,4 +315,62 @@ fn relay_addr(screen: &str) -> std::net::SocketAddr {
         .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
         .collect();
     addr.parse().unwrap()
+}
+
+/// The console's in-process relay raises a shell's low open-files soft
+/// limit to the hard limit, as `serve` does, and logs it.
+#[test]
+fn the_console_raises_a_low_open_files_soft_limit_to_the_hard_limit() {
+    use nix::sys::resource::{Resource, getrlimit};
+    const LOW: u64 = 256;
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the console open-files test");
+        return;
+    }
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard <= LOW {
+        eprintln!("note: the open-files hard limit ({hard}) is not above {LOW}; skipping");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config_path = dir.path().join("console.toml");
+    std::fs::write(
+        &config_path,
+        "[relay]\nlisten = \"127.0.0.1:0\"\n\n[[domain]]\nname = \"limits.test\"\n\
+         acceleration = \"full-site\"\norigins = [\"127.0.0.1:9\"]\n\
+         websocket = { switch = \"on\", timeout = 60 }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("console.log");
+    // `exec`: the pane's process is the console itself.
+    let command = format!(
+        "ulimit -Sn {LOW}; ECDN_CONSOLE_LOG={} exec {} --config {}",
+        shell_quote(&log.display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&config_path.display().to_string()),
+    );
+    let tmux = Tmux::start(format!("ecdn-nofile-{}", std::process::id()), &command);
+    tmux.wait_for("Overview");
+    let pane = tmux.cmd(&["display-message", "-p", "-t", "console", "#{pane_pid}"]);
+    let pid = String::from_utf8_lossy(&pane.stdout).trim().to_string();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let open_files: Vec<&str> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in {limits}"))
+        .split_whitespace()
+        .collect();
+    let hard_text = hard.to_string();
+    assert_eq!(
+        open_files[..2],
+        [hard_text.as_str(); 2],
+        "soft, hard in {limits}"
+    );
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
+    let logged = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains(&format!("open files limit raised to {hard} (was {LOW})")),
+        "{logged}"
+    );
 }

@@ -8,6 +8,8 @@
 //! a full sort of 9,000 snapshots a second.
 
 use std::collections::{HashMap, HashSet};
+
+use foldhash::fast::RandomState;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -19,10 +21,10 @@ use crate::relay::{SessionId, SessionSnapshot};
 #[derive(Debug, Default)]
 pub struct RemoteTable {
     /// Each session as the relay last described it, and when.
-    known: HashMap<SessionId, (SessionSnapshot, Instant)>,
-    rhythms: HashMap<SessionId, Rhythm>,
+    known: HashMap<SessionId, (SessionSnapshot, Instant), RandomState>,
+    rhythms: HashMap<SessionId, Rhythm, RandomState>,
     /// Sessions described since the console's table was last updated.
-    fresh: HashSet<SessionId>,
+    fresh: HashSet<SessionId, RandomState>,
     /// Sessions new since then (appended to the table).
     added: Vec<SessionId>,
     /// Sessions ended since then (their rows go).

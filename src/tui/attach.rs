@@ -294,8 +294,8 @@ struct Paging {
     started: u64,
 }
 
-/// Sessions per page: ~250 KB of JSON, a few ms each way.
-const PAGE: usize = 500;
+/// Sessions per page: ~125 KB of JSON, a few ms each way.
+const PAGE: usize = 250;
 
 impl Known {
     /// Takes in what changed into `table`; `Err` when the relay cannot say.

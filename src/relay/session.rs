@@ -6,9 +6,15 @@
 //! unwritten bytes and stops reading its source until they drain, so memory
 //! per session is bounded by one read, and an idle session holds nothing.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
+
+use futures_util::task::AtomicWaker;
 
 use tokio::io::{Interest, Ready};
 use tokio::sync::watch;
@@ -252,8 +258,19 @@ pub fn run<C: RawIo, O: RawIo>(
         let mut changes = ReusableBoxFuture::new(next_change(config));
         let mut config_alive = true;
         let mut paused = false;
+        // The idle timer, the close grace, config changes and close requests
+        // wake the task through this, so a turn woken by a socket does not
+        // poll them again (each poll takes a lock or two).
+        let control = Arc::new(ControlWake::default());
+        control.poll_all();
+        let mut was_open = true;
         while !pump.finished() {
             let open = matches!(pump.phase, Phase::Open);
+            if open != was_open {
+                // Closing: the grace must be waited on, the rest no longer.
+                control.poll_all();
+                was_open = open;
+            }
             let client_interest = pump.interest(Side::Client);
             let origin_interest = pump.interest(Side::Origin);
             tokio::select! {
@@ -266,47 +283,57 @@ pub fn run<C: RawIo, O: RawIo>(
                 r = ready_for(&origin, origin_interest.unwrap_or(Interest::READABLE)), if origin_interest.is_some() => {
                     pump.on_ready(Side::Origin, r, &client, &origin);
                 }
-                // The idle deadline, re-armed from the recorded last
-                // activity, so a busy session costs one atomic store per frame
-                // and no timer work.
-                () = &mut idle_timer, if open && pump.timeout.is_some() => {
-                    pump.on_idle_timer(idle_timer.as_mut(), &client, &origin);
-                }
-                // Closing: the close handshake took too long. Its bound waits
-                // on the thread's grace clock, not on this session's timer
-                // (see `grace`).
-                () = CloseGrace(&pump), if !open => {
-                    pump.pay_owed_close(&client);
-                    break;
-                }
-                // A new configuration applies to live sessions at once.
-                (changed, mut config) = &mut changes, if open && config_alive => match changed {
-                    Ok(()) => {
-                        let new = config.borrow_and_update().clone();
-                        changes.set(next_change(config));
-                        pump.apply_config(&new, idle_timer.as_mut());
-                        pump.check_domain(&new, &client, &origin);
-                    }
-                    Err(_) => config_alive = false,
-                },
-                () = &mut stopped, if open => {
-                    if interrupts.shutdown.is_cancelled() {
-                        pump.relay_close(CloseCause::Shutdown, &client, &origin);
-                    } else if stats.operator_requested() {
-                        let (code, reason) = stats.operator_close_frame();
-                        let reason = reason.to_string();
-                        pump.relay_close_with(CloseCause::Operator, code, &reason, &client, &origin);
-                    } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
-                        paused = true;
-                        break;
-                    } else {
-                        // A hand-over cannot take it (a TLS side): it stays
-                        // here, still closed by the shutdown (its own token
-                        // has fired for good, so an operator's close of it
-                        // now waits for the shutdown).
-                        stopped.set(interrupts.shutdown.clone().cancelled_owned());
-                        if interrupts.collecting() {
-                            let _ = interrupts.report(Moved::Stays(stats.id));
+                // Open: the idle deadline (re-armed from the recorded last
+                // activity, so a busy session costs one atomic store per
+                // frame and no timer work), a new configuration (it applies
+                // to live sessions at once), a close request. Closing: the
+                // close handshake took too long.
+                fired = Control {
+                    wake: &control,
+                    pump: &pump,
+                    idle: idle_timer.as_mut(),
+                    changes: &mut changes,
+                    config_alive,
+                    stopped: stopped.as_mut(),
+                } => {
+                    // What it fired for may have changed the others (a timer
+                    // re-armed, a new config future): poll all next turn.
+                    control.poll_all();
+                    match fired {
+                        Fired::Idle => pump.on_idle_timer(idle_timer.as_mut(), &client, &origin),
+                        Fired::Grace => {
+                            pump.pay_owed_close(&client);
+                            break;
+                        }
+                        Fired::Changed((changed, mut config)) => match changed {
+                            Ok(()) => {
+                                let new = config.borrow_and_update().clone();
+                                changes.set(next_change(config));
+                                pump.apply_config(&new, idle_timer.as_mut());
+                                pump.check_domain(&new, &client, &origin);
+                            }
+                            Err(_) => config_alive = false,
+                        },
+                        Fired::Stopped => {
+                            if interrupts.shutdown.is_cancelled() {
+                                pump.relay_close(CloseCause::Shutdown, &client, &origin);
+                            } else if stats.operator_requested() {
+                                let (code, reason) = stats.operator_close_frame();
+                                let reason = reason.to_string();
+                                pump.relay_close_with(CloseCause::Operator, code, &reason, &client, &origin);
+                            } else if interrupts.collecting() && pump.movable() && client.movable() && origin.movable() {
+                                paused = true;
+                                break;
+                            } else {
+                                // A hand-over cannot take it (a TLS side): it stays
+                                // here, still closed by the shutdown (its own token
+                                // has fired for good, so an operator's close of it
+                                // now waits for the shutdown).
+                                stopped.set(interrupts.shutdown.clone().cancelled_owned());
+                                if interrupts.collecting() {
+                                    let _ = interrupts.report(Moved::Stays(stats.id));
+                                }
+                            }
                         }
                     }
                 }
@@ -333,31 +360,95 @@ pub fn run<C: RawIo, O: RawIo>(
     }
 }
 
-/// Completes when the close grace of a closing pump is over (never while
-/// open). A reference only: it is in the session's future on every turn.
-struct CloseGrace<'a>(&'a Pump);
+/// The next config change and the receiver for the one after.
+type Change = (
+    Result<(), watch::error::RecvError>,
+    watch::Receiver<Arc<Config>>,
+);
 
-impl std::future::Future for CloseGrace<'_> {
-    type Output = ();
+/// Which of the rarely firing branches fired.
+enum Fired {
+    Idle,
+    Grace,
+    Changed(Change),
+    Stopped,
+}
 
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        match self.0.phase {
-            Phase::Closing(until) => grace::poll_elapsed(self.0.stats.id, until, cx),
-            Phase::Open => std::task::Poll::Pending,
+/// The waker the rarely firing branches are polled with: it notes that one
+/// of them may be ready, then wakes the session's task.
+#[derive(Default)]
+struct ControlWake {
+    pending: AtomicBool,
+    task: AtomicWaker,
+}
+
+impl ControlWake {
+    /// Poll every branch on the next turn (the first, or after a change).
+    fn poll_all(&self) {
+        self.pending.store(true, Ordering::Release);
+    }
+}
+
+impl Wake for ControlWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.poll_all();
+        self.task.wake();
+    }
+}
+
+/// The idle timer, the close grace, config changes and the close request
+/// as one branch, polled only when one of them woke the task: a turn woken
+/// by a socket costs one atomic load here instead of a poll of each (the
+/// config watch's and the close token's polls take locks).
+struct Control<'a, S> {
+    wake: &'a Arc<ControlWake>,
+    pump: &'a Pump,
+    idle: Pin<&'a mut tokio::time::Sleep>,
+    changes: &'a mut ReusableBoxFuture<'static, Change>,
+    config_alive: bool,
+    stopped: Pin<&'a mut S>,
+}
+
+impl<S: Future<Output = ()>> Future for Control<'_, S> {
+    type Output = Fired;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fired> {
+        let this = self.get_mut();
+        // Cleared before polling: a wake from here on polls again.
+        if !this.wake.pending.swap(false, Ordering::AcqRel) {
+            return Poll::Pending;
         }
+        this.wake.task.register(cx.waker());
+        let waker = Waker::from(this.wake.clone());
+        let mut cx = Context::from_waker(&waker);
+        let pump = this.pump;
+        match pump.phase {
+            Phase::Closing(until) => {
+                return grace::poll_elapsed(pump.stats.id, until, &mut cx).map(|()| Fired::Grace);
+            }
+            Phase::Open => {}
+        }
+        if pump.timeout.is_some() && this.idle.as_mut().poll(&mut cx).is_ready() {
+            return Poll::Ready(Fired::Idle);
+        }
+        if this.config_alive
+            && let Poll::Ready(change) = this.changes.poll(&mut cx)
+        {
+            return Poll::Ready(Fired::Changed(change));
+        }
+        if this.stopped.as_mut().poll(&mut cx).is_ready() {
+            return Poll::Ready(Fired::Stopped);
+        }
+        Poll::Pending
     }
 }
 
 /// The next config change, handing the receiver back for the one after.
-async fn next_change(
-    mut config: watch::Receiver<Arc<Config>>,
-) -> (
-    Result<(), watch::error::RecvError>,
-    watch::Receiver<Arc<Config>>,
-) {
+async fn next_change(mut config: watch::Receiver<Arc<Config>>) -> Change {
     let changed = config.changed().await;
     (changed, config)
 }

@@ -9,6 +9,9 @@
 #   bench/attach.sh              # IDLE=9000 CONSOLES=2 PACED=500 ROUNDS=2 WINDOW=15
 # (9,000 + 500 sessions are 19,000 descriptors in the relay: under a hard
 # open-files limit of 20,000, more paced sessions are refused with EMFILE.)
+# BURSTS=1 adds a control window per round: CONSOLES processes burning the
+# same CPU in the same bursts (bench/cpu_bursts.py) but not attached, to tell
+# the consoles' CPU from what the control socket does.
 # CONSOLE_NICE=0 puts the consoles back at the relay's priority (attach
 # lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
 set -euo pipefail
@@ -17,7 +20,7 @@ ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -72,6 +75,13 @@ for r in $(seq "$ROUNDS"); do
     after=$(control_ticks)
     echo "round $r relay control thread, + $PACED paced: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     consoles
+    if [ -n "$BURSTS" ]; then
+        bursts=()
+        for c in $(seq "$CONSOLES"); do python3 bench/cpu_bursts.py & bursts+=($!); done
+        sleep 2
+        echo "round $r with $CONSOLES CPU bursts instead (no socket): $(paced)"
+        kill "${bursts[@]}"
+    fi
 done
 cat "$OUT"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
     awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR * 0.5) + 1] / 1000, v[p] / 1000, v[NR] / 1000 } }'

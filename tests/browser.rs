@@ -418,19 +418,10 @@ impl Serve {
 
     /// The next line containing `needle`.
     async fn line_with(&mut self, needle: &str) -> String {
-        let found = tokio::time::timeout(Duration::from_secs(15), async {
-            while let Some(line) = self.lines.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            _ => panic!(
-                "no line with {needle:?} from serve; its log:\n{}",
+        match next_line_with(&mut self.lines, needle, Duration::from_secs(15)).await {
+            Ok(line) => line,
+            Err(why) => panic!(
+                "no line with {needle:?} from serve ({why:?}); its log:\n{}",
                 self.log.lock().unwrap().join("\n")
             ),
         }

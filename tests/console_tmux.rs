@@ -353,18 +353,10 @@ fn the_console_raises_a_low_open_files_soft_limit_to_the_hard_limit() {
     tmux.wait_for("Overview");
     let pane = tmux.cmd(&["display-message", "-p", "-t", "console", "#{pane_pid}"]);
     let pid = String::from_utf8_lossy(&pane.stdout).trim().to_string();
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .unwrap_or_else(|| panic!("no open-files line in {limits}"))
-        .split_whitespace()
-        .collect();
-    let hard_text = hard.to_string();
     assert_eq!(
-        open_files[..2],
-        [hard_text.as_str(); 2],
-        "soft, hard in {limits}"
+        common::open_files_limit(pid.parse().unwrap()),
+        [hard.to_string(), hard.to_string()],
+        "soft, hard"
     );
     tmux.keys(&["C-c"]);
     tmux.wait_until_gone();

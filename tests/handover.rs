@@ -108,23 +108,14 @@ impl Serve {
 
     /// The next line containing `needle`.
     async fn line_with(&mut self, needle: &str, limit: Duration) -> String {
-        let found = timeout(limit, async {
-            while let Some(line) = self.lines.recv().await {
-                if line.contains(needle) {
-                    return Some(line);
-                }
-            }
-            None
-        })
-        .await;
-        match found {
-            Ok(Some(line)) => line,
-            Ok(None) => panic!(
+        match common::next_line_with(&mut self.lines, needle, limit).await {
+            Ok(line) => line,
+            Err(common::NoLine::Ended) => panic!(
                 "serve (pid {}) ended before a line with {needle:?}; its log:\n{}",
                 self.pid,
                 self.log_text()
             ),
-            Err(_) => panic!(
+            Err(common::NoLine::TimedOut) => panic!(
                 "no line with {needle:?} from serve (pid {}) within {limit:?}; its log:\n{}",
                 self.pid,
                 self.log_text()

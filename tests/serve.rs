@@ -286,17 +286,10 @@ async fn a_low_open_files_soft_limit_is_raised_to_the_hard_limit() {
     );
 
     let pid = serve.child.id().unwrap();
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    let open_files: Vec<&str> = limits
-        .lines()
-        .find_map(|l| l.strip_prefix("Max open files"))
-        .unwrap_or_else(|| panic!("no open-files line in {limits}"))
-        .split_whitespace()
-        .collect();
     let hard = hard.to_string();
     assert_eq!(
-        open_files[..2],
-        [hard.as_str(); 2],
-        "soft, hard in {limits}"
+        common::open_files_limit(pid),
+        [hard.clone(), hard],
+        "soft, hard"
     );
 }

@@ -333,3 +333,47 @@ pub async fn raw_client(relay: std::net::SocketAddr) -> TcpStream {
     );
     stream
 }
+
+/// A process's open-files limit as /proc shows it: `[soft, hard]`.
+pub fn open_files_limit(pid: u32) -> [String; 2] {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let values: Vec<String> = limits
+        .lines()
+        .find_map(|l| l.strip_prefix("Max open files"))
+        .unwrap_or_else(|| panic!("no open-files line in {limits}"))
+        .split_whitespace()
+        .take(2)
+        .map(String::from)
+        .collect();
+    [values[0].clone(), values[1].clone()]
+}
+
+/// Why a child's output had no line with what was waited for.
+#[derive(Debug)]
+pub enum NoLine {
+    /// The output ended first (the process exited).
+    Ended,
+    TimedOut,
+}
+
+/// The next of a child's output `lines` containing `needle`, within `limit`.
+pub async fn next_line_with(
+    lines: &mut tokio::sync::mpsc::UnboundedReceiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> Result<String, NoLine> {
+    let found = tokio::time::timeout(limit, async {
+        while let Some(line) = lines.recv().await {
+            if line.contains(needle) {
+                return Some(line);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(line)) => Ok(line),
+        Ok(None) => Err(NoLine::Ended),
+        Err(_) => Err(NoLine::TimedOut),
+    }
+}

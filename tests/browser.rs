@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+mod logged_serve;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -23,7 +24,6 @@ use ecdn_console::origin::OriginOptions;
 use ecdn_console::relay::{CloseCause, RelayEvent, RelayHandle};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
-use tokio::io::AsyncBufReadExt;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -380,53 +380,8 @@ async fn chromium_sees_idle_close_abort_passed_through_codes_and_a_mirrored_vani
 // ---------------------------------------------------------------------------
 // A browser's WebSocket survives `serve --takeover`.
 
-const BIN: &str = env!("CARGO_BIN_EXE_ecdn-console");
-
-/// A `serve` process whose stdout lines are read as they come.
-struct Serve {
-    child: tokio::process::Child,
-    lines: mpsc::UnboundedReceiver<String>,
-    log: Arc<std::sync::Mutex<Vec<String>>>,
-}
-
-impl Serve {
-    fn spawn(config: &Path, extra: &[&str]) -> Serve {
-        let mut child = tokio::process::Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .args(extra)
-            .env("XDG_RUNTIME_DIR", config.parent().unwrap().join("xdg"))
-            .env_remove("NOTIFY_SOCKET")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let log = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                keep.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Serve { child, lines, log }
-    }
-
-    /// The next line containing `needle`.
-    async fn line_with(&mut self, needle: &str) -> String {
-        match next_line_with(&mut self.lines, needle, Duration::from_secs(15)).await {
-            Ok(line) => line,
-            Err(why) => panic!(
-                "no line with {needle:?} from serve ({why:?}); its log:\n{}",
-                self.log.lock().unwrap().join("\n")
-            ),
-        }
-    }
-}
+/// How long a `serve` line may take to come.
+const SERVE_LINE: Duration = Duration::from_secs(15);
 
 /// A tokio-tungstenite origin echoing every data message.
 async fn tungstenite_echo() -> SocketAddr {
@@ -507,13 +462,13 @@ async fn chromium_keeps_its_websocket_whole_across_a_takeover() {
         return;
     }
     let (_dir, config, socket) = relay_dir("localhost", tungstenite_echo().await);
-    let mut old = Serve::spawn(&config, &[]);
-    let listening = old.line_with("listening on").await;
+    let mut old = logged_serve::Serve::spawn(&config, &[], &[]);
+    let listening = old.line_with("listening on", SERVE_LINE).await;
     let relay: SocketAddr = listening
         .split_whitespace()
         .find_map(|w| w.parse().ok())
         .unwrap_or_else(|| panic!("no address in {listening:?}"));
-    old.line_with("control socket at").await;
+    old.line_with("control socket at", SERVE_LINE).await;
 
     let (reports_tx, mut reports) = mpsc::unbounded_channel();
     let page = PageServer::start(reports_tx);
@@ -526,8 +481,8 @@ async fn chromium_keeps_its_websocket_whole_across_a_takeover() {
     let before = ids(&socket).await;
     assert_eq!(before.len(), 1, "the page's one session: {before:?}");
 
-    let mut new = Serve::spawn(&config, &["--takeover"]);
-    let took = new.line_with("took over").await;
+    let mut new = logged_serve::Serve::spawn(&config, &["--takeover"], &[]);
+    let took = new.line_with("took over", SERVE_LINE).await;
     assert!(took.contains("took over 1 session(s)"), "{took}");
     let exit = tokio::time::timeout(Duration::from_secs(10), old.child.wait())
         .await

@@ -17,17 +17,19 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 mod common;
+mod logged_serve;
+
+use logged_serve::Serve;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UnixStream};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::WebSocketStream;
@@ -43,116 +45,6 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How far from its original deadline an idle session may be cut.
 const IDLE_SLACK: Duration = Duration::from_millis(500);
 const BIG: usize = 1 << 20;
-
-// ---------------------------------------------------------------------------
-// `serve` as a process whose every log line is read at once (a relay that
-// logs hundreds of `opened` lines must never block on a full pipe).
-
-struct Serve {
-    child: Child,
-    pid: u32,
-    lines: mpsc::UnboundedReceiver<String>,
-    /// Every line read so far, for failure messages.
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Serve {
-    fn spawn(config: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .args(extra)
-            .env("XDG_RUNTIME_DIR", config.parent().unwrap().join("xdg"))
-            .env_remove("NOTIFY_SOCKET")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let pid = child.id().unwrap();
-        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-        let (tx, lines) = mpsc::unbounded_channel();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let keep = log.clone();
-        tokio::spawn(async move {
-            while let Ok(Some(line)) = out.next_line().await {
-                keep.lock().unwrap().push(line.clone());
-                let _ = tx.send(line);
-            }
-        });
-        Serve {
-            child,
-            pid,
-            lines,
-            log,
-        }
-    }
-
-    /// A plain `serve`; the address it listens on.
-    async fn start(config: &Path) -> (Serve, SocketAddr) {
-        let mut serve = Serve::spawn(config, &[], &[]);
-        let line = serve
-            .line_with("listening on", Duration::from_secs(10))
-            .await;
-        let addr = line
-            .split_whitespace()
-            .find_map(|w| w.parse().ok())
-            .unwrap_or_else(|| panic!("no address in {line:?}"));
-        serve
-            .line_with("control socket at", Duration::from_secs(5))
-            .await;
-        (serve, addr)
-    }
-
-    /// The next line containing `needle`.
-    async fn line_with(&mut self, needle: &str, limit: Duration) -> String {
-        match common::next_line_with(&mut self.lines, needle, limit).await {
-            Ok(line) => line,
-            Err(common::NoLine::Ended) => panic!(
-                "serve (pid {}) ended before a line with {needle:?}; its log:\n{}",
-                self.pid,
-                self.log_text()
-            ),
-            Err(common::NoLine::TimedOut) => panic!(
-                "no line with {needle:?} from serve (pid {}) within {limit:?}; its log:\n{}",
-                self.pid,
-                self.log_text()
-            ),
-        }
-    }
-
-    fn log_text(&self) -> String {
-        let log = self.log.lock().unwrap();
-        let skip = log.len().saturating_sub(40);
-        log[skip..].join("\n")
-    }
-
-    /// Waits (at most `limit`) for the process to exit by itself.
-    async fn exit_code(&mut self, limit: Duration) -> Option<i32> {
-        match timeout(limit, self.child.wait()).await {
-            Ok(status) => status.unwrap().code(),
-            Err(_) => panic!(
-                "serve (pid {}) did not exit within {limit:?}; its log:\n{}",
-                self.pid,
-                self.log_text()
-            ),
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = std::process::Command::new("kill")
-            .args([&format!("-{name}"), &self.pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-}
 
 /// The number before `word` in `line` ("took over 12 session(s)" → 12).
 fn number_before(line: &str, word: &str) -> u64 {

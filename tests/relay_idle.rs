@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::*;
 use ecdn_console::origin::OriginOptions;
-use ecdn_console::relay::{CloseCause, RelayEvent};
+use ecdn_console::relay::{CloseCause, CloseInfo, RelayEvent};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::{Instant, sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
@@ -189,12 +189,7 @@ async fn abort_mode_gives_the_client_no_close_frame() {
     // The stream ends (or errors) without a close frame: what clients report as 1006.
     assert_eq!(next_close(&mut client).await, None);
     assert!(started.elapsed() >= Duration::from_millis(950));
-    let RelayEvent::Closed {
-        cause, to_client, ..
-    } = wait_event(&mut events, |e| matches!(e, RelayEvent::Closed { .. })).await
-    else {
-        unreachable!()
-    };
+    let (cause, to_client) = next_closed(&mut events).await;
     assert_eq!(cause, CloseCause::IdleTimeout { timeout_secs: 1 });
     assert_eq!(to_client, None);
 }
@@ -272,11 +267,7 @@ async fn taking_a_domain_offline_closes_its_sessions() {
     let close = next_close(&mut client).await;
     assert_eq!(code(&close), Some(1001));
     assert_eq!(reason(&close), "domain offline");
-    let RelayEvent::Closed { cause, .. } =
-        wait_event(&mut events, |e| matches!(e, RelayEvent::Closed { .. })).await
-    else {
-        unreachable!()
-    };
+    let (cause, _) = next_closed(&mut events).await;
     assert_eq!(cause, CloseCause::DomainOffline);
     // And new clients are refused with 503.
     assert_eq!(
@@ -351,12 +342,20 @@ async fn a_client_that_never_answers_the_close_is_cut_after_the_grace() {
         waited >= Duration::from_millis(900) && waited < Duration::from_millis(1600),
         "cut {waited:?} after the close"
     );
-    let RelayEvent::Closed {
-        cause, to_client, ..
-    } = wait_event(&mut events, |e| matches!(e, RelayEvent::Closed { .. })).await
-    else {
-        unreachable!()
-    };
+    let (cause, to_client) = next_closed(&mut events).await;
     assert_eq!(cause, CloseCause::IdleTimeout { timeout_secs: 1 });
     assert_eq!(to_client.unwrap().code, 1001);
+}
+
+/// The next session end the relay reports: why, and the close frame the
+/// client received.
+async fn next_closed(
+    events: &mut tokio::sync::mpsc::Receiver<RelayEvent>,
+) -> (CloseCause, Option<CloseInfo>) {
+    match wait_event(events, |e| matches!(e, RelayEvent::Closed { .. })).await {
+        RelayEvent::Closed {
+            cause, to_client, ..
+        } => (cause, to_client),
+        _ => unreachable!(),
+    }
 }

@@ -228,10 +228,8 @@ async fn a_burst_of_sessions_is_followed_event_by_event_in_order() {
         .await
         .unwrap();
     assert_eq!(answer["following"], true, "{answer}");
-    let clients = futures_util::future::join_all(
-        (0..BURST).map(|_| connect(relay.addr, "app.test")),
-    )
-    .await;
+    let clients =
+        futures_util::future::join_all((0..BURST).map(|_| connect(relay.addr, "app.test"))).await;
     let mut opened = Vec::new();
     while opened.len() < BURST {
         let line = raw.read().await.expect("every opened event is followed");
@@ -240,7 +238,10 @@ async fn a_burst_of_sessions_is_followed_event_by_event_in_order() {
         opened.push(event["id"].as_u64().unwrap());
     }
     let expected: Vec<u64> = (1..=BURST as u64).collect();
-    assert_eq!(opened, expected, "each session once, in the order they opened");
+    assert_eq!(
+        opened, expected,
+        "each session once, in the order they opened"
+    );
     drop(clients);
 }
 

@@ -83,8 +83,14 @@ for r in $(seq "$ROUNDS"); do
         kill "${bursts[@]}"
     fi
 done
-cat "$OUT"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | sort -n |
-    awk '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "console frames: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", NR, v[int(NR * 0.5) + 1] / 1000, v[p] / 1000, v[NR] / 1000 } }'
+# frame_percentiles LABEL: p50/p99/max of the frame times on stdin (µs).
+frame_percentiles() {
+    sort -n | awk -v label="$1" '{ v[NR] = $1 } END { if (NR) { p = int(NR * 0.99) + 1; if (p > NR) p = NR; printf "%s: %d, p50 %.1f ms, p99 %.1f ms, max %.1f ms\n", label, NR, v[int(NR * 0.5) + 1] / 1000, v[p] / 1000, v[NR] / 1000 } }'
+}
+cat "$OUT"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\).*/\1/p' | frame_percentiles "console frames"
+# The frames that asked the relay (the rest only drew events and aged rows).
+cat "$OUT"/console-*.log | sed -n 's/.*frame_us=\([0-9]*\) sampled=true.*/\1/p' |
+    frame_percentiles "console frames that asked the relay"
 # Where the slow frames were: each console's frame number (1 = the first,
 # with the first page of the table) and time, slowest five.
 for f in "$OUT"/console-*.log; do

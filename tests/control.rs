@@ -217,6 +217,35 @@ async fn events_show_the_recent_ring_and_follow_new_ones() {
 }
 
 #[tokio::test]
+async fn a_burst_of_sessions_is_followed_event_by_event_in_order() {
+    // The relay writes a burst of events in batches: none may be lost,
+    // repeated, cut in the middle of a line or reordered.
+    const BURST: usize = 300;
+    let relay = serve("").await;
+    let (mut raw, _) = Raw::connect(&relay.socket).await;
+    let answer = raw
+        .ask(b"{\"request\":\"events\",\"follow\":true}\n")
+        .await
+        .unwrap();
+    assert_eq!(answer["following"], true, "{answer}");
+    let clients =
+        futures_util::future::join_all((0..BURST).map(|_| connect(relay.addr, "app.test"))).await;
+    let mut opened = Vec::new();
+    while opened.len() < BURST {
+        let line = raw.read().await.expect("every opened event is followed");
+        let event = &line["event"];
+        assert_eq!(event["event"], "opened", "only opens happened: {line}");
+        opened.push(event["id"].as_u64().unwrap());
+    }
+    let expected: Vec<u64> = (1..=BURST as u64).collect();
+    assert_eq!(
+        opened, expected,
+        "each session once, in the order they opened"
+    );
+    drop(clients);
+}
+
+#[tokio::test]
 async fn stop_stops_the_relay_and_then_no_relay_answers() {
     let mut relay = serve("").await;
     let out = run_cli(&["stop", "--socket", s(&relay.socket)]).await;

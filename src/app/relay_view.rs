@@ -59,6 +59,15 @@ impl RelayView {
         }
     }
 
+    /// The relay said session `id` closed. A local table already lost it;
+    /// an attached console's drops its row now rather than at the next
+    /// answer.
+    pub fn session_closed(&mut self, id: SessionId) {
+        if let Self::Remote(r) = self {
+            r.table.forget(id);
+        }
+    }
+
     pub fn len(&self) -> usize {
         match self {
             Self::Local(r) => r.len(),

@@ -64,6 +64,16 @@ impl RemoteTable {
             .reserve(live.len().saturating_sub(self.rhythms.len()));
     }
 
+    /// Forgets a session the relay said has closed (its `closed` event):
+    /// the row goes with the next update, before the next answer.
+    pub fn forget(&mut self, id: SessionId) {
+        if self.known.remove(&id).is_some() {
+            self.removed = true;
+        }
+        self.rhythms.remove(&id);
+        self.fresh.remove(&id);
+    }
+
     /// Forgets every session (the relay answered with its whole table).
     pub fn clear(&mut self) {
         self.known.clear();
@@ -200,6 +210,29 @@ mod tests {
 
     fn ids(table: &[SessionSnapshot]) -> Vec<SessionId> {
         table.iter().map(|s| s.id).collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_closed_session_leaves_the_table_before_the_next_answer() {
+        let t0 = Instant::now();
+        let mut remote = RemoteTable::default();
+        for id in 1..=3 {
+            remote.take(described(id, 1), Rhythm::default(), t0);
+        }
+        let mut table = Vec::new();
+        remote.update(&mut table, t0);
+        table.sort_by_key(|s| s.id);
+        remote.forget(2);
+        remote.forget(7); // never known: nothing happens
+        remote.update(&mut table, t0 + Duration::from_millis(10));
+        assert_eq!(ids(&table), [1, 3]);
+        assert_eq!(remote.len(), 2);
+        assert_eq!(remote.rhythm(2), None);
+        // The relay's answer that still lists it would bring it back; one
+        // made after the close does not.
+        remote.keep_only(&HashSet::from([1, 3]));
+        remote.update(&mut table, t0 + Duration::from_millis(20));
+        assert_eq!(ids(&table), [1, 3]);
     }
 
     #[tokio::test(start_paused = true)]

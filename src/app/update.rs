@@ -605,8 +605,12 @@ fn input(app: &mut App, req: InputRequest) -> Vec<Effect> {
 }
 
 fn relay_event(app: &mut App, event: RelayEvent) {
-    if let RelayEvent::ConfigRejected { error, .. } = &event {
-        app.set_error_status(format!("The relay refused the configuration: {error}"));
+    match &event {
+        RelayEvent::ConfigRejected { error, .. } => {
+            app.set_error_status(format!("The relay refused the configuration: {error}"));
+        }
+        RelayEvent::Closed { id, .. } => app.relay.session_closed(*id),
+        _ => {}
     }
     app.log.push(event);
 }

@@ -671,16 +671,48 @@ fn close_session(
     })
 }
 
-/// Streams events until the client goes or falls too far behind.
+/// Events written in one write at most: a burst (500 sessions opening at
+/// once) goes out in a few writes, not one per event.
+const FOLLOW_BATCH: usize = 256;
+
+/// Streams events until the client goes or falls too far behind. Events
+/// that queued while the previous write went out leave together: one
+/// write and one wake-up of the client per batch instead of per event,
+/// which is what a console competing for CPU with a busy relay feels.
 async fn follow(out: &mut Out, mut rx: broadcast::Receiver<RelayEvent>) {
+    use broadcast::error::{RecvError, TryRecvError};
+    let mut batch = Vec::new();
     loop {
-        match rx.recv().await {
-            Ok(event) => {
-                if out.line(&EventLine { event }).await.is_err() {
-                    return;
+        let mut received = rx.recv().await;
+        let mut lines = 0;
+        // `Some`: the stream ends after this batch.
+        let end = loop {
+            match received {
+                Ok(event) => {
+                    if append_line(&mut batch, &EventLine { event }).is_err() {
+                        return;
+                    }
+                    lines += 1;
                 }
+                Err(e) => break Some(e),
             }
-            Err(broadcast::error::RecvError::Lagged(n)) => {
+            if lines == FOLLOW_BATCH {
+                break None;
+            }
+            received = match rx.try_recv() {
+                Ok(event) => Ok(event),
+                Err(TryRecvError::Empty) => break None,
+                Err(TryRecvError::Lagged(n)) => Err(RecvError::Lagged(n)),
+                Err(TryRecvError::Closed) => Err(RecvError::Closed),
+            };
+        };
+        if out.lines(&batch).await.is_err() {
+            return;
+        }
+        batch.clear();
+        match end {
+            None => {}
+            Some(RecvError::Lagged(n)) => {
                 let _ = out
                     .error(&ErrorReply {
                         error: ErrorCode::Lagged,
@@ -691,9 +723,16 @@ async fn follow(out: &mut Out, mut rx: broadcast::Receiver<RelayEvent>) {
                     .await;
                 return;
             }
-            Err(broadcast::error::RecvError::Closed) => return,
+            Some(RecvError::Closed) => return,
         }
     }
+}
+
+/// Adds `body` as one JSON line to `batch`.
+fn append_line<T: Serialize>(batch: &mut Vec<u8>, body: &T) -> serde_json::Result<()> {
+    serde_json::to_writer(&mut *batch, body)?;
+    batch.push(b'\n');
+    Ok(())
 }
 
 /// A client's write half; every write is bounded in time.
@@ -704,7 +743,15 @@ impl Out {
         let mut buf = Vec::with_capacity(text.len() + 1);
         buf.extend_from_slice(text.as_bytes());
         buf.push(b'\n');
-        match tokio::time::timeout(WRITE_TIMEOUT, self.0.write_all(&buf)).await {
+        self.lines(&buf).await
+    }
+
+    /// Whole lines, each ending in a newline (nothing to write: nothing done).
+    async fn lines(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        if buf.is_empty() {
+            return Ok(());
+        }
+        match tokio::time::timeout(WRITE_TIMEOUT, self.0.write_all(buf)).await {
             Ok(r) => r,
             Err(_) => Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,

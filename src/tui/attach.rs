@@ -1,8 +1,9 @@
 //! `ecdn-console attach`: the same console on a relay running in another
 //! process (`serve`, or another console's in-process relay), over its
-//! control socket. Sessions are sampled at the draw rate, events followed,
-//! edits sent to the relay, which saves and applies them. Quitting
-//! detaches; the relay keeps running.
+//! control socket. Events are followed and drawn as they come; the
+//! sessions are asked for once a second, after a key, and once a burst of
+//! events settles (see `Pace`); edits go to the relay, which saves and
+//! applies them. Quitting detaches; the relay keeps running.
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -144,14 +145,13 @@ async fn attach_loop(
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
     let mut connected = true;
-    let mut dirty = true;
-    let mut last_draw = Instant::now() - FRAME;
-    let mut next_tick = Instant::now() + TICK;
+    let mut pace = Pace::new(Instant::now());
     let mut known = Known::default();
     loop {
-        if dirty && last_draw.elapsed() >= FRAME {
+        if pace.draw_due(Instant::now()) {
             let started = Instant::now();
-            if connected && let Err(e) = sample(app, poll, &mut known).await {
+            let sampling = connected && pace.sample_due(started);
+            if sampling && let Err(e) = sample(app, poll, &mut known).await {
                 connected = false;
                 lost(app, &e.to_string());
             }
@@ -163,20 +163,19 @@ async fn attach_loop(
             tracing::debug!(
                 target: "ecdn_console::frame",
                 frame_us = started.elapsed().as_micros() as u64,
+                sampled = sampling,
                 sample_us = sampled.as_micros() as u64,
                 refresh_us = (refreshed - sampled).as_micros() as u64,
                 "frame"
             );
             // The next page of a full fetch comes with the next frame.
-            dirty = known.paging();
-            last_draw = Instant::now();
-            next_tick = last_draw + TICK;
+            pace.drawn(Instant::now(), sampling, known.paging());
         }
         tokio::select! {
             // A key, a resize or a mouse event.
             event = input.next() => match event {
                 Some(Ok(event)) => {
-                    dirty = true;
+                    pace.input();
                     if let Some(action) = action_for_event(app, guard, &event) {
                         let effects = update(app, action);
                         if perform(app, poll, effects).await {
@@ -189,41 +188,137 @@ async fn attach_loop(
             // The relay's events, followed on the second connection.
             event = events.recv(), if connected => match event {
                 Some(event) => {
-                    let config_changed = matches!(event, RelayEvent::ConfigApplied { .. });
-                    update(app, Action::Relay(event));
+                    let mut config_changed = take_event(app, event);
                     while let Ok(event) = events.try_recv() {
-                        update(app, Action::Relay(event));
+                        config_changed |= take_event(app, event);
                     }
                     if config_changed {
                         follow_config(app, poll).await;
                         // Every session's limit may have moved: fetch all.
                         known.fetch_all();
+                        pace.input();
+                    } else {
+                        pace.relay_event(Instant::now());
                     }
-                    dirty = true;
                 }
                 None => {
                     connected = false;
                     lost(app, "it closed the connection");
-                    dirty = true;
+                    pace.input();
                 }
             },
             // The frame-rate cap.
-            () = sleep_until(last_draw + FRAME), if dirty => {}
-            // Idle counters move by themselves: sample and redraw once a second.
-            () = sleep_until(next_tick), if connected && !dirty => dirty = true,
+            () = sleep_until(pace.next_draw()), if pace.dirty() => {}
+            // Idle counters move by themselves: sample and redraw once a
+            // second, or soon after a burst of events settles.
+            () = sleep_until(pace.next_sample()), if connected && !pace.dirty() => pace.sample_now(),
             // The relay went away: a new one may answer on the same socket
             // (`serve --takeover`, a kept background relay). Try again.
             () = tokio::time::sleep(RECONNECT), if !connected => {
                 if reconnect(app, poll, events).await {
                     connected = true;
                     known = Known::default();
-                    dirty = true;
+                    pace.input();
                 }
             }
             _ = hangup.recv() => return Ok(()),
             _ = terminate.recv() => return Ok(()),
             () = PANIC_NOTIFY.notified() => return Ok(()),
         }
+    }
+}
+
+/// Takes one relay event into the app; `true` when it changed the config.
+fn take_event(app: &mut App, event: RelayEvent) -> bool {
+    let config_changed = matches!(event, RelayEvent::ConfigApplied { .. });
+    update(app, Action::Relay(event));
+    config_changed
+}
+
+/// After the relay's last event of a burst, how long the console waits
+/// before asking for the sessions.
+const SETTLE: Duration = Duration::from_millis(150);
+
+/// When the console asks the relay for its sessions, and when it only
+/// draws. A key or a relay event redraws at once (at most one frame per
+/// `FRAME`). The sessions are asked for once a second (their counters
+/// move), after a key (it may open a page that needs the relay), for each
+/// page of an answer still coming in, and `SETTLE` after a burst of events
+/// — never in the middle of one, when the relay is busiest (500 sessions
+/// opening at once) and the events themselves say what closed. A steady
+/// stream of events still gets an answer a second.
+#[derive(Debug)]
+struct Pace {
+    /// A frame is owed.
+    dirty: bool,
+    /// The next frame asks the relay first.
+    stale: bool,
+    last_draw: Instant,
+    last_sample: Instant,
+    next_sample: Instant,
+}
+
+impl Pace {
+    fn new(now: Instant) -> Self {
+        Self {
+            dirty: true,
+            stale: true,
+            last_draw: now - FRAME,
+            last_sample: now,
+            next_sample: now + TICK,
+        }
+    }
+
+    fn dirty(&self) -> bool {
+        self.dirty
+    }
+
+    fn next_draw(&self) -> Instant {
+        self.last_draw + FRAME
+    }
+
+    fn next_sample(&self) -> Instant {
+        self.next_sample
+    }
+
+    fn draw_due(&self, now: Instant) -> bool {
+        self.dirty && now >= self.next_draw()
+    }
+
+    /// Whether the frame about to be drawn at `now` asks the relay first.
+    fn sample_due(&self, now: Instant) -> bool {
+        self.stale || now >= self.next_sample
+    }
+
+    /// A key, a resize, a reconnect: draw, with fresh sessions.
+    fn input(&mut self) {
+        self.dirty = true;
+        self.stale = true;
+    }
+
+    /// The second since the last answer is up (or a burst settled).
+    fn sample_now(&mut self) {
+        self.input();
+    }
+
+    /// An event from the relay at `now`: draw it, and ask for the sessions
+    /// once the events have paused for `SETTLE` (a second after the last
+    /// answer at the latest).
+    fn relay_event(&mut self, now: Instant) {
+        self.dirty = true;
+        self.next_sample = (now + SETTLE).min(self.last_sample + TICK);
+    }
+
+    /// A frame was drawn at `now`, after asking the relay if `sampled`;
+    /// `paging`: the answer has more pages, the next frame asks for one.
+    fn drawn(&mut self, now: Instant, sampled: bool, paging: bool) {
+        self.last_draw = now;
+        if sampled {
+            self.last_sample = now;
+            self.next_sample = now + TICK;
+        }
+        self.dirty = paging;
+        self.stale = paging;
     }
 }
 
@@ -554,6 +649,71 @@ pub fn relay_answers(socket: &Path) -> bool {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// Draws every frame that is due at `now`; whether it asked the relay.
+    fn frame(pace: &mut Pace, now: Instant) -> Option<bool> {
+        if !pace.draw_due(now) {
+            return None;
+        }
+        let sampled = pace.sample_due(now);
+        pace.drawn(now, sampled, false);
+        Some(sampled)
+    }
+
+    #[test]
+    fn a_burst_of_events_is_drawn_at_once_and_sampled_once_it_settles() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        assert_eq!(frame(&mut pace, t0), Some(true), "the first frame asks");
+        // 500 sessions open over 60 ms: events every 10 ms.
+        let mut sampled_during = 0;
+        for i in 1..=6 {
+            let now = t0 + 100 * MS + i * 10 * MS;
+            pace.relay_event(now);
+            if frame(&mut pace, now) == Some(true) {
+                sampled_during += 1;
+            }
+        }
+        assert_eq!(sampled_during, 0, "no answer asked for in the burst");
+        let last = t0 + 160 * MS;
+        // The frame cap left the last events for one more frame: drawn, not asked.
+        assert_eq!(frame(&mut pace, last + FRAME), Some(false));
+        assert!(!pace.dirty());
+        assert_eq!(pace.next_sample(), last + SETTLE);
+        pace.sample_now();
+        assert_eq!(frame(&mut pace, last + SETTLE), Some(true));
+        assert_eq!(pace.next_sample(), last + SETTLE + TICK);
+    }
+
+    #[test]
+    fn a_steady_stream_of_events_still_gets_an_answer_a_second() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        frame(&mut pace, t0);
+        // An event every 100 ms keeps pushing the settle time back...
+        for i in 1..=9 {
+            pace.relay_event(t0 + i * 100 * MS);
+            frame(&mut pace, t0 + i * 100 * MS);
+        }
+        // ...but never past a second after the last answer.
+        assert_eq!(pace.next_sample(), t0 + TICK);
+    }
+
+    #[test]
+    fn keys_and_pages_ask_the_relay_on_the_next_frame() {
+        let t0 = Instant::now();
+        let mut pace = Pace::new(t0);
+        frame(&mut pace, t0);
+        pace.input();
+        assert_eq!(frame(&mut pace, t0 + 10 * MS), None, "one frame per FRAME");
+        assert_eq!(frame(&mut pace, t0 + FRAME), Some(true));
+        // A page of a longer answer: the next frame asks for the next one.
+        pace.drawn(t0 + FRAME, true, true);
+        assert_eq!(frame(&mut pace, t0 + 2 * FRAME), Some(true));
+        assert_eq!(frame(&mut pace, t0 + 3 * FRAME), None, "complete: idle");
+    }
 
     /// An answer as the relay writes it: `changed` holds sessions `ids`.
     fn answer(

@@ -11,7 +11,8 @@
 //! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n):
 //!                      the idle ones first, then the busy ones
 //! old → new  listeners the listening sockets (descriptors attached)
-//! old → new  end       counts
+//! old → new  end       counts, and the evidence of the sessions that ended
+//!                      in the last 10 minutes (for advice)
 //! new → old  ready     everything received, the new relay is running
 //! old → new  committed the old process has let go
 //! ```
@@ -32,6 +33,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::relay::history::EndedState;
 use crate::relay::{LaneState, ListenerKind, MovedListener, MovedSession, RelayLink, StatsState};
 
 /// The hand-over's version: both processes must speak the same one.
@@ -66,6 +68,10 @@ enum Message {
         sessions: usize,
         /// Sessions that cannot move (TLS) and stay with the old process.
         stays: usize,
+        /// What the sessions ended in the last 10 minutes showed. Added
+        /// within version 1: an older process leaves it out, or ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<EndedState>,
     },
     Ready {
         pid: u32,
@@ -187,7 +193,21 @@ async fn give_with(
         collected.listeners.len(),
         collected.stays,
     );
-    wire::send(&stream, &Message::End { sessions, stays }, &[])?;
+    // A late round goes to a relay that already has the evidence.
+    let evidence = if with_listeners {
+        relay.registry().history().export(Instant::now())
+    } else {
+        Vec::new()
+    };
+    wire::send(
+        &stream,
+        &Message::End {
+            sessions,
+            stays,
+            evidence,
+        },
+        &[],
+    )?;
     stream.set_read_timeout(Some(READY_TIMEOUT))?;
     let (answer, _) = wire::recv::<Message>(&stream)?;
     let Message::Ready { pid: to_pid } = answer else {
@@ -259,6 +279,8 @@ pub struct Received {
     pub listeners: Vec<MovedListener>,
     pub sessions: Vec<MovedSession>,
     pub stays: usize,
+    /// The old relay's evidence, for `History::restore`.
+    pub evidence: Vec<EndedState>,
 }
 
 impl Takeover {
@@ -390,6 +412,7 @@ impl Takeover {
                 Message::End {
                     sessions: expected,
                     stays,
+                    evidence,
                 } => {
                     if sessions.len() != expected {
                         return Err(HandoverError::Protocol(format!(
@@ -403,6 +426,7 @@ impl Takeover {
                         listeners,
                         sessions,
                         stays,
+                        evidence,
                     });
                 }
                 other => {

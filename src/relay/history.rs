@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::event::CloseCause;
@@ -62,6 +63,71 @@ struct Ended {
     longest_gap: Duration,
     idle_at_close: Duration,
     heartbeat: Option<Heartbeat>,
+}
+
+/// An ended session as a hand-over carries it to the next relay process:
+/// times as ages, since the two processes' clocks are not comparable as
+/// values. Without it a relay that just took over would advise as if the
+/// last 10 minutes had shown nothing — a limit that cut live clients
+/// minutes ago would look safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedState {
+    pub id: SessionId,
+    pub domain: DomainName,
+    pub ip: IpAddr,
+    pub path: String,
+    pub ended_ago_ns: u64,
+    #[serde(default)]
+    pub idle_cut_ns: Option<u64>,
+    pub cut_while_alive: bool,
+    pub longest_gap_ns: u64,
+    pub idle_at_close_ns: u64,
+    /// The heartbeat's median and max gap, once seen.
+    #[serde(default)]
+    pub heartbeat_ns: Option<(u64, u64)>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Ended {
+    fn export(&self, now: Instant) -> EndedState {
+        EndedState {
+            id: self.id,
+            domain: self.domain.clone(),
+            ip: self.client.ip,
+            path: self.client.path.to_string(),
+            ended_ago_ns: nanos(now.saturating_duration_since(self.ended)),
+            idle_cut_ns: self.idle_cut.map(nanos),
+            cut_while_alive: self.cut_while_alive,
+            longest_gap_ns: nanos(self.longest_gap),
+            idle_at_close_ns: nanos(self.idle_at_close),
+            heartbeat_ns: self.heartbeat.map(|h| (nanos(h.median), nanos(h.max))),
+        }
+    }
+
+    /// `None` when it ended before this process's clock began (it is
+    /// then older than any window anyway).
+    fn restore(state: EndedState, now: Instant) -> Option<Self> {
+        Some(Self {
+            id: state.id,
+            domain: state.domain,
+            client: ClientKey {
+                ip: state.ip,
+                path: state.path.into(),
+            },
+            ended: now.checked_sub(Duration::from_nanos(state.ended_ago_ns))?,
+            idle_cut: state.idle_cut_ns.map(Duration::from_nanos),
+            cut_while_alive: state.cut_while_alive,
+            longest_gap: Duration::from_nanos(state.longest_gap_ns),
+            idle_at_close: Duration::from_nanos(state.idle_at_close_ns),
+            heartbeat: state.heartbeat_ns.map(|(median, max)| Heartbeat {
+                median: Duration::from_nanos(median),
+                max: Duration::from_nanos(max),
+            }),
+        })
+    }
 }
 
 /// What one session (live or ended within the window) showed.
@@ -278,7 +344,47 @@ impl History {
             .collect()
     }
 
-    /// Ended sessions remembered (at most [`CAPACITY`]).
+    /// Everything within the window, oldest first, for a hand-over.
+    pub fn export(&self, now: Instant) -> Vec<EndedState> {
+        let since = now.checked_sub(WINDOW);
+        lock(&self.ended)
+            .iter()
+            .filter(|e| since.is_none_or(|s| e.ended >= s))
+            .map(|e| e.export(now))
+            .collect()
+    }
+
+    /// Takes in what the previous relay process remembered (its
+    /// [`export`](Self::export)), as if its sessions had ended here: a
+    /// client cut there and coming back here within 10 s still counts as
+    /// cut while alive. What ended here meanwhile stays, in order.
+    pub fn restore(&self, states: Vec<EndedState>, now: Instant) {
+        let since = now.checked_sub(WINDOW);
+        let mut earlier: Vec<Ended> = states
+            .into_iter()
+            .filter_map(|s| Ended::restore(s, now))
+            .filter(|e| since.is_none_or(|s| e.ended >= s))
+            .collect();
+        if earlier.is_empty() {
+            return;
+        }
+        let last_cut = earlier
+            .iter()
+            .filter(|e| e.idle_cut.is_some())
+            .map(|e| e.ended)
+            .max();
+        {
+            let mut last_idle_cut = lock(&self.last_idle_cut);
+            *last_idle_cut = (*last_idle_cut).max(last_cut);
+        }
+        let mut ended = lock(&self.ended);
+        earlier.extend(ended.drain(..));
+        earlier.sort_by_key(|e| e.ended);
+        let excess = earlier.len().saturating_sub(CAPACITY);
+        ended.extend(earlier.into_iter().skip(excess));
+    }
+
+    /// Ended sessions remembered (at most [`CAPACITY`]).    /// Ended sessions remembered (at most [`CAPACITY`]).
     pub fn len(&self) -> usize {
         lock(&self.ended).len()
     }

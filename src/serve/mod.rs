@@ -352,6 +352,7 @@ async fn take_over(
         listeners,
         sessions,
         stays,
+        evidence,
     } = received;
     let listener_count = listeners.len();
     let last_id = sessions.iter().map(|s| s.stats.id).max().unwrap_or(0);
@@ -377,6 +378,10 @@ async fn take_over(
             started_at.elapsed(),
         ],
     };
+    relay
+        .registry()
+        .history()
+        .restore(evidence, tokio::time::Instant::now());
     relay.link().adopt(sessions);
     Ok((relay, events, report))
 }

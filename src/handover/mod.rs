@@ -72,6 +72,9 @@ enum Message {
         /// within version 1: an older process leaves it out, or ignores it.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         evidence: Vec<EndedState>,
+        /// The sender's monotonic clock when `evidence` was taken (ns).
+        #[serde(default)]
+        clock_ns: u64,
     },
     Ready {
         pid: u32,
@@ -194,6 +197,7 @@ async fn give_with(
         collected.stays,
     );
     // A late round goes to a relay that already has the evidence.
+    let clock_ns = monotonic_ns();
     let evidence = if with_listeners {
         relay.registry().history().export(Instant::now())
     } else {
@@ -205,6 +209,7 @@ async fn give_with(
             sessions,
             stays,
             evidence,
+            clock_ns,
         },
         &[],
     )?;
@@ -279,8 +284,10 @@ pub struct Received {
     pub listeners: Vec<MovedListener>,
     pub sessions: Vec<MovedSession>,
     pub stays: usize,
-    /// The old relay's evidence, for `History::restore`.
+    /// The old relay's evidence, for `History::restore`, and when (on
+    /// this process's clock) it was taken.
     pub evidence: Vec<EndedState>,
+    pub evidence_at: Instant,
 }
 
 impl Takeover {
@@ -382,14 +389,7 @@ impl Takeover {
                             "session descriptors do not match the sessions".into(),
                         ));
                     }
-                    // The old process's clock reading, mapped onto ours: both
-                    // are the machine's monotonic clock, so an idle clock does
-                    // not move.
-                    let exported = Instant::now()
-                        .checked_sub(Duration::from_nanos(
-                            monotonic_ns().saturating_sub(clock_ns),
-                        ))
-                        .unwrap_or_else(Instant::now);
+                    let exported = on_our_clock(clock_ns);
                     let mut fds = fds.into_iter();
                     for s in batch {
                         let (Some(client), Some(origin)) = (fds.next(), fds.next()) else {
@@ -413,6 +413,7 @@ impl Takeover {
                     sessions: expected,
                     stays,
                     evidence,
+                    clock_ns,
                 } => {
                     if sessions.len() != expected {
                         return Err(HandoverError::Protocol(format!(
@@ -427,6 +428,7 @@ impl Takeover {
                         sessions,
                         stays,
                         evidence,
+                        evidence_at: on_our_clock(clock_ns),
                     });
                 }
                 other => {
@@ -461,6 +463,16 @@ impl Takeover {
             ))),
         }
     }
+}
+
+/// The old process's clock reading, mapped onto ours: both are the
+/// machine's monotonic clock, so an idle clock does not move.
+fn on_our_clock(clock_ns: u64) -> Instant {
+    Instant::now()
+        .checked_sub(Duration::from_nanos(
+            monotonic_ns().saturating_sub(clock_ns),
+        ))
+        .unwrap_or_else(Instant::now)
 }
 
 fn received(s: SessionWire, client: OwnedFd, origin: OwnedFd, exported: Instant) -> MovedSession {

@@ -355,14 +355,15 @@ impl History {
     }
 
     /// Takes in what the previous relay process remembered (its
-    /// [`export`](Self::export)), as if its sessions had ended here: a
-    /// client cut there and coming back here within 10 s still counts as
-    /// cut while alive. What ended here meanwhile stays, in order.
-    pub fn restore(&self, states: Vec<EndedState>, now: Instant) {
-        let since = now.checked_sub(WINDOW);
+    /// [`export`](Self::export) at `exported`, on this process's clock), as
+    /// if its sessions had ended here: a client cut there and coming back
+    /// here within 10 s still counts as cut while alive. What ended here
+    /// meanwhile stays, in order.
+    pub fn restore(&self, states: Vec<EndedState>, exported: Instant) {
+        let since = Instant::now().checked_sub(WINDOW);
         let mut earlier: Vec<Ended> = states
             .into_iter()
-            .filter_map(|s| Ended::restore(s, now))
+            .filter_map(|s| Ended::restore(s, exported))
             .filter(|e| since.is_none_or(|s| e.ended >= s))
             .collect();
         if earlier.is_empty() {
@@ -445,6 +446,59 @@ mod tests {
     fn idle_cut(registry: &Registry, g: SessionGuard) {
         let cause = CloseCause::IdleTimeout { timeout_secs: 20 };
         registry.record_close(g.stats(), &cause, Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_evidence_moves_to_the_next_process_with_its_ages() {
+        let old = Arc::new(Registry::new());
+        let a = open(&old, 1000, "/chat");
+        let b = open(&old, 1001, "/gone");
+        advance(Duration::from_secs(20)).await;
+        idle_cut(&old, a);
+        advance(Duration::from_secs(1)).await;
+        let _back = open(&old, 2000, "/chat");
+        // Just under the window before the hand-over: kept, then it ages out.
+        old.record_close(b.stats(), &CloseCause::ClientClosed, Duration::ZERO);
+        let cut = old.history().counts(Instant::now());
+        let exported_at = Instant::now();
+        let exported = old.history().export(exported_at);
+        let wire = serde_json::to_string(&exported).unwrap();
+
+        let new = Arc::new(Registry::new());
+        let c = open(&new, 3000, "/idle");
+        advance(Duration::from_secs(2)).await;
+        idle_cut(&new, c);
+        new.history()
+            .restore(serde_json::from_str(&wire).unwrap(), exported_at);
+        let counts = new.history().counts(Instant::now());
+        assert_eq!(
+            counts[0].1,
+            DomainCounts {
+                ended: cut[0].1.ended + 1,
+                idle_cuts: cut[0].1.idle_cuts + 1,
+                cut_while_alive: 1,
+            }
+        );
+        // The client cut here 0 s ago comes back: matched against both.
+        let _again = open(&new, 3001, "/idle");
+        assert_eq!(new.history().counts(Instant::now())[0].1.cut_while_alive, 2);
+        // Ages kept: the old process's closes leave the window first.
+        advance(WINDOW - Duration::from_secs(1)).await;
+        assert_eq!(new.history().counts(Instant::now())[0].1.ended, 1);
+        // Nothing older than the window is taken in.
+        let stale = new.history().export(Instant::now() + WINDOW);
+        let fresh = Registry::new();
+        fresh.history().restore(
+            stale
+                .into_iter()
+                .map(|mut e| {
+                    e.ended_ago_ns = nanos(WINDOW) + 1;
+                    e
+                })
+                .collect(),
+            Instant::now(),
+        );
+        assert!(fresh.history().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

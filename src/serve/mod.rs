@@ -353,6 +353,7 @@ async fn take_over(
         sessions,
         stays,
         evidence,
+        evidence_at,
     } = received;
     let listener_count = listeners.len();
     let last_id = sessions.iter().map(|s| s.stats.id).max().unwrap_or(0);
@@ -378,10 +379,7 @@ async fn take_over(
             started_at.elapsed(),
         ],
     };
-    relay
-        .registry()
-        .history()
-        .restore(evidence, tokio::time::Instant::now());
+    relay.registry().history().restore(evidence, evidence_at);
     relay.link().adopt(sessions);
     Ok((relay, events, report))
 }

@@ -129,14 +129,24 @@ impl Default for EventRing {
 impl EventRing {
     /// Records an event (the owner calls this for each one it reads).
     pub fn publish(&self, event: &RelayEvent) {
+        self.publish_owned(event.clone());
+    }
+
+    /// [`publish`](Self::publish) of an event the caller is done with: kept
+    /// without a copy, and copied for followers only when there are any
+    /// (`serve` publishes two events per session: docs/BENCHMARKS.md, finding 24).
+    pub fn publish_owned(&self, event: RelayEvent) {
         let mut ring = lock(&self.ring);
         if ring.len() == EVENT_RING {
             ring.pop_front();
         }
-        ring.push_back(event.clone());
         // Sent under the lock, so a new follower gets each event exactly
-        // once: in its snapshot or from the channel.
-        let _ = self.live.send(event.clone());
+        // once: in its snapshot or from the channel (followers subscribe
+        // under this lock too, so the count cannot change in between).
+        if self.live.receiver_count() > 0 {
+            let _ = self.live.send(event.clone());
+        }
+        ring.push_back(event);
     }
 
     /// The recent events, and (when asked) a receiver of every later one.

@@ -32,20 +32,54 @@ pub struct LogText<'a>(pub &'a str);
 
 impl fmt::Display for LogText<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use fmt::Write;
-        for c in self.0.chars() {
-            match c {
-                '"' => f.write_str("\\\"")?,
-                '\\' => f.write_str("\\\\")?,
-                '\n' => f.write_str("\\n")?,
-                '\r' => f.write_str("\\r")?,
-                '\t' => f.write_str("\\t")?,
-                c if c.is_control() => write!(f, "\\u{{{:x}}}", u32::from(c))?,
-                c => f.write_char(c)?,
-            }
-        }
-        Ok(())
+        escape_into(f, self.0)
     }
+}
+
+/// Whatever `T` displays, escaped as [`LogText`] is — without first
+/// formatting it into a `String` of its own.
+struct LogDisplay<T>(T);
+
+impl<T: fmt::Display> fmt::Display for LogDisplay<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use fmt::Write;
+        write!(Escaping(f), "{}", self.0)
+    }
+}
+
+/// A writer that escapes what passes through it, as [`LogText`].
+struct Escaping<'a, W>(&'a mut W);
+
+impl<W: fmt::Write> fmt::Write for Escaping<'_, W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_into(self.0, s)
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    c == '"' || c == '\\' || c.is_control()
+}
+
+/// Writes `text` escaped. The runs between escapes go out in one write each
+/// (most log text has nothing to escape): `serve`'s two lines per session
+/// wrote every character through the formatter on their own.
+fn escape_into<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt::Result {
+    let mut rest = text;
+    while let Some(at) = rest.find(needs_escape) {
+        out.write_str(&rest[..at])?;
+        let mut tail = rest[at..].chars();
+        let Some(c) = tail.next() else { break };
+        match c {
+            '"' => out.write_str("\\\"")?,
+            '\\' => out.write_str("\\\\")?,
+            '\n' => out.write_str("\\n")?,
+            '\r' => out.write_str("\\r")?,
+            '\t' => out.write_str("\\t")?,
+            c => write!(out, "\\u{{{:x}}}", u32::from(c))?,
+        }
+        rest = tail.as_str();
+    }
+    out.write_str(rest)
 }
 
 /// Why a session ended.
@@ -272,12 +306,12 @@ impl fmt::Display for RelayEvent {
                 write!(
                     f,
                     "closed  #{id} {domain} client={client} reason=\"{}\" idle={:.1}s duration={:.1}s",
-                    LogText(&cause.to_string()),
+                    LogDisplay(cause),
                     idle.as_secs_f64(),
                     duration.as_secs_f64()
                 )?;
-                write!(f, " to-client={}", close_or_none(to_client))?;
-                write!(f, " to-origin={}", close_or_none(to_origin))
+                write!(f, " to-client={}", CloseOrNone(to_client))?;
+                write!(f, " to-origin={}", CloseOrNone(to_origin))
             }
             Self::Refused {
                 client,
@@ -340,15 +374,58 @@ fn seconds<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64((d.as_secs_f64() * 1000.0).round() / 1000.0)
 }
 
-fn close_or_none(c: &Option<CloseInfo>) -> String {
-    c.as_ref()
-        .map_or_else(|| "none".to_string(), |c| c.to_string())
+/// A close frame on a log line, or `none` (written in place, no `String`).
+struct CloseOrNone<'a>(&'a Option<CloseInfo>);
+
+impl fmt::Display for CloseOrNone<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(c) => c.fmt(f),
+            None => f.write_str("none"),
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn log_text_escapes_each_unsafe_character_and_keeps_the_rest() {
+        let text = "plain é\"q\\b\nn\rr\tt\u{1b}[0m\u{7f}\u{85}end";
+        assert_eq!(
+            LogText(text).to_string(),
+            "plain é\\\"q\\\\b\\nn\\rr\\tt\\u{1b}[0m\\u{7f}\\u{85}end"
+        );
+        assert_eq!(LogText("").to_string(), "");
+        assert_eq!(LogText("\n").to_string(), "\\n");
+    }
+
+    #[test]
+    fn a_closed_line_reads_as_before() {
+        let closed = RelayEvent::Closed {
+            id: 7,
+            at: SystemTime::UNIX_EPOCH,
+            domain: "app.test".into(),
+            client: "127.0.0.1:1".parse().unwrap(),
+            origin: "127.0.0.1:2".into(),
+            cause: CloseCause::ProtocolError {
+                from_client: true,
+                detail: "bad \"frame\"\n".into(),
+            },
+            to_client: Some(CloseInfo::new(1002, "protocol error")),
+            to_origin: None,
+            idle: Duration::from_millis(1250),
+            duration: Duration::from_secs(3),
+        };
+        assert_eq!(
+            closed.to_string(),
+            "closed  #7 app.test client=127.0.0.1:1 reason=\"protocol error from client: \
+             bad \\\"frame\\\"\\n\" idle=1.2s duration=3.0s \
+             to-client=1002 \"protocol error\" to-origin=none"
+        );
+    }
 
     #[test]
     fn peer_strings_cannot_forge_a_log_line_or_reach_the_terminal() {

@@ -158,7 +158,8 @@ pub struct ClientRequest {
 pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
 ) -> Result<(ClientRequest, Vec<u8>), Refusal> {
-    let mut buf = Vec::with_capacity(1024);
+    // Sized for the first read (`read_some` reserves 4 KiB), so no regrowth.
+    let mut buf = Vec::with_capacity(4096);
     loop {
         let n = read_some(stream, &mut buf).await.map_err(|e| {
             Refusal::drop(format!("client connection failed during handshake: {e}"))
@@ -197,14 +198,15 @@ fn headers_too_large() -> Refusal {
     )
 }
 
-/// Reads once into the spare capacity of `buf` (at most up to the header limit).
+/// Reads once into the spare capacity of `buf` (at most up to the header
+/// limit). Into uninitialised capacity (`read_buf`), not a zero-filled
+/// slice: zeroing 4 KiB before each of a session's two head reads was 8 % of
+/// the user-space instructions of a handshake (docs/BENCHMARKS.md, finding 23).
 async fn read_some<S: AsyncRead + Unpin>(stream: &mut S, buf: &mut Vec<u8>) -> io::Result<usize> {
-    let start = buf.len();
-    let room = (MAX_HEADER_BYTES - start.min(MAX_HEADER_BYTES)).clamp(1, 4096);
-    buf.resize(start + room, 0);
-    let result = stream.read(&mut buf[start..]).await;
-    buf.truncate(start + *result.as_ref().unwrap_or(&0));
-    result
+    use bytes::BufMut;
+    let room = (MAX_HEADER_BYTES - buf.len().min(MAX_HEADER_BYTES)).clamp(1, 4096);
+    buf.reserve(room);
+    stream.read_buf(&mut buf.limit(room)).await
 }
 
 /// Headers that belong to one hop (RFC 9110 §7.6.1), that the relay sets
@@ -435,7 +437,7 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
         .write_all(&head)
         .await
         .map_err(|e| refuse(502, format!("origin connection failed: {e}")))?;
-    let mut buf = Vec::with_capacity(1024);
+    let mut buf = Vec::with_capacity(4096);
     let mut interim = 0;
     loop {
         // Parse what is there first: an interim response and the real one

@@ -137,11 +137,11 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             }
             _ = signals.hangup.recv() => {
                 let reload = watcher.reload_now();
-                log.write(&put_in_force(&relay, &ctl, &mut watcher, reload, workers, "SIGHUP"))?;
+                log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "SIGHUP"))?;
             }
             _ = tick.tick() => {
                 if let Some(reload) = watcher.poll(std::time::Instant::now()) {
-                    log.write(&put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;
+                    log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;
                 }
             }
             // An edit over the control socket saved the file: what is
@@ -185,12 +185,12 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
-                Some(event) = events.recv() => log.write(&event)?,
+                Some(event) = events.recv() => log.write(event)?,
             }
         }
     }
     while let Ok(event) = events.try_recv() {
-        log.write(&event)?;
+        log.write(event)?;
     }
     relay.join(CLOSE_GRACE);
     drop(control);
@@ -213,7 +213,7 @@ async fn hand_over_late(
         + config.relay.origin_connect_timeout;
     while relay.link().handshakes_in_flight() > 0 && tokio::time::Instant::now() < deadline {
         tokio::select! {
-            Some(event) = events.recv() => log.write(&event)?,
+            Some(event) = events.recv() => log.write(event)?,
             () = tokio::time::sleep(DRAIN_POLL) => {}
         }
     }
@@ -433,7 +433,7 @@ async fn drain(
             () = &mut deadline => break "drain-timeout passed",
             _ = signals.terminate.recv() => break "second signal",
             _ = signals.interrupt.recv() => break "second signal",
-            Some(event) = events.recv() => log.write(&event)?,
+            Some(event) = events.recv() => log.write(event)?,
             _ = poll.tick() => {
                 if relay.registry().is_empty() {
                     break "every session ended";
@@ -443,7 +443,7 @@ async fn drain(
     };
     // Closed events already queued belong to the drain's count.
     while let Ok(event) = events.try_recv() {
-        log.write(&event)?;
+        log.write(event)?;
     }
     let ended = relay.metrics().ended_during_drain();
     let left = relay.registry().len();
@@ -583,7 +583,7 @@ impl EventLog<'_> {
         self.line("listening", &detail)
     }
 
-    fn write(&mut self, event: &RelayEvent) -> Result<()> {
+    fn write(&mut self, event: RelayEvent) -> Result<()> {
         let mut buf = Vec::with_capacity(256);
         self.format(&mut buf, event)?;
         self.out.write_all(&buf)?;
@@ -599,11 +599,11 @@ impl EventLog<'_> {
         events: &mut tokio::sync::mpsc::Receiver<RelayEvent>,
     ) -> Result<usize> {
         let mut buf = Vec::with_capacity(256);
-        self.format(&mut buf, &first)?;
+        self.format(&mut buf, first)?;
         let mut n = 1;
         while n < BATCH_MAX {
             let Ok(event) = events.try_recv() else { break };
-            self.format(&mut buf, &event)?;
+            self.format(&mut buf, event)?;
             n += 1;
         }
         self.out.write_all(&buf)?;
@@ -611,16 +611,21 @@ impl EventLog<'_> {
         Ok(n)
     }
 
-    fn format(&self, buf: &mut Vec<u8>, event: &RelayEvent) -> Result<()> {
-        self.control.events.publish(event);
+    /// Formats `event` onto `buf`, then hands it to the control socket's
+    /// ring (moved, not copied).
+    fn format(&self, buf: &mut Vec<u8>, event: RelayEvent) -> Result<()> {
         match self.format {
             LogFormat::Text => writeln!(
                 buf,
                 "{} {event}",
                 humantime::format_rfc3339_millis(event.at())
             )?,
-            LogFormat::Json => writeln!(buf, "{}", serde_json::to_string(event)?)?,
+            LogFormat::Json => {
+                serde_json::to_writer(&mut *buf, &event)?;
+                buf.push(b'\n');
+            }
         }
+        self.control.events.publish_owned(event);
         Ok(())
     }
 

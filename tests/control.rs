@@ -245,6 +245,50 @@ async fn a_burst_of_sessions_is_followed_once_each() {
 }
 
 #[tokio::test]
+async fn a_takeover_carries_the_event_log_over() {
+    let mut relay = serve("").await;
+    let mut a = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #1").await;
+    a.send(Message::Close(None)).await.unwrap();
+    relay.line_with("closed  #1").await;
+    let _b = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #2").await;
+
+    let xdg = relay.dir.path().join("xdg");
+    let taker = ServeProcess::start(
+        &relay.config(),
+        &["--takeover"],
+        &[("XDG_RUNTIME_DIR", s(&xdg))],
+    )
+    .await;
+    let out = run_cli(&["events", "--json", "--socket", s(&taker.control)]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let seen: Vec<(String, u64)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["id"].is_u64())
+        .map(|e| {
+            (
+                e["event"].as_str().unwrap().to_string(),
+                e["id"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The old process's events first, as they happened there.
+    assert_eq!(
+        seen[..3],
+        [
+            ("opened".to_string(), 1),
+            ("closed".to_string(), 1),
+            ("opened".to_string(), 2)
+        ],
+        "{}",
+        out.stdout
+    );
+}
+
+#[tokio::test]
 async fn stop_stops_the_relay_and_then_no_relay_answers() {
     let mut relay = serve("").await;
     let out = run_cli(&["stop", "--socket", s(&relay.socket)]).await;

@@ -11,8 +11,10 @@
 //! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n):
 //!                      the idle ones first, then the busy ones
 //! old → new  listeners the listening sockets (descriptors attached)
-//! old → new  end       counts, and the evidence of the sessions that ended
-//!                      in the last 10 minutes (for advice)
+//! old → new  end       counts, the evidence of the sessions that ended
+//!                      in the last 10 minutes (for advice) and the ring of
+//!                      recent events (the Event Log of a console that
+//!                      attaches afterwards)
 //! new → old  ready     everything received, the new relay is running
 //! old → new  committed the old process has let go
 //! ```
@@ -34,7 +36,9 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::relay::history::EndedState;
-use crate::relay::{LaneState, ListenerKind, MovedListener, MovedSession, RelayLink, StatsState};
+use crate::relay::{
+    LaneState, ListenerKind, MovedListener, MovedSession, RelayEvent, RelayLink, StatsState,
+};
 
 /// The hand-over's version: both processes must speak the same one.
 pub const HANDOVER_VERSION: u32 = 1;
@@ -75,6 +79,9 @@ enum Message {
         /// The sender's monotonic clock when `evidence` was taken (ns).
         #[serde(default)]
         clock_ns: u64,
+        /// The sender's ring of recent events, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<RelayEvent>,
     },
     Ready {
         pid: u32,
@@ -140,12 +147,14 @@ pub struct GiveReport {
 /// wave and the commit, a few milliseconds, not for the whole transfer.
 /// The socket work blocks this (the control server's) thread, which is
 /// not the data path's.
+/// `events`: the relay's ring of recent events, carried along.
 pub async fn give(
     relay: &RelayLink,
     stream: UnixStream,
     release: impl FnOnce(),
+    events: Vec<RelayEvent>,
 ) -> Result<GiveReport, HandoverError> {
-    give_with(relay, stream, release, true).await
+    give_with(relay, stream, release, Some(events)).await
 }
 
 /// After a hand-over: the sessions whose handshakes were still under way
@@ -154,15 +163,18 @@ pub async fn give(
 /// asked for none of them, so this process asks it to take them (`give`).
 pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, HandoverError> {
     let stream = ask(path, "give")?;
-    give_with(relay, stream, || {}, false).await
+    give_with(relay, stream, || {}, None).await
 }
 
+/// `events` is `Some` for the hand-over itself (listeners, evidence and
+/// events go along), `None` for the late round (sessions only).
 async fn give_with(
     relay: &RelayLink,
     stream: UnixStream,
     release: impl FnOnce(),
-    with_listeners: bool,
+    events: Option<Vec<RelayEvent>>,
 ) -> Result<GiveReport, HandoverError> {
+    let with_listeners = events.is_some();
     let started = std::time::Instant::now();
     let mut collected = relay
         .begin_handover(with_listeners)
@@ -210,6 +222,7 @@ async fn give_with(
             stays,
             evidence,
             clock_ns,
+            events: events.unwrap_or_default(),
         },
         &[],
     )?;
@@ -288,6 +301,8 @@ pub struct Received {
     /// this process's clock) it was taken.
     pub evidence: Vec<EndedState>,
     pub evidence_at: Instant,
+    /// Its ring of recent events, oldest first.
+    pub events: Vec<RelayEvent>,
 }
 
 impl Takeover {
@@ -414,6 +429,7 @@ impl Takeover {
                     stays,
                     evidence,
                     clock_ns,
+                    events,
                 } => {
                     if sessions.len() != expected {
                         return Err(HandoverError::Protocol(format!(
@@ -429,6 +445,7 @@ impl Takeover {
                         stays,
                         evidence,
                         evidence_at: on_our_clock(clock_ns),
+                        events,
                     });
                 }
                 other => {

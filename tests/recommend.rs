@@ -154,6 +154,27 @@ async fn recommend_after_clients_are_cut_while_alive() {
     );
     assert!(out.stdout.contains("2 cut while alive"), "{}", out.stdout);
 
+    // A restart by hand-over keeps the evidence: the new process advises
+    // from the same 10 minutes, not as if nothing had been seen.
+    let mut taker = ServeProcess::start(
+        &config,
+        &["--takeover"],
+        &[("XDG_RUNTIME_DIR", xdg.to_str().unwrap())],
+    )
+    .await;
+    let old = timeout(Duration::from_secs(10), serve.child.wait())
+        .await
+        .expect("the old relay exits once it has handed everything over")
+        .unwrap();
+    assert!(old.success(), "{old:?}");
+    let out = run_cli(&["recommend", "beat.test", "--json", "--socket", &socket]).await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    let v: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(v["recommended_timeout_secs"], 60, "{v:#}");
+    // At least the two cuts of the old process (a third may have come since).
+    assert!(v["cut_while_alive"].as_u64().unwrap() >= 2, "{v:#}");
+    assert!(v["sessions_seen"].as_u64().unwrap() >= 6, "{v:#}");
+
     // A domain the relay does not have: bad input.
     let out = run_cli(&["recommend", "nope.test", "--json", "--socket", &socket]).await;
     assert_eq!(out.code, 2, "{}", out.stderr);
@@ -164,7 +185,7 @@ async fn recommend_after_clients_are_cut_while_alive() {
     );
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 
-    serve.child.kill().await.unwrap();
+    taker.child.kill().await.unwrap();
 }
 
 #[tokio::test]

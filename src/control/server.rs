@@ -335,13 +335,17 @@ async fn takeover(
         _ => return,
     };
     let releasing = control.clone();
-    let notice =
-        match crate::handover::give(&control.relay, stream, move || releasing.release_socket())
-            .await
-        {
-            Ok(report) => HandoverNotice::Committed(report),
-            Err(e) => HandoverNotice::Refused(e.to_string()),
-        };
+    let notice = match crate::handover::give(
+        &control.relay,
+        stream,
+        move || releasing.release_socket(),
+        control.events.recent(false).0,
+    )
+    .await
+    {
+        Ok(report) => HandoverNotice::Committed(report),
+        Err(e) => HandoverNotice::Refused(e.to_string()),
+    };
     control.handover.send_replace(Some(notice));
 }
 

@@ -150,6 +150,16 @@ impl EventRing {
     }
 
     /// The recent events, and (when asked) a receiver of every later one.
+    /// Puts the events of the relay this one took over before its own,
+    /// oldest first, as many as the ring holds.
+    pub fn carry_over(&self, earlier: Vec<RelayEvent>) {
+        let mut ring = lock(&self.ring);
+        let mine = std::mem::take(&mut *ring);
+        let all: Vec<RelayEvent> = earlier.into_iter().chain(mine).collect();
+        let excess = all.len().saturating_sub(EVENT_RING);
+        ring.extend(all.into_iter().skip(excess));
+    }
+
     pub fn recent(
         &self,
         follow: bool,

@@ -11,7 +11,10 @@
 //! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n):
 //!                      the idle ones first, then the busy ones
 //! old → new  listeners the listening sockets (descriptors attached)
-//! old → new  end       counts
+//! old → new  end       counts, the evidence of the sessions that ended
+//!                      in the last 10 minutes (for advice) and the ring of
+//!                      recent events (the Event Log of a console that
+//!                      attaches afterwards)
 //! new → old  ready     everything received, the new relay is running
 //! old → new  committed the old process has let go
 //! ```
@@ -32,7 +35,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::relay::{LaneState, ListenerKind, MovedListener, MovedSession, RelayLink, StatsState};
+use crate::relay::history::EndedState;
+use crate::relay::{
+    LaneState, ListenerKind, MovedListener, MovedSession, RelayEvent, RelayLink, StatsState,
+};
 
 /// The hand-over's version: both processes must speak the same one.
 pub const HANDOVER_VERSION: u32 = 1;
@@ -66,6 +72,16 @@ enum Message {
         sessions: usize,
         /// Sessions that cannot move (TLS) and stay with the old process.
         stays: usize,
+        /// What the sessions ended in the last 10 minutes showed. Added
+        /// within version 1: an older process leaves it out, or ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<EndedState>,
+        /// The sender's monotonic clock when `evidence` was taken (ns).
+        #[serde(default)]
+        clock_ns: u64,
+        /// The sender's ring of recent events, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<RelayEvent>,
     },
     Ready {
         pid: u32,
@@ -131,12 +147,14 @@ pub struct GiveReport {
 /// wave and the commit, a few milliseconds, not for the whole transfer.
 /// The socket work blocks this (the control server's) thread, which is
 /// not the data path's.
+/// `events`: the relay's ring of recent events, carried along.
 pub async fn give(
     relay: &RelayLink,
     stream: UnixStream,
     release: impl FnOnce(),
+    events: Vec<RelayEvent>,
 ) -> Result<GiveReport, HandoverError> {
-    give_with(relay, stream, release, true).await
+    give_with(relay, stream, release, Some(events)).await
 }
 
 /// After a hand-over: the sessions whose handshakes were still under way
@@ -145,15 +163,18 @@ pub async fn give(
 /// asked for none of them, so this process asks it to take them (`give`).
 pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, HandoverError> {
     let stream = ask(path, "give")?;
-    give_with(relay, stream, || {}, false).await
+    give_with(relay, stream, || {}, None).await
 }
 
+/// `events` is `Some` for the hand-over itself (listeners, evidence and
+/// events go along), `None` for the late round (sessions only).
 async fn give_with(
     relay: &RelayLink,
     stream: UnixStream,
     release: impl FnOnce(),
-    with_listeners: bool,
+    events: Option<Vec<RelayEvent>>,
 ) -> Result<GiveReport, HandoverError> {
+    let with_listeners = events.is_some();
     let started = std::time::Instant::now();
     let mut collected = relay
         .begin_handover(with_listeners)
@@ -187,7 +208,24 @@ async fn give_with(
         collected.listeners.len(),
         collected.stays,
     );
-    wire::send(&stream, &Message::End { sessions, stays }, &[])?;
+    // A late round goes to a relay that already has the evidence.
+    let clock_ns = monotonic_ns();
+    let evidence = if with_listeners {
+        relay.registry().history().export(Instant::now())
+    } else {
+        Vec::new()
+    };
+    wire::send(
+        &stream,
+        &Message::End {
+            sessions,
+            stays,
+            evidence,
+            clock_ns,
+            events: events.unwrap_or_default(),
+        },
+        &[],
+    )?;
     stream.set_read_timeout(Some(READY_TIMEOUT))?;
     let (answer, _) = wire::recv::<Message>(&stream)?;
     let Message::Ready { pid: to_pid } = answer else {
@@ -259,6 +297,12 @@ pub struct Received {
     pub listeners: Vec<MovedListener>,
     pub sessions: Vec<MovedSession>,
     pub stays: usize,
+    /// The old relay's evidence, for `History::restore`, and when (on
+    /// this process's clock) it was taken.
+    pub evidence: Vec<EndedState>,
+    pub evidence_at: Instant,
+    /// Its ring of recent events, oldest first.
+    pub events: Vec<RelayEvent>,
 }
 
 impl Takeover {
@@ -360,14 +404,7 @@ impl Takeover {
                             "session descriptors do not match the sessions".into(),
                         ));
                     }
-                    // The old process's clock reading, mapped onto ours: both
-                    // are the machine's monotonic clock, so an idle clock does
-                    // not move.
-                    let exported = Instant::now()
-                        .checked_sub(Duration::from_nanos(
-                            monotonic_ns().saturating_sub(clock_ns),
-                        ))
-                        .unwrap_or_else(Instant::now);
+                    let exported = on_our_clock(clock_ns);
                     let mut fds = fds.into_iter();
                     for s in batch {
                         let (Some(client), Some(origin)) = (fds.next(), fds.next()) else {
@@ -390,6 +427,9 @@ impl Takeover {
                 Message::End {
                     sessions: expected,
                     stays,
+                    evidence,
+                    clock_ns,
+                    events,
                 } => {
                     if sessions.len() != expected {
                         return Err(HandoverError::Protocol(format!(
@@ -403,6 +443,9 @@ impl Takeover {
                         listeners,
                         sessions,
                         stays,
+                        evidence,
+                        evidence_at: on_our_clock(clock_ns),
+                        events,
                     });
                 }
                 other => {
@@ -437,6 +480,16 @@ impl Takeover {
             ))),
         }
     }
+}
+
+/// The old process's clock reading, mapped onto ours: both are the
+/// machine's monotonic clock, so an idle clock does not move.
+fn on_our_clock(clock_ns: u64) -> Instant {
+    Instant::now()
+        .checked_sub(Duration::from_nanos(
+            monotonic_ns().saturating_sub(clock_ns),
+        ))
+        .unwrap_or_else(Instant::now)
 }
 
 fn received(s: SessionWire, client: OwnedFd, origin: OwnedFd, exported: Instant) -> MovedSession {

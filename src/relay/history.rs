@@ -13,6 +13,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use super::event::CloseCause;
@@ -62,6 +63,71 @@ struct Ended {
     longest_gap: Duration,
     idle_at_close: Duration,
     heartbeat: Option<Heartbeat>,
+}
+
+/// An ended session as a hand-over carries it to the next relay process:
+/// times as ages, since the two processes' clocks are not comparable as
+/// values. Without it a relay that just took over would advise as if the
+/// last 10 minutes had shown nothing — a limit that cut live clients
+/// minutes ago would look safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndedState {
+    pub id: SessionId,
+    pub domain: DomainName,
+    pub ip: IpAddr,
+    pub path: String,
+    pub ended_ago_ns: u64,
+    #[serde(default)]
+    pub idle_cut_ns: Option<u64>,
+    pub cut_while_alive: bool,
+    pub longest_gap_ns: u64,
+    pub idle_at_close_ns: u64,
+    /// The heartbeat's median and max gap, once seen.
+    #[serde(default)]
+    pub heartbeat_ns: Option<(u64, u64)>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Ended {
+    fn export(&self, now: Instant) -> EndedState {
+        EndedState {
+            id: self.id,
+            domain: self.domain.clone(),
+            ip: self.client.ip,
+            path: self.client.path.to_string(),
+            ended_ago_ns: nanos(now.saturating_duration_since(self.ended)),
+            idle_cut_ns: self.idle_cut.map(nanos),
+            cut_while_alive: self.cut_while_alive,
+            longest_gap_ns: nanos(self.longest_gap),
+            idle_at_close_ns: nanos(self.idle_at_close),
+            heartbeat_ns: self.heartbeat.map(|h| (nanos(h.median), nanos(h.max))),
+        }
+    }
+
+    /// `None` when it ended before this process's clock began (it is
+    /// then older than any window anyway).
+    fn restore(state: EndedState, now: Instant) -> Option<Self> {
+        Some(Self {
+            id: state.id,
+            domain: state.domain,
+            client: ClientKey {
+                ip: state.ip,
+                path: state.path.into(),
+            },
+            ended: now.checked_sub(Duration::from_nanos(state.ended_ago_ns))?,
+            idle_cut: state.idle_cut_ns.map(Duration::from_nanos),
+            cut_while_alive: state.cut_while_alive,
+            longest_gap: Duration::from_nanos(state.longest_gap_ns),
+            idle_at_close: Duration::from_nanos(state.idle_at_close_ns),
+            heartbeat: state.heartbeat_ns.map(|(median, max)| Heartbeat {
+                median: Duration::from_nanos(median),
+                max: Duration::from_nanos(max),
+            }),
+        })
+    }
 }
 
 /// What one session (live or ended within the window) showed.
@@ -278,7 +344,48 @@ impl History {
             .collect()
     }
 
-    /// Ended sessions remembered (at most [`CAPACITY`]).
+    /// Everything within the window, oldest first, for a hand-over.
+    pub fn export(&self, now: Instant) -> Vec<EndedState> {
+        let since = now.checked_sub(WINDOW);
+        lock(&self.ended)
+            .iter()
+            .filter(|e| since.is_none_or(|s| e.ended >= s))
+            .map(|e| e.export(now))
+            .collect()
+    }
+
+    /// Takes in what the previous relay process remembered (its
+    /// [`export`](Self::export) at `exported`, on this process's clock), as
+    /// if its sessions had ended here: a client cut there and coming back
+    /// here within 10 s still counts as cut while alive. What ended here
+    /// meanwhile stays, in order.
+    pub fn restore(&self, states: Vec<EndedState>, exported: Instant) {
+        let since = Instant::now().checked_sub(WINDOW);
+        let mut earlier: Vec<Ended> = states
+            .into_iter()
+            .filter_map(|s| Ended::restore(s, exported))
+            .filter(|e| since.is_none_or(|s| e.ended >= s))
+            .collect();
+        if earlier.is_empty() {
+            return;
+        }
+        let last_cut = earlier
+            .iter()
+            .filter(|e| e.idle_cut.is_some())
+            .map(|e| e.ended)
+            .max();
+        {
+            let mut last_idle_cut = lock(&self.last_idle_cut);
+            *last_idle_cut = (*last_idle_cut).max(last_cut);
+        }
+        let mut ended = lock(&self.ended);
+        earlier.extend(ended.drain(..));
+        earlier.sort_by_key(|e| e.ended);
+        let excess = earlier.len().saturating_sub(CAPACITY);
+        ended.extend(earlier.into_iter().skip(excess));
+    }
+
+    /// Ended sessions remembered (at most [`CAPACITY`]).    /// Ended sessions remembered (at most [`CAPACITY`]).
     pub fn len(&self) -> usize {
         lock(&self.ended).len()
     }
@@ -339,6 +446,59 @@ mod tests {
     fn idle_cut(registry: &Registry, g: SessionGuard) {
         let cause = CloseCause::IdleTimeout { timeout_secs: 20 };
         registry.record_close(g.stats(), &cause, Duration::from_secs(20));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_evidence_moves_to_the_next_process_with_its_ages() {
+        let old = Arc::new(Registry::new());
+        let a = open(&old, 1000, "/chat");
+        let b = open(&old, 1001, "/gone");
+        advance(Duration::from_secs(20)).await;
+        idle_cut(&old, a);
+        advance(Duration::from_secs(1)).await;
+        let _back = open(&old, 2000, "/chat");
+        // Just under the window before the hand-over: kept, then it ages out.
+        old.record_close(b.stats(), &CloseCause::ClientClosed, Duration::ZERO);
+        let cut = old.history().counts(Instant::now());
+        let exported_at = Instant::now();
+        let exported = old.history().export(exported_at);
+        let wire = serde_json::to_string(&exported).unwrap();
+
+        let new = Arc::new(Registry::new());
+        let c = open(&new, 3000, "/idle");
+        advance(Duration::from_secs(2)).await;
+        idle_cut(&new, c);
+        new.history()
+            .restore(serde_json::from_str(&wire).unwrap(), exported_at);
+        let counts = new.history().counts(Instant::now());
+        assert_eq!(
+            counts[0].1,
+            DomainCounts {
+                ended: cut[0].1.ended + 1,
+                idle_cuts: cut[0].1.idle_cuts + 1,
+                cut_while_alive: 1,
+            }
+        );
+        // The client cut here 0 s ago comes back: matched against both.
+        let _again = open(&new, 3001, "/idle");
+        assert_eq!(new.history().counts(Instant::now())[0].1.cut_while_alive, 2);
+        // Ages kept: the old process's closes leave the window first.
+        advance(WINDOW - Duration::from_secs(1)).await;
+        assert_eq!(new.history().counts(Instant::now())[0].1.ended, 1);
+        // Nothing older than the window is taken in.
+        let stale = new.history().export(Instant::now() + WINDOW);
+        let fresh = Registry::new();
+        fresh.history().restore(
+            stale
+                .into_iter()
+                .map(|mut e| {
+                    e.ended_ago_ns = nanos(WINDOW) + 1;
+                    e
+                })
+                .collect(),
+            Instant::now(),
+        );
+        assert!(fresh.history().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -74,7 +74,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     // Every worker on a thread of its own: this runtime only writes the
     // event log, serves the admin endpoints and watches signals and the
     // file, so none of that delays a frame.
-    let (relay, mut events, took_over) = match &options.takeover {
+    let (relay, mut events, mut took_over) = match &options.takeover {
         None => {
             let (relay, events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
             (relay, events, None)
@@ -92,6 +92,10 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         None => start_control(&relay, &file)?,
     };
     let ctl = control.control.clone();
+    if let Some(report) = &mut took_over {
+        // A console attaching later sees the Event Log from before too.
+        ctl.events.carry_over(std::mem::take(&mut report.events));
+    }
     let mut edits = ctl.config.subscribe();
     let mut handovers = ctl.handover.subscribe();
     admin.set(Readiness::Ready);
@@ -273,6 +277,8 @@ struct TookOver {
     took: Duration,
     /// Of `took`: receiving, starting this relay, the commit.
     phases: [Duration; 3],
+    /// The old relay's recent events, for this one's ring.
+    events: Vec<RelayEvent>,
 }
 
 impl std::fmt::Display for TookOver {
@@ -352,6 +358,9 @@ async fn take_over(
         listeners,
         sessions,
         stays,
+        evidence,
+        evidence_at,
+        events: carried_events,
     } = received;
     let listener_count = listeners.len();
     let last_id = sessions.iter().map(|s| s.stats.id).max().unwrap_or(0);
@@ -376,7 +385,9 @@ async fn take_over(
             started_at - received_at,
             started_at.elapsed(),
         ],
+        events: carried_events,
     };
+    relay.registry().history().restore(evidence, evidence_at);
     relay.link().adopt(sessions);
     Ok((relay, events, report))
 }

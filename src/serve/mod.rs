@@ -22,6 +22,8 @@ use crate::control::{Control, ControlServer, HandoverNotice};
 use crate::handover::{GiveReport, HandoverError, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
+mod upgrade;
+
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -59,6 +61,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
         terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        upgrade: signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?,
     };
     let metrics = Arc::new(Metrics::with_workers(config.relay.workers));
     let admin = Arc::new(AdminState::new(metrics.clone()));
@@ -125,8 +128,15 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             &format!("admin endpoints on http://{addr}/ (/metrics, /healthz, /readyz)"),
         )?;
     }
-    notify(&[NotifyState::Ready]);
+    if took_over.is_some() {
+        // Started by an upgrade in place (SIGUSR2) under systemd, this is
+        // the service's process now.
+        notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
+    } else {
+        notify(&[NotifyState::Ready]);
+    }
     let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
+    let mut upgrading = None;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gave_away = false;
 
@@ -169,13 +179,36 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                     None => {}
                 }
             }
+            _ = signals.upgrade.recv() => {
+                let line = if upgrading.is_some() {
+                    "SIGUSR2: an upgrade is already under way".to_string()
+                } else {
+                    match upgrade::spawn(&path, control.path(), &options) {
+                        Ok((child, program)) => {
+                            let pid = child.id().unwrap_or(0);
+                            upgrading = Some(child);
+                            format!("SIGUSR2: started {} (pid {pid}) to take this relay over", program.display())
+                        }
+                        Err(e) => format!("SIGUSR2: cannot start a new relay ({e}); every session carries on here"),
+                    }
+                };
+                log.line("upgrade", &line)?;
+            }
+            status = upgrade::exited(&mut upgrading) => {
+                upgrading = None;
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                log.line("upgrade", &format!("the new relay exited ({status}) before taking over; every session carries on here"))?;
+            }
             _ = signals.terminate.recv() => break,
             _ = signals.interrupt.recv() => break,
         }
     }
 
     admin.set(Readiness::Draining);
-    notify(&[NotifyState::Stopping]);
+    // Handed over, the service goes on in the new process: not stopping.
+    if !gave_away {
+        notify(&[NotifyState::Stopping]);
+    }
     if gave_away {
         hand_over_late(&relay, control.path(), &mut events, &mut log).await?;
     }
@@ -404,6 +437,8 @@ struct Signals {
     hangup: Signal,
     terminate: Signal,
     interrupt: Signal,
+    /// SIGUSR2: upgrade in place (see `upgrade`).
+    upgrade: Signal,
 }
 
 /// How often a drain checks whether every session has ended.

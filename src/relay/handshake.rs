@@ -642,21 +642,28 @@ fn dechunk(mut raw: &[u8]) -> (Vec<u8>, bool) {
 
 /// The upgrade request the relay sends to the origin.
 pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAddr) -> Vec<u8> {
-    let forwarded_for = match &request.forwarded_for {
-        Some(previous) => format!("{previous}, {}", client.ip()),
-        None => client.ip().to_string(),
-    };
+    use std::fmt::Write;
+    // Written in place into one buffer (writing to a `String` cannot fail):
+    // building each line as a `String` of its own cost four allocations per
+    // session (docs/BENCHMARKS.md, finding 25).
     let mut head = request_head(&request.path, domain.origin_host_header(), &request.key);
-    head.push_str(&format!(
-        "X-Forwarded-For: {forwarded_for}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\n",
+    head.reserve(256);
+    head.push_str("X-Forwarded-For: ");
+    if let Some(previous) = &request.forwarded_for {
+        let _ = write!(head, "{previous}, ");
+    }
+    let _ = write!(
+        head,
+        "{}\r\nX-Forwarded-Proto: {}\r\nX-Forwarded-Host: {}\r\n",
+        client.ip(),
         if request.tls { "https" } else { "http" },
         request.host,
-    ));
+    );
     if let Some(p) = &request.protocols {
-        head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        let _ = write!(head, "Sec-WebSocket-Protocol: {p}\r\n");
     }
     if let Some(e) = &request.extensions {
-        head.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+        let _ = write!(head, "Sec-WebSocket-Extensions: {e}\r\n");
     }
     let mut bytes = head.into_bytes();
     for (name, value) in &request.forward {
@@ -669,18 +676,22 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
     bytes
 }
 
-/// The 101 the client gets once the origin has accepted.
+/// The 101 the client gets once the origin has accepted (in one buffer, as
+/// [`origin_request`]).
 pub fn switching_protocols(key: &str, upgraded: &Upgraded) -> Vec<u8> {
-    let mut head = format!(
+    use std::fmt::Write;
+    let mut head = String::with_capacity(256);
+    let _ = write!(
+        head,
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n",
         accept_key(key)
     );
     if let Some(p) = &upgraded.protocol {
-        head.push_str(&format!("Sec-WebSocket-Protocol: {p}\r\n"));
+        let _ = write!(head, "Sec-WebSocket-Protocol: {p}\r\n");
     }
     if let Some(e) = &upgraded.extensions {
-        head.push_str(&format!("Sec-WebSocket-Extensions: {e}\r\n"));
+        let _ = write!(head, "Sec-WebSocket-Extensions: {e}\r\n");
     }
     head.push_str("\r\n");
     head.into_bytes()
@@ -701,4 +712,67 @@ pub async fn send_refusal<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ref
         Ok::<(), io::Error>(())
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::config::Config;
+
+    const CONFIG: &str = r#"
+[[domain]]
+name = "app.test"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "on" }
+"#;
+
+    /// The exact bytes both heads had before they were written in place.
+    #[test]
+    fn the_origin_request_and_the_101_read_as_before() {
+        let config = Config::parse(CONFIG, std::path::Path::new("t.toml")).unwrap();
+        let domain = config.route("app.test").unwrap();
+        let head = b"GET /chat?x=1 HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n\
+            Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: chat, v2\r\n\
+            X-Forwarded-For: 10.0.0.1\r\nCookie: a=b\r\n\r\n";
+        let (request, _) = parse_request(head).unwrap().unwrap();
+        let sent = origin_request(domain, &request, "127.0.0.9:5000".parse().unwrap());
+        assert_eq!(
+            String::from_utf8(sent).unwrap(),
+            "GET /chat?x=1 HTTP/1.1\r\nHost: app.test\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             Sec-WebSocket-Version: 13\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\n\
+             X-Forwarded-Proto: http\r\nX-Forwarded-Host: app.test\r\n\
+             Sec-WebSocket-Protocol: chat, v2\r\nCookie: a=b\r\n\r\n"
+        );
+        let upgraded = Upgraded {
+            protocol: Some("chat".into()),
+            extensions: None,
+            leftover: Vec::new(),
+        };
+        assert_eq!(
+            String::from_utf8(switching_protocols(&request.key, &upgraded)).unwrap(),
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: chat\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn only_sixteen_bytes_of_base64_are_a_key() {
+        assert!(valid_key("dGhlIHNhbXBsZSBub25jZQ=="));
+        for bad in [
+            "dGhlIHNhbXBsZSBub25jZQ",           // no padding
+            "dGhlIHNhbXBsZSBub25jZXg=",         // 17 bytes
+            "dGhlIHNhbXBsZSBub25j",             // 15 bytes
+            "dGhlIHNhbXBsZSBub25jZQ==dGhlIHNh", // longer than any key
+            "dGhlIHNhbXBsZSBub25jZQ=!",
+            "",
+        ] {
+            assert!(!valid_key(bad), "{bad}");
+        }
+    }
 }

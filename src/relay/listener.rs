@@ -26,7 +26,7 @@ use super::metrics::Metrics;
 use super::registry::{NewSession, Registry, SessionGuard};
 use super::session::{self, Outcome, SessionEnd, SessionSetup};
 use super::upstream::{connect_origin, tls_connect};
-use crate::config::{Config, Domain, DomainName, Status, effective_timeout};
+use crate::config::{Config, DomainName, Status, effective_timeout};
 use crate::ws::{close, close_frame};
 
 /// Sends lifecycle events without ever waiting: a UI that falls behind loses
@@ -234,9 +234,12 @@ pub async fn handle_connection<C: ClientIo>(
     }
 }
 
-/// A session whose handshakes both succeeded.
+/// A session whose handshakes both succeeded. Of its domain it keeps the
+/// name and the idle limit only: a copy of the whole `Domain` (its origins,
+/// its certificate settings) cost two allocations per session.
 struct Established {
-    domain: Domain,
+    domain: DomainName,
+    idle_limit: Option<Duration>,
     request: ClientRequest,
     client_leftover: Vec<u8>,
     origin: OriginConn,
@@ -367,7 +370,8 @@ async fn handshake<C: ClientIo>(
         return Err(refusal);
     }
     Ok(Established {
-        domain: domain.clone(),
+        domain: domain.name.clone(),
+        idle_limit: effective_timeout(domain).limit,
         request,
         client_leftover,
         origin,
@@ -385,6 +389,7 @@ async fn start_session<C: ClientIo>(
     let shared = &*slot.0;
     let Established {
         domain,
+        idle_limit,
         request,
         client_leftover,
         origin,
@@ -397,25 +402,25 @@ async fn start_session<C: ClientIo>(
             shared,
             peer,
             Refusal::drop(format!("client went away before the 101 was sent: {e}"))
-                .for_domain(&domain.name),
+                .for_domain(&domain),
         );
         return;
     }
     let guard = shared.registry.register_on(
         shared.worker,
         NewSession {
-            domain: domain.name.clone(),
+            domain: domain.clone(),
             client: peer,
             origin: origin_addr.as_str().into(),
             path: request.path.as_str().into(),
-            timeout: effective_timeout(&domain).limit,
+            timeout: idle_limit,
         },
         &shared.interrupts.session_parent(),
     );
     shared.events.emit(RelayEvent::Opened {
         id: guard.stats().id,
         at: SystemTime::now(),
-        domain: domain.name.clone(),
+        domain,
         client: peer,
         origin: origin_addr,
         path: request.path,

@@ -17,12 +17,15 @@ pub fn accept_key(key: &str) -> String {
     derive_accept_key(key.as_bytes())
 }
 
-/// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded.
+/// RFC 6455 §4.1: the key is 16 random bytes, base64-encoded. Decoded
+/// into a buffer on the stack (a key that needs more room than 16 bytes'
+/// 24 characters can hold is not valid anyway), not a `Vec` per handshake.
 pub fn valid_key(key: &str) -> bool {
     use base64::Engine;
+    let mut bytes = [0u8; 18];
     base64::engine::general_purpose::STANDARD
-        .decode(key)
-        .is_ok_and(|bytes| bytes.len() == 16)
+        .decode_slice(key, &mut bytes)
+        .is_ok_and(|len| len == 16)
 }
 
 /// The start of an upgrade request (its remaining headers and the blank

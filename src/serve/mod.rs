@@ -167,7 +167,8 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 let notice = handovers.borrow_and_update().clone();
                 match notice {
                     Some(HandoverNotice::Committed(report)) => {
-                        log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout))?;
+                        let aside = ctl.socket_path();
+                        log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout, aside.as_deref()))?;
                         // The new process binds the admin address now.
                         stop_admin.cancel();
                         gave_away = true;
@@ -340,7 +341,9 @@ impl std::fmt::Display for TookOver {
     }
 }
 
-fn handed_over(report: &GiveReport, drain: Duration) -> String {
+/// `aside`: where this process's control socket went (see
+/// `Control::socket_path`), for the sessions that stay.
+fn handed_over(report: &GiveReport, drain: Duration, aside: Option<&std::path::Path>) -> String {
     let mut text = format!(
         "handed {} session(s) and {} listener(s) over to pid {} in {} ms (busy sessions paused {} ms)",
         report.sessions,
@@ -355,6 +358,12 @@ fn handed_over(report: &GiveReport, drain: Duration) -> String {
             report.stays,
             drain.as_secs()
         ));
+        if let Some(aside) = aside {
+            text.push_str(&format!(
+                "; `ecdn-console sessions --socket {}` lists them",
+                aside.display()
+            ));
+        }
     }
     text
 }

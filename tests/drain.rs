@@ -1,7 +1,8 @@
 //! `[relay] drain-timeout` and sd_notify, with the real binary: SIGTERM
 //! makes `/readyz` 503 and closes the listener at once, live sessions keep
 //! echoing until the timeout and then get 1001, exit 0; a second SIGTERM
-//! ends the drain at once; systemd hears READY, RELOADING and STOPPING.
+//! ends the drain at once; systemd hears READY, RELOADING and STOPPING;
+//! SIGUSR2 upgrades in place and tells systemd the new MAINPID.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -175,4 +176,83 @@ async fn serve_tells_systemd_ready_reloading_and_stopping() {
     serve.signal("TERM");
     assert_eq!(next().await, "STOPPING=1\n");
     assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
+}
+
+/// Kills a process the test did not start itself (the relay an upgrade
+/// started) when the test ends, whatever happens.
+struct KillOnDrop(u32);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg(self.0.to_string())
+            .status();
+        // Gone before the test's end closes the output it shares.
+        let proc = format!("/proc/{}", self.0);
+        for _ in 0..50 {
+            if !std::path::Path::new(&proc).exists() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+/// SIGUSR2 under systemd: a new relay from the binary's path takes every
+/// session over in the same unit and becomes its main process; the old
+/// one exits without telling systemd it stops, and no session notices.
+#[tokio::test]
+async fn sigusr2_upgrades_in_place_and_tells_systemd_the_new_main_pid() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    let text = config_text(origin, 0).replacen(
+        "[relay]\n",
+        "[relay]\ncontrol-socket = \"run/relay.sock\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    let socket_path = dir.path().join("notify.sock");
+    let systemd = tokio::net::UnixDatagram::bind(&socket_path).unwrap();
+    let socket = socket_path.to_str().unwrap();
+    let mut serve = ServeProcess::start(&path, &[], &[("NOTIFY_SOCKET", socket)]).await;
+    let old_pid = serve.child.id().unwrap();
+    let next = |limit: Duration| {
+        let systemd = &systemd;
+        async move {
+            let mut buf = vec![0u8; 4096];
+            let n = tokio::time::timeout(limit, systemd.recv(&mut buf))
+                .await
+                .ok()?
+                .unwrap();
+            Some(String::from_utf8(buf[..n].to_vec()).unwrap())
+        }
+    };
+    assert_eq!(next(Duration::from_secs(5)).await.unwrap(), "READY=1\n");
+    let mut client = connect(serve.addr, "app.test").await;
+    echo(&mut client, "before").await;
+
+    serve.signal("USR2");
+    serve.line_with("SIGUSR2: started").await;
+    let taken = next(Duration::from_secs(10))
+        .await
+        .expect("the new relay's notice");
+    let new_pid: u32 = taken
+        .strip_prefix("MAINPID=")
+        .and_then(|rest| rest.strip_suffix("\nREADY=1\n"))
+        .unwrap_or_else(|| panic!("{taken:?}"))
+        .parse()
+        .unwrap();
+    let _new = KillOnDrop(new_pid);
+    assert_ne!(new_pid, old_pid);
+    assert_eq!(serve.exit_code(Duration::from_secs(10)).await, Some(0));
+    assert_eq!(
+        next(Duration::from_millis(300)).await,
+        None,
+        "the old relay must not say STOPPING: the service goes on"
+    );
+    // The same connection, now served by the new process; and a new one.
+    echo(&mut client, "after").await;
+    let mut fresh = connect(serve.addr, "app.test").await;
+    echo(&mut fresh, "new").await;
 }

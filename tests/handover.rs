@@ -1624,11 +1624,26 @@ async fn a_tls_session_stays_with_the_old_relay_until_it_ends() {
     let before = checked.load(Relaxed);
     sleep(Duration::from_millis(300)).await;
     assert!(checked.load(Relaxed) > before, "the moved sessions stream");
+    // The old relay's own socket, set aside, lists the one that stayed.
+    let aside = handed
+        .split("sessions --socket ")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| panic!("the old relay says where its socket went: {handed}"));
+    let stayed = sessions(&aside).await;
+    assert_eq!(
+        stayed.keys().collect::<Vec<_>>(),
+        [&tls_local],
+        "{stayed:?}"
+    );
 
-    // Its last session over, the old relay exits 0.
+    // Its last session over, the old relay exits 0, its socket gone.
     tls.close(None).await.unwrap();
     while let Ok(Some(Ok(_))) = timeout(Duration::from_secs(2), tls.next()).await {}
     assert_eq!(old.exit_code(Duration::from_secs(10)).await, Some(0));
+    assert!(!aside.exists(), "{}", aside.display());
+    assert!(setup.socket.exists(), "the new relay's socket stays");
     stop.cancel();
     for s in streams {
         finish(s.await.unwrap()).await;

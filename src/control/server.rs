@@ -78,16 +78,37 @@ impl Control {
         })
     }
 
-    /// The socket's path while it is this relay's.
-    fn socket_path(&self) -> Option<PathBuf> {
+    /// The socket's path while it is this relay's (after a hand-over: the
+    /// one it was set aside to).
+    pub fn socket_path(&self) -> Option<PathBuf> {
         self.socket
             .lock()
             .unwrap_or_else(|poison| poison.into_inner())
             .clone()
     }
 
-    /// Gives up the socket's path to the process a hand-over went to.
-    fn release_socket(&self) {
+    /// Gives up the socket's path to the process a hand-over went to. The
+    /// socket is renamed, not removed (a listening socket goes on at its
+    /// new name): the sessions that stay here (TLS) can still be listed
+    /// and closed there, `PATH.<pid>`, until this process exits.
+    fn set_socket_aside(&self) {
+        let mut socket = self
+            .socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        let Some(path) = socket.take() else {
+            return;
+        };
+        let aside = aside_path(&path);
+        if std::fs::rename(&path, &aside).is_ok() {
+            *socket = Some(aside);
+        } else {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Removes this relay's socket file (never the new process's).
+    fn remove_socket(&self) {
         let path = self
             .socket
             .lock()
@@ -177,14 +198,21 @@ impl ControlServer {
     }
 }
 
+/// Where a relay that handed over keeps its control socket: `PATH.<pid>`.
+pub fn aside_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}", std::process::id()));
+    PathBuf::from(name)
+}
+
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.shutdown.cancel();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        // Not after a hand-over: the path is the new process's then.
-        self.control.release_socket();
+        // After a hand-over the set-aside one: the path is the new process's.
+        self.control.remove_socket();
     }
 }
 
@@ -338,7 +366,7 @@ async fn takeover(
     let notice = match crate::handover::give(
         &control.relay,
         stream,
-        move || releasing.release_socket(),
+        move || releasing.set_socket_aside(),
         control.events.recent(false).0,
     )
     .await

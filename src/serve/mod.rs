@@ -22,6 +22,8 @@ use crate::control::{Control, ControlServer, HandoverNotice};
 use crate::handover::{GiveReport, HandoverError, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
+mod upgrade;
+
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {
@@ -59,6 +61,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         hangup: signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?,
         terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+        upgrade: signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?,
     };
     let metrics = Arc::new(Metrics::with_workers(config.relay.workers));
     let admin = Arc::new(AdminState::new(metrics.clone()));
@@ -125,8 +128,15 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
             &format!("admin endpoints on http://{addr}/ (/metrics, /healthz, /readyz)"),
         )?;
     }
-    notify(&[NotifyState::Ready]);
+    if took_over.is_some() {
+        // Started by an upgrade in place (SIGUSR2) under systemd, this is
+        // the service's process now.
+        notify(&[NotifyState::MainPid(std::process::id()), NotifyState::Ready]);
+    } else {
+        notify(&[NotifyState::Ready]);
+    }
     let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
+    let mut upgrading = None;
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gave_away = false;
 
@@ -157,7 +167,8 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 let notice = handovers.borrow_and_update().clone();
                 match notice {
                     Some(HandoverNotice::Committed(report)) => {
-                        log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout))?;
+                        let aside = ctl.socket_path();
+                        log.line("handover", &handed_over(&report, relay.config().relay.drain_timeout, aside.as_deref()))?;
                         // The new process binds the admin address now.
                         stop_admin.cancel();
                         gave_away = true;
@@ -169,13 +180,36 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                     None => {}
                 }
             }
+            _ = signals.upgrade.recv() => {
+                let line = if upgrading.is_some() {
+                    "SIGUSR2: an upgrade is already under way".to_string()
+                } else {
+                    match upgrade::spawn(&path, control.path(), &options) {
+                        Ok((child, program)) => {
+                            let pid = child.id().unwrap_or(0);
+                            upgrading = Some(child);
+                            format!("SIGUSR2: started {} (pid {pid}) to take this relay over", program.display())
+                        }
+                        Err(e) => format!("SIGUSR2: cannot start a new relay ({e}); every session carries on here"),
+                    }
+                };
+                log.line("upgrade", &line)?;
+            }
+            status = upgrade::exited(&mut upgrading) => {
+                upgrading = None;
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                log.line("upgrade", &format!("the new relay exited ({status}) before taking over; every session carries on here"))?;
+            }
             _ = signals.terminate.recv() => break,
             _ = signals.interrupt.recv() => break,
         }
     }
 
     admin.set(Readiness::Draining);
-    notify(&[NotifyState::Stopping]);
+    // Handed over, the service goes on in the new process: not stopping.
+    if !gave_away {
+        notify(&[NotifyState::Stopping]);
+    }
     if gave_away {
         hand_over_late(&relay, control.path(), &mut events, &mut log).await?;
     }
@@ -307,7 +341,9 @@ impl std::fmt::Display for TookOver {
     }
 }
 
-fn handed_over(report: &GiveReport, drain: Duration) -> String {
+/// `aside`: where this process's control socket went (see
+/// `Control::socket_path`), for the sessions that stay.
+fn handed_over(report: &GiveReport, drain: Duration, aside: Option<&std::path::Path>) -> String {
     let mut text = format!(
         "handed {} session(s) and {} listener(s) over to pid {} in {} ms (busy sessions paused {} ms)",
         report.sessions,
@@ -322,6 +358,12 @@ fn handed_over(report: &GiveReport, drain: Duration) -> String {
             report.stays,
             drain.as_secs()
         ));
+        if let Some(aside) = aside {
+            text.push_str(&format!(
+                "; `ecdn-console sessions --socket {}` lists them",
+                aside.display()
+            ));
+        }
     }
     text
 }
@@ -404,6 +446,8 @@ struct Signals {
     hangup: Signal,
     terminate: Signal,
     interrupt: Signal,
+    /// SIGUSR2: upgrade in place (see `upgrade`).
+    upgrade: Signal,
 }
 
 /// How often a drain checks whether every session has ended.

@@ -50,3 +50,11 @@ pub fn raise_open_files_limit_line() -> Option<String> {
         )),
     }
 }
+
+/// [`raise_open_files_limit_line`] for a relay inside a console (the
+/// console's own or the demo's): the line goes to the console's log.
+pub fn raise_open_files_limit_logged() {
+    if let Some(line) = raise_open_files_limit_line() {
+        tracing::info!("{line}");
+    }
+}

@@ -609,27 +609,29 @@ fn changes(
     let registry = control.relay.registry();
     // Taken before looking: a frame passing meanwhile shows again next time.
     let clock = registry.clock_ms(now);
-    let stats = registry.sessions();
-    let mut changed: Vec<_> = stats
-        .iter()
-        .filter(|s| since.is_none_or(|t| s.changed_since(t)))
-        .filter(|s| page.after.is_none_or(|after| s.id > after))
-        .collect();
+    // One pass: every id, and the few sessions that changed.
+    let mut ids = Vec::new();
+    let mut changed = Vec::new();
+    registry.for_each_session(|s| {
+        ids.push(s.id);
+        if since.is_none_or(|t| s.changed_since(t)) && page.after.is_none_or(|after| s.id > after) {
+            changed.push(s.clone());
+        }
+    });
     let mut more = false;
     if let Some(limit) = page.limit {
         changed.sort_unstable_by_key(|s| s.id);
         more = changed.len() > limit;
         changed.truncate(limit);
     }
-    let ids = IdSummary::of(stats.iter().map(|s| s.id));
+    let summary = IdSummary::of(ids.iter().copied());
     ChangesReply {
         clock,
         // The first page carries the ids; the next ones need not.
-        ids: (page.after.is_none() && known != Some(ids))
-            .then(|| stats.iter().map(|s| s.id).collect()),
+        ids: (page.after.is_none() && known != Some(summary)).then_some(ids),
         changed: changed
             .into_iter()
-            .map(|s| SessionInfo::of_stats(s, now))
+            .map(|s| SessionInfo::of_stats(&s, now))
             .collect(),
         more,
     }

@@ -132,6 +132,8 @@ pub fn run(options: &tui::Options) -> Result<()> {
         .context("cannot create a temporary directory for the demo config")?;
     // $ECDN_CONSOLE_LOG if set, else a log that goes away with the demo.
     tui::init_logging(Some(dir.path().join("demo.log")));
+    // Its relay is a real one: clients of your own may join the demo's.
+    crate::limits::raise_open_files_limit_logged();
     let scenario = Scenario::shipped();
     // Origins and clients get a runtime (and a thread) of their own; the
     // relay and the console have theirs.

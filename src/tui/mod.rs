@@ -77,9 +77,7 @@ pub fn run(options: &Options) -> Result<()> {
         }
     }
     let log = init_logging(None);
-    if let Some(line) = crate::limits::raise_open_files_limit_line() {
-        tracing::info!("{line}");
-    }
+    crate::limits::raise_open_files_limit_logged();
     let config = Arc::new(file.config().clone());
     let (relay, events) = relay::spawn_relay_thread(config)?;
     let mut notes = Vec::new();

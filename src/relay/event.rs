@@ -82,6 +82,31 @@ fn escape_into<W: fmt::Write + ?Sized>(out: &mut W, text: &str) -> fmt::Result {
     out.write_str(rest)
 }
 
+/// A socket address as its `Display` writes it (no width is ever asked for
+/// on a log line): an IPv4 address's numbers through `itoa`, where `std`
+/// formats each octet through the generic formatter — 2.6 k of the relay's
+/// ~88 k user-space instructions per session went to the client address
+/// of serve's two lines (docs/BENCHMARKS.md, finding 28). IPv6 as `std`
+/// writes it.
+struct LogAddr<'a>(&'a SocketAddr);
+
+impl fmt::Display for LogAddr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let SocketAddr::V4(v4) = self.0 else {
+            return self.0.fmt(f);
+        };
+        let [a, b, c, d] = v4.ip().octets();
+        let mut n = itoa::Buffer::new();
+        f.write_str(n.format(a))?;
+        for octet in [b, c, d] {
+            f.write_str(".")?;
+            f.write_str(n.format(octet))?;
+        }
+        f.write_str(":")?;
+        f.write_str(n.format(v4.port()))
+    }
+}
+
 /// Why a session ended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
@@ -284,7 +309,8 @@ impl fmt::Display for RelayEvent {
             } => {
                 write!(
                     f,
-                    "opened  #{id} {domain} client={client} origin={origin} path={}",
+                    "opened  #{id} {domain} client={} origin={origin} path={}",
+                    LogAddr(client),
                     LogText(path)
                 )?;
                 if let Some(p) = subprotocol {
@@ -305,7 +331,8 @@ impl fmt::Display for RelayEvent {
             } => {
                 write!(
                     f,
-                    "closed  #{id} {domain} client={client} reason=\"{}\" idle={:.1}s duration={:.1}s",
+                    "closed  #{id} {domain} client={} reason=\"{}\" idle={:.1}s duration={:.1}s",
+                    LogAddr(client),
                     LogDisplay(cause),
                     idle.as_secs_f64(),
                     duration.as_secs_f64()
@@ -323,8 +350,9 @@ impl fmt::Display for RelayEvent {
                 let status = status.map_or("dropped".to_string(), |s| s.to_string());
                 write!(
                     f,
-                    "refused {} client={client} status={status} reason=\"{}\"",
+                    "refused {} client={} status={status} reason=\"{}\"",
                     domain.as_deref().unwrap_or("-"),
+                    LogAddr(client),
                     LogText(reason)
                 )
             }
@@ -400,6 +428,23 @@ mod tests {
         );
         assert_eq!(LogText("").to_string(), "");
         assert_eq!(LogText("\n").to_string(), "\\n");
+    }
+
+    #[test]
+    fn log_addresses_read_as_std_writes_them() {
+        for addr in [
+            "127.0.0.1:1",
+            "0.0.0.0:0",
+            "255.255.255.255:65535",
+            "10.20.30.40:8080",
+            "[::1]:443",
+            "[2001:db8::7]:65535",
+            "[::ffff:10.0.0.1]:80",
+        ] {
+            let a: SocketAddr = addr.parse().unwrap();
+            assert_eq!(LogAddr(&a).to_string(), a.to_string());
+            assert_eq!(LogAddr(&a).to_string(), addr);
+        }
     }
 
     #[test]

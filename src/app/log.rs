@@ -192,6 +192,15 @@ impl EventLog {
         v
     }
 
+    /// The events of `backlog` not among the last `recent` logged. A relay
+    /// that took over from another carries its ring of recent events along,
+    /// so a console attaching again to the new one is sent events it
+    /// already shows (and counts).
+    pub fn unseen(&self, backlog: Vec<RelayEvent>, recent: usize) -> Vec<RelayEvent> {
+        let seen: Vec<&RelayEvent> = self.entries.iter().rev().take(recent).collect();
+        backlog.into_iter().filter(|e| !seen.contains(&e)).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }

@@ -630,6 +630,31 @@ async fn live_sessions_sort_closest_to_deadline_first_and_close_asks() {
 }
 
 #[test]
+fn events_a_console_already_has_are_not_logged_twice_after_a_takeover() {
+    use crate::relay::RelayEvent;
+    let mut app = app();
+    let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let opened = |id, secs| RelayEvent::Opened {
+        id,
+        at: at + Duration::from_secs(secs),
+        domain: "cloud.tencent.com".into(),
+        client: "127.0.0.1:50000".parse().unwrap(),
+        origin: "127.0.0.1:9001".into(),
+        path: "/".into(),
+        subprotocol: None,
+    };
+    for id in 1..=3 {
+        update(&mut app, Action::Relay(opened(id, id)));
+    }
+    // The new relay's ring: the old one's last two, then its own.
+    let backlog = vec![opened(2, 2), opened(3, 3), opened(4, 4)];
+    let fresh = app.log.unseen(backlog, 1000);
+    assert_eq!(fresh, vec![opened(4, 4)]);
+    // The same id at another time is another event.
+    assert_eq!(app.log.unseen(vec![opened(1, 9)], 1000).len(), 1);
+}
+
+#[test]
 fn event_log_filters_by_kind_domain_and_text() {
     use crate::relay::{CloseCause, RelayEvent};
     let mut app = app();

@@ -348,7 +348,7 @@ async fn reconnect(
     }
     app.certificates = certificates;
     update(app, Action::Reloaded(Ok(config)));
-    for event in backlog {
+    for event in app.log.unseen(backlog, crate::control::state::EVENT_RING) {
         update(app, Action::Relay(event));
     }
     app.status = Some(Status {

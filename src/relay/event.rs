@@ -447,23 +447,40 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_closed_line_reads_as_before() {
-        let closed = RelayEvent::Closed {
+    /// Session #7 of app.test closed, 127.0.0.1:1 ↔ 127.0.0.1:2.
+    fn closed(
+        cause: CloseCause,
+        to_client: Option<CloseInfo>,
+        to_origin: Option<CloseInfo>,
+        idle: Duration,
+        duration: Duration,
+    ) -> RelayEvent {
+        RelayEvent::Closed {
             id: 7,
             at: SystemTime::UNIX_EPOCH,
             domain: "app.test".into(),
             client: "127.0.0.1:1".parse().unwrap(),
             origin: "127.0.0.1:2".into(),
-            cause: CloseCause::ProtocolError {
+            cause,
+            to_client,
+            to_origin,
+            idle,
+            duration,
+        }
+    }
+
+    #[test]
+    fn a_closed_line_reads_as_before() {
+        let closed = closed(
+            CloseCause::ProtocolError {
                 from_client: true,
                 detail: "bad \"frame\"\n".into(),
             },
-            to_client: Some(CloseInfo::new(1002, "protocol error")),
-            to_origin: None,
-            idle: Duration::from_millis(1250),
-            duration: Duration::from_secs(3),
-        };
+            Some(CloseInfo::new(1002, "protocol error")),
+            None,
+            Duration::from_millis(1250),
+            Duration::from_secs(3),
+        );
         assert_eq!(
             closed.to_string(),
             "closed  #7 app.test client=127.0.0.1:1 reason=\"protocol error from client: \
@@ -475,18 +492,13 @@ mod tests {
     #[test]
     fn peer_strings_cannot_forge_a_log_line_or_reach_the_terminal() {
         let forged = "bye\n2026-12-01T00:00:00.000Z opened  #999 app.test\u{1b}[2J\"x=\"y";
-        let closed = RelayEvent::Closed {
-            id: 7,
-            at: SystemTime::UNIX_EPOCH,
-            domain: "app.test".into(),
-            client: "127.0.0.1:1".parse().unwrap(),
-            origin: "127.0.0.1:2".into(),
-            cause: CloseCause::ClientClosed,
-            to_client: None,
-            to_origin: Some(CloseInfo::new(4000, forged)),
-            idle: Duration::ZERO,
-            duration: Duration::ZERO,
-        };
+        let closed = closed(
+            CloseCause::ClientClosed,
+            None,
+            Some(CloseInfo::new(4000, forged)),
+            Duration::ZERO,
+            Duration::ZERO,
+        );
         let refused = RelayEvent::Refused {
             at: SystemTime::UNIX_EPOCH,
             client: "127.0.0.1:1".parse().unwrap(),

@@ -7,14 +7,15 @@
 //! connection carries the messages of [`wire`]:
 //!
 //! ```text
-//! old → new  begin     version, pid, build
+//! old → new  begin     version, pid, build; the evidence of the sessions
+//!                      that ended in the last 10 minutes (for advice) and
+//!                      the ring of recent events (the Event Log of a
+//!                      console that attaches afterwards) — before any
+//!                      session is paused, so they add nothing to a pause
 //! old → new  sessions  up to 100 sessions' state, 2 descriptors each (×n):
 //!                      the idle ones first, then the busy ones
 //! old → new  listeners the listening sockets (descriptors attached)
-//! old → new  end       counts, the evidence of the sessions that ended
-//!                      in the last 10 minutes (for advice) and the ring of
-//!                      recent events (the Event Log of a console that
-//!                      attaches afterwards)
+//! old → new  end       counts
 //! new → old  ready     everything received, the new relay is running
 //! old → new  committed the old process has let go
 //! ```
@@ -58,6 +59,16 @@ enum Message {
         version: u32,
         pid: u32,
         build: String,
+        /// What the sessions ended in the last 10 minutes showed. Added
+        /// within version 1: an older process leaves it out, or ignores it.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        evidence: Vec<EndedState>,
+        /// The sender's monotonic clock when `evidence` was taken (ns).
+        #[serde(default)]
+        clock_ns: u64,
+        /// The sender's ring of recent events, oldest first.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        events: Vec<RelayEvent>,
     },
     Sessions {
         /// The sender's monotonic clock when the message was made (ns).
@@ -72,16 +83,6 @@ enum Message {
         sessions: usize,
         /// Sessions that cannot move (TLS) and stay with the old process.
         stays: usize,
-        /// What the sessions ended in the last 10 minutes showed. Added
-        /// within version 1: an older process leaves it out, or ignores it.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        evidence: Vec<EndedState>,
-        /// The sender's monotonic clock when `evidence` was taken (ns).
-        #[serde(default)]
-        clock_ns: u64,
-        /// The sender's ring of recent events, oldest first.
-        #[serde(default, skip_serializing_if = "Vec::is_empty")]
-        events: Vec<RelayEvent>,
     },
     Ready {
         pid: u32,
@@ -181,6 +182,13 @@ async fn give_with(
         .ok_or(HandoverError::Busy)?;
     stream.set_nonblocking(false)?;
     stream.set_write_timeout(Some(STEP_TIMEOUT))?;
+    // A late round goes to a relay that already has the evidence.
+    let clock_ns = monotonic_ns();
+    let evidence = if with_listeners {
+        relay.registry().history().export(Instant::now())
+    } else {
+        Vec::new()
+    };
     // Any error from here drops `collected`, which puts every session back.
     wire::send(
         &stream,
@@ -188,6 +196,9 @@ async fn give_with(
             version: HANDOVER_VERSION,
             pid: std::process::id(),
             build: env!("CARGO_PKG_VERSION").to_string(),
+            evidence,
+            clock_ns,
+            events: events.unwrap_or_default(),
         },
         &[],
     )?;
@@ -208,24 +219,7 @@ async fn give_with(
         collected.listeners.len(),
         collected.stays,
     );
-    // A late round goes to a relay that already has the evidence.
-    let clock_ns = monotonic_ns();
-    let evidence = if with_listeners {
-        relay.registry().history().export(Instant::now())
-    } else {
-        Vec::new()
-    };
-    wire::send(
-        &stream,
-        &Message::End {
-            sessions,
-            stays,
-            evidence,
-            clock_ns,
-            events: events.unwrap_or_default(),
-        },
-        &[],
-    )?;
+    wire::send(&stream, &Message::End { sessions, stays }, &[])?;
     stream.set_read_timeout(Some(READY_TIMEOUT))?;
     let (answer, _) = wire::recv::<Message>(&stream)?;
     let Message::Ready { pid: to_pid } = answer else {
@@ -381,6 +375,9 @@ impl Takeover {
             version,
             pid,
             build,
+            evidence,
+            clock_ns,
+            events,
         } = begin
         else {
             return Err(HandoverError::Protocol(format!(
@@ -390,6 +387,9 @@ impl Takeover {
         if version != HANDOVER_VERSION {
             return Err(HandoverError::Version { theirs: version });
         }
+        let evidence_at = on_our_clock(clock_ns);
+        let mut events = Some(events);
+        let mut evidence = Some(evidence);
         let mut sessions = Vec::new();
         let mut listeners = Vec::new();
         loop {
@@ -427,9 +427,6 @@ impl Takeover {
                 Message::End {
                     sessions: expected,
                     stays,
-                    evidence,
-                    clock_ns,
-                    events,
                 } => {
                     if sessions.len() != expected {
                         return Err(HandoverError::Protocol(format!(
@@ -443,9 +440,9 @@ impl Takeover {
                         listeners,
                         sessions,
                         stays,
-                        evidence,
-                        evidence_at: on_our_clock(clock_ns),
-                        events,
+                        evidence: evidence.take().unwrap_or_default(),
+                        evidence_at,
+                        events: events.take().unwrap_or_default(),
                     });
                 }
                 other => {

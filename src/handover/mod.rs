@@ -155,7 +155,27 @@ pub async fn give(
     release: impl FnOnce(),
     events: Vec<RelayEvent>,
 ) -> Result<GiveReport, HandoverError> {
-    give_with(relay, stream, release, Some(events)).await
+    let lowered = give_way_to_the_data_path();
+    let given = give_with(relay, stream, release, Some(events)).await;
+    if given.is_err() && lowered {
+        // Refused: this relay carries on, its control thread as before if
+        // it may (raising a priority needs CAP_SYS_NICE).
+        if let Err(e) = rustix::process::nice(-HANDOVER_NICE) {
+            tracing::info!("the control thread stays at nice {HANDOVER_NICE}: {e}");
+        }
+    }
+    given
+}
+
+/// How much lower than the relay's workers the two ends of a hand-over run.
+const HANDOVER_NICE: i32 = 10;
+
+/// Lowers the calling thread's priority (on Linux, `nice` is the thread's):
+/// moving 9,000 sessions keeps one thread in each process busy for a third
+/// of a second, and on a machine whose cores the relay's workers fill, the
+/// busy sessions' frames must not wait for it. Whether it was lowered.
+pub fn give_way_to_the_data_path() -> bool {
+    rustix::process::nice(HANDOVER_NICE).is_ok()
 }
 
 /// After a hand-over: the sessions whose handshakes were still under way

@@ -12,6 +12,9 @@
 # BURSTS=1 adds a control window per round: CONSOLES processes burning the
 # same CPU in the same bursts (bench/cpu_bursts.py) but not attached, to tell
 # the consoles' CPU from what the control socket does.
+# WORKERS=1 runs the relay on one worker, leaving a core to the consoles and
+# the generator: the comparison an edge machine with more cores than relay
+# workers would see.
 # CONSOLE_NICE=0 puts the consoles back at the relay's priority (attach
 # lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
 set -euo pipefail
@@ -20,7 +23,7 @@ ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -31,7 +34,7 @@ consoles() { for c in $(seq "$CONSOLES"); do tmux kill-session -t "ecdn-attach-$
 trap 'consoles; kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
 "$bin" origin --listen 127.0.0.1:18601 >/dev/null &
-"$bin" serve --config "$dir/relay.toml" >"$dir/serve.log" &
+"$bin" serve --config "$dir/relay.toml" ${WORKERS:+--workers "$WORKERS"} >"$dir/serve.log" &
 relay=$!
 sleep 1
 hold=$(( ROUNDS * (3 * WINDOW + 10) + 30 ))

@@ -377,3 +377,25 @@ pub async fn next_line_with(
         Err(_) => Err(NoLine::TimedOut),
     }
 }
+
+/// `ecdn-console --config CONFIG serve ARGS` with `envs`, its stdout piped
+/// and killed when dropped. Never the NOTIFY_SOCKET of whoever runs the
+/// tests; a test's own (in `envs`) wins.
+pub fn serve_command(
+    config: &Path,
+    args: &[&str],
+    envs: &[(&str, &str)],
+) -> tokio::process::Command {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .args(args)
+        .env_remove("NOTIFY_SOCKET")
+        .envs(envs.iter().copied())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .kill_on_drop(true);
+    command
+}

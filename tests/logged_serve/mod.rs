@@ -6,12 +6,11 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
@@ -27,17 +26,10 @@ pub struct Serve {
 
 impl Serve {
     pub fn spawn(config: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Serve {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(config)
-            .arg("serve")
-            .args(extra)
+        // Its runtime dir beside the config, unless the test gives its own.
+        let mut child = crate::common::serve_command(config, extra, envs)
             .env("XDG_RUNTIME_DIR", config.parent().unwrap().join("xdg"))
-            .env_remove("NOTIFY_SOCKET")
             .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
             .spawn()
             .unwrap();
         let pid = child.id().unwrap();

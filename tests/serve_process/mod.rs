@@ -6,7 +6,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
@@ -37,17 +36,7 @@ impl ServeProcess {
     /// Starts `serve` on `path` with `args` and `envs`, waiting for its
     /// "listening" line (and its "admin" line when `--admin` is given).
     pub async fn start(path: &Path, args: &[&str], envs: &[(&str, &str)]) -> ServeProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
-            .arg("--config")
-            .arg(path)
-            .arg("serve")
-            .args(args)
-            // Never the NOTIFY_SOCKET of whoever runs the tests; a test's own wins.
-            .env_remove("NOTIFY_SOCKET")
-            .envs(envs.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
+        let mut child = crate::common::serve_command(path, args, envs)
             .spawn()
             .unwrap();
         let lines = BufReader::new(child.stdout.take().unwrap()).lines();

@@ -24,6 +24,8 @@ use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
 mod upgrade;
 
+pub use upgrade::takeover_command;
+
 /// How events are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
 pub enum LogFormat {

@@ -29,11 +29,11 @@ pub fn program() -> io::Result<PathBuf> {
     })
 }
 
-/// Starts the relay that will take this one (on control socket `socket`,
-/// config `config`) over, with this one's command-line options.
-pub fn spawn(config: &Path, socket: &Path, options: &ServeOptions) -> io::Result<(Child, PathBuf)> {
-    let program = program()?;
-    let mut command = Command::new(&program);
+/// `ecdn-console serve --config CONFIG --takeover --socket SOCKET`, from
+/// this binary's path: the relay that takes the one on `socket` over (an
+/// upgrade in place, or a console's kept sessions).
+pub fn takeover_command(config: &Path, socket: &Path) -> io::Result<std::process::Command> {
+    let mut command = std::process::Command::new(program()?);
     command
         .arg("serve")
         .arg("--config")
@@ -41,6 +41,14 @@ pub fn spawn(config: &Path, socket: &Path, options: &ServeOptions) -> io::Result
         .arg("--takeover")
         .arg("--socket")
         .arg(socket);
+    Ok(command)
+}
+
+/// Starts the relay that will take this one (on control socket `socket`,
+/// config `config`) over, with this one's command-line options.
+pub fn spawn(config: &Path, socket: &Path, options: &ServeOptions) -> io::Result<(Child, PathBuf)> {
+    let program = program()?;
+    let mut command = Command::from(takeover_command(config, socket)?);
     if let Some(format) = options.format.to_possible_value() {
         command.arg("--log-format").arg(format.get_name());
     }

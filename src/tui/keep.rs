@@ -7,7 +7,7 @@
 use std::fs::OpenOptions;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::control::{Control, HandoverNotice};
@@ -54,13 +54,7 @@ pub fn spawn(control: &Control, config: &Path, socket: &Path) -> std::io::Result
     }
     let out = OpenOptions::new().create(true).append(true).open(&log)?;
     let err = out.try_clone()?;
-    let child = Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--takeover")
-        .arg("--socket")
-        .arg(socket)
+    let child = crate::serve::takeover_command(&config, socket)?
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err)

@@ -146,36 +146,52 @@ pub struct GiveReport {
 /// more (most of them, usually) while the busy ones keep running; then the
 /// rest and the listeners. A busy session is paused only for the second
 /// wave and the commit, a few milliseconds, not for the whole transfer.
-/// The socket work blocks this (the control server's) thread, which is
-/// not the data path's.
+/// It runs on a thread of its own at a lower priority (the socket work
+/// blocks it), not on the caller's, nor on the data path's.
 /// `events`: the relay's ring of recent events, carried along.
 pub async fn give(
     relay: &RelayLink,
     stream: UnixStream,
-    release: impl FnOnce(),
+    release: impl FnOnce() + Send + 'static,
     events: Vec<RelayEvent>,
 ) -> Result<GiveReport, HandoverError> {
-    let lowered = give_way_to_the_data_path();
-    let given = give_with(relay, stream, release, Some(events)).await;
-    if given.is_err() && lowered {
-        // Refused: this relay carries on, its control thread as before if
-        // it may (raising a priority needs CAP_SYS_NICE).
-        if let Err(e) = rustix::process::nice(-HANDOVER_NICE) {
-            tracing::info!("the control thread stays at nice {HANDOVER_NICE}: {e}");
-        }
-    }
-    given
+    let relay = relay.clone();
+    on_a_thread_that_gives_way("handover", move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        runtime.block_on(give_with(&relay, stream, release, Some(events)))
+    })
+    .await?
 }
 
 /// How much lower than the relay's workers the two ends of a hand-over run.
 const HANDOVER_NICE: i32 = 10;
 
-/// Lowers the calling thread's priority (on Linux, `nice` is the thread's):
-/// moving 9,000 sessions keeps one thread in each process busy for a third
-/// of a second, and on a machine whose cores the relay's workers fill, the
-/// busy sessions' frames must not wait for it. Whether it was lowered.
-pub fn give_way_to_the_data_path() -> bool {
-    rustix::process::nice(HANDOVER_NICE).is_ok()
+/// Runs `work` on a thread of its own whose priority is lowered by
+/// [`HANDOVER_NICE`] (on Linux, `nice` is the thread's): moving 9,000
+/// sessions keeps one thread in each process busy for a third of a second,
+/// and on a machine whose cores the relay's workers fill, the busy
+/// sessions' frames must not wait for it. The lowered priority ends with
+/// the thread: lowering the caller's own (the control server's, or a
+/// blocking-pool thread's) would outlast the hand-over, since raising it
+/// again needs CAP_SYS_NICE.
+pub async fn on_a_thread_that_gives_way<T: Send + 'static>(
+    name: &str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> std::io::Result<T> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            if let Err(e) = rustix::process::nice(HANDOVER_NICE) {
+                tracing::info!("the hand-over runs at the workers' priority: {e}");
+            }
+            let _ = done.send(work());
+        })?;
+    result
+        .await
+        .map_err(|_| std::io::Error::other("the hand-over's thread ended without an answer"))
 }
 
 /// After a hand-over: the sessions whose handshakes were still under way

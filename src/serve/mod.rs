@@ -381,9 +381,8 @@ async fn take_over(
 ) -> Result<(RelayHandle, mpsc::Receiver<RelayEvent>, TookOver)> {
     let started = std::time::Instant::now();
     let socket = socket.to_path_buf();
-    let (takeover, received) = tokio::task::spawn_blocking(move || {
-        // The old relay's workers keep serving its busy sessions meanwhile.
-        crate::handover::give_way_to_the_data_path();
+    // The old relay's workers keep serving its busy sessions meanwhile.
+    let (takeover, received) = crate::handover::on_a_thread_that_gives_way("takeover", move || {
         let mut takeover = Takeover::connect(&socket)?;
         let received = takeover.receive()?;
         Ok::<_, HandoverError>((takeover, received))

@@ -347,16 +347,21 @@ impl SessionStats {
 
     /// Gaps between complete data messages in one direction.
     pub fn message_gaps(&self, direction: Direction) -> MessageGaps {
-        let recent = lock(&self.recent);
-        let g = &recent.gaps[direction.index()];
-        let mut sorted: Vec<u32> = g.recent_ms.iter().copied().collect();
+        // Only the copy under the lock the session's frames take: a reader
+        // the scheduler preempts there (the control socket's answers run
+        // under SCHED_IDLE) would stall that session's worker.
+        let (mut sorted, max_ms) = {
+            let recent = lock(&self.recent);
+            let g = &recent.gaps[direction.index()];
+            (g.recent_ms.iter().copied().collect::<Vec<u32>>(), g.max_ms)
+        };
         sorted.sort_unstable();
         MessageGaps {
             samples: sorted.len(),
             median: sorted
                 .get(sorted.len() / 2)
                 .map(|ms| Duration::from_millis((*ms).into())),
-            max: (!sorted.is_empty()).then(|| Duration::from_millis(g.max_ms.into())),
+            max: (!sorted.is_empty()).then(|| Duration::from_millis(max_ms.into())),
         }
     }
 

@@ -17,13 +17,15 @@
 # workers would see.
 # CONSOLE_NICE=0 puts the consoles back at the relay's priority (attach
 # lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
+# CONSOLE_SCHED=idle starts tmux and the consoles under SCHED_IDLE
+# (`chrt -i 0`), to tell what the consoles' own CPU does from the relay's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -49,6 +51,14 @@ control_ticks() {
     done
     echo "$sum"
 }
+# CPU ticks of every attached console process (and its threads).
+console_ticks() {
+    local p sum=0
+    for p in $(pgrep -f "attach --socket $dir/relay.sock" || true); do
+        sum=$(( sum + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0) ))
+    done
+    echo "$sum"
+}
 paced() {
     "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
         --sessions "$PACED" --duration "$WINDOW" --json |
@@ -58,7 +68,7 @@ hz=$(getconf CLK_TCK)
 for r in $(seq "$ROUNDS"); do
     echo "round $r without consoles: $(paced)"
     for c in $(seq "$CONSOLES"); do
-        tmux new-session -d -s "ecdn-attach-$c" -x 80 -y 24 \
+        ${CONSOLE_SCHED:+chrt -i 0} tmux new-session -d -s "ecdn-attach-$c" -x 80 -y 24 \
             "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$OUT/console-$r-$c.log $bin attach --socket $dir/relay.sock"
     done
     sleep 2
@@ -74,8 +84,10 @@ for r in $(seq "$ROUNDS"); do
     after=$(control_ticks)
     echo "round $r relay control thread, $IDLE idle sessions: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     before=$(control_ticks)
+    consoles_before=$(console_ticks)
     echo "round $r with $CONSOLES consoles: $(paced)"
     after=$(control_ticks)
+    echo "round $r the consoles themselves: $(awk -v t=$(( $(console_ticks) - consoles_before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     echo "round $r relay control thread, + $PACED paced: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     consoles
     if [ -n "$BURSTS" ]; then

@@ -95,6 +95,8 @@ pub struct LoadOptions {
     /// certificate) to trust. The TLS server name (SNI) is `host`'s, else
     /// the URL's.
     pub ca_file: Option<std::path::PathBuf>,
+    /// Round trips at least this slow are printed on stderr as they end.
+    pub log_slow: Option<Duration>,
 }
 
 impl Default for LoadOptions {
@@ -111,6 +113,7 @@ impl Default for LoadOptions {
             allow_remote: false,
             push_listen: None,
             ca_file: None,
+            log_slow: None,
         }
     }
 }
@@ -163,8 +166,10 @@ struct Target {
 pub async fn run(options: &LoadOptions, on_ready: impl FnOnce(Ready)) -> Result<Report, LoadError> {
     validate(options)?;
     let target = Arc::new(target(options).await?);
-    let recorder =
-        Arc::new(Recorder::new().map_err(|e| LoadError::Internal(format!("histogram: {e}")))?);
+    let recorder = Arc::new(
+        Recorder::new(options.log_slow)
+            .map_err(|e| LoadError::Internal(format!("histogram: {e}")))?,
+    );
     if options.mode == Mode::Handshake {
         return Ok(run_handshakes(options, target, recorder, on_ready).await);
     }

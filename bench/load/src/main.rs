@@ -66,6 +66,11 @@ struct Args {
     /// TLS server name is --host's, else the URL's)
     #[arg(long, value_name = "FILE")]
     ca_file: Option<std::path::PathBuf>,
+    /// Print each round trip (or delivery) slower than MS milliseconds on
+    /// stderr, with the wall-clock time it ended (UTC), to line it up with
+    /// a proxy's log
+    #[arg(long, value_name = "MS")]
+    log_slow_ms: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -172,5 +177,13 @@ fn options(args: &Args) -> Result<LoadOptions, String> {
         allow_remote: args.allow_remote,
         push_listen: args.push_listen,
         ca_file: args.ca_file.clone(),
+        log_slow: args
+            .log_slow_ms
+            .map(|ms| {
+                Duration::try_from_secs_f64(ms / 1000.0).map_err(|_| {
+                    format!("--log-slow-ms {ms}: expected a non-negative number of milliseconds")
+                })
+            })
+            .transpose()?,
     })
 }

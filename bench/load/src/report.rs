@@ -106,6 +106,7 @@ pub struct Recorder {
     messages: AtomicU64,
     errors: AtomicU64,
     samples: Mutex<Vec<String>>,
+    log_slow: Option<Duration>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -119,13 +120,14 @@ fn micros(d: Duration) -> u64 {
 }
 
 impl Recorder {
-    pub fn new() -> Result<Self, hdrhistogram::CreationError> {
+    pub fn new(log_slow: Option<Duration>) -> Result<Self, hdrhistogram::CreationError> {
         Ok(Self {
             rtt: Mutex::new(Histogram::new_with_bounds(1, HIST_MAX_US, 3)?),
             handshake: Mutex::new(Histogram::new_with_bounds(1, HIST_MAX_US, 3)?),
             messages: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             samples: Mutex::new(Vec::new()),
+            log_slow,
         })
     }
 
@@ -134,6 +136,13 @@ impl Recorder {
     }
 
     pub fn round_trip(&self, took: Duration) {
+        if self.log_slow.is_some_and(|slow| took >= slow) {
+            eprintln!(
+                "slow: {:.1} ms, ended {}",
+                took.as_secs_f64() * 1000.0,
+                humantime::format_rfc3339_millis(std::time::SystemTime::now())
+            );
+        }
         self.messages.fetch_add(1, Relaxed);
         locked(&self.rtt).saturating_record(micros(took));
     }

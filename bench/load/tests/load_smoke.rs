@@ -56,6 +56,7 @@ fn options(relay: std::net::SocketAddr, mode: Mode) -> LoadOptions {
         allow_remote: false,
         push_listen: None,
         ca_file: None,
+        log_slow: None,
     }
 }
 

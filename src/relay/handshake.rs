@@ -13,8 +13,8 @@ use tungstenite::http::StatusCode;
 use crate::config::{Domain, DomainName};
 pub use crate::ws::upgrade::MAX_HEADER_BYTES;
 use crate::ws::upgrade::{
-    HeadError, HeaderLines, MAX_HEADERS, Offer, accept_key, check_101, has_token, head_end,
-    request_head, valid_key,
+    HeadError, HeaderLines, MAX_HEADERS, Offer, check_101, has_token, head_end, request_head,
+    valid_key,
 };
 
 /// A connection the relay will not serve, and what to tell the client.
@@ -413,6 +413,8 @@ fn client_request(request: &httparse::Request<'_, '_>) -> Result<ClientRequest, 
 /// The origin's answer to a successful upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct Upgraded {
+    /// The `Sec-WebSocket-Accept` for the client's key (the origin's, checked).
+    pub accept: String,
     pub protocol: Option<String>,
     pub extensions: Option<String>,
     /// Bytes the origin sent after its 101 (already frames for the client).
@@ -481,6 +483,7 @@ pub async fn upgrade_origin<S: AsyncRead + AsyncWrite + Unpin>(
                 let accepted = check_101(&HeaderLines(response.headers), offer)
                     .map_err(|why| refuse(502, format!("origin {why}")))?;
                 return Ok(Upgraded {
+                    accept: accepted.accept,
                     protocol: accepted.protocol,
                     extensions: accepted.extensions,
                     leftover: buf[end..].to_vec(),
@@ -678,14 +681,14 @@ pub fn origin_request(domain: &Domain, request: &ClientRequest, client: SocketAd
 
 /// The 101 the client gets once the origin has accepted (in one buffer, as
 /// [`origin_request`]).
-pub fn switching_protocols(key: &str, upgraded: &Upgraded) -> Vec<u8> {
+pub fn switching_protocols(upgraded: &Upgraded) -> Vec<u8> {
     use std::fmt::Write;
     let mut head = String::with_capacity(256);
     let _ = write!(
         head,
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Accept: {}\r\n",
-        accept_key(key)
+        upgraded.accept
     );
     if let Some(p) = &upgraded.protocol {
         let _ = write!(head, "Sec-WebSocket-Protocol: {p}\r\n");
@@ -720,6 +723,7 @@ mod tests {
 
     use super::*;
     use crate::config::Config;
+    use crate::ws::upgrade::accept_key;
 
     const CONFIG: &str = r#"
 [[domain]]
@@ -749,12 +753,13 @@ websocket = { switch = "on" }
              Sec-WebSocket-Protocol: chat, v2\r\nCookie: a=b\r\n\r\n"
         );
         let upgraded = Upgraded {
+            accept: accept_key(&request.key),
             protocol: Some("chat".into()),
             extensions: None,
             leftover: Vec::new(),
         };
         assert_eq!(
-            String::from_utf8(switching_protocols(&request.key, &upgraded)).unwrap(),
+            String::from_utf8(switching_protocols(&upgraded)).unwrap(),
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
              Sec-WebSocket-Protocol: chat\r\n\r\n"

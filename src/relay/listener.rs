@@ -396,7 +396,7 @@ async fn start_session<C: ClientIo>(
         origin_addr,
         upgraded,
     } = est;
-    let answer = switching_protocols(&request.key, &upgraded);
+    let answer = switching_protocols(&upgraded);
     if let Err(e) = client.write_all(&answer).await {
         refused(
             shared,

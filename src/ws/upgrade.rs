@@ -131,6 +131,10 @@ pub struct Offer<'a> {
 /// What a valid 101 chose.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Accepted {
+    /// The server's `Sec-WebSocket-Accept`, checked against the key: a
+    /// relay answering its client with the same key passes it on instead
+    /// of computing it again.
+    pub accept: String,
     pub protocol: Option<String>,
     pub extensions: Option<String>,
 }
@@ -173,7 +177,8 @@ pub fn check_101(lines: &HeaderLines<'_, '_>, offer: Offer<'_>) -> Result<Accept
         .single("Sec-WebSocket-Accept")
         .map_err(Bad101::Header)?
         .unwrap_or("");
-    if accept != accept_key(offer.key) {
+    let expected = accept_key(offer.key);
+    if accept != expected {
         return Err(Bad101::WrongAccept(accept.to_string()));
     }
     let protocol = lines
@@ -204,6 +209,7 @@ pub fn check_101(lines: &HeaderLines<'_, '_>, offer: Offer<'_>) -> Result<Accept
         }
     }
     Ok(Accepted {
+        accept: expected,
         protocol,
         extensions: (!extensions.is_empty()).then(|| extensions.join(", ")),
     })

@@ -51,7 +51,8 @@ control_ticks() {
     done
     echo "$sum"
 }
-# CPU ticks of every attached console process (and its threads).
+# CPU ticks of the attached consoles and of the tmux server that runs them
+# (every process whose command line names the socket; all threads).
 console_ticks() {
     local p sum=0
     for p in $(pgrep -f "attach --socket $dir/relay.sock" || true); do

@@ -348,8 +348,9 @@ impl SessionStats {
     /// Gaps between complete data messages in one direction.
     pub fn message_gaps(&self, direction: Direction) -> MessageGaps {
         // Only the copy under the lock the session's frames take: a reader
-        // the scheduler preempts there (the control socket's answers run
-        // under SCHED_IDLE) would stall that session's worker.
+        // (the control socket's thread, asking for a console) that the
+        // scheduler preempts while sorting there would stall that
+        // session's worker.
         let (mut sorted, max_ms) = {
             let recent = lock(&self.recent);
             let g = &recent.gaps[direction.index()];

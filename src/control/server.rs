@@ -419,7 +419,7 @@ async fn receive_given(
                 received.sessions.len(),
                 received.from_pid
             );
-            control.relay.adopt(received.sessions);
+            crate::handover::adopt(&control.relay, received.sessions).await;
         }
         Ok(Err(e)) => tracing::warn!("a late hand-over failed: {e}"),
         Err(e) => tracing::warn!("a late hand-over failed: {e}"),

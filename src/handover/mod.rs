@@ -31,6 +31,7 @@ pub mod wire;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -165,6 +166,34 @@ pub async fn give(
     .await?
 }
 
+/// Starts the sessions a hand-over brought on `relay`'s workers; returns
+/// once every one is in the table (so `sessions` and `attach` list them
+/// all). The work runs on a thread that gives way to the workers, which
+/// meanwhile carry the busy sessions (started first).
+pub async fn adopt(relay: &RelayLink, sessions: Vec<Box<MovedSession>>) {
+    let pending = Arc::new(Mutex::new(Some(sessions)));
+    let (link, on_thread) = (relay.clone(), pending.clone());
+    let adopted = on_a_thread_that_gives_way("adopt", move || {
+        if let Some(sessions) = take(&on_thread) {
+            link.adopt(sessions);
+        }
+    })
+    .await;
+    if let Err(e) = adopted {
+        // No thread to be had: here, then, rather than lose them.
+        tracing::warn!("the moved sessions start at the workers' priority: {e}");
+        if let Some(sessions) = take(&pending) {
+            relay.adopt(sessions);
+        }
+    }
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock()
+        .unwrap_or_else(|poison| poison.into_inner())
+        .take()
+}
+
 /// How much lower than the relay's workers the two ends of a hand-over run.
 const HANDOVER_NICE: i32 = 10;
 
@@ -287,7 +316,7 @@ async fn give_with(
 /// Sessions idle this long move in the first wave, while the rest still run.
 pub const IDLE_FIRST: Duration = Duration::from_millis(500);
 
-fn send_sessions(stream: &UnixStream, sessions: &[MovedSession]) -> Result<(), HandoverError> {
+fn send_sessions(stream: &UnixStream, sessions: &[Box<MovedSession>]) -> Result<(), HandoverError> {
     for batch in sessions.chunks(BATCH) {
         let now = Instant::now();
         let clock_ns = monotonic_ns();
@@ -325,7 +354,8 @@ pub struct Received {
     pub from_pid: u32,
     pub from_build: String,
     pub listeners: Vec<MovedListener>,
-    pub sessions: Vec<MovedSession>,
+    /// Boxed: a moved session is a large value that adopting moves about.
+    pub sessions: Vec<Box<MovedSession>>,
     pub stays: usize,
     /// The old relay's evidence, for `History::restore`, and when (on
     /// this process's clock) it was taken.
@@ -446,7 +476,7 @@ impl Takeover {
                         let (Some(client), Some(origin)) = (fds.next(), fds.next()) else {
                             break;
                         };
-                        sessions.push(received(s, client, origin, exported));
+                        sessions.push(Box::new(received(s, client, origin, exported)));
                     }
                 }
                 Message::Listeners { listeners: kinds } => {

@@ -207,8 +207,9 @@ impl RelayLink {
         connections.saturating_sub(self.inner.registry.len())
     }
 
-    /// Starts sessions another relay process handed over, on every worker.
-    pub fn adopt(&self, sessions: Vec<MovedSession>) {
+    /// Starts sessions another relay process handed over, on every worker,
+    /// from the calling thread (see `crate::handover::adopt`).
+    pub fn adopt(&self, sessions: Vec<Box<MovedSession>>) {
         handover::adopt_received(&self.inner.interrupts, sessions);
     }
 

@@ -433,7 +433,7 @@ async fn take_over(
         events: carried_events,
     };
     relay.registry().history().restore(evidence, evidence_at);
-    relay.link().adopt(sessions);
+    crate::handover::adopt(&relay.link(), sessions).await;
     Ok((relay, events, report))
 }
 

@@ -311,8 +311,9 @@ struct TookOver {
     listeners: usize,
     stays: usize,
     took: Duration,
-    /// Of `took`: receiving, starting this relay, the commit.
-    phases: [Duration; 3],
+    /// Of `took`: receiving, starting this relay, the commit, starting
+    /// the moved sessions (the busiest first).
+    phases: [Duration; 4],
     /// The old relay's recent events, for this one's ring.
     events: Vec<RelayEvent>,
 }
@@ -322,7 +323,7 @@ impl std::fmt::Display for TookOver {
         write!(
             f,
             "took over {} session(s) and {} listener(s) from pid {} (build {}) in {} ms \
-             (receive {} ms, start {} ms, commit {} ms)",
+             (receive {} ms, start {} ms, commit {} ms, sessions {} ms)",
             self.sessions,
             self.listeners,
             self.from_pid,
@@ -330,7 +331,8 @@ impl std::fmt::Display for TookOver {
             self.took.as_millis(),
             self.phases[0].as_millis(),
             self.phases[1].as_millis(),
-            self.phases[2].as_millis()
+            self.phases[2].as_millis(),
+            self.phases[3].as_millis()
         )?;
         if self.stays > 0 {
             write!(
@@ -418,22 +420,25 @@ async fn take_over(
         relay.join(CLOSE_GRACE);
         return Err(anyhow::Error::new(e).context("hand-over refused"));
     }
+    let committed_at = std::time::Instant::now();
+    let moved = sessions.len();
+    relay.registry().history().restore(evidence, evidence_at);
+    crate::handover::adopt(&relay.link(), sessions).await;
     let report = TookOver {
         from_pid,
         from_build,
-        sessions: sessions.len(),
+        sessions: moved,
         listeners: listener_count,
         stays,
         took: started.elapsed(),
         phases: [
             received_at - started,
             started_at - received_at,
-            started_at.elapsed(),
+            committed_at - started_at,
+            committed_at.elapsed(),
         ],
         events: carried_events,
     };
-    relay.registry().history().restore(evidence, evidence_at);
-    crate::handover::adopt(&relay.link(), sessions).await;
     Ok((relay, events, report))
 }
 

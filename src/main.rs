@@ -6,7 +6,9 @@ use ecdn_console::cli::{self, Cli};
 
 fn main() -> ExitCode {
     let args = Cli::parse();
-    let result = cli::run(args, &mut io::stdout().lock(), &mut io::stderr().lock());
+    // stderr is not held locked: the relay's threads log their warnings
+    // there (`serve`), and one blocked on the lock would stall.
+    let result = cli::run(args, &mut io::stdout().lock(), &mut io::stderr());
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

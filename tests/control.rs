@@ -37,6 +37,19 @@ struct Serve {
 async fn serve(relay_extra: &str) -> Serve {
     let origin = echo_origin(OriginOptions::default()).await;
     let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), origin, relay_extra);
+    let xdg = dir.path().join("xdg");
+    let process = ServeProcess::start(&path, &[], &[("XDG_RUNTIME_DIR", s(&xdg))]).await;
+    Serve {
+        addr: process.addr,
+        socket: process.control.clone(),
+        process,
+        dir,
+    }
+}
+
+/// `c.toml` in `dir`: two domains on `origin`, `relay_extra` in `[relay]`.
+fn write_config(dir: &Path, origin: std::net::SocketAddr, relay_extra: &str) -> PathBuf {
     let extra = if relay_extra.is_empty() {
         "control-socket = \"run/relay.sock\"".to_string()
     } else {
@@ -47,16 +60,9 @@ async fn serve(relay_extra: &str) -> Serve {
          acceleration = \"full-site\"\norigins = [\"{origin}\"]\nwebsocket = {{ switch = \"on\", timeout = 100 }}\n\n\
          [[domain]]\nname = \"other.test\"\nacceleration = \"full-site\"\norigins = [\"{origin}\"]\n"
     );
-    let path = dir.path().join("c.toml");
+    let path = dir.join("c.toml");
     std::fs::write(&path, text).unwrap();
-    let xdg = dir.path().join("xdg");
-    let process = ServeProcess::start(&path, &[], &[("XDG_RUNTIME_DIR", s(&xdg))]).await;
-    Serve {
-        addr: process.addr,
-        socket: process.control.clone(),
-        process,
-        dir,
-    }
+    path
 }
 
 impl Serve {
@@ -620,4 +626,66 @@ async fn sessions_changed_pages_a_full_answer() {
     assert!(next.get("more").is_none(), "the last page: {next}");
     assert!(next.get("ids").is_none(), "{next}");
     drop(clients);
+}
+
+/// What the relay's threads report beside its events reaches `serve`'s
+/// stderr: here a peer that offers a late hand-over and then sends
+/// nothing a hand-over is made of. The relay goes on serving.
+#[tokio::test]
+async fn a_failed_late_hand_over_is_a_warning_on_stderr() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), origin, "");
+    let mut child = common::serve_command(&path, &[], &[])
+        .env_remove("RUST_LOG")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (mut addr, mut socket) = (None, None);
+    while addr.is_none() || socket.is_none() {
+        let line = timeout(Duration::from_secs(5), out.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("serve's start lines");
+        if let Some(at) = line.split("listening on ").nth(1) {
+            addr = at.split_whitespace().next().and_then(|a| a.parse().ok());
+        }
+        if let Some(at) = line.split("control socket at ").nth(1) {
+            socket = Some(PathBuf::from(at.trim()));
+        }
+    }
+    let (mut raw, _) = Raw::connect(&socket.unwrap()).await;
+    let version = ecdn_console::handover::HANDOVER_VERSION;
+    let answer = raw
+        .ask(format!("{{\"request\":\"give\",\"version\":{version}}}\n").as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    raw.write.write_all(b"not a hand-over\n").await.unwrap();
+    drop(raw);
+    let warning = timeout(Duration::from_secs(5), async {
+        loop {
+            let line = err.next_line().await.unwrap().expect("a warning on stderr");
+            if line.contains("a late hand-over failed") {
+                return line;
+            }
+        }
+    })
+    .await
+    .expect("the warning within 5 s");
+    assert!(warning.contains("WARN"), "{warning}");
+    let mut ws = connect(addr.unwrap(), "app.test").await;
+    ws.send(Message::Text("after".into())).await.unwrap();
+    let echo = timeout(
+        Duration::from_secs(5),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .unwrap();
+    assert_eq!(echo, Message::Text("after".into()));
 }

@@ -70,6 +70,7 @@ pub fn run_serve(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
+    log_warnings_to_stderr();
     let file = super::open_config(config_path, err)?;
     let takeover = args.takeover.then(|| {
         args.socket.clone().unwrap_or_else(|| {
@@ -87,6 +88,23 @@ pub fn run_serve(
         takeover,
     };
     runtime()?.block_on(serve::run(file, options, out))
+}
+
+/// What the relay's threads report beside its events (a moved session that
+/// could not be carried on, a late hand-over that failed) goes to stderr,
+/// leaving stdout to the event lines; `RUST_LOG` widens or narrows it
+/// (default: warnings).
+fn log_warnings_to_stderr() {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    // Already set (more than one command in one process, as in tests): kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 pub fn run_origin(args: &OriginArgs, out: &mut dyn Write) -> Result<()> {

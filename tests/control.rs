@@ -451,16 +451,18 @@ async fn malformed_input_gets_clear_answers_and_disturbs_nobody() {
     // Meanwhile other clients and the session itself are served.
     let a = raw.ask(b"{\"request\":\"config-get\"}\n").await.unwrap();
     assert!(a["text"].as_str().unwrap().contains("# comment kept"));
-    ws.send(Message::Text("still here".into())).await.unwrap();
-    let echo = timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut ws),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert_eq!(echo, Message::Text("still here".into()));
+    assert_echoes(&mut ws, "still here").await;
+}
+
+/// `ws` sends `text` and gets it back from the echo origin within 5 s.
+async fn assert_echoes(ws: &mut Client, text: &str) {
+    ws.send(Message::Text(text.into())).await.unwrap();
+    let echo = timeout(Duration::from_secs(5), futures_util::StreamExt::next(ws))
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo, Message::Text(text.into()));
 }
 
 #[tokio::test]
@@ -678,14 +680,5 @@ async fn a_failed_late_hand_over_is_a_warning_on_stderr() {
     .expect("the warning within 5 s");
     assert!(warning.contains("WARN"), "{warning}");
     let mut ws = connect(addr.unwrap(), "app.test").await;
-    ws.send(Message::Text("after".into())).await.unwrap();
-    let echo = timeout(
-        Duration::from_secs(5),
-        futures_util::StreamExt::next(&mut ws),
-    )
-    .await
-    .unwrap()
-    .unwrap()
-    .unwrap();
-    assert_eq!(echo, Message::Text("after".into()));
+    assert_echoes(&mut ws, "after").await;
 }

@@ -310,6 +310,17 @@ fn register(shared: &Shared, moved: Box<MovedSession>) -> Registered {
 
 /// Runs a registered session (call on its worker's runtime).
 fn start(shared: &Arc<Shared>, registered: Registered) -> io::Result<()> {
+    let session = prepare(shared, registered)?;
+    shared.tracker.spawn(session);
+    Ok(())
+}
+
+/// A registered session's task, its sockets on the reactor of `shared`'s
+/// worker (call with that worker's runtime entered), not spawned yet.
+fn prepare(
+    shared: &Arc<Shared>,
+    registered: Registered,
+) -> io::Result<impl Future<Output = ()> + Send + 'static> {
     let Registered {
         guard,
         lanes,
@@ -330,10 +341,7 @@ fn start(shared: &Arc<Shared>, registered: Registered) -> io::Result<()> {
         resume: Some(Box::new(lanes)),
     };
     let slot = ConnectionSlot::take(shared);
-    shared
-        .tracker
-        .spawn(run_session(slot, guard, client, origin, setup));
-    Ok(())
+    Ok(run_session(slot, guard, client, origin, setup))
 }
 
 /// Everything a hand-over collected, held until it commits or is refused.
@@ -577,12 +585,43 @@ pub fn adopt_received(interrupts: &Interrupts, mut sessions: Vec<Box<MovedSessio
     // took ~10 ms, and reaching into them for the key at each comparison
     // ~5 ms, all of it added to the busy sessions' pause.
     sessions.sort_by_cached_key(|s| s.stats.idle_ns);
+    let mut batches: Vec<Vec<_>> = workers
+        .iter()
+        .map(|_| Vec::with_capacity(ADOPT_BATCH))
+        .collect();
     for (n, s) in sessions.into_iter().enumerate() {
-        let worker = &workers[n % workers.len()];
-        // The worker's reactor takes the sockets, its scheduler the task.
+        let (worker, batch) = (&workers[n % workers.len()], &mut batches[n % workers.len()]);
+        // The worker's reactor takes the sockets.
         let _runtime = worker.runtime.enter();
-        if let Err(e) = adopt(&worker.shared, s) {
-            tracing::warn!("a session could not be carried on: {e}");
+        match prepare(&worker.shared, register(&worker.shared, s)) {
+            Ok(session) => batch.push(session),
+            Err(e) => tracing::warn!("a session could not be carried on: {e}"),
+        }
+        if batch.len() == ADOPT_BATCH {
+            hand_over_to(worker, std::mem::take(batch));
         }
     }
+    for (worker, batch) in workers.iter().zip(batches) {
+        if !batch.is_empty() {
+            hand_over_to(worker, batch);
+        }
+    }
+}
+
+/// Sessions prepared before they go to their worker in one spawn.
+const ADOPT_BATCH: usize = 32;
+
+/// Spawns `sessions` on `worker` from inside it: one wake-up of the worker
+/// per batch instead of one per session (a spawn from another thread
+/// wakes a parked worker every time).
+fn hand_over_to<F>(worker: &WorkerRef, sessions: Vec<F>)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let shared = worker.shared.clone();
+    worker.runtime.spawn(async move {
+        for session in sessions {
+            shared.tracker.spawn(session);
+        }
+    });
 }

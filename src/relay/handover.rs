@@ -510,21 +510,16 @@ impl Collected {
         self.interrupts.decide(false);
         self.listeners.clear();
         let workers = lock(&self.interrupts.workers).clone();
-        let mut per_worker: Vec<Vec<Box<MovedSession>>> =
-            workers.iter().map(|_| Vec::new()).collect();
-        for mut s in self.sessions.drain(..) {
+        let sessions = self.sessions.drain(..).map(|mut s| {
             let worker = s
                 .held
                 .as_ref()
                 .map_or(0, |(g, _)| usize::from(g.stats().worker));
             // Out of the table now, before the restored entry appears.
             drop(s.held.take());
-            let worker = if worker < per_worker.len() { worker } else { 0 };
-            if let Some(list) = per_worker.get_mut(worker) {
-                list.push(s);
-            }
-        }
-        spawn_on_workers(&workers, per_worker);
+            (worker, s)
+        });
+        start_on_workers(&workers, sessions);
     }
 }
 
@@ -536,37 +531,6 @@ impl Drop for Collected {
         }
     }
 }
-
-/// Every session is in the table before this returns (so `sessions` and
-/// `attach` list them at once); each worker then starts its share.
-#[allow(
-    clippy::vec_box,
-    reason = "moved sessions stay boxed from report to start: each is 648 bytes"
-)]
-fn spawn_on_workers(workers: &[WorkerRef], per_worker: Vec<Vec<Box<MovedSession>>>) {
-    for (worker, sessions) in workers.iter().zip(per_worker) {
-        if sessions.is_empty() {
-            continue;
-        }
-        let shared = worker.shared.clone();
-        let registered: Vec<Registered> =
-            sessions.into_iter().map(|s| register(&shared, s)).collect();
-        worker.runtime.spawn(async move {
-            for (i, s) in registered.into_iter().enumerate() {
-                if let Err(e) = start(&shared, s) {
-                    tracing::warn!("a session could not be carried on: {e}");
-                }
-                // The sessions started so far run between chunks.
-                if i % ADOPT_CHUNK == ADOPT_CHUNK - 1 {
-                    tokio::task::yield_now().await;
-                }
-            }
-        });
-    }
-}
-
-/// Sessions started before the adopting task lets them run.
-const ADOPT_CHUNK: usize = 64;
 
 /// Starts sessions received from another process, spread over the workers,
 /// the most recently active first (the streaming ones waited longest).
@@ -585,12 +549,32 @@ pub fn adopt_received(interrupts: &Interrupts, mut sessions: Vec<Box<MovedSessio
     // took ~10 ms, and reaching into them for the key at each comparison
     // ~5 ms, all of it added to the busy sessions' pause.
     sessions.sort_by_cached_key(|s| s.stats.idle_ns);
+    let spread = sessions
+        .into_iter()
+        .enumerate()
+        .map(|(n, s)| (n % workers.len(), s));
+    start_on_workers(&workers, spread);
+}
+
+/// Puts each `(worker, session)` in the table and starts it on that worker
+/// (the first one for an index out of range), in the order given, from the
+/// calling thread: a hand-over's, which gives way to the workers. Every
+/// session is in the table before this returns (so `sessions` and `attach`
+/// list them at once).
+fn start_on_workers(
+    workers: &[WorkerRef],
+    sessions: impl Iterator<Item = (usize, Box<MovedSession>)>,
+) {
+    if workers.is_empty() {
+        return;
+    }
     let mut batches: Vec<Vec<_>> = workers
         .iter()
         .map(|_| Vec::with_capacity(ADOPT_BATCH))
         .collect();
-    for (n, s) in sessions.into_iter().enumerate() {
-        let (worker, batch) = (&workers[n % workers.len()], &mut batches[n % workers.len()]);
+    for (n, s) in sessions {
+        let n = if n < workers.len() { n } else { 0 };
+        let (worker, batch) = (&workers[n], &mut batches[n]);
         // The worker's reactor takes the sockets.
         let _runtime = worker.runtime.enter();
         match prepare(&worker.shared, register(&worker.shared, s)) {

@@ -70,7 +70,7 @@ pub fn run_serve(
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> Result<()> {
-    log_warnings_to_stderr();
+    log_warnings_to_stderr(err);
     let file = super::open_config(config_path, err)?;
     let takeover = args.takeover.then(|| {
         args.socket.clone().unwrap_or_else(|| {
@@ -94,10 +94,19 @@ pub fn run_serve(
 /// could not be carried on, a late hand-over that failed) goes to stderr,
 /// leaving stdout to the event lines; `RUST_LOG` widens or narrows it
 /// (default: warnings).
-fn log_warnings_to_stderr() {
+fn log_warnings_to_stderr(err: &mut dyn Write) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(value) => tracing_subscriber::EnvFilter::try_new(&value).unwrap_or_else(|e| {
+            let _ = writeln!(
+                err,
+                "warning: RUST_LOG={value:?} is not a log filter ({e}); logging warnings only \
+                 (e.g. RUST_LOG=info)"
+            );
+            tracing_subscriber::EnvFilter::new("warn")
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new("warn"),
+    };
     // Already set (more than one command in one process, as in tests): kept.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

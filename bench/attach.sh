@@ -11,7 +11,8 @@
 # open-files limit of 20,000, more paced sessions are refused with EMFILE.)
 # BURSTS=1 adds a control window per round: CONSOLES processes burning the
 # same CPU in the same bursts (bench/cpu_bursts.py) but not attached, to tell
-# the consoles' CPU from what the control socket does.
+# the consoles' CPU from what the control socket does. BURST_MS sets the
+# burst (default 4 ms) and BURST_PERIOD_MS how often (default 333 ms).
 # WORKERS=1 runs the relay on one worker, leaving a core to the consoles and
 # the generator: the comparison an edge machine with more cores than relay
 # workers would see.
@@ -25,7 +26,7 @@ ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}" "${BURST_MS:=4}" "${BURST_PERIOD_MS:=333}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -39,7 +40,10 @@ control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
 "$bin" serve --config "$dir/relay.toml" ${WORKERS:+--workers "$WORKERS"} >"$dir/serve.log" &
 relay=$!
 sleep 1
-hold=$(( ROUNDS * (3 * WINDOW + 10) + 30 ))
+# Idle sessions held for every round: three windows (four with BURSTS)
+# and the pauses between them.
+windows=3; [ -n "$BURSTS" ] && windows=4
+hold=$(( ROUNDS * (windows * WINDOW + 15) + 30 ))
 "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
     --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
 until grep -q '^ready' "$dir/idle.err" 2>/dev/null; do sleep 0.2; done
@@ -93,9 +97,9 @@ for r in $(seq "$ROUNDS"); do
     consoles
     if [ -n "$BURSTS" ]; then
         bursts=()
-        for c in $(seq "$CONSOLES"); do python3 bench/cpu_bursts.py & bursts+=($!); done
+        for c in $(seq "$CONSOLES"); do python3 bench/cpu_bursts.py "$BURST_MS" 10 "$BURST_PERIOD_MS" & bursts+=($!); done
         sleep 2
-        echo "round $r with $CONSOLES CPU bursts instead (no socket): $(paced)"
+        echo "round $r with $CONSOLES CPU bursts of $BURST_MS ms every $BURST_PERIOD_MS ms instead (no socket): $(paced)"
         kill "${bursts[@]}"
     fi
 done

@@ -593,6 +593,96 @@ async fn sessions_changed_sends_only_what_moved_since_the_last_answer() {
     assert_eq!(full["ids"].as_array().unwrap().len(), 2, "{full}");
 }
 
+/// `sessions-changed` with `brief` (what `attach` asks): a session the
+/// client was told of comes back as a brief row in `moved` — the same
+/// counters as its full description, in an array — and one new since the
+/// last answer comes in full.
+#[tokio::test]
+async fn sessions_changed_brief_rows_for_sessions_already_described() {
+    let mut relay = serve("").await;
+    let mut busy = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #1").await;
+    let (mut raw, _) = Raw::connect(&relay.socket).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let ask = |since: Option<&serde_json::Value>| match since {
+        Some(clock) => {
+            format!("{{\"request\":\"sessions-changed\",\"brief\":true,\"since\":{clock}}}\n")
+        }
+        None => "{\"request\":\"sessions-changed\",\"brief\":true}\n".to_string(),
+    };
+    let first = raw.ask(ask(None).as_bytes()).await.unwrap();
+    assert_eq!(first["changed"].as_array().unwrap().len(), 1, "{first}");
+    assert!(
+        first.get("moved").is_none(),
+        "nothing was described before: {first}"
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    busy.send(Message::text("hello")).await.unwrap();
+    let _echo = futures_util::StreamExt::next(&mut busy).await;
+    let _newcomer = connect(relay.addr, "other.test").await;
+    relay.line_with("opened  #2").await;
+    let next = raw
+        .ask(ask(Some(&first["clock"])).as_bytes())
+        .await
+        .unwrap();
+    let changed = next["changed"].as_array().unwrap();
+    assert_eq!(changed.len(), 1, "{next}");
+    assert_eq!(changed[0]["id"], 2, "the new session in full: {next}");
+    assert_eq!(changed[0]["domain"], "other.test");
+    let moved = next["moved"].as_array().unwrap();
+    assert_eq!(moved.len(), 1, "{next}");
+    let row = moved[0].as_array().unwrap();
+    assert_eq!(row[0], 1, "{next}");
+    // The same counters as the full description (`sessions --json`).
+    let full = raw.ask(b"{\"request\":\"sessions\"}\n").await.unwrap();
+    let described = &full["sessions"][0];
+    let flow = |f: &serde_json::Value| {
+        (
+            f["frames"].clone(),
+            f["messages"].clone(),
+            f["bytes"].clone(),
+        )
+    };
+    let brief_flow = |f: &serde_json::Value| (f[0].clone(), f[1].clone(), f[2].clone());
+    assert_eq!(
+        brief_flow(&row[3]),
+        flow(&described["to_origin"]),
+        "{next} / {full}"
+    );
+    assert_eq!(
+        brief_flow(&row[4]),
+        flow(&described["to_client"]),
+        "{next} / {full}"
+    );
+    assert_eq!(row[3][1], 1, "one message to the origin: {next}");
+    assert_eq!(
+        row[5],
+        serde_json::json!(["origin-to-client", "text"]),
+        "{next}"
+    );
+    let idle_ms = row[1].as_u64().unwrap();
+    assert!(idle_ms < 5_000, "idle just reset: {next}");
+    let remaining_ms = row[2].as_u64().unwrap();
+    // app.test's limit is 100 s; both are rounded to the millisecond.
+    assert!(
+        remaining_ms > 95_000 && remaining_ms + idle_ms <= 100_001,
+        "{next}"
+    );
+    // Without `brief`, the same question describes both in full.
+    let again = raw
+        .ask(
+            format!(
+                "{{\"request\":\"sessions-changed\",\"since\":{}}}\n",
+                first["clock"]
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again["changed"].as_array().unwrap().len(), 2, "{again}");
+    assert!(again.get("moved").is_none(), "{again}");
+}
+
 /// A full `sessions-changed` in pages (an attached console's first fetch):
 /// `limit` sessions a page, lowest ids first, `more` until the last; the
 /// ids of every live session come with the first page only.

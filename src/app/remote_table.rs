@@ -51,6 +51,27 @@ impl RemoteTable {
         self.fresh.insert(id);
     }
 
+    /// Brings a session described before up to date with what moved
+    /// since, received at `now` (the relay's brief row, `moved`). A session
+    /// the table no longer knows (forgotten on its close event, which can
+    /// overtake the answer) stays gone.
+    pub fn take_moved(
+        &mut self,
+        id: SessionId,
+        rhythm: Rhythm,
+        now: Instant,
+        moved: impl FnOnce(&mut SessionSnapshot),
+    ) {
+        let Some((snapshot, at)) = self.known.get_mut(&id) else {
+            return;
+        };
+        age_by(snapshot, now.saturating_duration_since(*at));
+        moved(snapshot);
+        *at = now;
+        self.rhythms.insert(id, rhythm);
+        self.fresh.insert(id);
+    }
+
     /// Forgets every session not in `live` (the relay's full list of ids).
     pub fn keep_only(&mut self, live: &HashSet<SessionId>) {
         let before = self.known.len();
@@ -286,6 +307,32 @@ mod tests {
             table[0].domain.as_str(),
             table[2].domain.as_str()
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_brief_row_moves_a_known_session_and_not_a_forgotten_one() {
+        let t0 = Instant::now();
+        let mut remote = RemoteTable::default();
+        remote.take(described(1, 10), Rhythm::default(), t0);
+        remote.take(described(2, 10), Rhythm::default(), t0);
+        let mut table = Vec::new();
+        remote.update(&mut table, t0);
+        table.sort_by_key(|s| s.id);
+        remote.forget(2);
+        let t1 = t0 + Duration::from_secs(4);
+        let passed_a_frame = |s: &mut SessionSnapshot| {
+            s.idle = Duration::from_millis(500);
+            s.to_origin.messages = 7;
+        };
+        remote.take_moved(1, Rhythm::default(), t1, passed_a_frame);
+        remote.take_moved(2, Rhythm::default(), t1, passed_a_frame);
+        remote.update(&mut table, t1 + Duration::from_secs(1));
+        assert_eq!(ids(&table), [1]);
+        // What moved, aged since; its age from the first description on.
+        assert_eq!(table[0].idle, Duration::from_millis(1500));
+        assert_eq!(table[0].to_origin.messages, 7);
+        assert_eq!(table[0].age, Duration::from_secs(15));
+        assert_eq!(table[0].domain.as_str(), "App.test", "the rest kept");
     }
 
     #[tokio::test(start_paused = true)]

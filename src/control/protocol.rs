@@ -78,9 +78,15 @@ pub enum Request {
         #[serde(default)]
         after: Option<SessionId>,
         /// At most this many sessions, lowest ids first; `more` in the
-        /// answer says whether any were left out.
+        /// answer says whether any were left out. A brief row counts a
+        /// quarter of a session.
         #[serde(default)]
         limit: Option<usize>,
+        /// Sessions the client was told of in an earlier answer come as
+        /// brief rows in `moved`: what an attached console asks of every
+        /// busy session every second is a fifth of a full description.
+        #[serde(default)]
+        brief: bool,
     },
     /// One session with its recent frames and message gaps.
     Session { id: SessionId },
@@ -248,12 +254,45 @@ pub struct ChangesReply {
     /// Every live session; left out when `known` matched.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ids: Option<Vec<SessionId>>,
-    /// The sessions that started or passed a frame since `since`.
+    /// The sessions that started or passed a frame since `since` (with
+    /// `brief`: only those the client has not been told of yet).
     pub changed: Vec<SessionInfo>,
+    /// With `brief`: the sessions the client knows that passed a frame
+    /// since `since`, as brief rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub moved: Vec<BriefInfo>,
     /// `limit` left sessions out: ask again with `after` = the last id.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub more: bool,
 }
+
+/// A session the client already knows, as a brief row: only what moves,
+/// in one JSON array (docs/CONTROL.md) — `[id, idle_ms, remaining_ms,
+/// to_origin, to_client, last_frame, gaps_client_to_origin,
+/// gaps_origin_to_client]`. Times are whole milliseconds: a full row's
+/// seconds are rounded to them too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BriefInfo(
+    pub SessionId,
+    /// Idle, ms.
+    pub u64,
+    /// Time left before the idle deadline, ms; `None`: no idle limit.
+    pub Option<u64>,
+    pub BriefFlow,
+    pub BriefFlow,
+    pub Option<(Direction, FrameKind)>,
+    pub BriefGaps,
+    pub BriefGaps,
+);
+
+/// A flow's counters in a brief row: `[frames, messages, bytes,
+/// last_frame_ms_ago]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BriefFlow(pub u64, pub u64, pub u64, pub Option<u64>);
+
+/// Message gaps in a brief row: `[samples, median_ms, max_ms]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BriefGaps(pub usize, pub Option<u64>, pub Option<u64>);
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SessionReply {
@@ -386,6 +425,11 @@ fn secs(d: Duration) -> f64 {
     (d.as_secs_f64() * 1000.0).round() / 1000.0
 }
 
+/// Whole milliseconds, rounded as [`secs`] rounds.
+fn millis(d: Duration) -> u64 {
+    u64::try_from((d.as_nanos() + 500_000) / 1_000_000).unwrap_or(u64::MAX)
+}
+
 fn duration(secs: f64) -> Duration {
     Duration::try_from_secs_f64(secs).unwrap_or_default()
 }
@@ -467,6 +511,84 @@ impl SessionInfo {
         Rhythm {
             client_to_origin: self.gaps_client_to_origin.gaps(),
             origin_to_client: self.gaps_origin_to_client.gaps(),
+        }
+    }
+}
+
+impl BriefInfo {
+    /// A live session's moving parts at `now`.
+    pub fn of_stats(stats: &SessionStats, now: tokio::time::Instant) -> Self {
+        let s = stats.moving(now);
+        Self(
+            stats.id,
+            millis(s.idle),
+            s.remaining.map(millis),
+            BriefFlow::of(&s.to_origin, now),
+            BriefFlow::of(&s.to_client, now),
+            s.last_frame,
+            BriefGaps::of(&stats.message_gaps(Direction::ClientToOrigin)),
+            BriefGaps::of(&stats.message_gaps(Direction::OriginToClient)),
+        )
+    }
+
+    pub fn id(&self) -> SessionId {
+        self.0
+    }
+
+    /// Brings `s`, the client's copy of this session, to what the row
+    /// says, on this process's clock at `now` (the row was made at `now`
+    /// on the relay's).
+    pub fn apply(&self, s: &mut SessionSnapshot, now: tokio::time::Instant) {
+        let Self(_, idle, remaining, to_origin, to_client, last_frame, ..) = *self;
+        s.idle = Duration::from_millis(idle);
+        s.remaining = remaining.map(Duration::from_millis);
+        s.to_origin = to_origin.snapshot(now);
+        s.to_client = to_client.snapshot(now);
+        s.last_frame = last_frame;
+    }
+
+    /// The session's message rhythm, as the relay measured it.
+    pub fn rhythm(&self) -> Rhythm {
+        Rhythm {
+            client_to_origin: self.6.gaps(),
+            origin_to_client: self.7.gaps(),
+        }
+    }
+}
+
+impl BriefFlow {
+    fn of(f: &FlowSnapshot, now: tokio::time::Instant) -> Self {
+        Self(
+            f.frames,
+            f.messages,
+            f.bytes,
+            f.last_frame
+                .map(|t| millis(now.saturating_duration_since(t))),
+        )
+    }
+
+    fn snapshot(self, now: tokio::time::Instant) -> FlowSnapshot {
+        FlowSnapshot {
+            frames: self.0,
+            messages: self.1,
+            bytes: self.2,
+            last_frame: self
+                .3
+                .and_then(|ms| now.checked_sub(Duration::from_millis(ms))),
+        }
+    }
+}
+
+impl BriefGaps {
+    fn of(g: &MessageGaps) -> Self {
+        Self(g.samples, g.median.map(millis), g.max.map(millis))
+    }
+
+    fn gaps(self) -> MessageGaps {
+        MessageGaps {
+            samples: self.0,
+            median: self.1.map(Duration::from_millis),
+            max: self.2.map(Duration::from_millis),
         }
     }
 }

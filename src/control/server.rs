@@ -21,13 +21,14 @@ use tokio_util::sync::CancellationToken;
 use crate::app::advice;
 use crate::config::ConfigFile;
 use crate::handover::{GiveReport, HANDOVER_VERSION};
+use crate::relay::registry::SessionStats;
 use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
-    ChangesReply, ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine, EventsReply,
-    FrameInfo, Hello, HelloReply, IdSummary, MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION,
-    RecommendReply, Request, SessionDetail, SessionInfo, SessionReply, SessionsReply,
-    StoppingReply, TlsInfo,
+    BriefInfo, ChangesReply, ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine,
+    EventsReply, FrameInfo, Hello, HelloReply, IdSummary, MAX_REQUEST_BYTES, PROTOCOL,
+    PROTOCOL_VERSION, RecommendReply, Request, SessionDetail, SessionInfo, SessionReply,
+    SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, bind};
 use super::state::{ConfigCell, EventRing};
@@ -510,7 +511,17 @@ fn handle(control: &Control, request: Request) -> Answer {
             known,
             after,
             limit,
-        } => ok(&changes(control, since, known, Page { after, limit })),
+            brief,
+        } => ok(&changes(
+            control,
+            since,
+            known,
+            Page {
+                after,
+                limit,
+                brief,
+            },
+        )),
         Request::Session { id } => match session(control, id) {
             Ok(reply) => ok(&reply),
             Err(e) => Answer::Error(e),
@@ -592,12 +603,18 @@ fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
     }
 }
 
-/// A page of a `sessions-changed` answer: ids above `after`, at most `limit`.
+/// A page of a `sessions-changed` answer: ids above `after`, at most `limit`
+/// sessions (a brief row a quarter of one).
 #[derive(Debug, Clone, Copy)]
 struct Page {
     after: Option<SessionId>,
     limit: Option<usize>,
+    brief: bool,
 }
+
+/// What a row of a page costs against its `limit`, in quarters.
+const FULL_ROW: usize = 4;
+const BRIEF_ROW: usize = 1;
 
 fn changes(
     control: &Control,
@@ -615,23 +632,40 @@ fn changes(
     registry.for_each_session(|s| {
         ids.push(s.id);
         if since.is_none_or(|t| s.changed_since(t)) && page.after.is_none_or(|after| s.id > after) {
-            changed.push(s.clone());
+            changed.push((s.id, s.clone()));
         }
     });
+    // Entered the table since the client's last walk: described in full.
+    let told = |s: &SessionStats| page.brief && since.is_some_and(|t| !s.registered_since(t));
     let mut more = false;
     if let Some(limit) = page.limit {
-        changed.sort_unstable_by_key(|s| s.id);
-        more = changed.len() > limit;
-        changed.truncate(limit);
+        // By the id beside each, not behind it: no trip to each session.
+        changed.sort_unstable_by_key(|(id, _)| *id);
+        let budget = limit.saturating_mul(FULL_ROW);
+        let mut spent = 0;
+        let fits = changed
+            .iter()
+            .take_while(|(_, s)| {
+                spent += if told(s) { BRIEF_ROW } else { FULL_ROW };
+                spent <= budget
+            })
+            .count();
+        more = changed.len() > fits;
+        changed.truncate(fits);
     }
     let summary = IdSummary::of(ids.iter().copied());
+    let (moved, changed): (Vec<_>, Vec<_>) = changed.into_iter().partition(|(_, s)| told(s));
     ChangesReply {
         clock,
         // The first page carries the ids; the next ones need not.
         ids: (page.after.is_none() && known != Some(summary)).then_some(ids),
         changed: changed
-            .into_iter()
-            .map(|s| SessionInfo::of_stats(&s, now))
+            .iter()
+            .map(|(_, s)| SessionInfo::of_stats(s, now))
+            .collect(),
+        moved: moved
+            .iter()
+            .map(|(_, s)| BriefInfo::of_stats(s, now))
             .collect(),
         more,
     }

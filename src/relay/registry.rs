@@ -135,6 +135,12 @@ pub struct SessionStats {
     /// The relay worker (thread) that accepted the session and runs it.
     pub worker: u16,
     epoch: Instant,
+    /// When the session entered the table, nanoseconds since the epoch,
+    /// stamped under its shard's lock: a reader that took its clock before
+    /// walking the table and did not see the session sees a later stamp
+    /// next time. (`started` is earlier for a restored session, and for a
+    /// new one it is taken before the lock.)
+    registered: AtomicU64,
     flows: [Flow; 2],
     /// Last frame that counts as activity (ping/pong only when the domain
     /// says so), nanoseconds since the epoch.
@@ -351,22 +357,43 @@ impl SessionStats {
         // (the control socket's thread, asking for a console) that the
         // scheduler preempts while sorting there would stall that
         // session's worker.
-        let (mut sorted, max_ms) = {
+        let (mut gaps, max_ms) = {
             let recent = lock(&self.recent);
             let g = &recent.gaps[direction.index()];
             (g.recent_ms.iter().copied().collect::<Vec<u32>>(), g.max_ms)
         };
-        sorted.sort_unstable();
+        let samples = gaps.len();
+        // The middle one only, not a sort: asked of every busy session of
+        // an attached console's every refresh.
+        let median = (samples > 0).then(|| *gaps.select_nth_unstable(samples / 2).1);
         MessageGaps {
-            samples: sorted.len(),
-            median: sorted
-                .get(sorted.len() / 2)
-                .map(|ms| Duration::from_millis((*ms).into())),
-            max: (!sorted.is_empty()).then(|| Duration::from_millis(max_ms.into())),
+            samples,
+            median: median.map(|ms| Duration::from_millis(ms.into())),
+            max: (samples > 0).then(|| Duration::from_millis(max_ms.into())),
         }
     }
 
     pub fn snapshot(&self, now: Instant) -> SessionSnapshot {
+        let moving = self.moving(now);
+        SessionSnapshot {
+            id: self.id,
+            worker: self.worker,
+            domain: self.domain.clone(),
+            client: self.client,
+            origin: self.origin.clone(),
+            path: self.path.clone(),
+            age: now.saturating_duration_since(self.started),
+            idle: moving.idle,
+            timeout: self.timeout(),
+            remaining: moving.remaining,
+            to_origin: moving.to_origin,
+            to_client: moving.to_client,
+            last_frame: moving.last_frame,
+        }
+    }
+
+    /// What moves of the session at `now` (a snapshot without what stays).
+    pub fn moving(&self, now: Instant) -> Moving {
         let flow = |d: Direction| {
             let f = &self.flows[d.index()];
             FlowSnapshot {
@@ -378,18 +405,11 @@ impl SessionStats {
         };
         let last_kind = self.last_kind.load(Relaxed);
         let last_activity = self.last_activity();
-        let timeout = self.timeout();
-        SessionSnapshot {
-            id: self.id,
-            worker: self.worker,
-            domain: self.domain.clone(),
-            client: self.client,
-            origin: self.origin.clone(),
-            path: self.path.clone(),
-            age: now.saturating_duration_since(self.started),
+        Moving {
             idle: now.saturating_duration_since(last_activity),
-            timeout,
-            remaining: timeout.map(|t| (last_activity + t).saturating_duration_since(now)),
+            remaining: self
+                .timeout()
+                .map(|t| (last_activity + t).saturating_duration_since(now)),
             to_origin: flow(Direction::ClientToOrigin),
             to_client: flow(Direction::OriginToClient),
             last_frame: kind_of(last_kind & 0x7f).map(|kind| {
@@ -402,6 +422,16 @@ impl SessionStats {
             }),
         }
     }
+}
+
+/// The part of a [`SessionSnapshot`] that moves while the session lives.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Moving {
+    pub idle: Duration,
+    pub remaining: Option<Duration>,
+    pub to_origin: FlowSnapshot,
+    pub to_client: FlowSnapshot,
+    pub last_frame: Option<(Direction, FrameKind)>,
 }
 
 /// A session's counters as they move to another relay process (a
@@ -446,15 +476,22 @@ fn before(now: Instant, age_ns: u64) -> Instant {
 }
 
 impl SessionStats {
-    /// Whether the session started or passed a frame at or after `clock_ms`
-    /// (on [`Registry::clock_ms`]'s clock).
+    /// Whether the session entered the table or passed a frame at or after
+    /// `clock_ms` (on [`Registry::clock_ms`]'s clock).
     pub fn changed_since(&self, clock_ms: u64) -> bool {
         let since = clock_ms.saturating_mul(1_000_000);
-        nanos_since(self.epoch, self.started) >= since
+        self.registered_since(clock_ms)
             || self
                 .flows
                 .iter()
                 .any(|f| f.last_frame.load(Relaxed) >= since)
+    }
+
+    /// Whether the session entered the table at or after `clock_ms`: a
+    /// reader whose previous walk took its clock at `clock_ms` has not
+    /// seen it yet.
+    pub fn registered_since(&self, clock_ms: u64) -> bool {
+        self.registered.load(Relaxed) >= clock_ms.saturating_mul(1_000_000)
     }
 
     /// The counters at `now`, to be restored in another process.
@@ -638,6 +675,7 @@ impl Registry {
             started: now,
             worker: u16::try_from(worker).unwrap_or(u16::MAX),
             epoch: self.epoch,
+            registered: AtomicU64::new(0),
             flows: Default::default(),
             last_activity: AtomicU64::new(nanos_since(self.epoch, now)),
             longest_gap: AtomicU64::new(0),
@@ -656,7 +694,7 @@ impl Registry {
                 now,
             );
         }
-        lock(&self.shards[worker].0).insert(id, stats.clone());
+        self.insert(worker, &stats);
         SessionGuard {
             registry: self.clone(),
             stats,
@@ -706,6 +744,7 @@ impl Registry {
             started: before(exported_at, state.age_ns),
             worker: u16::try_from(worker).unwrap_or(u16::MAX),
             epoch: self.epoch,
+            registered: AtomicU64::new(0),
             flows: [flow(&state.flows[0]), flow(&state.flows[1])],
             last_activity: AtomicU64::new(stamp(Some(state.idle_ns))),
             longest_gap: AtomicU64::new(state.longest_gap_ns),
@@ -719,12 +758,22 @@ impl Registry {
             operator_frame: std::sync::OnceLock::new(),
             metrics,
         });
-        lock(&self.shards[worker].0).insert(id, stats.clone());
+        self.insert(worker, &stats);
         SessionGuard {
             registry: self.clone(),
             stats,
             worker,
         }
+    }
+
+    /// Puts a session in its worker's shard, stamped under the lock (see
+    /// `SessionStats::registered`).
+    fn insert(&self, worker: usize, stats: &Arc<SessionStats>) {
+        let mut shard = lock(&self.shards[worker].0);
+        stats
+            .registered
+            .store(nanos_since(self.epoch, Instant::now()), Relaxed);
+        shard.insert(stats.id, stats.clone());
     }
 
     /// The table's clock in milliseconds (for "what changed since").
@@ -918,6 +967,28 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn the_median_gap_is_the_middle_one_of_uneven_gaps() {
+        let registry = Arc::new(Registry::new());
+        let guard = new_session(&registry, None);
+        let text = SeenFrame {
+            kind: FrameKind::Text,
+            fin: true,
+            payload_len: 1,
+        };
+        for gap_secs in [0, 9, 1, 4, 2] {
+            tokio::time::advance(Duration::from_secs(gap_secs)).await;
+            guard
+                .stats()
+                .record_frame(Instant::now(), Direction::OriginToClient, text, true);
+        }
+        let gaps = guard.stats().message_gaps(Direction::OriginToClient);
+        assert_eq!(gaps.samples, 4);
+        // 9, 1, 4, 2 s: the upper middle of the four, as the console shows it.
+        assert_eq!(gaps.median, Some(Duration::from_secs(4)));
+        assert_eq!(gaps.max, Some(Duration::from_secs(9)));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn dropping_the_guard_removes_the_session() {
         let registry = Arc::new(Registry::new());
         let guard = new_session(&registry, Some(5));
@@ -928,6 +999,33 @@ mod tests {
         drop(guard);
         assert!(registry.is_empty());
         assert!(!registry.close(id));
+    }
+
+    /// A session handed over from another process (a late round arrives
+    /// while consoles are attached) started long before anyone's clock:
+    /// it still counts as new to a reader that walked the table before it
+    /// arrived, and as old to one that walked it after.
+    #[tokio::test(start_paused = true)]
+    async fn a_restored_session_is_new_to_a_reader_that_walked_before_it_came() {
+        let old = Arc::new(Registry::new());
+        let guard = new_session(&old, Some(300));
+        tokio::time::advance(Duration::from_secs(3600)).await;
+        let state = guard.stats().export(Instant::now());
+        let new = Arc::new(Registry::new());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let walked = new.clock_ms(Instant::now());
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let restored = new.restore(0, state, Instant::now(), &CancellationToken::new());
+        let s = restored.stats();
+        assert!(s.registered_since(walked));
+        assert!(
+            s.changed_since(walked),
+            "an attached console must be told of it"
+        );
+        tokio::time::advance(Duration::from_millis(5)).await;
+        let later = new.clock_ms(Instant::now());
+        assert!(!s.registered_since(later));
+        assert!(!s.changed_since(later));
     }
 
     #[test]

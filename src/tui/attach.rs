@@ -384,6 +384,8 @@ struct Known {
     paging: Option<Paging>,
     /// The relay does not know `sessions-changed` (an older build).
     full_only: bool,
+    /// The relay does not know its `brief` rows (an older build).
+    no_brief: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -407,19 +409,22 @@ impl Known {
         poll: &mut ControlClient,
         table: &mut RemoteTable,
     ) -> Result<(), ClientError> {
-        if !self.full_only {
+        while !self.full_only {
+            let brief = !self.no_brief;
             let request = match self.paging {
                 Some(p) => Request::SessionsChanged {
                     since: p.since,
                     known: None,
                     after: Some(p.after),
                     limit: Some(PAGE),
+                    brief,
                 },
                 None => Request::SessionsChanged {
                     since: self.clock,
                     known: self.clock.map(|_| IdSummary::of(table.ids())),
                     after: None,
                     limit: Some(PAGE),
+                    brief,
                 },
             };
             match poll.request::<ChangesReply>(&request).await {
@@ -427,6 +432,7 @@ impl Known {
                     self.take_changes(reply, table);
                     return Ok(());
                 }
+                Err(ClientError::Refused(_)) if brief => self.no_brief = true,
                 Err(ClientError::Refused(_)) => self.full_only = true,
                 Err(e) => return Err(e),
             }
@@ -453,6 +459,11 @@ impl Known {
         for info in &reply.changed {
             table.take(info.snapshot(now), info.rhythm(), now);
         }
+        for row in &reply.moved {
+            table.take_moved(row.id(), row.rhythm(), now, |s| row.apply(s, now));
+        }
+        // Pages go by id: the last one is the page's, whichever list.
+        let last = last.max(reply.moved.last().map(|row| row.id()));
         let (since, started) = match self.paging {
             Some(p) => (p.since, p.started),
             None => (self.clock, reply.clock),

@@ -213,6 +213,18 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         tmux.wait_for("1 live");
         let screen = tmux.wait_for("attach.test");
         assert!(screen.contains("300 s"), "{screen}");
+        // Messages after the first fetch: the relay sends only what moved
+        // (a brief row), and the row's counters follow.
+        let before = messages_on(&screen);
+        for _ in 0..3 {
+            client
+                .send(tungstenite::Message::Text("more".into()))
+                .await
+                .unwrap();
+            client.next().await.unwrap().unwrap();
+        }
+        let moved = format!("{}/{}", before + 3, before + 3);
+        tmux.wait_for(&moved);
         // Quitting detaches at once: no question about closing sessions.
         tmux.keys(&["C-c"]);
         tmux.wait_until_gone();
@@ -233,6 +245,23 @@ async fn attach_shows_live_sessions_and_detaching_leaves_them_alive() {
         serve.try_wait().unwrap().is_none(),
         "the relay keeps running"
     );
+}
+
+/// The messages each way on the one session row of `screen` (`msgs ↑/↓`).
+fn messages_on(screen: &str) -> u64 {
+    let row = screen
+        .lines()
+        .find(|l| l.contains("#1 "))
+        .unwrap_or_else(|| panic!("a row for session #1: {screen}"));
+    let pair = row
+        .split_whitespace()
+        .find_map(|w| {
+            let (up, down) = w.split_once('/')?;
+            Some((up.parse::<u64>().ok()?, down.parse::<u64>().ok()?))
+        })
+        .unwrap_or_else(|| panic!("a msgs ↑/↓ cell in {row:?}"));
+    assert_eq!(pair.0, pair.1, "an echo: as many each way, {row:?}");
+    pair.0
 }
 
 /// `ecdn-console serve` of `config_path`, its output drained; its address.

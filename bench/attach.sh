@@ -13,6 +13,9 @@
 # same CPU in the same bursts (bench/cpu_bursts.py) but not attached, to tell
 # the consoles' CPU from what the control socket does. BURST_MS sets the
 # burst (default 4 ms) and BURST_PERIOD_MS how often (default 333 ms).
+# STANDINS=1 adds another: CONSOLES clients asking the relay what `attach`
+# asks (bench/control_standin.py) with no table or terminal — the relay's
+# side of attaching alone.
 # WORKERS=1 runs the relay on one worker, leaving a core to the consoles and
 # the generator: the comparison an edge machine with more cores than relay
 # workers would see.
@@ -26,7 +29,7 @@ ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}" "${BURST_MS:=4}" "${BURST_PERIOD_MS:=333}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}" "${BURST_MS:=4}" "${BURST_PERIOD_MS:=333}" "${STANDINS:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -40,9 +43,11 @@ control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
 "$bin" serve --config "$dir/relay.toml" ${WORKERS:+--workers "$WORKERS"} >"$dir/serve.log" &
 relay=$!
 sleep 1
-# Idle sessions held for every round: three windows (four with BURSTS)
-# and the pauses between them.
-windows=3; [ -n "$BURSTS" ] && windows=4
+# Idle sessions held for every round: three windows, one more each for
+# BURSTS and STANDINS, and the pauses between them.
+windows=3
+[ -n "$BURSTS" ] && windows=$(( windows + 1 ))
+[ -n "$STANDINS" ] && windows=$(( windows + 1 ))
 hold=$(( ROUNDS * (windows * WINDOW + 15) + 30 ))
 "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
     --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
@@ -101,6 +106,13 @@ for r in $(seq "$ROUNDS"); do
         sleep 2
         echo "round $r with $CONSOLES CPU bursts of $BURST_MS ms every $BURST_PERIOD_MS ms instead (no socket): $(paced)"
         kill "${bursts[@]}"
+    fi
+    if [ -n "$STANDINS" ]; then
+        standins=()
+        for c in $(seq "$CONSOLES"); do python3 bench/control_standin.py "$dir/relay.sock" & standins+=($!); done
+        sleep 2
+        echo "round $r with $CONSOLES relay-side stand-ins instead (no table, no terminal): $(paced)"
+        kill "${standins[@]}"
     fi
 done
 # frame_percentiles LABEL: p50/p99/max of the frame times on stdin (µs).

@@ -85,7 +85,8 @@ pub enum Request {
         /// Sessions the client was told of in an earlier answer come as
         /// brief rows in `moved`: what an attached console asks of every
         /// busy session every second is a fifth of a full description.
-        #[serde(default)]
+        /// Left out when false: a relay older than it refuses the field.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         brief: bool,
     },
     /// One session with its recent frames and message gaps.

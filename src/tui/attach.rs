@@ -772,6 +772,103 @@ mod tests {
         assert_eq!(known.clock, Some(100));
     }
 
+    /// A page with brief rows (`moved`) as well: they move the sessions
+    /// the table has, and the next page starts after the page's highest
+    /// id, whichever list it is in.
+    #[tokio::test(start_paused = true)]
+    async fn brief_rows_move_known_sessions_and_count_for_the_next_page() {
+        let mut known = Known::default();
+        let mut table = RemoteTable::default();
+        known.take_changes(answer(100, Some(&[2, 9]), &[2, 9], false), &mut table);
+        assert_eq!(known.clock, Some(100));
+        let mut value = serde_json::to_value(answer(200, None, &[7], true)).unwrap();
+        let brief = |id: SessionId, messages: u64| {
+            serde_json::json!([
+                id,
+                250,
+                99750,
+                [messages, messages, 10, 250],
+                [0, 0, 0, null],
+                ["client-to-origin", "text"],
+                [0, null, null],
+                [0, null, null]
+            ])
+        };
+        value["moved"] = serde_json::json!([brief(2, 4), brief(9, 6)]);
+        known.take_changes(serde_json::from_value(value).unwrap(), &mut table);
+        assert!(known.paging(), "more to come");
+        let page = known.paging.unwrap();
+        assert_eq!((page.since, page.after), (Some(100), 9));
+        let mut rows = Vec::new();
+        table.update(&mut rows, Instant::now());
+        rows.sort_by_key(|s| s.id);
+        let messages: Vec<_> = rows.iter().map(|s| (s.id, s.to_origin.messages)).collect();
+        assert_eq!(messages, [(2, 4), (7, 0), (9, 6)]);
+        assert_eq!(rows[0].idle, Duration::from_millis(250));
+        assert_eq!(
+            rows[0].domain.as_str(),
+            "app.test",
+            "kept from the description"
+        );
+    }
+
+    /// A relay older than `brief` refuses the field (its requests deny
+    /// unknown fields): the console asks again without it, and keeps
+    /// doing so, with the table whole.
+    #[tokio::test]
+    async fn a_relay_that_does_not_know_brief_is_asked_without_it() {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let older_relay = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (read, mut write) = stream.into_split();
+            let hello = r#"{"hello":"ecdn-console-control","version":1,"build":"0.0.1","pid":1,"listen":"127.0.0.1:1","config":"/c.toml","config_version":1,"mode":"serve"}"#;
+            write
+                .write_all(format!("{hello}\n").as_bytes())
+                .await
+                .unwrap();
+            let mut lines = BufReader::new(read).lines();
+            let mut asked = Vec::new();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let answer = if line.contains("brief") {
+                    r#"{"ok":false,"error":"bad-request","message":"unknown field `brief`"}"#
+                        .to_string()
+                } else {
+                    let mut reply =
+                        serde_json::to_value(answer(100, Some(&[1]), &[1], false)).unwrap();
+                    reply["ok"] = true.into();
+                    reply.to_string()
+                };
+                asked.push(line);
+                write
+                    .write_all(format!("{answer}\n").as_bytes())
+                    .await
+                    .unwrap();
+            }
+            asked
+        });
+        let mut poll = ControlClient::connect(&path).await.unwrap();
+        let mut known = Known::default();
+        let mut table = RemoteTable::default();
+        known.refresh(&mut poll, &mut table).await.unwrap();
+        assert_eq!(table.len(), 1);
+        known.refresh(&mut poll, &mut table).await.unwrap();
+        drop(poll);
+        let asked = older_relay.await.unwrap();
+        assert_eq!(asked.len(), 3, "{asked:?}");
+        assert!(asked[0].contains("\"brief\":true"), "{asked:?}");
+        assert!(
+            asked[1].contains("sessions-changed") && !asked[1].contains("brief"),
+            "{asked:?}"
+        );
+        assert!(
+            asked[2].contains("\"since\":100") && !asked[2].contains("brief"),
+            "{asked:?}"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn many_changes_come_in_pages_of_the_same_question() {
         let mut known = Known {

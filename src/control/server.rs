@@ -635,7 +635,9 @@ fn changes(
             changed.push((s.id, s.clone()));
         }
     });
-    // Entered the table since the client's last walk: described in full.
+    // Told of already: in the table when the answer `since` names was
+    // made, so described then or before; a brief row does. One that
+    // entered it since is described in full.
     let told = |s: &SessionStats| page.brief && since.is_some_and(|t| !s.registered_since(t));
     let mut more = false;
     if let Some(limit) = page.limit {

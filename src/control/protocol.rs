@@ -52,8 +52,9 @@ pub struct Hello {
 }
 
 /// What a client may ask.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, strum::VariantNames)]
 #[serde(tag = "request", rename_all = "kebab-case", deny_unknown_fields)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Request {
     /// The hello again (also a cheap "are you there").
     Hello,
@@ -637,6 +638,20 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    /// The names a bad request's answer lists are the ones the relay reads.
+    #[test]
+    fn every_listed_request_name_is_one_the_relay_reads() {
+        use strum::VariantNames;
+        assert!(Request::VARIANTS.contains(&"sessions-changed"));
+        for name in Request::VARIANTS {
+            let err = serde_json::from_str::<Request>(&format!(r#"{{"request":"{name}"}}"#))
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(!err.contains("unknown variant"), "{name}: {err}");
+        }
+    }
 
     #[test]
     fn requests_read_as_documented() {

@@ -462,8 +462,8 @@ fn parse(line: &str) -> Result<Request, ErrorReply> {
     serde_json::from_value(value).map_err(|e| ErrorReply {
         error: ErrorCode::BadRequest,
         message: format!(
-            "not a request this relay understands ({e}); requests: hello, sessions, session, \
-             close-session, events, config-get, config-edit, stop, recommend, takeover (see docs/CONTROL.md)"
+            "not a request this relay understands ({e}); requests: {} (see docs/CONTROL.md)",
+            <Request as strum::VariantNames>::VARIANTS.join(", ")
         ),
     })
 }
@@ -627,28 +627,29 @@ fn changes(
     // Taken before looking: a frame passing meanwhile shows again next time.
     let clock = registry.clock_ms(now);
     // One pass: every id, and the few sessions that changed.
+    // Told of already: in the table when the answer `since` names was
+    // made, so described then or before; a brief row does. One that
+    // entered it since is described in full.
+    let told = |s: &SessionStats| page.brief && since.is_some_and(|t| !s.registered_since(t));
     let mut ids = Vec::new();
     let mut changed = Vec::new();
     registry.for_each_session(|s| {
         ids.push(s.id);
         if since.is_none_or(|t| s.changed_since(t)) && page.after.is_none_or(|after| s.id > after) {
-            changed.push((s.id, s.clone()));
+            // Id and kind of row beside each: sorting and paging need no
+            // further trip to the session.
+            changed.push((s.id, told(s), s.clone()));
         }
     });
-    // Told of already: in the table when the answer `since` names was
-    // made, so described then or before; a brief row does. One that
-    // entered it since is described in full.
-    let told = |s: &SessionStats| page.brief && since.is_some_and(|t| !s.registered_since(t));
     let mut more = false;
     if let Some(limit) = page.limit {
-        // By the id beside each, not behind it: no trip to each session.
-        changed.sort_unstable_by_key(|(id, _)| *id);
+        changed.sort_unstable_by_key(|(id, ..)| *id);
         let budget = limit.saturating_mul(FULL_ROW);
         let mut spent = 0;
         let fits = changed
             .iter()
-            .take_while(|(_, s)| {
-                spent += if told(s) { BRIEF_ROW } else { FULL_ROW };
+            .take_while(|(_, told, _)| {
+                spent += if *told { BRIEF_ROW } else { FULL_ROW };
                 spent <= budget
             })
             .count();
@@ -656,18 +657,18 @@ fn changes(
         changed.truncate(fits);
     }
     let summary = IdSummary::of(ids.iter().copied());
-    let (moved, changed): (Vec<_>, Vec<_>) = changed.into_iter().partition(|(_, s)| told(s));
+    let (moved, changed): (Vec<_>, Vec<_>) = changed.into_iter().partition(|(_, told, _)| *told);
     ChangesReply {
         clock,
         // The first page carries the ids; the next ones need not.
         ids: (page.after.is_none() && known != Some(summary)).then_some(ids),
         changed: changed
             .iter()
-            .map(|(_, s)| SessionInfo::of_stats(s, now))
+            .map(|(.., s)| SessionInfo::of_stats(s, now))
             .collect(),
         moved: moved
             .iter()
-            .map(|(_, s)| BriefInfo::of_stats(s, now))
+            .map(|(.., s)| BriefInfo::of_stats(s, now))
             .collect(),
         more,
     }

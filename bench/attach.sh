@@ -23,13 +23,23 @@
 # lowers its own to nice 10; raising it again needs root or CAP_SYS_NICE).
 # CONSOLE_SCHED=idle starts tmux and the consoles under SCHED_IDLE
 # (`chrt -i 0`), to tell what the consoles' own CPU does from the relay's.
+# PIN=1 splits the CPUs (`taskset`): the data path — the relay's workers,
+# the origin and the load generators — on CPU 0; the control socket — the
+# relay's control thread and every other thread of it, tmux and the
+# consoles — on CPU 1. It tells whether what the control socket does delays
+# a frame, or only the CPU that attached consoles take beside the relay.
+# PIN=relay keeps the whole relay on CPU 0, its control thread beside the
+# workers (as without pinning): what the relay's side of the control socket
+# costs the data path, with the consoles' own CPU kept apart.
+# With BURSTS=1 the bursts then run on CPU 0, the data path's: the control
+# that shows the comparison can see a delay.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 MODE=attach
 # shellcheck source=bench/lib.sh
 source bench/lib.sh
-: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}" "${BURST_MS:=4}" "${BURST_PERIOD_MS:=333}" "${STANDINS:=}"
+: "${IDLE:=9000}" "${CONSOLES:=2}" "${PACED:=500}" "${ROUNDS:=2}" "${WINDOW:=15}" "${CONSOLE_NICE:=}" "${BURSTS:=}" "${WORKERS:=}" "${CONSOLE_SCHED:=}" "${BURST_MS:=4}" "${BURST_PERIOD_MS:=333}" "${STANDINS:=}" "${PIN:=}"
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
@@ -39,17 +49,27 @@ dir=$(mktemp -d)
 consoles() { for c in $(seq "$CONSOLES"); do tmux kill-session -t "ecdn-attach-$c" 2>/dev/null || true; done; }
 trap 'consoles; kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
-"$bin" origin --listen 127.0.0.1:18601 >/dev/null &
+# on_data_path CMD…: runs CMD on the data path's CPU when PIN is set.
+on_data_path() { if [ -n "$PIN" ]; then taskset -c 0 "$@"; else "$@"; fi; }
+# beside_consoles CMD…: runs CMD on the consoles' CPU when PIN is set.
+beside_consoles() { if [ -n "$PIN" ]; then taskset -c 1 "$@"; else "$@"; fi; }
+on_data_path "$bin" origin --listen 127.0.0.1:18601 >/dev/null &
 "$bin" serve --config "$dir/relay.toml" ${WORKERS:+--workers "$WORKERS"} >"$dir/serve.log" &
 relay=$!
 sleep 1
+if [ -n "$PIN" ]; then
+    for t in /proc/"$relay"/task/*; do
+        case "$PIN:$(cat "$t/comm")" in relay:* | *:relay-*) cpu=0 ;; *) cpu=1 ;; esac
+        taskset -p -c "$cpu" "$(basename "$t")" >/dev/null
+    done
+fi
 # Idle sessions held for every round: three windows, one more each for
 # BURSTS and STANDINS, and the pauses between them.
 windows=3
 [ -n "$BURSTS" ] && windows=$(( windows + 1 ))
 [ -n "$STANDINS" ] && windows=$(( windows + 1 ))
 hold=$(( ROUNDS * (windows * WINDOW + 15) + 30 ))
-"$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
+on_data_path "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
     --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
 until grep -q '^ready' "$dir/idle.err" 2>/dev/null; do sleep 0.2; done
 echo "idle: $(grep '^ready' "$dir/idle.err")"
@@ -70,7 +90,7 @@ console_ticks() {
     echo "$sum"
 }
 paced() {
-    "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
+    on_data_path "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
         --sessions "$PACED" --duration "$WINDOW" --json |
         jq -c '{p50_ms: .rtt_ms.p50, p99_ms: .rtt_ms.p99, max_ms: .rtt_ms.max, errors: .errors}'
 }
@@ -82,6 +102,11 @@ for r in $(seq "$ROUNDS"); do
             "RUST_LOG=ecdn_console::frame=debug ECDN_CONSOLE_LOG=$OUT/console-$r-$c.log $bin attach --socket $dir/relay.sock"
     done
     sleep 2
+    if [ -n "$PIN" ]; then
+        for p in $(pgrep -f "attach --socket $dir/relay.sock") $(tmux display-message -p '#{pid}'); do
+            taskset -a -p -c 1 "$p" >/dev/null
+        done
+    fi
     if [ -n "$CONSOLE_NICE" ]; then
         renice -n "$CONSOLE_NICE" -p $(pgrep -f "attach --socket $dir/relay.sock") >/dev/null
     fi
@@ -101,15 +126,16 @@ for r in $(seq "$ROUNDS"); do
     echo "round $r relay control thread, + $PACED paced: $(awk -v t=$(( after - before )) -v hz="$hz" -v w="$WINDOW" 'BEGIN { printf "%.2f %% of a core", 100 * t / hz / w }')"
     consoles
     if [ -n "$BURSTS" ]; then
-        bursts=()
-        for c in $(seq "$CONSOLES"); do python3 bench/cpu_bursts.py "$BURST_MS" 10 "$BURST_PERIOD_MS" & bursts+=($!); done
+        bursts=() burst_cpu=
+        [ -n "$PIN" ] && burst_cpu=", on the data path's CPU"
+        for c in $(seq "$CONSOLES"); do on_data_path python3 bench/cpu_bursts.py "$BURST_MS" 10 "$BURST_PERIOD_MS" & bursts+=($!); done
         sleep 2
-        echo "round $r with $CONSOLES CPU bursts of $BURST_MS ms every $BURST_PERIOD_MS ms instead (no socket): $(paced)"
+        echo "round $r with $CONSOLES CPU bursts of $BURST_MS ms every $BURST_PERIOD_MS ms instead (no socket$burst_cpu): $(paced)"
         kill "${bursts[@]}"
     fi
     if [ -n "$STANDINS" ]; then
         standins=()
-        for c in $(seq "$CONSOLES"); do python3 bench/control_standin.py "$dir/relay.sock" & standins+=($!); done
+        for c in $(seq "$CONSOLES"); do beside_consoles python3 bench/control_standin.py "$dir/relay.sock" & standins+=($!); done
         sleep 2
         echo "round $r with $CONSOLES relay-side stand-ins instead (no table, no terminal): $(paced)"
         kill "${standins[@]}"

@@ -266,8 +266,22 @@ fn messages_on(screen: &str) -> u64 {
 
 /// `ecdn-console serve` of `config_path`, its output drained; its address.
 async fn serve(config_path: &Path) -> (tokio::process::Child, std::net::SocketAddr) {
+    serve_under(&[], config_path).await
+}
+
+/// `serve` run by `wrapper` (`taskset -c 0`, …), as [`serve`].
+async fn serve_under(
+    wrapper: &[String],
+    config_path: &Path,
+) -> (tokio::process::Child, std::net::SocketAddr) {
     use tokio::io::AsyncBufReadExt;
-    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+    let bin = env!("CARGO_BIN_EXE_ecdn-console").to_string();
+    let (program, args) = match wrapper {
+        [program, args @ ..] => (program.clone(), [args, &[bin]].concat()),
+        [] => (bin, Vec::new()),
+    };
+    let mut serve = tokio::process::Command::new(program)
+        .args(args)
         .arg("--config")
         .arg(config_path)
         .arg("serve")
@@ -284,6 +298,91 @@ async fn serve(config_path: &Path) -> (tokio::process::Child, std::net::SocketAd
     // Keep reading serve's output so it never blocks on a full pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (serve, relay)
+}
+
+/// A relay pinned to a CPU (`taskset`, as systemd's `CPUAffinity=` would)
+/// leaves the others to an attached console: it moves off the CPU of the
+/// relay's workers, every thread of it, so its drawing never competes with
+/// their frames. Needs `taskset` (util-linux) and two CPUs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the end-to-end attach test");
+        return;
+    }
+    let mine = cpus_allowed(Path::new("/proc/self/status"));
+    if mine.len() < 2
+        || std::process::Command::new("taskset")
+            .arg("-V")
+            .output()
+            .is_err()
+    {
+        eprintln!("note: needs two CPUs and taskset (util-linux); skipping the CPU test");
+        return;
+    }
+    let relay_cpu = mine[0];
+    let origin = common::echo_origin(Default::default()).await;
+    let (dir, config_path, socket) = common::relay_dir("pinned.test", origin);
+    let taskset = ["taskset", "-c", &relay_cpu.to_string()].map(String::from);
+    let (_serve, _relay) = serve_under(&taskset, &config_path).await;
+    let command = format!(
+        "ECDN_CONSOLE_LOG={} {} attach --socket {}",
+        shell_quote(&dir.path().join("console.log").display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&socket.display().to_string()),
+    );
+    let tmux = Tmux::start(format!("ecdn-e2e-cpus-{}", std::process::id()), &command);
+    tmux.wait_for("attached to relay 127.0.0.1:");
+    let console = pid_of_attach(&socket).expect("the attached console's process");
+    let threads: Vec<_> = std::fs::read_dir(format!("/proc/{console}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| (t.file_name(), cpus_allowed(&t.path().join("status"))))
+        .collect();
+    assert!(threads.len() > 1, "a console has more than one thread");
+    // Every thread, on the rest of the machine.
+    for (tid, cpus) in &threads {
+        assert_eq!(
+            cpus,
+            &mine[1..],
+            "console thread {tid:?}: its CPUs, with the relay on CPU {relay_cpu}"
+        );
+    }
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
+}
+
+/// The CPUs a `/proc/…/status` file allows (`Cpus_allowed_list: 0-2,5`).
+fn cpus_allowed(status: &Path) -> Vec<usize> {
+    let text = std::fs::read_to_string(status).unwrap_or_default();
+    let Some(list) = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+    else {
+        return Vec::new();
+    };
+    list.trim()
+        .split(',')
+        .filter_map(|range| {
+            let (start, end) = range.split_once('-').unwrap_or((range, range));
+            Some(start.parse::<usize>().ok()?..=end.parse::<usize>().ok()?)
+        })
+        .flatten()
+        .collect()
+}
+
+/// The process running `attach --socket SOCKET`.
+fn pid_of_attach(socket: &Path) -> Option<u32> {
+    let socket = socket.display().to_string();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|p| {
+        let pid: u32 = p.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(p.path().join("cmdline")).ok()?;
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let ours = args.iter().any(|a| *a == b"attach")
+            && args.contains(&socket.as_bytes())
+            && args.first().is_some_and(|a| a.ends_with(b"ecdn-console"));
+        ours.then_some(pid)
+    })
 }
 
 /// An attached console's first fetch comes in pages, one a frame: on a

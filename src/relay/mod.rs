@@ -48,6 +48,9 @@ use listener::{EventSink, Shared, accept_loop};
 
 /// Lifecycle events buffered between the relay and its reader.
 pub const EVENT_CAPACITY: usize = 16 * 1024;
+/// Worker threads are named this and their number (`relay-0`, …): what
+/// `top -H`, `bench/attach.sh` and an attached console (`tui::cpus`) go by.
+pub const WORKER_THREAD_PREFIX: &str = "relay-";
 /// Listen backlog: bursts of hundreds of connects must not be dropped by
 /// the kernel (it caps this at `somaxconn`).
 const BACKLOG: i32 = 4096;
@@ -599,7 +602,7 @@ pub fn spawn_relay_threads_inheriting(
         let edge = inner.edge.clone();
         let ready = ready_tx.clone();
         let spawned = std::thread::Builder::new()
-            .name(format!("relay-{worker}"))
+            .name(format!("{WORKER_THREAD_PREFIX}{worker}"))
             .spawn(move || run_worker(listener, shared, edge, ready));
         match spawned {
             Ok(thread) => handle.threads.push(thread),

@@ -17,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
+use super::cpus::{Placement, keep_off_the_relays_cpus};
 use super::terminal::{
     PANIC_NOTIFY, TerminalGuard, console_runtime, in_terminal, stopped_by_panic,
 };
@@ -41,6 +42,12 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     give_way_to_the_relay();
     let runtime = console_runtime()?;
     let (mut poll, config, events) = runtime.block_on(connect(socket))?;
+    match keep_off_the_relays_cpus(poll.hello.pid) {
+        Placement::Moved { console, workers } => tracing::info!(
+            "console moved to CPUs {console}, off the relay's workers' CPUs {workers}"
+        ),
+        Placement::Left(why) => tracing::info!("console's CPUs left as they are: {why}"),
+    }
     let theme = Theme::from_env(options.no_color);
     let settings = Settings {
         config_path: poll.hello.config.clone(),

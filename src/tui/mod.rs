@@ -4,6 +4,7 @@
 
 pub mod attach;
 pub mod cloud;
+pub mod cpus;
 pub mod effects;
 pub mod keep;
 pub mod terminal;

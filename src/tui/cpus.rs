@@ -1,0 +1,160 @@
+//! Keeping an attached console off the CPUs of the relay's workers.
+//!
+//! Measured (docs/BENCHMARKS.md, "Attached consoles on CPUs of their
+//! own"): on a machine whose cores the relay's workers share with attached
+//! consoles, the consoles' own drawing — not what the relay does for them
+//! on its control socket — raises the data path's paced p99, whatever
+//! their nice value or scheduling class. With the consoles on other CPUs
+//! than the workers, two attached consoles change nothing. So where an
+//! operator has pinned the relay (systemd `CPUAffinity=`, `taskset`) and
+//! left a CPU free, the console moves itself there.
+
+use std::path::Path;
+
+use rustix::process::Pid;
+use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
+
+use crate::relay::WORKER_THREAD_PREFIX;
+
+/// What [`keep_off_the_relays_cpus`] did, for the console's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// The console now runs on `console`, none of the relay's `workers`.
+    Moved { console: String, workers: String },
+    /// Nothing to do, and why.
+    Left(String),
+}
+
+/// Moves every thread of this process to the CPUs it may use that none of
+/// the workers of the relay `pid` may, when there are such CPUs and the
+/// workers do not already leave all of them free.
+pub fn keep_off_the_relays_cpus(pid: u32) -> Placement {
+    let Some(workers) = worker_cpus(Path::new(&format!("/proc/{pid}/task"))) else {
+        return Placement::Left(format!(
+            "no worker threads of the relay (pid {pid}) to read"
+        ));
+    };
+    let mine = match sched_getaffinity(None) {
+        Ok(mine) => mine,
+        Err(e) => return Placement::Left(format!("the console's CPUs unknown: {e}")),
+    };
+    let Some(free) = cpus_left(&mine, &workers) else {
+        return Placement::Left(format!(
+            "the relay's workers may run on every CPU the console may ({})",
+            cpu_list(&workers)
+        ));
+    };
+    if let Err(e) = move_every_thread(&free) {
+        return Placement::Left(format!("could not move to CPUs {}: {e}", cpu_list(&free)));
+    }
+    Placement::Moved {
+        console: cpu_list(&free),
+        workers: cpu_list(&workers),
+    }
+}
+
+/// The CPUs in `mine` outside `workers`: `None` when there are none (the
+/// console shares the workers' CPUs whatever it does) or when `mine` has
+/// none of the workers' (nothing to move away from).
+fn cpus_left(mine: &CpuSet, workers: &CpuSet) -> Option<CpuSet> {
+    let mut free = CpuSet::new();
+    let mut shared = false;
+    for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| mine.is_set(cpu)) {
+        if workers.is_set(cpu) {
+            shared = true;
+        } else {
+            free.set(cpu);
+        }
+    }
+    (shared && free.count() > 0).then_some(free)
+}
+
+/// The CPUs any worker thread of the process whose threads are listed in
+/// `tasks` (`/proc/PID/task`) may run on; `None` without worker threads.
+fn worker_cpus(tasks: &Path) -> Option<CpuSet> {
+    let mut union = CpuSet::new();
+    let mut found = false;
+    for task in std::fs::read_dir(tasks).ok()?.flatten() {
+        let is_worker = std::fs::read_to_string(task.path().join("comm"))
+            .is_ok_and(|comm| comm.starts_with(WORKER_THREAD_PREFIX));
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        let Some(tid) = tid.filter(|_| is_worker).and_then(Pid::from_raw) else {
+            continue;
+        };
+        if let Ok(cpus) = sched_getaffinity(Some(tid)) {
+            found = true;
+            for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| cpus.is_set(cpu)) {
+                union.set(cpu);
+            }
+        }
+    }
+    found.then_some(union)
+}
+
+/// An affinity is a thread's on Linux: set it on every thread there is
+/// (threads started later inherit it from the one starting them).
+fn move_every_thread(cpus: &CpuSet) -> std::io::Result<()> {
+    for task in std::fs::read_dir("/proc/self/task")?.flatten() {
+        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+        if let Some(tid) = tid.and_then(Pid::from_raw) {
+            sched_setaffinity(Some(tid), cpus)?;
+        }
+    }
+    Ok(())
+}
+
+/// `0-3,6` as `taskset -c` and `/proc/PID/status` write CPU lists.
+fn cpu_list(cpus: &CpuSet) -> String {
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
+    for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| cpus.is_set(cpu)) {
+        match ranges.last_mut() {
+            Some((_, end)) if *end + 1 == cpu => *end = cpu,
+            _ => ranges.push((cpu, cpu)),
+        }
+    }
+    ranges
+        .iter()
+        .map(|&(start, end)| match end - start {
+            0 => start.to_string(),
+            _ => format!("{start}-{end}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn set(cpus: &[usize]) -> CpuSet {
+        let mut s = CpuSet::new();
+        cpus.iter().for_each(|&c| s.set(c));
+        s
+    }
+
+    #[test]
+    fn the_console_takes_the_cpus_the_workers_leave() {
+        let free = cpus_left(&set(&[0, 1, 2, 3]), &set(&[0, 1])).unwrap();
+        assert_eq!(cpu_list(&free), "2-3");
+    }
+
+    #[test]
+    fn a_console_on_every_worker_cpu_or_on_none_stays_where_it_is() {
+        // Unpinned workers: the console cannot get out of their way.
+        assert!(cpus_left(&set(&[0, 1]), &set(&[0, 1])).is_none());
+        // Already apart (the operator pinned both).
+        assert!(cpus_left(&set(&[2, 3]), &set(&[0, 1])).is_none());
+    }
+
+    #[test]
+    fn cpu_lists_read_as_taskset_writes_them() {
+        assert_eq!(cpu_list(&set(&[0, 1, 2, 5, 7, 8])), "0-2,5,7-8");
+        assert_eq!(cpu_list(&set(&[3])), "3");
+    }
+
+    #[test]
+    fn a_relay_that_is_gone_has_no_worker_cpus() {
+        assert!(worker_cpus(Path::new("/nonexistent/task")).is_none());
+    }
+}

@@ -30,7 +30,9 @@
 # a frame, or only the CPU that attached consoles take beside the relay.
 # PIN=relay keeps the whole relay on CPU 0, its control thread beside the
 # workers (as without pinning): what the relay's side of the control socket
-# costs the data path, with the consoles' own CPU kept apart.
+# costs the data path, with the consoles' own CPU kept apart — as on a
+# machine where systemd's CPUAffinity= pins the relay. The consoles are not
+# moved by the script: attach moves itself off a pinned relay's CPUs.
 # With BURSTS=1 the bursts then run on CPU 0, the data path's: the control
 # that shows the comparison can see a delay.
 set -euo pipefail
@@ -103,8 +105,14 @@ for r in $(seq "$ROUNDS"); do
     done
     sleep 2
     if [ -n "$PIN" ]; then
-        for p in $(pgrep -f "attach --socket $dir/relay.sock") $(tmux display-message -p '#{pid}'); do
-            taskset -a -p -c 1 "$p" >/dev/null
+        # PIN=relay: the consoles find the relay pinned and move by
+        # themselves (src/tui/cpus.rs); tmux is moved here.
+        movers=$(tmux display-message -p '#{pid}')
+        [ "$PIN" = relay ] || movers="$movers $(pgrep -f "attach --socket $dir/relay.sock" | tr '\n' ' ')"
+        for p in $movers; do taskset -a -p -c 1 "$p" >/dev/null; done
+        for p in $(pgrep -f "attach --socket $dir/relay.sock"); do
+            [ "$(cat /proc/"$p"/comm)" = ecdn-console ] &&
+                echo "round $r console $p on CPUs $(awk '/^Cpus_allowed_list/ { print $2 }' /proc/"$p"/status)"
         done
     fi
     if [ -n "$CONSOLE_NICE" ]; then

@@ -51,11 +51,11 @@ dir=$(mktemp -d)
 consoles() { for c in $(seq "$CONSOLES"); do tmux kill-session -t "ecdn-attach-$c" 2>/dev/null || true; done; }
 trap 'consoles; kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
 control_relay_config "$dir/relay.toml" 18680 18601 "$dir/relay.sock"
-# on_data_path CMD…: runs CMD on the data path's CPU when PIN is set.
-on_data_path() { if [ -n "$PIN" ]; then taskset -c 0 "$@"; else "$@"; fi; }
-# beside_consoles CMD…: runs CMD on the consoles' CPU when PIN is set.
-beside_consoles() { if [ -n "$PIN" ]; then taskset -c 1 "$@"; else "$@"; fi; }
-on_data_path "$bin" origin --listen 127.0.0.1:18601 >/dev/null &
+# Prefixes that put a command on the data path's CPU or the consoles' when
+# PIN is set (taskset execs the command: `$!` stays the command's pid).
+on_data_path=() beside_consoles=()
+[ -n "$PIN" ] && on_data_path=(taskset -c 0) beside_consoles=(taskset -c 1)
+"${on_data_path[@]}" "$bin" origin --listen 127.0.0.1:18601 >/dev/null &
 "$bin" serve --config "$dir/relay.toml" ${WORKERS:+--workers "$WORKERS"} >"$dir/serve.log" &
 relay=$!
 sleep 1
@@ -71,7 +71,7 @@ windows=3
 [ -n "$BURSTS" ] && windows=$(( windows + 1 ))
 [ -n "$STANDINS" ] && windows=$(( windows + 1 ))
 hold=$(( ROUNDS * (windows * WINDOW + 15) + 30 ))
-on_data_path "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
+"${on_data_path[@]}" "$load" ws://127.0.0.1:18680/ --host bench.test --mode idle --sessions "$IDLE" \
     --concurrency 256 --duration "$hold" --ready-line >/dev/null 2>"$dir/idle.err" &
 until grep -q '^ready' "$dir/idle.err" 2>/dev/null; do sleep 0.2; done
 echo "idle: $(grep '^ready' "$dir/idle.err")"
@@ -92,7 +92,7 @@ console_ticks() {
     echo "$sum"
 }
 paced() {
-    on_data_path "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
+    "${on_data_path[@]}" "$load" ws://127.0.0.1:18680/ --host bench.test --mode paced --interval-ms 100 --size 64 \
         --sessions "$PACED" --duration "$WINDOW" --json |
         jq -c '{p50_ms: .rtt_ms.p50, p99_ms: .rtt_ms.p99, max_ms: .rtt_ms.max, errors: .errors}'
 }
@@ -136,14 +136,14 @@ for r in $(seq "$ROUNDS"); do
     if [ -n "$BURSTS" ]; then
         bursts=() burst_cpu=
         [ -n "$PIN" ] && burst_cpu=", on the data path's CPU"
-        for c in $(seq "$CONSOLES"); do on_data_path python3 bench/cpu_bursts.py "$BURST_MS" 10 "$BURST_PERIOD_MS" & bursts+=($!); done
+        for c in $(seq "$CONSOLES"); do "${on_data_path[@]}" python3 bench/cpu_bursts.py "$BURST_MS" 10 "$BURST_PERIOD_MS" & bursts+=($!); done
         sleep 2
         echo "round $r with $CONSOLES CPU bursts of $BURST_MS ms every $BURST_PERIOD_MS ms instead (no socket$burst_cpu): $(paced)"
         kill "${bursts[@]}"
     fi
     if [ -n "$STANDINS" ]; then
         standins=()
-        for c in $(seq "$CONSOLES"); do beside_consoles python3 bench/control_standin.py "$dir/relay.sock" & standins+=($!); done
+        for c in $(seq "$CONSOLES"); do "${beside_consoles[@]}" python3 bench/control_standin.py "$dir/relay.sock" & standins+=($!); done
         sleep 2
         echo "round $r with $CONSOLES relay-side stand-ins instead (no table, no terminal): $(paced)"
         kill "${standins[@]}"

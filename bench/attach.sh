@@ -45,6 +45,10 @@ source bench/lib.sh
 bin=$PWD/target/release/ecdn-console
 load=$PWD/target/release/ecdn-load
 command -v tmux >/dev/null || { apt-get update -q && apt-get install -y -q tmux; }
+if [ -n "$PIN" ]; then
+    command -v taskset >/dev/null || { echo "PIN needs taskset (util-linux)" >&2; exit 2; }
+    [ "$(nproc)" -ge 2 ] || { echo "PIN needs two CPUs; this machine has $(nproc)" >&2; exit 2; }
+fi
 cargo build --release -q -p ecdn-console -p ecdn-load
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 dir=$(mktemp -d)

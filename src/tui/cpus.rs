@@ -45,6 +45,8 @@ pub fn keep_off_the_relays_cpus(pid: u32) -> Placement {
         ));
     };
     if let Err(e) = move_every_thread(&free) {
+        // Not half moved: every thread back where it was.
+        let _ = move_every_thread(&mine);
         return Placement::Left(format!("could not move to CPUs {}: {e}", cpu_list(&free)));
     }
     Placement::Moved {
@@ -92,12 +94,16 @@ fn worker_cpus(tasks: &Path) -> Option<CpuSet> {
 }
 
 /// An affinity is a thread's on Linux: set it on every thread there is
-/// (threads started later inherit it from the one starting them).
+/// (threads started later inherit it from the one starting them). A thread
+/// that ended since the listing (`ESRCH`) needs none.
 fn move_every_thread(cpus: &CpuSet) -> std::io::Result<()> {
     for task in std::fs::read_dir("/proc/self/task")?.flatten() {
         let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
         if let Some(tid) = tid.and_then(Pid::from_raw) {
-            sched_setaffinity(Some(tid), cpus)?;
+            match sched_setaffinity(Some(tid), cpus) {
+                Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

@@ -95,15 +95,27 @@ fn worker_cpus(tasks: &Path) -> Option<CpuSet> {
 
 /// An affinity is a thread's on Linux: set it on every thread there is
 /// (threads started later inherit it from the one starting them). A thread
-/// that ended since the listing (`ESRCH`) needs none.
+/// started by one not yet moved could miss it, so the threads are listed
+/// again until no new one appears. A thread that ended since the listing
+/// (`ESRCH`) needs none.
 fn move_every_thread(cpus: &CpuSet) -> std::io::Result<()> {
-    for task in std::fs::read_dir("/proc/self/task")?.flatten() {
-        let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
-        if let Some(tid) = tid.and_then(Pid::from_raw) {
+    let mut moved = Vec::new();
+    for _ in 0..3 {
+        let mut new = false;
+        for task in std::fs::read_dir("/proc/self/task")?.flatten() {
+            let tid = task.file_name().to_str().and_then(|t| t.parse().ok());
+            let Some(tid) = tid.and_then(Pid::from_raw).filter(|t| !moved.contains(t)) else {
+                continue;
+            };
             match sched_setaffinity(Some(tid), cpus) {
                 Ok(()) | Err(rustix::io::Errno::SRCH) => {}
                 Err(e) => return Err(e.into()),
             }
+            moved.push(tid);
+            new = true;
+        }
+        if !new {
+            break;
         }
     }
     Ok(())

@@ -10,9 +10,17 @@
 # the workers' futex calls (a worker waiting on a lock the control side
 # holds would make them).
 #   bench/open_burst.sh            # N=3 IDLE=9000 MODES="none standin burn"
+# TRACE=1 also logs every futex call of a worker that took over 0.5 ms
+# (`perf trace`, into $OUT/futex-ROUND-MODE.txt): a worker held up by a
+# lock the control thread holds while it is off its CPU would show there.
+# RELAY_ENV="NAME=VALUE …" runs the relay with those variables set.
 # Needs taskset, perf and two CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=open-burst
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 : "${N:=3}" "${IDLE:=9000}" "${MODES:=none standin burn}"
 for tool in taskset perf jq; do command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 2; }; done
 [ "$(nproc)" -ge 2 ] || { echo "needs two CPUs; this machine has $(nproc)" >&2; exit 2; }
@@ -21,18 +29,7 @@ bin=$PWD/target/release
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$dir"' EXIT
-cat >"$dir/relay.toml" <<TOML
-[relay]
-listen = "127.0.0.1:18880"
-control-socket = "$dir/relay.sock"
-max-sessions = 100000
-handshake-timeout = 30
-[[domain]]
-name = "bench.test"
-acceleration = "full-site"
-origins = ["127.0.0.1:18801"]
-websocket = { switch = "on", timeout = 300 }
-TOML
+control_relay_config "$dir/relay.toml" 18880 18801 "$dir/relay.sock"
 taskset -c 0 "$bin/ecdn-console" origin --listen 127.0.0.1:18801 >/dev/null &
 env ${RELAY_ENV:-} "$bin/ecdn-console" serve --config "$dir/relay.toml" >"$dir/serve.log" 2>&1 &
 relay=$!
@@ -61,6 +58,9 @@ for round in $(seq "$N"); do
         [ ${#beside[@]} -gt 0 ] && sleep 1.5
         perf stat -e syscalls:sys_enter_futex,page-faults,context-switches -t "$worker_list" -o "$dir/futex.txt" -- sleep 3 >/dev/null 2>&1 &
         counting=$!
+        if [ -n "${TRACE:-}" ]; then
+            timeout 3 perf trace -e futex --duration 0.5 -t "$worker_list" -o "$OUT/futex-$round-$mode.txt" >/dev/null 2>&1 &
+        fi
         rtt=$(taskset -c 0 "$bin/ecdn-load" ws://127.0.0.1:18880/ --host bench.test --mode paced \
             --interval-ms 100 --size 64 --sessions 500 --duration 2 --json --log-slow-ms 5 2>"$dir/slow.txt" |
             jq -r '"p99 \(.rtt_ms.p99) ms, max \(.rtt_ms.max) ms"')

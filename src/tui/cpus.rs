@@ -61,7 +61,7 @@ pub fn keep_off_the_relays_cpus(pid: u32) -> Placement {
 fn cpus_left(mine: &CpuSet, workers: &CpuSet) -> Option<CpuSet> {
     let mut free = CpuSet::new();
     let mut shared = false;
-    for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| mine.is_set(cpu)) {
+    for cpu in cpus_in(mine) {
         if workers.is_set(cpu) {
             shared = true;
         } else {
@@ -85,9 +85,7 @@ fn worker_cpus(tasks: &Path) -> Option<CpuSet> {
         };
         if let Ok(cpus) = sched_getaffinity(Some(tid)) {
             found = true;
-            for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| cpus.is_set(cpu)) {
-                union.set(cpu);
-            }
+            cpus_in(&cpus).for_each(|cpu| union.set(cpu));
         }
     }
     found.then_some(union)
@@ -121,10 +119,15 @@ fn move_every_thread(cpus: &CpuSet) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The CPUs in `cpus`, lowest first.
+fn cpus_in(cpus: &CpuSet) -> impl Iterator<Item = usize> + '_ {
+    (0..CpuSet::MAX_CPU).filter(|&cpu| cpus.is_set(cpu))
+}
+
 /// `0-3,6` as `taskset -c` and `/proc/PID/status` write CPU lists.
 fn cpu_list(cpus: &CpuSet) -> String {
     let mut ranges: Vec<(usize, usize)> = Vec::new();
-    for cpu in (0..CpuSet::MAX_CPU).filter(|&cpu| cpus.is_set(cpu)) {
+    for cpu in cpus_in(cpus) {
         match ranges.last_mut() {
             Some((_, end)) if *end + 1 == cpu => *end = cpu,
             _ => ranges.push((cpu, cpu)),

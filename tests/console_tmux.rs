@@ -303,7 +303,8 @@ async fn serve_under(
 /// A relay pinned to a CPU (`taskset`, as systemd's `CPUAffinity=` would)
 /// leaves the others to an attached console: it moves off the CPU of the
 /// relay's workers, every thread of it, so its drawing never competes with
-/// their frames. Needs `taskset` (util-linux) and two CPUs.
+/// their frames; after a takeover by a relay pinned to the console's CPU
+/// it moves again. Needs `taskset` (util-linux) and two CPUs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
     if !tmux_available() {
@@ -324,7 +325,7 @@ async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
     let origin = common::echo_origin(Default::default()).await;
     let (dir, config_path, socket) = common::relay_dir("pinned.test", origin);
     let taskset = ["taskset", "-c", &relay_cpu.to_string()].map(String::from);
-    let (_serve, _relay) = serve_under(&taskset, &config_path).await;
+    let (mut serve, _relay) = serve_under(&taskset, &config_path).await;
     let command = format!(
         "ECDN_CONSOLE_LOG={} {} attach --socket {}",
         shell_quote(&dir.path().join("console.log").display().to_string()),
@@ -334,11 +335,7 @@ async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
     let tmux = Tmux::start(format!("ecdn-e2e-cpus-{}", std::process::id()), &command);
     tmux.wait_for("attached to relay 127.0.0.1:");
     let console = pid_of_attach(&socket).expect("the attached console's process");
-    let threads: Vec<_> = std::fs::read_dir(format!("/proc/{console}/task"))
-        .unwrap()
-        .flatten()
-        .map(|t| (t.file_name(), cpus_allowed(&t.path().join("status"))))
-        .collect();
+    let threads = thread_cpus(console);
     assert!(threads.len() > 1, "a console has more than one thread");
     // Every thread, on the rest of the machine.
     for (tid, cpus) in &threads {
@@ -348,8 +345,53 @@ async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
             "console thread {tid:?}: its CPUs, with the relay on CPU {relay_cpu}"
         );
     }
+    // A takeover by a relay pinned to another CPU (the console's, now):
+    // the console follows it and chooses again from the CPUs it started
+    // on, rather than staying beside the new relay's workers.
+    let new_cpu = *mine.last().unwrap();
+    let mut new = tokio::process::Command::new("taskset")
+        .args([
+            "-c",
+            &new_cpu.to_string(),
+            env!("CARGO_BIN_EXE_ecdn-console"),
+        ])
+        .arg("--config")
+        .arg(&config_path)
+        .args(["serve", "--takeover"])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(15), serve.wait())
+        .await
+        .expect("the old relay exits after the hand-over")
+        .unwrap();
+    tmux.wait_for("Attached again");
+    let expected: Vec<_> = mine.iter().copied().filter(|&c| c != new_cpu).collect();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let threads = thread_cpus(console);
+        if threads.iter().all(|(_, cpus)| cpus == &expected) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after a takeover by a relay on CPU {new_cpu}, the console's threads: {threads:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     tmux.keys(&["C-c"]);
     tmux.wait_until_gone();
+    let _ = new.start_kill();
+}
+
+/// Every thread of process `pid` with the CPUs it may run on.
+fn thread_cpus(pid: u32) -> Vec<(std::ffi::OsString, Vec<usize>)> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .flatten()
+        .map(|t| (t.file_name(), cpus_allowed(&t.path().join("status"))))
+        .collect()
 }
 
 /// The CPUs a `/proc/…/status` file allows (`Cpus_allowed_list: 0-2,5`).

@@ -17,7 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
-use super::cpus::{Placement, keep_off_the_relays_cpus};
+use super::cpus::{ConsoleCpus, Placement};
 use super::terminal::{
     PANIC_NOTIFY, TerminalGuard, console_runtime, in_terminal, stopped_by_panic,
 };
@@ -41,13 +41,10 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     let log = init_logging(None);
     give_way_to_the_relay();
     let runtime = console_runtime()?;
+    // Before connecting: none of the console's threads has moved yet.
+    let cpus = ConsoleCpus::at_start();
     let (mut poll, config, events) = runtime.block_on(connect(socket))?;
-    match keep_off_the_relays_cpus(poll.hello.pid) {
-        Placement::Moved { console, workers } => tracing::info!(
-            "console moved to CPUs {console}, off the relay's workers' CPUs {workers}"
-        ),
-        Placement::Left(why) => tracing::info!("console's CPUs left as they are: {why}"),
-    }
+    keep_off_the_relay(&cpus, poll.hello.pid);
     let theme = Theme::from_env(options.no_color);
     let settings = Settings {
         config_path: poll.hello.config.clone(),
@@ -79,7 +76,12 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     app.status = Some(Status { text, error: false });
     tracing::info!("attached to {}", socket.display());
     let result = in_terminal(options.mouse, |guard| {
-        runtime.block_on(attach_loop(guard, &mut app, &mut poll, &mut events, &theme))
+        let mut relay = Attached {
+            poll: &mut poll,
+            events: &mut events,
+            cpus: &cpus,
+        };
+        runtime.block_on(attach_loop(guard, &mut app, &mut relay, &theme))
     })?;
     tracing::info!("detached from {}", socket.display());
     stopped_by_panic()?;
@@ -141,13 +143,30 @@ fn certificates_of(reply: &ConfigReply) -> Certificates {
         .map_or(Certificates::Unknown, TlsInfo::certificates)
 }
 
+/// Where the console's relay answers, and what the console keeps for
+/// following it to the next one.
+struct Attached<'a> {
+    poll: &'a mut ControlClient,
+    events: &'a mut mpsc::Receiver<RelayEvent>,
+    cpus: &'a Result<ConsoleCpus, String>,
+}
+
+/// Keeps the console off the CPUs of the relay `pid`'s workers, where it
+/// can (`tui/cpus.rs`), and logs what it did.
+fn keep_off_the_relay(cpus: &Result<ConsoleCpus, String>, pid: u32) {
+    match cpus {
+        Ok(cpus) => tracing::info!("{}", cpus.keep_off_the_relays(pid)),
+        Err(why) => tracing::info!("{}", Placement::Left(why.clone())),
+    }
+}
+
 async fn attach_loop(
     guard: &mut TerminalGuard,
     app: &mut App,
-    poll: &mut ControlClient,
-    events: &mut mpsc::Receiver<RelayEvent>,
+    relay: &mut Attached<'_>,
     theme: &Theme,
 ) -> Result<()> {
+    let Attached { poll, events, cpus } = relay;
     let mut input = EventStream::new();
     let mut hangup = signal(SignalKind::hangup())?;
     let mut terminate = signal(SignalKind::terminate())?;
@@ -223,6 +242,8 @@ async fn attach_loop(
             // (`serve --takeover`, a kept background relay). Try again.
             () = tokio::time::sleep(RECONNECT), if !connected => {
                 if reconnect(app, poll, events).await {
+                    // The new relay may be pinned elsewhere, or not at all.
+                    keep_off_the_relay(cpus, poll.hello.pid);
                     connected = true;
                     known = Known::default();
                     pace.input();

@@ -16,43 +16,108 @@ use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
 use crate::relay::WORKER_THREAD_PREFIX;
 
-/// What [`keep_off_the_relays_cpus`] did, for the console's log.
+/// The CPUs the console was started on: where it may go, whichever relay
+/// it follows. Taken once, before any move, so that after a hand-over to a
+/// relay pinned elsewhere (or not at all) the console chooses again from
+/// all of them rather than from where the first relay left it.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsoleCpus(CpuSet);
+
+/// What [`ConsoleCpus::keep_off_the_relays`] did, for the console's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
     /// The console now runs on `console`, none of the relay's `workers`.
     Moved { console: String, workers: String },
+    /// The console is back on all the CPUs it started on (`console`): the
+    /// relay it now follows leaves it nothing to move away from or to.
+    Back { console: String },
     /// Nothing to do, and why.
     Left(String),
 }
 
-/// Moves every thread of this process to the CPUs it may use that none of
-/// the workers of the relay `pid` may, when there are such CPUs and the
-/// workers do not already leave all of them free.
-pub fn keep_off_the_relays_cpus(pid: u32) -> Placement {
-    let Some(workers) = worker_cpus(Path::new(&format!("/proc/{pid}/task"))) else {
-        return Placement::Left(format!(
-            "no worker threads of the relay (pid {pid}) to read"
-        ));
-    };
-    let mine = match sched_getaffinity(None) {
-        Ok(mine) => mine,
-        Err(e) => return Placement::Left(format!("the console's CPUs unknown: {e}")),
-    };
-    let Some(free) = cpus_left(&mine, &workers) else {
-        return Placement::Left(format!(
-            "the relay's workers may run on every CPU the console may ({})",
-            cpu_list(&workers)
-        ));
-    };
-    if let Err(e) = move_every_thread(&free) {
-        // Not half moved: every thread back where it was.
-        let _ = move_every_thread(&mine);
-        return Placement::Left(format!("could not move to CPUs {}: {e}", cpu_list(&free)));
+impl std::fmt::Display for Placement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Placement::Moved { console, workers } => write!(
+                f,
+                "console moved to CPUs {console}, off the relay's workers' CPUs {workers}"
+            ),
+            Placement::Back { console } => write!(
+                f,
+                "console back on CPUs {console}, all it started on: the relay's workers leave it none to keep off"
+            ),
+            Placement::Left(why) => write!(f, "console's CPUs left as they are: {why}"),
+        }
     }
-    Placement::Moved {
-        console: cpu_list(&free),
-        workers: cpu_list(&workers),
+}
+
+impl ConsoleCpus {
+    /// The CPUs this process may run on now.
+    pub fn at_start() -> Result<Self, String> {
+        sched_getaffinity(None)
+            .map(Self)
+            .map_err(|e| format!("the console's CPUs unknown: {e}"))
     }
+
+    /// Moves every thread of this process to the CPUs it started on that
+    /// none of the workers of the relay `pid` may use, when there are such
+    /// CPUs and the workers do not already leave all of them free; back to
+    /// all of them when the workers may use every one.
+    pub fn keep_off_the_relays(&self, pid: u32) -> Placement {
+        let Some(workers) = worker_cpus(Path::new(&format!("/proc/{pid}/task"))) else {
+            return Placement::Left(format!(
+                "no worker threads of the relay (pid {pid}) to read"
+            ));
+        };
+        let now = match sched_getaffinity(None) {
+            Ok(now) => now,
+            Err(e) => return Placement::Left(format!("the console's CPUs unknown: {e}")),
+        };
+        let target = target(&self.0, &workers);
+        let apart = target != self.0;
+        if target == now {
+            return Placement::Left(if apart {
+                format!(
+                    "already on CPUs {}, off the relay's workers' CPUs {}",
+                    cpu_list(&target),
+                    cpu_list(&workers)
+                )
+            } else if shares_any(&self.0, &workers) {
+                format!(
+                    "the relay's workers may run on every CPU the console may ({})",
+                    cpu_list(&workers)
+                )
+            } else {
+                format!(
+                    "the relay's workers (CPUs {}) already leave the console's ({}) free",
+                    cpu_list(&workers),
+                    cpu_list(&self.0)
+                )
+            });
+        }
+        if let Err(e) = move_every_thread(&target) {
+            // Not half moved: every thread back where it was.
+            let _ = move_every_thread(&now);
+            return Placement::Left(format!("could not move to CPUs {}: {e}", cpu_list(&target)));
+        }
+        if apart {
+            Placement::Moved {
+                console: cpu_list(&target),
+                workers: cpu_list(&workers),
+            }
+        } else {
+            Placement::Back {
+                console: cpu_list(&target),
+            }
+        }
+    }
+}
+
+/// Where a console started on `started` belongs beside workers on
+/// `workers`: the CPUs they leave free, or all of `started` when they leave
+/// it nothing to keep off.
+fn target(started: &CpuSet, workers: &CpuSet) -> CpuSet {
+    cpus_left(started, workers).unwrap_or(*started)
 }
 
 /// The CPUs in `mine` outside `workers`: `None` when there are none (the
@@ -60,15 +125,14 @@ pub fn keep_off_the_relays_cpus(pid: u32) -> Placement {
 /// none of the workers' (nothing to move away from).
 fn cpus_left(mine: &CpuSet, workers: &CpuSet) -> Option<CpuSet> {
     let mut free = CpuSet::new();
-    let mut shared = false;
-    for cpu in cpus_in(mine) {
-        if workers.is_set(cpu) {
-            shared = true;
-        } else {
-            free.set(cpu);
-        }
-    }
-    (shared && free.count() > 0).then_some(free)
+    cpus_in(mine)
+        .filter(|&cpu| !workers.is_set(cpu))
+        .for_each(|cpu| free.set(cpu));
+    (shares_any(mine, workers) && free.count() > 0).then_some(free)
+}
+
+fn shares_any(a: &CpuSet, b: &CpuSet) -> bool {
+    cpus_in(a).any(|cpu| b.is_set(cpu))
 }
 
 /// The CPUs any worker thread of the process whose threads are listed in
@@ -166,6 +230,18 @@ mod tests {
         assert!(cpus_left(&set(&[0, 1]), &set(&[0, 1])).is_none());
         // Already apart (the operator pinned both).
         assert!(cpus_left(&set(&[2, 3]), &set(&[0, 1])).is_none());
+    }
+
+    #[test]
+    fn a_console_that_follows_another_relay_chooses_again_from_where_it_started() {
+        let started = set(&[0, 1, 2, 3]);
+        // The first relay pinned to 0-1: the console takes 2-3.
+        assert_eq!(cpu_list(&target(&started, &set(&[0, 1]))), "2-3");
+        // The relay after a hand-over pinned to 2-3: back to 0-1, not
+        // stuck beside it on the 2-3 the first one left.
+        assert_eq!(cpu_list(&target(&started, &set(&[2, 3]))), "0-1");
+        // Not pinned at all: every CPU again.
+        assert_eq!(cpu_list(&target(&started, &started)), "0-3");
     }
 
     #[test]

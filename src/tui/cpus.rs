@@ -29,8 +29,9 @@ pub enum Placement {
     /// The console now runs on `console`, none of the relay's `workers`.
     Moved { console: String, workers: String },
     /// The console is back on all the CPUs it started on (`console`): the
-    /// relay it now follows leaves it nothing to move away from or to.
-    Back { console: String },
+    /// relay it now follows, its workers on `workers`, leaves it nothing to
+    /// move away from or to.
+    Back { console: String, workers: String },
     /// Nothing to do, and why.
     Left(String),
 }
@@ -42,9 +43,9 @@ impl std::fmt::Display for Placement {
                 f,
                 "console moved to CPUs {console}, off the relay's workers' CPUs {workers}"
             ),
-            Placement::Back { console } => write!(
+            Placement::Back { console, workers } => write!(
                 f,
-                "console back on CPUs {console}, all it started on: the relay's workers leave it none to keep off"
+                "console back on CPUs {console}, all it started on (the relay's workers: CPUs {workers})"
             ),
             Placement::Left(why) => write!(f, "console's CPUs left as they are: {why}"),
         }
@@ -108,6 +109,7 @@ impl ConsoleCpus {
         } else {
             Placement::Back {
                 console: cpu_list(&target),
+                workers: cpu_list(&workers),
             }
         }
     }

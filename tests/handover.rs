@@ -1298,9 +1298,18 @@ async fn a_taker_killed_mid_handover_leaves_every_session_working() {
             .any(|l| l.contains("took over")),
         "the taker was killed before it confirmed"
     );
+    // The taker had renamed its socket over the path before it stalled;
+    // the old relay took the path back, and no second name is left over.
     let pid = live.serve.pid;
     live.assert_working(pid, "after the taker was killed").await;
     assert!(live.serve.running(), "the old relay keeps running");
+    let dir = live.setup.socket.parent().unwrap();
+    let names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("relay.sock"))
+        .collect();
+    assert_eq!(names, ["relay.sock"], "socket files left beside the config");
 
     // A later takeover succeeds, and the sessions live on.
     live.takeover_still_works().await;
@@ -1387,6 +1396,95 @@ async fn clients_connecting_during_a_takeover_are_all_served() {
         failures.join("\n")
     );
     assert!(served.load(Relaxed) > 10, "only {served:?} new sessions");
+    let pid = live.serve.pid;
+    live.assert_working(pid, "after the takeover").await;
+    live.end().await;
+}
+
+/// An operator (or a script) asking the control socket during a takeover
+/// always gets an answer, from the old relay or the new one, never "no
+/// relay answers"; once the new one answers, the old one never does again;
+/// and the new one lists every session from its first answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_socket_answers_throughout_a_takeover() {
+    let mut live = live().await;
+    let old_pid = u64::from(live.serve.pid);
+    let stop = CancellationToken::new();
+    let asker = {
+        let (stop, socket) = (stop.clone(), live.setup.socket.clone());
+        tokio::spawn(async move {
+            let mut answers = Vec::<(u64, usize)>::new();
+            let mut failures = Vec::<String>::new();
+            let started = Instant::now();
+            while !stop.is_cancelled() {
+                let one = async {
+                    let stream = UnixStream::connect(&socket)
+                        .await
+                        .map_err(|e| format!("connect: {e}"))?;
+                    let mut stream = BufReader::new(stream);
+                    let hello = read_json(&mut stream).await.ok_or("no hello")?;
+                    let inner = stream.get_mut();
+                    inner
+                        .write_all(b"{\"request\":\"sessions\"}\n")
+                        .await
+                        .map_err(|e| format!("ask: {e}"))?;
+                    let answer = read_json(&mut stream).await.ok_or("no answer")?;
+                    let listed = answer["sessions"]
+                        .as_array()
+                        .ok_or_else(|| format!("not a list: {answer}"))?
+                        .len();
+                    Ok::<_, String>((hello["pid"].as_u64().unwrap_or(0), listed))
+                };
+                match one.await {
+                    Ok(answer) => answers.push(answer),
+                    Err(e) => failures.push(format!("at {:?}: {e}", started.elapsed())),
+                }
+                sleep(Duration::from_millis(2)).await;
+            }
+            (answers, failures)
+        })
+    };
+    sleep(Duration::from_millis(200)).await;
+    let new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
+    let new_pid = u64::from(new.pid);
+    let mut new = new;
+    new.line_with("took over", Duration::from_secs(15)).await;
+    assert_eq!(
+        live.serve.exit_code(Duration::from_secs(10)).await,
+        Some(0),
+        "the old relay exits once it holds no session"
+    );
+    live.serve = new;
+    sleep(Duration::from_millis(200)).await;
+    stop.cancel();
+    let (answers, failures) = asker.await.unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} of {} asks got no answer during the takeover:\n{}",
+        failures.len(),
+        failures.len() + answers.len(),
+        failures.join("\n")
+    );
+    let pids: Vec<u64> = answers.iter().map(|(pid, _)| *pid).collect();
+    let first_new = pids.iter().position(|&p| p == new_pid);
+    assert!(
+        first_new.is_some() && pids[0] == old_pid,
+        "answers came from {pids:?} (old {old_pid}, new {new_pid})"
+    );
+    let first_new = first_new.unwrap_or_default();
+    assert!(
+        pids[first_new..].iter().all(|&p| p == new_pid),
+        "the old relay answered after the new one had: {pids:?}"
+    );
+    let short: Vec<usize> = answers[first_new..]
+        .iter()
+        .map(|(_, listed)| *listed)
+        .filter(|&listed| listed != FEW)
+        .collect();
+    assert!(
+        short.is_empty(),
+        "the new relay listed fewer than the {FEW} sessions: {short:?}"
+    );
     let pid = live.serve.pid;
     live.assert_working(pid, "after the takeover").await;
     live.end().await;

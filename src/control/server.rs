@@ -30,13 +30,17 @@ use super::protocol::{
     PROTOCOL_VERSION, RecommendReply, Request, SessionDetail, SessionInfo, SessionReply,
     SessionsReply, StoppingReply, TlsInfo,
 };
-use super::socket::{SocketError, bind};
+use super::socket::{SocketError, StagedSocket, bind, own_path, taken_over};
 use super::state::{ConfigCell, EventRing};
 
 /// A client that does not take an answer within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// More clients than this at once are turned away.
 const MAX_CLIENTS: usize = 64;
+/// How long a relay that handed over waits for the new process to take
+/// the socket's path, and how often it looks.
+const SUCCESSOR_WAIT: Duration = Duration::from_secs(2);
+const SUCCESSOR_POLL: Duration = Duration::from_millis(5);
 
 /// What the server works on, shared with the relay's owner.
 #[derive(Debug)]
@@ -88,24 +92,62 @@ impl Control {
             .clone()
     }
 
-    /// Gives up the socket's path to the process a hand-over went to. The
-    /// socket is renamed, not removed (a listening socket goes on at its
-    /// new name): the sessions that stay here (TLS) can still be listed
-    /// and closed there, `PATH.<pid>`, until this process exits.
-    fn set_socket_aside(&self) {
-        let mut socket = self
+    /// Before a hand-over: gives this relay's socket a second name,
+    /// `PATH.<pid>`, which stays this relay's whatever becomes of `PATH`.
+    /// The new process renames its own socket over `PATH` just before it
+    /// confirms, so the path changes hands in one step and never answers
+    /// nobody. Returns `PATH`, or `None` without a socket or a second name.
+    fn name_aside(&self) -> Option<PathBuf> {
+        let path = self.socket_path()?;
+        let aside = own_path(&path);
+        let _ = std::fs::remove_file(&aside);
+        std::fs::hard_link(&path, &aside).ok()?;
+        Some(path)
+    }
+
+    /// The hand-over committed: the sessions that stay here (TLS) are
+    /// listed and closed at `PATH.<pid>` until this process exits.
+    fn keep_aside(&self, path: &Path) {
+        *self
             .socket
             .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        let Some(path) = socket.take() else {
-            return;
-        };
-        let aside = aside_path(&path);
-        if std::fs::rename(&path, &aside).is_ok() {
-            *socket = Some(aside);
+            .unwrap_or_else(|poison| poison.into_inner()) = Some(own_path(path));
+    }
+
+    fn forget_socket(&self) {
+        self.socket
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .take();
+    }
+
+    /// The hand-over was refused: `PATH` is this relay's again, even if
+    /// the new process had already renamed its socket over it (and died).
+    fn take_back(&self, path: &Path) {
+        let aside = own_path(path);
+        if taken_over(path, &aside) {
+            let _ = std::fs::rename(&aside, path);
         } else {
-            let _ = std::fs::remove_file(path);
+            let _ = std::fs::remove_file(&aside);
         }
+    }
+
+    /// Waits (up to `within`) until the new process of a hand-over answers
+    /// at `path`: a client that asks right after this relay let go — or
+    /// this relay itself, handing on the sessions whose handshakes were
+    /// under way — then reaches the new process, not this one.
+    async fn successor_at(&self, path: &Path, within: Duration) -> bool {
+        let Some(own) = self.socket_path() else {
+            return false;
+        };
+        let deadline = tokio::time::Instant::now() + within;
+        while !taken_over(path, &own) {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(SUCCESSOR_POLL).await;
+        }
+        true
     }
 
     /// Removes this relay's socket file (never the new process's).
@@ -160,6 +202,20 @@ impl ControlServer {
     /// Binds `path` (see [`bind`]) and serves it on a thread of its own.
     pub fn start(control: Arc<Control>, path: &Path) -> Result<Self, SocketError> {
         let listener = bind(path)?;
+        Self::serve(control, listener, path)
+    }
+
+    /// Serves a socket bound before a hand-over (see [`StagedSocket`]).
+    pub fn start_staged(control: Arc<Control>, staged: StagedSocket) -> Result<Self, SocketError> {
+        let (listener, path) = staged.into_listener();
+        Self::serve(control, listener, &path)
+    }
+
+    fn serve(
+        control: Arc<Control>,
+        listener: std::os::unix::net::UnixListener,
+        path: &Path,
+    ) -> Result<Self, SocketError> {
         *control
             .socket
             .lock()
@@ -197,13 +253,6 @@ impl ControlServer {
     pub fn path(&self) -> &Path {
         &self.path
     }
-}
-
-/// Where a relay that handed over keeps its control socket: `PATH.<pid>`.
-pub fn aside_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{}", std::process::id()));
-    PathBuf::from(name)
 }
 
 impl Drop for ControlServer {
@@ -363,18 +412,35 @@ async fn takeover(
         Ok(Ok(stream)) => stream,
         _ => return,
     };
-    let releasing = control.clone();
-    let notice = match crate::handover::give(
-        &control.relay,
-        stream,
-        move || releasing.set_socket_aside(),
-        control.events.recent(false).0,
-    )
-    .await
-    {
-        Ok(report) => HandoverNotice::Committed(report),
-        Err(e) => HandoverNotice::Refused(e.to_string()),
-    };
+    let shared = control.name_aside();
+    let notice =
+        match crate::handover::give(&control.relay, stream, control.events.recent(false).0).await {
+            Ok(report) => {
+                if shared.is_none() {
+                    // No second name: the path is the new process's, and this
+                    // relay must not remove it on the way out.
+                    control.forget_socket();
+                }
+                if let Some(path) = &shared {
+                    control.keep_aside(path);
+                    if !control.successor_at(path, SUCCESSOR_WAIT).await {
+                        tracing::warn!(
+                            "the new relay (pid {}) has not taken {} within {} s",
+                            report.to_pid,
+                            path.display(),
+                            SUCCESSOR_WAIT.as_secs()
+                        );
+                    }
+                }
+                HandoverNotice::Committed(report)
+            }
+            Err(e) => {
+                if let Some(path) = &shared {
+                    control.take_back(path);
+                }
+                HandoverNotice::Refused(e.to_string())
+            }
+        };
     control.handover.send_replace(Some(notice));
 }
 

@@ -122,3 +122,85 @@ fn prepare_dir(dir: &Path, ours_only: bool) -> Result<(), SocketError> {
     }
     Ok(())
 }
+
+/// `PATH.<pid>`: this process's own name for a control socket whose path
+/// changes hands in a hand-over. The old process keeps its socket there
+/// for the sessions that stay (TLS); the new one binds there first and
+/// moves onto `PATH` once the hand-over has committed.
+pub fn own_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{}", std::process::id()));
+    PathBuf::from(name)
+}
+
+/// The control socket of a process taking a relay over, bound before the
+/// hand-over at [`own_path`] and moved onto the shared path
+/// ([`StagedSocket::publish`]) right after it commits. A rename replaces
+/// the old process's name at once, so the path never stops answering.
+/// Dropped unpublished (the hand-over was refused), it removes its file.
+#[derive(Debug)]
+pub struct StagedSocket {
+    listener: UnixListener,
+    file: StagedFile,
+}
+
+/// The staged socket's file: removed on drop unless published or handed on.
+#[derive(Debug)]
+struct StagedFile {
+    staged: PathBuf,
+    path: PathBuf,
+    keep: bool,
+}
+
+impl StagedSocket {
+    /// Binds the staging name of `path` (see [`bind`]).
+    pub fn bind(path: &Path) -> Result<Self, SocketError> {
+        let staged = own_path(path);
+        let listener = bind(&staged)?;
+        Ok(Self {
+            listener,
+            file: StagedFile {
+                staged,
+                path: path.to_path_buf(),
+                keep: false,
+            },
+        })
+    }
+
+    /// Moves the socket onto the shared path, in place of the old
+    /// process's name there.
+    pub fn publish(&mut self) -> Result<(), SocketError> {
+        let file = &mut self.file;
+        fs::rename(&file.staged, &file.path).map_err(io_error(&file.path))?;
+        file.staged.clone_from(&file.path);
+        file.keep = true;
+        Ok(())
+    }
+
+    /// The listener and where it can be reached now (the shared path once
+    /// published). From here its file is the caller's to remove.
+    pub fn into_listener(self) -> (UnixListener, PathBuf) {
+        let Self { listener, mut file } = self;
+        file.keep = true;
+        (listener, file.staged.clone())
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        if !self.keep {
+            let _ = fs::remove_file(&self.staged);
+        }
+    }
+}
+
+/// Whether a process other than the one listening at `own` now answers
+/// at `path` (a hand-over's new process has moved its socket there).
+pub fn taken_over(path: &Path, own: &Path) -> bool {
+    let identity = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    match (identity(path), identity(own)) {
+        (Some(theirs), Some(ours)) => theirs != ours,
+        (Some(_), None) => true,
+        (None, _) => false,
+    }
+}

@@ -25,6 +25,8 @@
 //! `committed`, and only then does the new process start the sessions, so
 //! no session is ever run by two processes. A new process that dies, or a
 //! connection that drops, before `ready` leaves everything with the old one.
+//! The control socket's path changes hands just before `ready` by a rename
+//! (see `control::server`), so it answers throughout.
 
 pub mod wire;
 
@@ -140,8 +142,6 @@ pub struct GiveReport {
 }
 
 /// The old process's side, on the control connection that asked for it.
-/// `release` runs at the commit point, before `committed` is sent (the
-/// control socket's path goes to the new process).
 ///
 /// Sessions move in two waves: first those idle for [`IDLE_FIRST`] or
 /// more (most of them, usually) while the busy ones keep running; then the
@@ -153,7 +153,6 @@ pub struct GiveReport {
 pub async fn give(
     relay: &RelayLink,
     stream: UnixStream,
-    release: impl FnOnce() + Send + 'static,
     events: Vec<RelayEvent>,
 ) -> Result<GiveReport, HandoverError> {
     let relay = relay.clone();
@@ -161,7 +160,7 @@ pub async fn give(
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        runtime.block_on(give_with(&relay, stream, release, Some(events)))
+        runtime.block_on(give_with(&relay, stream, Some(events)))
     })
     .await?
 }
@@ -229,7 +228,7 @@ pub async fn on_a_thread_that_gives_way<T: Send + 'static>(
 /// asked for none of them, so this process asks it to take them (`give`).
 pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, HandoverError> {
     let stream = ask(path, "give")?;
-    give_with(relay, stream, || {}, None).await
+    give_with(relay, stream, None).await
 }
 
 /// `events` is `Some` for the hand-over itself (listeners, evidence and
@@ -237,7 +236,6 @@ pub async fn give_late(relay: &RelayLink, path: &Path) -> Result<GiveReport, Han
 async fn give_with(
     relay: &RelayLink,
     stream: UnixStream,
-    release: impl FnOnce(),
     events: Option<Vec<RelayEvent>>,
 ) -> Result<GiveReport, HandoverError> {
     let with_listeners = events.is_some();
@@ -294,7 +292,6 @@ async fn give_with(
     };
     // The commit point: from here on the sessions are the new process's.
     collected.commit();
-    release();
     // The new process starts the sessions when it reads this; if it never
     // does, it has died and they are lost with it either way.
     let _ = wire::send(&stream, &Message::Committed, &[]);

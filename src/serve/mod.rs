@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
-use crate::control::{Control, ControlServer, HandoverNotice};
+use crate::control::{Control, ControlServer, HandoverNotice, StagedSocket};
 use crate::handover::{GiveReport, HandoverError, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
 
@@ -79,23 +79,28 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     // Every worker on a thread of its own: this runtime only writes the
     // event log, serves the admin endpoints and watches signals and the
     // file, so none of that delays a frame.
-    let (relay, mut events, mut took_over) = match &options.takeover {
+    let (relay, mut events, mut took_over, control) = match &options.takeover {
         None => {
             let (relay, events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
-            (relay, events, None)
+            let control = start_control(&relay, &file)?;
+            (relay, events, None, control)
         }
         Some(socket) => {
-            let (relay, events, report) = take_over(socket, &path, config.clone(), metrics).await?;
-            (relay, events, Some(report))
+            // Bound before the hand-over, so that the socket's path changes
+            // hands in one rename when it commits.
+            let mut staged = StagedSocket::bind(socket)?;
+            let (relay, events, report) =
+                take_over(socket, &mut staged, &path, config.clone(), metrics).await?;
+            let control = ControlServer::start_staged(
+                Control::new(relay.link(), file.clone(), "serve"),
+                staged,
+            )?;
+            (relay, events, Some(report), control)
         }
     };
     if let (Some(addr), Some(_)) = (admin_addr, &took_over) {
         admin_local = Some(start_admin(addr, &admin, &stop_admin, ADMIN_HANDOVER_WAIT).await?);
     }
-    let control = match &options.takeover {
-        Some(socket) => start_control_at(&relay, &file, socket)?,
-        None => start_control(&relay, &file)?,
-    };
     let ctl = control.control.clone();
     if let Some(report) = &mut took_over {
         // A console attaching later sees the Event Log from before too.
@@ -377,6 +382,7 @@ fn handed_over(report: &GiveReport, drain: Duration, aside: Option<&std::path::P
 /// process has let go; any error before that leaves them all there.
 async fn take_over(
     socket: &std::path::Path,
+    staged: &mut StagedSocket,
     config_path: &std::path::Path,
     config: Arc<Config>,
     metrics: Arc<Metrics>,
@@ -415,6 +421,12 @@ async fn take_over(
     let (relay, events) = relay::spawn_relay_threads_inheriting(config, metrics, Some(inherited))
         .context("hand-over refused: this relay cannot start")?;
     let started_at = std::time::Instant::now();
+    // The socket's path is ours from here (the old relay takes it back if
+    // the hand-over fails yet); clients asking now wait in the backlog until
+    // every session is in the table, then see them all.
+    if let Err(e) = staged.publish() {
+        tracing::warn!("{e}; the control socket stays at its staging name");
+    }
     if let Err(e) = tokio::task::spawn_blocking(move || takeover.confirm()).await? {
         relay.shutdown();
         relay.join(CLOSE_GRACE);
@@ -519,16 +531,8 @@ async fn drain(
 /// The control socket at `[relay] control-socket` or the default path.
 fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
     let path = crate::control::socket_path(file.config(), relay.local_addr());
-    start_control_at(relay, file, &path)
-}
-
-fn start_control_at(
-    relay: &RelayHandle,
-    file: &ConfigFile,
-    path: &std::path::Path,
-) -> Result<ControlServer> {
     let control = Control::new(relay.link(), file.clone(), "serve");
-    Ok(ControlServer::start(control, path)?)
+    Ok(ControlServer::start(control, &path)?)
 }
 
 /// Tells systemd (only when `NOTIFY_SOCKET` is set; a failure to reach it

@@ -1174,16 +1174,28 @@ impl Live {
         .expect("the probe session leaves the relay's table");
     }
 
+    /// A plain `serve --takeover`: waits for its `took over` line (which
+    /// it returns), checks the old relay then exits 0 (it holds no
+    /// session), and makes the new one this set-up's relay.
+    async fn take_over(&mut self) -> String {
+        let mut new = Serve::spawn(&self.setup.config, &["--takeover"], &[]);
+        let took = new.line_with("took over", Duration::from_secs(15)).await;
+        assert_eq!(
+            self.serve.exit_code(Duration::from_secs(10)).await,
+            Some(0),
+            "the old relay exits once it holds no session"
+        );
+        self.serve = new;
+        took
+    }
+
     /// After a hand-over that did not happen: a plain `serve --takeover`
     /// takes all [`FEW`] sessions (the probes gone), the old relay exits 0,
     /// and the sessions work on the new one.
     async fn takeover_still_works(&mut self) {
         self.wait_for_sessions(FEW).await;
-        let mut new = Serve::spawn(&self.setup.config, &["--takeover"], &[]);
-        let took = new.line_with("took over", Duration::from_secs(15)).await;
+        let took = self.take_over().await;
         assert_eq!(number_before(&took, "session(s)"), FEW as u64, "{took}");
-        assert_eq!(self.serve.exit_code(Duration::from_secs(10)).await, Some(0));
-        self.serve = new;
         let pid = self.serve.pid;
         self.assert_working(pid, "after the takeover that followed")
             .await;
@@ -1375,15 +1387,7 @@ async fn clients_connecting_during_a_takeover_are_all_served() {
     };
     sleep(Duration::from_millis(300)).await;
 
-    let mut new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
-    new.line_with("took over", Duration::from_secs(15)).await;
-
-    assert_eq!(
-        live.serve.exit_code(Duration::from_secs(10)).await,
-        Some(0),
-        "the old relay exits once it holds no session"
-    );
-    live.serve = new;
+    live.take_over().await;
     sleep(Duration::from_millis(300)).await;
     stop.cancel();
     churn.await.unwrap();
@@ -1445,16 +1449,8 @@ async fn the_control_socket_answers_throughout_a_takeover() {
         })
     };
     sleep(Duration::from_millis(200)).await;
-    let new = Serve::spawn(&live.setup.config, &["--takeover"], &[]);
-    let new_pid = u64::from(new.pid);
-    let mut new = new;
-    new.line_with("took over", Duration::from_secs(15)).await;
-    assert_eq!(
-        live.serve.exit_code(Duration::from_secs(10)).await,
-        Some(0),
-        "the old relay exits once it holds no session"
-    );
-    live.serve = new;
+    live.take_over().await;
+    let new_pid = u64::from(live.serve.pid);
     sleep(Duration::from_millis(200)).await;
     stop.cancel();
     let (answers, failures) = asker.await.unwrap();

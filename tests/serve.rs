@@ -166,6 +166,46 @@ async fn a_changed_file_is_reloaded_without_a_signal() {
     assert_eq!(closed["to_client"]["code"], 1001);
 }
 
+/// Read system calls the process has made so far (`/proc/PID/io`).
+fn reads_of(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("syscr: "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no syscr in {io}"))
+}
+
+/// An idle relay does not read its config again and again to find out
+/// whether it changed (it used to, ten times a second): the kernel tells it
+/// (inotify). A change is still taken within the quiet period and a poll.
+#[tokio::test]
+async fn an_idle_relay_reads_nothing_until_its_file_changes() {
+    let (origin, dir, path, mut serve) = serve_echo(60, &[]).await;
+    let pid = serve.child.id().unwrap();
+    // A log kept open beside the config, as `serve > serve.log` would.
+    let mut log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = reads_of(pid);
+    for _ in 0..10 {
+        std::io::Write::write_all(&mut log, b"a line of the relay's log\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reads = reads_of(pid) - before;
+    assert!(
+        reads <= 2,
+        "an idle relay made {reads} read calls in a second (its config polled?)"
+    );
+
+    let written = std::time::Instant::now();
+    std::fs::write(&path, config_text(origin, 2)).unwrap();
+    serve.line_with("reloaded").await;
+    assert!(
+        written.elapsed() < Duration::from_secs(2),
+        "the change was taken {:?} after it was written",
+        written.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn sigterm_closes_sessions_with_1001_and_exits_zero() {
     let (_origin, _dir, _path, mut serve) = serve_echo(60, &[]).await;

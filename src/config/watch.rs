@@ -92,6 +92,12 @@ impl ConfigWatch {
         Some(self.decide(seen))
     }
 
+    /// Whether a change was seen that is not decided yet: poll again
+    /// within [`QUIET_PERIOD`] to take it.
+    pub fn settling(&self) -> bool {
+        self.settling.is_some()
+    }
+
     /// Reads and decides at once, without the quiet period (SIGHUP: the
     /// operator says the file is ready). Unchanged content is applied again.
     pub fn reload_now(&mut self) -> Reload {
@@ -163,8 +169,10 @@ mod tests {
         assert!(watch.poll(t0).is_none());
         std::fs::write(&path, OTHER).unwrap();
         assert!(watch.poll(t0).is_none(), "just seen: settling");
+        assert!(watch.settling());
         assert!(watch.poll(t0 + QUIET_PERIOD / 2).is_none());
         assert_eq!(applied_text(watch.poll(t0 + QUIET_PERIOD)), OTHER);
+        assert!(!watch.settling());
     }
 
     #[test]

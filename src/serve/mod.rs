@@ -21,7 +21,9 @@ use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL
 use crate::control::{Control, ControlServer, HandoverNotice, StagedSocket};
 use crate::handover::{GiveReport, HandoverError, Received, Takeover};
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
+use nudges::Nudges;
 
+mod nudges;
 mod upgrade;
 
 pub use upgrade::takeover_command;
@@ -142,9 +144,16 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     } else {
         notify(&[NotifyState::Ready]);
     }
-    let mut tick = tokio::time::interval(WATCH_POLL_INTERVAL);
+    let (mut nudges, cannot_watch) = Nudges::new(&path);
+    if let Some(line) = &cannot_watch {
+        log.line("config", line)?;
+    }
+    // When to read the config file next: soon after a nudge, while a
+    // change settles, and otherwise only as a recheck (nudges.rs).
+    let read_again = tokio::time::sleep(nudges.recheck_every());
+    tokio::pin!(read_again);
+    let mut last_read = tokio::time::Instant::now();
     let mut upgrading = None;
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut gave_away = false;
 
     loop {
@@ -160,10 +169,20 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 let reload = watcher.reload_now();
                 log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "SIGHUP"))?;
             }
-            _ = tick.tick() => {
-                if let Some(reload) = watcher.poll(std::time::Instant::now()) {
+            () = nudges.changed() => {
+                // However busy the directory, at most one read per poll interval.
+                let at = (last_read + WATCH_POLL_INTERVAL).max(tokio::time::Instant::now());
+                if at < read_again.deadline() {
+                    read_again.as_mut().reset(at);
+                }
+            }
+            () = &mut read_again => {
+                last_read = tokio::time::Instant::now();
+                if let Some(reload) = watcher.poll(last_read.into_std()) {
                     log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;
                 }
+                let wait = if watcher.settling() { WATCH_POLL_INTERVAL } else { nudges.recheck_every() };
+                read_again.as_mut().reset(last_read + wait);
             }
             // An edit over the control socket saved the file: what is
             // on disk is now in force, not a change to reload.

@@ -177,6 +177,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 }
             }
             () = &mut read_again => {
+                nudges.follow_now();
                 last_read = tokio::time::Instant::now();
                 if let Some(reload) = watcher.poll(last_read.into_std()) {
                     log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;

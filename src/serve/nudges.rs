@@ -21,6 +21,7 @@
 //! [`ConfigWatch`]: crate::config::ConfigWatch
 
 use std::collections::HashMap;
+use std::io;
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -116,28 +117,41 @@ impl Nudges {
     /// ever without inotify). Cancel-safe: the events are read only once
     /// the descriptor is readable, and read all at once.
     pub async fn changed(&mut self) {
-        let Some(fd) = &self.inotify else {
-            return std::future::pending().await;
-        };
         loop {
-            let Ok(mut ready) = fd.readable().await else {
+            let Some(fd) = &self.inotify else {
                 return std::future::pending().await;
             };
-            match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(std::io::Error::from)) {
-                Ok(Ok(events)) if !events.is_empty() => break,
-                Ok(Ok(_)) => {}
-                // A descriptor that fails to read will not recover:
-                // polling from now on.
-                Ok(Err(_)) => {
+            let read = match fd.readable().await {
+                Ok(mut ready) => {
+                    match ready.try_io(|fd| fd.get_ref().0.read_events().map_err(io::Error::from)) {
+                        Ok(read) => read,
+                        // Nothing to read after all (EAGAIN): wait again.
+                        Err(_would_block) => continue,
+                    }
+                }
+                Err(e) => Err(e),
+            };
+            match read {
+                Ok(events) if events.is_empty() => continue,
+                Ok(_) => break,
+                // A descriptor that fails will not recover: from now on
+                // the file is polled (`recheck_every` says how often).
+                Err(_) => {
                     self.inotify = None;
                     return;
                 }
-                // Nothing to read after all (EAGAIN): wait again.
-                Err(_would_block) => {}
             }
         }
-        // The file may now resolve elsewhere (a new symlink target, a
-        // directory made again): watch where it lives now.
+        // The file may now resolve elsewhere (a new symlink target):
+        // watch where it lives now.
+        self.follow_now();
+    }
+
+    /// Watches the directories the path lives in now (a directory removed
+    /// and made again is watched again). `serve` calls it on every
+    /// recheck too, so a directory that was missing is watched once it
+    /// is back.
+    pub fn follow_now(&mut self) {
         if self.follow().is_err() {
             self.inotify = None;
         }
@@ -151,23 +165,23 @@ impl Nudges {
         let inotify = &fd.get_ref().0;
         let mut now = HashMap::new();
         for dir in directories_of(&self.path) {
-            if let Some(wd) = self.watched.remove(&dir) {
-                now.insert(dir, wd);
-                continue;
-            }
+            // The kernel gives back the same descriptor for a directory
+            // already watched, and a new one for one made again.
             match inotify.add_watch(&dir, interesting()) {
                 Ok(wd) => {
                     now.insert(dir, wd);
                 }
                 // Gone for now (the file's directory removed): the
-                // recheck reads the file and says it cannot.
+                // recheck reads the file, says it cannot, and follows again.
                 Err(Errno::ENOENT | Errno::ENOTDIR | Errno::EACCES) => {}
                 Err(e) => return Err(e),
             }
         }
         for (_, wd) in self.watched.drain() {
-            // Already gone when its directory was: nothing to undo.
-            let _ = inotify.rm_watch(wd);
+            if !now.values().any(|kept| *kept == wd) {
+                // Already gone when its directory was: nothing to undo.
+                let _ = inotify.rm_watch(wd);
+            }
         }
         self.watched = now;
         Ok(())
@@ -252,6 +266,33 @@ mod tests {
         timeout(SOON, nudges.changed())
             .await
             .expect("a write to the symlink's target nudges");
+    }
+
+    #[tokio::test]
+    async fn a_directory_removed_and_made_again_is_watched_again_after_a_recheck() {
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("relay.toml"), "a").unwrap();
+        let mut nudges = watching(&conf.join("relay.toml"));
+
+        std::fs::remove_dir_all(&conf).unwrap();
+        timeout(SOON, nudges.changed())
+            .await
+            .expect("the directory's removal nudges");
+        while timeout(NOT_YET, nudges.changed()).await.is_ok() {}
+        std::fs::create_dir(&conf).unwrap();
+        std::fs::write(conf.join("relay.toml"), "b").unwrap();
+        assert!(
+            timeout(NOT_YET, nudges.changed()).await.is_err(),
+            "a directory that was gone is not watched until a recheck"
+        );
+
+        nudges.follow_now();
+        std::fs::write(conf.join("relay.toml"), "c").unwrap();
+        timeout(SOON, nudges.changed())
+            .await
+            .expect("after the recheck, the directory made again is watched");
     }
 
     #[tokio::test]

@@ -155,12 +155,16 @@ fn the_demo_shows_its_banner_sessions_and_a_timeout_within_seconds() {
     tmux.wait_for_within("idle timeout (15 s)", Duration::from_secs(25));
 
     tmux.keys(&["C-c"]);
-    tmux.wait_for("Quit with");
-    // The demo's clients and origins live in its own process: nothing to keep.
+    // The demo's clients and origins live in its own process: the question
+    // says so and offers only to close them.
+    let question = tmux.wait_for("Quit with");
+    assert!(
+        !question.contains("Keep them running") && !question.contains("k keep"),
+        "the demo offers to keep its sessions:\n{question}"
+    );
     tmux.keys(&["k"]);
-    tmux.wait_for("cannot be kept");
-    tmux.keys(&["C-c"]);
-    tmux.wait_for("Quit with");
+    let still = tmux.wait_for("Quit with");
+    assert!(!still.contains("Could not keep"), "{still}");
     tmux.keys(&["y"]);
     tmux.wait_until_gone();
     assert_eq!(demo_dirs(), 0, "the temporary config is removed on quit");

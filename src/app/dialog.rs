@@ -479,6 +479,9 @@ pub enum Confirm {
     },
     Quit {
         live: usize,
+        /// Why no background relay can keep them (`Settings::sessions_stay`):
+        /// then the question offers only to close them.
+        sessions_stay: Option<&'static str>,
     },
 }
 
@@ -521,9 +524,21 @@ impl Confirm {
                 "Close session #{id} ({domain}, client {client})? Both sides get {}.",
                 close_of(&CloseCause::Operator),
             ),
-            Confirm::Quit { live } => format!(
+            Confirm::Quit {
+                live,
+                sessions_stay: None,
+            } => format!(
                 "Quit with {}? Keep them running in a background relay that takes them \
                  over (`ecdn-console attach` gets them back), or close them with {}.",
+                sessions(*live),
+                close_of(&CloseCause::Shutdown),
+            ),
+            Confirm::Quit {
+                live,
+                sessions_stay: Some(why),
+            } => format!(
+                "Quit with {}? They will be closed with {}: {why}, so no background \
+                 relay can keep them.",
                 sessions(*live),
                 close_of(&CloseCause::Shutdown),
             ),

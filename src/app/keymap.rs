@@ -385,6 +385,17 @@ pub const CONFIRM: &[Binding] = &[
 ];
 
 /// The quit question while sessions are live (DESIGN §7).
+/// The quit question of a console whose sessions cannot be kept (the demo):
+/// no `k` to offer and then refuse.
+pub const CONFIRM_QUIT_CLOSING: &[Binding] = &[
+    cmd(&[Char('y'), Key(K::Enter)], Command::Open, "close them"),
+    cmd(
+        &[Char('n'), Key(K::Esc), Char('q')],
+        Command::Cancel,
+        "cancel",
+    ),
+];
+
 pub const CONFIRM_QUIT: &[Binding] = &[
     cmd(
         &[Char('k')],
@@ -438,6 +449,8 @@ pub enum Context {
     Form,
     Confirm,
     ConfirmQuit,
+    /// The quit question when no background relay can keep the sessions.
+    ConfirmQuitClosing,
     Message,
     Help,
 }
@@ -466,6 +479,7 @@ impl Context {
             Context::Form => FORM,
             Context::Confirm => CONFIRM,
             Context::ConfirmQuit => CONFIRM_QUIT,
+            Context::ConfirmQuitClosing => CONFIRM_QUIT_CLOSING,
             Context::Message => MESSAGE,
             Context::Help => HELP,
         }
@@ -492,7 +506,7 @@ impl Context {
             Context::EditWebSocket => "Edit WebSocket timeout",
             Context::Form => "Form",
             Context::Confirm => "Confirmation",
-            Context::ConfirmQuit => "Quit",
+            Context::ConfirmQuit | Context::ConfirmQuitClosing => "Quit",
             Context::Message => "Message",
             Context::Help => "Help",
         }

@@ -249,6 +249,10 @@ pub struct Settings {
     pub relay_addr: Option<SocketAddr>,
     /// A line shown under the header (the demo's banner).
     pub banner: Option<String>,
+    /// Why no background relay can keep this console's live sessions when
+    /// it quits (the demo's clients run in its own process); `None`: the
+    /// quit question offers to keep them.
+    pub sessions_stay: Option<&'static str>,
 }
 
 /// The whole UI state.
@@ -511,7 +515,12 @@ impl App {
         match &self.dialog {
             Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
             Some(Dialog::Form(_)) => return Context::Form,
-            Some(Dialog::Confirm(Confirm::Quit { .. })) => return Context::ConfirmQuit,
+            Some(Dialog::Confirm(Confirm::Quit { sessions_stay, .. })) => {
+                return match sessions_stay {
+                    None => Context::ConfirmQuit,
+                    Some(_) => Context::ConfirmQuitClosing,
+                };
+            }
             Some(Dialog::Confirm(_)) => return Context::Confirm,
             Some(Dialog::Message(_)) => return Context::Message,
             None => {}

@@ -536,7 +536,7 @@ async fn quitting_asks_while_sessions_are_live() {
     assert!(update(&mut app, Command::Back.into()).is_empty());
     assert!(matches!(
         app.dialog,
-        Some(Dialog::Confirm(Confirm::Quit { live: 1 }))
+        Some(Dialog::Confirm(Confirm::Quit { live: 1, .. }))
     ));
     update(&mut app, Command::Cancel.into());
     assert!(app.dialog.is_none());
@@ -562,6 +562,40 @@ async fn the_quit_question_offers_to_keep_the_sessions() {
     assert!(app.dialog.is_none());
     // Outside the quit question `k` keeps nothing.
     assert!(update(&mut app, Command::KeepSessions.into()).is_empty());
+}
+
+/// The demo's sessions live in its own process: its quit question offers
+/// only to close them, and `k` is not an answer there.
+#[tokio::test(start_paused = true)]
+async fn the_quit_question_of_a_console_whose_sessions_cannot_move_offers_only_to_close_them() {
+    let (mut app, _s) = app_with_a_live_session();
+    app.settings.sessions_stay = Some("the demo's clients and origins run in this process");
+    update(&mut app, Command::Back.into());
+    let Some(Dialog::Confirm(question)) = &app.dialog else {
+        panic!("no quit question: {:?}", app.dialog);
+    };
+    let text = question.question();
+    assert!(
+        text.contains("closed with 1001 \"relay shutting down\"")
+            && text.contains("the demo's clients and origins run in this process")
+            && !text.contains("Keep them"),
+        "{text}"
+    );
+    let keep = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE);
+    assert!(
+        !matches!(
+            app.action_for_key(&keep),
+            Some(Action::Cmd(Command::KeepSessions))
+        ),
+        "k is not an answer here"
+    );
+    assert!(update(&mut app, Command::KeepSessions.into()).is_empty());
+    assert!(app.dialog.is_some(), "the question stays until y or n");
+    let yes = KeyEvent::new(KeyCode::Char('y'), KeyModifiers::NONE);
+    let Some(Action::Cmd(close)) = app.action_for_key(&yes) else {
+        panic!("y answers nothing");
+    };
+    assert_eq!(update(&mut app, close.into()), vec![Effect::Quit]);
 }
 
 #[tokio::test(start_paused = true)]

@@ -52,7 +52,7 @@ fn command(app: &mut App, cmd: Command) -> Vec<Effect> {
         }
         Context::EditWebSocket => edit_dialog(app, cmd),
         Context::Form => form(app, cmd),
-        Context::Confirm | Context::ConfirmQuit => confirm(app, cmd),
+        Context::Confirm | Context::ConfirmQuit | Context::ConfirmQuitClosing => confirm(app, cmd),
         Context::Message => message(app, cmd),
         Context::Menu => menu(app, cmd),
         Context::Overview => overview(app, cmd),
@@ -84,7 +84,10 @@ fn request_quit(app: &mut App) -> Vec<Effect> {
         vec![Effect::Quit]
     } else {
         app.help = None;
-        app.dialog = Some(Dialog::Confirm(Confirm::Quit { live }));
+        app.dialog = Some(Dialog::Confirm(Confirm::Quit {
+            live,
+            sessions_stay: app.settings.sessions_stay,
+        }));
         Vec::new()
     }
 }
@@ -545,7 +548,15 @@ fn confirm(app: &mut App, cmd: Command) -> Vec<Effect> {
                 Confirm::Quit { .. } => vec![Effect::Quit],
             }
         }
-        Command::KeepSessions if matches!(question, Confirm::Quit { .. }) => {
+        Command::KeepSessions
+            if matches!(
+                question,
+                Confirm::Quit {
+                    sessions_stay: None,
+                    ..
+                }
+            ) =>
+        {
             app.dialog = None;
             app.set_status("Handing the live sessions to a background relay…".to_string());
             vec![Effect::KeepSessions]

@@ -50,6 +50,7 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
         config_path: poll.hello.config.clone(),
         relay_addr: Some(poll.hello.listen),
         banner: options.banner.clone(),
+        sessions_stay: None,
     };
     let remote = Remote {
         socket: socket.to_path_buf(),

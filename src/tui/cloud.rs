@@ -45,6 +45,7 @@ pub fn run(options: &Options, client: Client) -> Result<()> {
         config_path: PathBuf::new(),
         relay_addr: None,
         banner: options.banner.clone(),
+        sessions_stay: None,
     };
     // An empty registry: no relay runs, so no session ever shows up.
     let mut app = App::new(

@@ -109,6 +109,7 @@ pub fn run_with(
         config_path: file.path().to_path_buf(),
         relay_addr: Some(relay.local_addr()),
         banner: options.banner.clone(),
+        sessions_stay: None,
     };
     let config = Arc::new(file.config().clone());
     let mut app = App::new(config, relay.registry().clone(), settings);
@@ -121,6 +122,13 @@ pub fn run_with(
         (Ok(_), note) => note,
     };
     let control = control.ok();
+    app.settings.sessions_stay = if options.sessions_in_process {
+        Some(SESSIONS_IN_THIS_PROCESS)
+    } else if control.is_none() {
+        Some(NO_SOCKET_TO_TAKE_THEM_FROM)
+    } else {
+        None
+    };
     if let Some(note) = note {
         app.status = Some(crate::app::Status {
             text: note,
@@ -223,6 +231,12 @@ async fn wait_for_stayers(relay: &RelayHandle) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Why the quit question of the demo offers only to close its sessions.
+const SESSIONS_IN_THIS_PROCESS: &str = "the demo's clients and origins run in this process";
+/// Why it does when the console's control socket could not be started.
+const NO_SOCKET_TO_TAKE_THEM_FROM: &str =
+    "this console has no control socket for a background relay to take them over from";
 
 /// The console's control socket, and whether its sessions may be kept by a
 /// background relay.
@@ -409,13 +423,14 @@ fn start_keeping(
         });
         None
     };
+    // The quit question does not offer `k` then; a caller that asks anyway
+    // is told why.
     let Some(server) = server else {
-        return fail(
-            app,
-            "these sessions cannot be kept (the demo's clients and origins run in this \
-             process, or the console has no control socket)"
-                .into(),
-        );
+        let why = app
+            .settings
+            .sessions_stay
+            .unwrap_or(NO_SOCKET_TO_TAKE_THEM_FROM);
+        return fail(app, why.to_string());
     };
     match keep::spawn(&server.control, config, server.path()) {
         Ok(background) => {

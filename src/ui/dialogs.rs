@@ -355,7 +355,11 @@ fn confirm(frame: &mut Frame, area: Rect, c: &Confirm, theme: &Theme) {
     // The answers are the dialog's key bindings, so a key and its button
     // cannot disagree.
     let table = match c {
-        Confirm::Quit { .. } => keymap::CONFIRM_QUIT,
+        Confirm::Quit {
+            sessions_stay: None,
+            ..
+        } => keymap::CONFIRM_QUIT,
+        Confirm::Quit { .. } => keymap::CONFIRM_QUIT_CLOSING,
         _ => keymap::CONFIRM,
     };
     let mut spans = Vec::new();

@@ -78,6 +78,7 @@ async fn fixture() -> Fixture {
         config_path: "/home/op/.config/ecdn-console/config.toml".into(),
         relay_addr: Some("127.0.0.1:8080".parse().unwrap()),
         banner: None,
+        sessions_stay: None,
     };
     let mut app = App::new(config(), registry, settings);
     let client = "127.0.0.1:40000".parse().unwrap();
@@ -786,6 +787,28 @@ async fn the_quit_question_shows_its_three_answers_from_the_keymap() {
             "{answer:?} missing from {buttons:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_demos_quit_question_shows_two_answers_and_says_why() {
+    let mut f = fixture().await;
+    f.app.settings.sessions_stay = Some("the demo's clients and origins run in this process");
+    update(&mut f.app, Action::Cmd(Command::Quit));
+    let screen = text(&f.app, 120, 30);
+    let buttons = line_with(&screen, "Close them");
+    assert!(
+        buttons.contains("y  Close them") && buttons.contains("n  Cancel"),
+        "{buttons:?}"
+    );
+    assert!(!screen.contains("Keep them"), "{screen}");
+    assert!(
+        !screen.contains("k keep"),
+        "the hint line offers k: {screen}"
+    );
+    assert!(
+        screen.contains("origins run in this process, so no background relay can"),
+        "{screen}"
+    );
 }
 
 /// A self-signed certificate for `name` (CN) valid for `days` more days

@@ -209,7 +209,7 @@ fn directories_of(path: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    #![allow(clippy::unwrap_used, clippy::panic)]
 
     use super::*;
     use tokio::time::timeout;
@@ -223,6 +223,23 @@ mod tests {
         nudges
     }
 
+    /// Waits for a nudge, failing the test with `what` if none comes.
+    async fn nudged(nudges: &mut Nudges, what: &str) {
+        timeout(SOON, nudges.changed())
+            .await
+            .unwrap_or_else(|_| panic!("no nudge: {what}"));
+    }
+
+    /// Whether a nudge comes within a short while.
+    async fn nudged_soon(nudges: &mut Nudges) -> bool {
+        timeout(NOT_YET, nudges.changed()).await.is_ok()
+    }
+
+    /// Takes the nudges of what a test just did, until none comes.
+    async fn settle(nudges: &mut Nudges) {
+        while nudged_soon(nudges).await {}
+    }
+
     #[tokio::test]
     async fn a_rename_over_the_file_nudges_and_a_log_written_beside_it_does_not() {
         let dir = tempfile::tempdir().unwrap();
@@ -234,21 +251,19 @@ mod tests {
         // `serve > serve.log` in the config's directory: writes on a file
         // kept open are not changes to look at.
         let mut log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-        let _ = timeout(NOT_YET, nudges.changed()).await;
+        settle(&mut nudges).await;
         for _ in 0..20 {
             std::io::Write::write_all(&mut log, b"opened ...\n").unwrap();
         }
         assert!(
-            timeout(NOT_YET, nudges.changed()).await.is_err(),
+            !nudged_soon(&mut nudges).await,
             "a log file's writes nudged the watcher"
         );
 
         std::fs::write(dir.path().join("relay.toml.tmp"), "b").unwrap();
-        let _ = timeout(NOT_YET, nudges.changed()).await;
+        settle(&mut nudges).await;
         std::fs::rename(dir.path().join("relay.toml.tmp"), &path).unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("an editor's rename over the file nudges");
+        nudged(&mut nudges, "an editor's rename over the file nudges").await;
     }
 
     #[tokio::test]
@@ -263,9 +278,7 @@ mod tests {
         let mut nudges = watching(&path);
 
         std::fs::write(&target, "b").unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("a write to the symlink's target nudges");
+        nudged(&mut nudges, "a write to the symlink's target nudges").await;
     }
 
     #[tokio::test]
@@ -277,22 +290,22 @@ mod tests {
         let mut nudges = watching(&conf.join("relay.toml"));
 
         std::fs::remove_dir_all(&conf).unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("the directory's removal nudges");
-        while timeout(NOT_YET, nudges.changed()).await.is_ok() {}
+        nudged(&mut nudges, "the directory's removal nudges").await;
+        settle(&mut nudges).await;
         std::fs::create_dir(&conf).unwrap();
         std::fs::write(conf.join("relay.toml"), "b").unwrap();
         assert!(
-            timeout(NOT_YET, nudges.changed()).await.is_err(),
+            !nudged_soon(&mut nudges).await,
             "a directory that was gone is not watched until a recheck"
         );
 
         nudges.follow_now();
         std::fs::write(conf.join("relay.toml"), "c").unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("after the recheck, the directory made again is watched");
+        nudged(
+            &mut nudges,
+            "after the recheck, the directory made again is watched",
+        )
+        .await;
     }
 
     #[tokio::test]
@@ -312,10 +325,8 @@ mod tests {
         std::fs::write(root.join("..v2/relay.toml"), "b").unwrap();
         std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
         std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("the ..data swap nudges");
-        while timeout(NOT_YET, nudges.changed()).await.is_ok() {}
+        nudged(&mut nudges, "the ..data swap nudges").await;
+        settle(&mut nudges).await;
         assert!(
             nudges
                 .watched
@@ -325,8 +336,6 @@ mod tests {
         );
 
         std::fs::write(root.join("..v2/relay.toml"), "c").unwrap();
-        timeout(SOON, nudges.changed())
-            .await
-            .expect("the new target written in place nudges");
+        nudged(&mut nudges, "the new target written in place nudges").await;
     }
 }

@@ -488,6 +488,13 @@ async fn config_edits_carry_a_version_and_a_stale_one_is_a_conflict() {
     // An edit made on the old version is refused and changes nothing.
     let a = raw.ask(edit(version, 30).as_bytes()).await.unwrap();
     assert_eq!(a["error"], "conflict", "{a}");
+    let why = a["message"].as_str().unwrap();
+    assert!(
+        why.contains(&format!("at version {}", version + 1))
+            && why.contains(&format!("made on version {version}"))
+            && why.contains("config-get"),
+        "the conflict says which versions and what to do: {why}"
+    );
     assert_eq!(std::fs::read_to_string(relay.config()).unwrap(), saved);
     // A rule violation is refused with the rule's words.
     let a = raw.ask(edit(version + 1, 301).as_bytes()).await.unwrap();

@@ -79,8 +79,9 @@ impl ConfigCell {
             return Err(ErrorReply {
                 error: ErrorCode::Conflict,
                 message: format!(
-                    "the relay's configuration is at version {}, this edit was made on version {version}; \
-                     get the configuration again (config-get, or r in the console) and redo the edit",
+                    "the relay's configuration is at version {} (another edit or a reload came \
+                     first), this edit was made on version {version}; get it again with \
+                     config-get and redo the edit",
                     s.1
                 ),
             });

@@ -1328,6 +1328,41 @@ async fn a_taker_killed_mid_handover_leaves_every_session_working() {
     live.end().await;
 }
 
+/// A config change made during a takeover — after the new relay read the
+/// file, before it watches it — is taken by the new relay as soon as it
+/// runs, not at its next recheck 5 s later (no nudge came for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_change_during_a_takeover_is_taken_by_the_new_relay_at_once() {
+    let (origin_addr, _report) = origin().await;
+    let setup = setup(origin_addr);
+    let (mut old, _addr) = Serve::start(&setup.config).await;
+    let mut new = Serve::spawn(
+        &setup.config,
+        &["--takeover"],
+        &[("ECDN_CONSOLE_TAKEOVER_STALL_MS", "3000")],
+    );
+    // Well inside its stall: it read the file long ago.
+    sleep(Duration::from_millis(1200)).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let changed = text.replace("timeout = 60 }", "timeout = 61 }");
+    assert_ne!(text, changed);
+    let staged = setup.config.with_extension("toml.new");
+    std::fs::write(&staged, &changed).unwrap();
+    std::fs::rename(&staged, &setup.config).unwrap();
+
+    new.line_with("took over", Duration::from_secs(15)).await;
+    let took = Instant::now();
+    new.line_with("reloaded (file changed)", Duration::from_secs(3))
+        .await;
+    assert!(
+        took.elapsed() < Duration::from_secs(3),
+        "the new relay took the change {:?} after it took over",
+        took.elapsed()
+    );
+    assert_eq!(old.exit_code(Duration::from_secs(10)).await, Some(0));
+    new.child.start_kill().unwrap();
+}
+
 // ---------------------------------------------------------------------------
 // The listeners move too: nobody connecting during a hand-over is refused.
 

@@ -120,6 +120,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         log.line("takeover", &report.to_string())?;
     }
     let mut watcher = ConfigWatch::new(&path, file.text());
+    // Watched before the first line goes out: a script (or a test) that
+    // changes the file once it sees `listening` is always nudged.
+    let (mut nudges, cannot_watch) = Nudges::new(&path);
     log.write_started(&relay, &path, &config)?;
     if let Some(line) = &open_files {
         log.line("limits", line)?;
@@ -144,13 +147,14 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     } else {
         notify(&[NotifyState::Ready]);
     }
-    let (mut nudges, cannot_watch) = Nudges::new(&path);
     if let Some(line) = &cannot_watch {
         log.line("config", line)?;
     }
     // When to read the config file next: soon after a nudge, while a
-    // change settles, and otherwise only as a recheck (nudges.rs).
-    let read_again = tokio::time::sleep(nudges.recheck_every());
+    // change settles, and otherwise only as a recheck (nudges.rs). First
+    // at once: a change made between loading the file and watching it
+    // sent no nudge.
+    let read_again = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(read_again);
     let mut last_read = tokio::time::Instant::now();
     let mut upgrading = None;

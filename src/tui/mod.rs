@@ -143,10 +143,7 @@ pub fn run_with(
             &mut file,
             &relay,
             &mut events,
-            Sockets {
-                server: control.as_ref(),
-                can_keep: !options.sessions_in_process,
-            },
+            control.as_ref(),
             &theme,
         ))
     })?;
@@ -154,7 +151,7 @@ pub fn run_with(
     let kept = match (&result, &control) {
         (Ok(Exit::Kept(report, background)), _) => Some((report.clone(), background.clone())),
         (Ok(Exit::Signal("SIGHUP")), Some(control))
-            if !relay.registry().is_empty() && !options.sessions_in_process =>
+            if !relay.registry().is_empty() && app.settings.sessions_stay.is_none() =>
         {
             runtime.block_on(keep_on_hangup(control, file.path()))
         }
@@ -238,13 +235,6 @@ const SESSIONS_IN_THIS_PROCESS: &str = "the demo's clients and origins run in th
 const NO_SOCKET_TO_TAKE_THEM_FROM: &str =
     "this console has no control socket for a background relay to take them over from";
 
-/// The console's control socket, and whether its sessions may be kept by a
-/// background relay.
-struct Sockets<'a> {
-    server: Option<&'a ControlServer>,
-    can_keep: bool,
-}
-
 /// Why the loop ended.
 enum Exit {
     Quit,
@@ -282,12 +272,13 @@ async fn event_loop(
     file: &mut ConfigFile,
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
-    sockets: Sockets<'_>,
+    server: Option<&ControlServer>,
     theme: &Theme,
 ) -> Result<Exit> {
-    let control = sockets.server.map(|s| &s.control);
-    // Where a background relay can take the sessions from (none in the demo).
-    let server = sockets.server.filter(|_| sockets.can_keep);
+    let control = server.map(|s| &s.control);
+    // Where a background relay can take the sessions from: none when
+    // `sessions_stay` says why not (the demo).
+    let server = server.filter(|_| app.settings.sessions_stay.is_none());
     let stop = control.map(|c| c.stop.clone()).unwrap_or_default();
     let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());

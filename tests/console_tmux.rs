@@ -540,3 +540,131 @@ fn the_console_raises_a_low_open_files_soft_limit_to_the_hard_limit() {
         "{logged}"
     );
 }
+
+/// `ecdn-console websocket DOMAIN --timeout N` from another shell.
+fn set_timeout_from_the_shell(config_path: &Path, domain: &str, secs: u16) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .arg("websocket")
+        .arg("--config")
+        .arg(config_path)
+        .args([domain, "--timeout", &secs.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "websocket --timeout: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The console's own relay follows its file as `serve` does: a change made
+/// from another shell is in force (a silent session is cut at the new
+/// timeout) and on screen, in the Event Log and over the control socket; a
+/// broken file is refused and the config in force stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_puts_a_change_of_its_file_in_force_as_serve_does() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the console file-change test");
+        return;
+    }
+    let origin = common::echo_origin(Default::default()).await;
+    let (dir, config_path, socket) = common::relay_dir("follow.test", origin);
+    let command = format!(
+        "ECDN_CONSOLE_LOG={} {} --config {}",
+        shell_quote(&dir.path().join("console.log").display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&config_path.display().to_string()),
+    );
+    let tmux = Tmux::start(format!("ecdn-follow-{}", std::process::id()), &command);
+    let screen = tmux.wait_for("On · 300 s");
+    let relay = relay_addr(&screen);
+
+    set_timeout_from_the_shell(&config_path, "follow.test", 2);
+    let screen = tmux.wait_for("On · 2 s");
+    assert!(screen.contains("changed outside this console"), "{screen}");
+
+    let started = Instant::now();
+    let mut client = common::connect(relay, "follow.test").await;
+    let close = tokio::time::timeout(Duration::from_secs(10), common::next_close(&mut client))
+        .await
+        .expect("the relay cuts an idle session at the file's new timeout")
+        .expect("a close frame");
+    assert!(
+        close.reason.contains("idle timeout (2 s)"),
+        "{}",
+        close.reason
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(client);
+
+    let events = std::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(["events", "--socket"])
+        .arg(&socket)
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(events.contains("reloaded (file changed)"), "{events}");
+
+    // Broken: refused, said so, and 2 s stays in force.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, text.replace("timeout = 2", "timeout = 999")).unwrap();
+    let screen = tmux.wait_for("refused the configuration");
+    assert!(screen.contains("On · 2 s"), "{screen}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
+}
+
+/// An attached console with the timeout dialog open when the domain is
+/// changed elsewhere: the dialog shows what is in force now and what it
+/// opened with, keeps the draft, and OK saves the draft (not a conflict).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_dialog_shows_a_change_made_elsewhere_and_keeps_its_draft() {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the changed-elsewhere dialog test");
+        return;
+    }
+    let origin = common::echo_origin(Default::default()).await;
+    let (dir, config_path, socket) = common::relay_dir("draft.test", origin);
+    let (_serve, _relay) = serve(&config_path).await;
+    let command = format!(
+        "ECDN_CONSOLE_LOG={} {} attach --socket {}",
+        shell_quote(&dir.path().join("console.log").display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(&socket.display().to_string()),
+    );
+    let tmux = Tmux::start(format!("ecdn-draft-{}", std::process::id()), &command);
+    tmux.wait_for("attached to relay 127.0.0.1:");
+    tmux.keys(&["j"]);
+    tmux.wait_for("▸Domain Management");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("draft.test");
+    tmux.keys(&["Enter"]);
+    tmux.wait_for("Basic");
+    tmux.keys(&["Tab", "Tab"]);
+    tmux.wait_for("WebSocket timeout");
+    tmux.keys(&["e"]);
+    tmux.wait_for("Draft");
+    tmux.keys(&["7"]);
+    tmux.wait_for("Draft  On · 7 s");
+
+    set_timeout_from_the_shell(&config_path, "draft.test", 42);
+    let screen = tmux.wait_for("Changed elsewhere");
+    assert!(screen.contains("In force  On · 42 s"), "{screen}");
+    assert!(screen.contains("it was On · 300 s"), "{screen}");
+    assert!(
+        screen.contains("Draft  On · 7 s"),
+        "the draft is kept: {screen}"
+    );
+
+    tmux.keys(&["Enter"]);
+    let screen = tmux.wait_for("Saved");
+    assert!(!screen.contains("conflict"), "{screen}");
+    let saved = std::fs::read_to_string(&config_path).unwrap();
+    assert!(saved.contains("timeout = 7 }"), "{saved}");
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
+}

@@ -75,6 +75,10 @@ pub enum Action {
     SaveFailed(SaveError),
     /// The runner re-read the file.
     Reloaded(Result<Arc<Config>, SaveError>),
+    /// The config in force changed outside this console: the relay took a
+    /// change of its file (an editor, `ecdn-console websocket`, a
+    /// ConfigMap), or another console saved an edit. Already in force.
+    ConfigChanged(Arc<Config>),
     /// A result of the Tencent Cloud runner's background work.
     Cloud(super::cloud::CloudEvent),
 }

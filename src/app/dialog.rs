@@ -27,8 +27,12 @@ pub enum Dialog {
 pub struct WsDraft {
     pub domain: DomainName,
     pub acceleration: Acceleration,
-    /// The settings in force when the dialog opened (or after a reload).
+    /// The settings in force, which the draft is compared with: as the
+    /// dialog opened, then as changed elsewhere since (or by `r`).
     pub live: WebSocketSettings,
+    /// The settings the dialog opened with, once they changed elsewhere
+    /// while it was open (the dialog says so).
+    pub changed_elsewhere: Option<WebSocketSettings>,
     pub switch: Switch,
     /// The slider position: the last valid timeout.
     pub timeout: u16,
@@ -52,6 +56,7 @@ impl WsDraft {
             domain: domain.name.clone(),
             acceleration: domain.acceleration,
             live: ws,
+            changed_elsewhere: None,
             switch: ws.switch,
             timeout: ws.timeout,
             field: Input::new(ws.timeout.to_string()),
@@ -77,6 +82,13 @@ impl WsDraft {
 
     pub fn live_effective(&self) -> EffectiveTimeout {
         effective_timeout_for(self.acceleration, &self.live)
+    }
+
+    /// What was in force when the dialog opened, once that changed
+    /// elsewhere while it was open.
+    pub fn opened_effective(&self) -> Option<EffectiveTimeout> {
+        self.changed_elsewhere
+            .map(|was| effective_timeout_for(self.acceleration, &was))
     }
 
     pub fn differs(&self) -> bool {
@@ -265,6 +277,8 @@ pub struct Form {
     pub focus: usize,
     pub saving: bool,
     pub error: Option<SaveError>,
+    /// The domain's origins changed elsewhere while the form was open.
+    pub changed_elsewhere: bool,
 }
 
 const ORIGINS_HELP: &str = "host:port[:weight], comma-separated";
@@ -296,6 +310,7 @@ impl Form {
             focus: 0,
             saving: false,
             error: None,
+            changed_elsewhere: false,
         }
     }
 
@@ -322,6 +337,7 @@ impl Form {
             focus: 0,
             saving: false,
             error: None,
+            changed_elsewhere: false,
         }
     }
 

@@ -387,6 +387,94 @@ fn a_conflict_keeps_the_draft_and_r_reloads() {
     ));
 }
 
+/// The config with cloud.tencent.com's timeout set to `secs` elsewhere.
+fn changed_elsewhere(app: &App, secs: u16) -> Arc<Config> {
+    let mut changed = (*app.config).clone();
+    changed.domains[1].websocket.timeout = secs;
+    Arc::new(changed)
+}
+
+#[test]
+fn a_change_made_elsewhere_is_shown_in_an_open_dialog_and_the_draft_kept() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    type_text(&mut app, "45");
+    let changed = changed_elsewhere(&app, 90);
+    // Already in force: nothing for the runner to do.
+    assert!(update(&mut app, Action::ConfigChanged(changed.clone())).is_empty());
+    assert_eq!(app.config, changed);
+    let d = draft(&app);
+    assert_eq!((d.timeout, d.live.timeout), (45, 90));
+    assert_eq!(
+        d.opened_effective().map(|e| e.column_label()),
+        Some("On · 100 s".to_string()),
+        "the dialog says what it opened with"
+    );
+    // A second change keeps what it opened with.
+    let again = changed_elsewhere(&app, 80);
+    update(&mut app, Action::ConfigChanged(again));
+    assert_eq!(draft(&app).changed_elsewhere.map(|w| w.timeout), Some(100));
+    assert!(matches!(
+        update(&mut app, Command::Open.into()).as_slice(),
+        [Effect::Save(Edit::SetWebSocket {
+            timeout: Some(45),
+            ..
+        })]
+    ));
+}
+
+#[test]
+fn a_change_to_another_domain_leaves_an_open_dialog_quiet() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    let mut changed = (*app.config).clone();
+    changed.domains[0].websocket.timeout = 5;
+    update(&mut app, Action::ConfigChanged(Arc::new(changed)));
+    let d = draft(&app);
+    assert_eq!((d.live.timeout, d.changed_elsewhere), (100, None));
+}
+
+#[test]
+fn a_domain_removed_elsewhere_closes_its_dialog_with_a_message() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::Edit.into());
+    let mut changed = (*app.config).clone();
+    changed.domains.remove(1);
+    update(&mut app, Action::ConfigChanged(Arc::new(changed)));
+    match &app.dialog {
+        Some(Dialog::Message(m)) => {
+            assert_eq!(m.title, "Domain removed");
+            assert!(m.body.contains("cloud.tencent.com"), "{}", m.body);
+        }
+        other => panic!("expected the removed message, got {other:?}"),
+    }
+    assert!(app.domains.manage.is_none());
+}
+
+#[test]
+fn the_origins_form_says_when_its_origins_changed_elsewhere() {
+    let mut app = app();
+    to_advanced(&mut app);
+    update(&mut app, Command::PrevTab.into());
+    update(&mut app, Command::Edit.into());
+    let form = |app: &App| match &app.dialog {
+        Some(Dialog::Form(f)) => f.changed_elsewhere,
+        other => panic!("expected the origins form, got {other:?}"),
+    };
+    // The timeout is not what the form edits.
+    let timeout_only = changed_elsewhere(&app, 90);
+    update(&mut app, Action::ConfigChanged(timeout_only));
+    assert!(!form(&app));
+    let mut changed = (*app.config).clone();
+    let first = changed.domains[1].origins[0].clone();
+    changed.domains[1].origins.push(first);
+    update(&mut app, Action::ConfigChanged(Arc::new(changed)));
+    assert!(form(&app));
+}
+
 #[test]
 fn a_failed_write_is_shown_and_r_does_not_reload() {
     let mut app = app();

@@ -6,7 +6,7 @@ use crate::config::{DomainName, Edit, LIMITATION_TEXT, Status as DomainStatus};
 use crate::relay::{CloseCause, RelayEvent};
 
 use super::action::{Action, Command, Effect, SaveError, SaveErrorKind};
-use super::dialog::{Confirm, Dialog, Form, Message, WsDraft};
+use super::dialog::{Confirm, Dialog, Form, FormKind, Message, WsDraft};
 use super::{App, Context, Focus, ManageState, ManageTab, Screen, SessionDetail};
 
 const PAGE: isize = 10;
@@ -25,6 +25,10 @@ pub fn update(app: &mut App, action: Action) -> Vec<Effect> {
             Vec::new()
         }
         Action::Reloaded(result) => reloaded(app, result),
+        Action::ConfigChanged(config) => {
+            config_changed(app, config);
+            Vec::new()
+        }
         Action::Cloud(event) => super::cloud::event(app, event),
     }
 }
@@ -710,19 +714,68 @@ fn reloaded(
         }
     };
     app.config = config.clone();
-    let mut gone = None;
     match app.dialog.as_mut() {
-        Some(Dialog::EditWebSocket(d)) => match config.domain(&d.domain) {
-            // The draft is kept; only what it is compared with changes.
-            Some(domain) => {
+        // The draft is kept; only what it is compared with changes.
+        Some(Dialog::EditWebSocket(d)) => {
+            if let Some(domain) = config.domain(&d.domain) {
                 d.live = domain.websocket;
-                d.error = None;
             }
-            None => gone = Some(d.domain.clone()),
-        },
+            d.error = None;
+        }
         Some(Dialog::Form(f)) => f.error = None,
         _ => {}
     }
+    follow_domains(app, &config);
+    app.set_status("Reloaded the file from disk; the relay uses it now.");
+    vec![Effect::ApplyToRelay(config)]
+}
+
+fn config_changed(app: &mut App, config: std::sync::Arc<crate::config::Config>) {
+    let before = std::mem::replace(&mut app.config, config.clone());
+    match app.dialog.as_mut() {
+        // The draft is kept and compared with what is in force now; the
+        // dialog says the domain changed, so OK never overwrites a change
+        // the operator has not seen.
+        Some(Dialog::EditWebSocket(d)) => {
+            if let Some(domain) = config.domain(&d.domain)
+                && domain.websocket != d.live
+            {
+                d.changed_elsewhere.get_or_insert(d.live);
+                d.live = domain.websocket;
+            }
+        }
+        Some(Dialog::Form(f)) => {
+            if let FormKind::Origins { domain } = &f.kind {
+                let origins_of = |c: &crate::config::Config| {
+                    c.domains
+                        .iter()
+                        .find(|d| d.name.as_str() == domain)
+                        .map(|d| (d.origins.clone(), d.server_name.clone(), d.origin_protocol))
+                };
+                if origins_of(&before) != origins_of(&config) {
+                    f.changed_elsewhere = true;
+                }
+            }
+        }
+        _ => {}
+    }
+    follow_domains(app, &config);
+    app.set_status("The configuration changed outside this console and is in force now.");
+}
+
+/// After the config in force changed: a dialog on a domain that is gone
+/// says so, and the lists keep their cursors in range.
+fn follow_domains(app: &mut App, config: &crate::config::Config) {
+    let gone = match &app.dialog {
+        Some(Dialog::EditWebSocket(d)) if config.domain(&d.domain).is_none() => {
+            Some(d.domain.to_string())
+        }
+        Some(Dialog::Form(Form {
+            kind: FormKind::Origins { domain },
+            ..
+        })) if !config.domains.iter().any(|d| d.name.as_str() == domain) => Some(domain.clone()),
+        _ => None,
+    };
     if let Some(domain) = gone {
         app.dialog = Some(Dialog::Message(Message {
             title: "Domain removed".to_string(),
@@ -743,6 +796,4 @@ fn reloaded(
     let len = app.visible_domains().len();
     app.domains.cursor.clamp(len);
     app.overview.clamp(config.domains.len());
-    app.set_status("Reloaded the file from disk; the relay uses it now.");
-    vec![Effect::ApplyToRelay(config)]
 }

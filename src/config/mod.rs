@@ -3,8 +3,10 @@
 
 mod edit;
 mod error;
+mod follow;
 mod model;
 mod name;
+mod nudges;
 mod parse;
 pub mod rules;
 mod schema;
@@ -14,6 +16,7 @@ mod watch;
 
 pub use edit::{Edit, NewDomain};
 pub use error::{ConfigError, Problem, Problems, RuleViolation};
+pub use follow::FileFollower;
 pub use model::{
     Acceleration, AdminSettings, Area, CertificateFiles, Config, Domain, IdleCloseMode, Origin,
     OriginProtocol, RelaySettings, Status, Switch, WebSocketSettings, default_workers,

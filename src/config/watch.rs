@@ -105,10 +105,13 @@ impl ConfigWatch {
         self.decide(read(&self.path))
     }
 
-    /// The text of `file` is now in force.
+    /// The text of `file` is now in force. Telling it the text already in
+    /// force changes nothing: a refused file stays refused (reported once).
     pub fn applied(&mut self, file: &ConfigFile) {
-        self.in_force = file.text().to_string();
-        self.refused = None;
+        if self.in_force != file.text() {
+            self.in_force = file.text().to_string();
+            self.refused = None;
+        }
     }
 
     fn decide(&mut self, seen: Result<String, String>) -> Reload {

@@ -12,6 +12,7 @@ mod io;
 mod listener;
 pub mod metrics;
 pub mod registry;
+pub mod reload;
 pub mod roots;
 mod session;
 pub mod tls;

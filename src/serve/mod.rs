@@ -17,13 +17,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin::{self, AdminState, Readiness};
-use crate::config::{Config, ConfigFile, ConfigWatch, Reload, WATCH_POLL_INTERVAL};
+use crate::config::{Config, ConfigFile, FileFollower, Reload};
 use crate::control::{Control, ControlServer, HandoverNotice, StagedSocket};
 use crate::handover::{GiveReport, HandoverError, Received, Takeover};
+use crate::relay::reload::with_workers;
 use crate::relay::{self, CLOSE_GRACE, Metrics, RelayEvent, RelayHandle};
-use nudges::Nudges;
-
-mod nudges;
 mod upgrade;
 
 pub use upgrade::takeover_command;
@@ -119,10 +117,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     if let Some(report) = &took_over {
         log.line("takeover", &report.to_string())?;
     }
-    let mut watcher = ConfigWatch::new(&path, file.text());
     // Watched before the first line goes out: a script (or a test) that
     // changes the file once it sees `listening` is always nudged.
-    let (mut nudges, cannot_watch) = Nudges::new(&path);
+    let (mut follower, cannot_watch) = FileFollower::new(&path, file.text());
     log.write_started(&relay, &path, &config)?;
     if let Some(line) = &open_files {
         log.line("limits", line)?;
@@ -150,13 +147,6 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     if let Some(line) = &cannot_watch {
         log.line("config", line)?;
     }
-    // When to read the config file next: soon after a nudge, while a
-    // change settles, and otherwise only as a recheck (nudges.rs). First
-    // at once: a change made between loading the file and watching it
-    // sent no nudge.
-    let read_again = tokio::time::sleep(Duration::ZERO);
-    tokio::pin!(read_again);
-    let mut last_read = tokio::time::Instant::now();
     let mut upgrading = None;
     let mut gave_away = false;
 
@@ -170,28 +160,15 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 }
             }
             _ = signals.hangup.recv() => {
-                let reload = watcher.reload_now();
-                log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "SIGHUP"))?;
+                let reload = follower.reload_now();
+                log.write(put_in_force(&relay, &ctl, &mut follower, reload, workers, "SIGHUP"))?;
             }
-            () = nudges.changed() => {
-                // However busy the directory, at most one read per poll interval.
-                let at = (last_read + WATCH_POLL_INTERVAL).max(tokio::time::Instant::now());
-                if at < read_again.deadline() {
-                    read_again.as_mut().reset(at);
-                }
-            }
-            () = &mut read_again => {
-                nudges.follow_now();
-                last_read = tokio::time::Instant::now();
-                if let Some(reload) = watcher.poll(last_read.into_std()) {
-                    log.write(put_in_force(&relay, &ctl, &mut watcher, reload, workers, "file changed"))?;
-                }
-                let wait = if watcher.settling() { WATCH_POLL_INTERVAL } else { nudges.recheck_every() };
-                read_again.as_mut().reset(last_read + wait);
+            reload = follower.changed() => {
+                log.write(put_in_force(&relay, &ctl, &mut follower, reload, workers, "file changed"))?;
             }
             // An edit over the control socket saved the file: what is
             // on disk is now in force, not a change to reload.
-            Ok(()) = edits.changed() => watcher.applied(&ctl.config.file().0),
+            Ok(()) = edits.changed() => follower.in_force(&ctl.config.file().0),
             // `ecdn-console stop`: as SIGTERM.
             () = ctl.stop.cancelled() => break,
             Ok(()) = handovers.changed() => {
@@ -479,13 +456,6 @@ async fn take_over(
 }
 
 /// The config with `--workers`, when given, in place of `[relay] workers`.
-fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
-    if let Some(n) = workers {
-        config.relay.workers = n;
-    }
-    config
-}
-
 struct Signals {
     hangup: Signal,
     terminate: Signal,
@@ -566,11 +536,11 @@ fn notify(state: &[NotifyState]) {
 }
 
 /// Puts a reloaded config in force, or reports why it was refused; tells
-/// systemd and the reload counter either way.
+/// systemd and, when taken, the control socket.
 fn put_in_force(
     relay: &RelayHandle,
     control: &Control,
-    watcher: &mut ConfigWatch,
+    follower: &mut FileFollower,
     reload: Reload,
     workers: Option<usize>,
     trigger: &str,
@@ -578,66 +548,12 @@ fn put_in_force(
     if let Ok(now) = NotifyState::monotonic_usec_now() {
         notify(&[NotifyState::Reloading, now]);
     }
-    let event = apply_reload(relay, control, watcher, reload, workers, trigger);
-    relay
-        .metrics()
-        .config_reload(matches!(event, RelayEvent::ConfigApplied { .. }));
+    let reloaded = relay::reload::put_in_force(relay, follower, reload, workers, trigger);
+    if let Some(file) = reloaded.in_force {
+        control.config.replace(file);
+    }
     notify(&[NotifyState::Ready]);
-    event
-}
-
-fn apply_reload(
-    relay: &RelayHandle,
-    control: &Control,
-    watcher: &mut ConfigWatch,
-    reload: Reload,
-    workers: Option<usize>,
-    trigger: &str,
-) -> RelayEvent {
-    let at = SystemTime::now();
-    let file = match reload {
-        Reload::Apply(file) => file,
-        Reload::Refused(error) => return RelayEvent::ConfigRejected { at, error },
-    };
-    watcher.applied(&file);
-    let new = with_workers(file.config().clone(), workers);
-    let mut detail = format!(
-        "{} reloaded ({trigger}): {} domain(s)",
-        watcher.path().display(),
-        new.domains.len()
-    );
-    if new.relay.listen != relay.config().relay.listen {
-        detail.push_str(&format!(
-            "; listen {} takes effect after a restart (still on {})",
-            new.relay.listen,
-            relay.local_addr()
-        ));
-    }
-    if new.relay.workers != relay.workers() {
-        detail.push_str(&format!(
-            "; workers = {} takes effect after a restart (still {})",
-            new.relay.workers,
-            relay.workers()
-        ));
-    }
-    if new.admin.listen != relay.config().admin.listen {
-        detail.push_str("; [admin] listen takes effect after a restart");
-    }
-    if new.relay.tls_listen != relay.config().relay.tls_listen {
-        detail.push_str("; tls-listen takes effect after a restart");
-    }
-    // A certificate that cannot be served refuses the whole reload: the old
-    // certificates and config stay in force.
-    match relay.try_apply_config(Arc::new(new)) {
-        Ok(()) => {
-            control.config.replace(*file);
-            RelayEvent::ConfigApplied { at, detail }
-        }
-        Err(error) => RelayEvent::ConfigRejected {
-            at,
-            error: format!("certificate {error}"),
-        },
-    }
+    reloaded.event
 }
 
 /// Events written at most in one write.

@@ -555,13 +555,12 @@ async fn sample(
     Ok(())
 }
 
-/// Another console's edit (or a reload) moved the relay's config: show it,
-/// unless a dialog holds a draft — that one's save will then be refused as
-/// a conflict, and `r` fetches the new version, keeping the draft.
+/// Another console's edit (or a reload) moved the relay's config: show it
+/// at once. A dialog's draft is kept and now made on the new version; the
+/// dialog says when its domain changed (`config_changed` in the app). A
+/// change that comes between this look and a save is still refused as a
+/// conflict by the relay, and `r` fetches it, keeping the draft.
 async fn follow_config(app: &mut App, poll: &mut ControlClient) {
-    if app.dialog.is_some() {
-        return;
-    }
     let Ok((version, config, certificates)) = fetch_config(poll).await else {
         return;
     };
@@ -569,10 +568,10 @@ async fn follow_config(app: &mut App, poll: &mut ControlClient) {
     app.certificates = certificates;
     let mine = app.relay.remote().map_or(0, |r| r.config_version);
     if version != mine {
-        app.config = config;
         if let Some(r) = app.relay.remote_mut() {
             r.config_version = version;
         }
+        update(app, Action::ConfigChanged(config));
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 
 use crate::app::{Action, App, Clock, Command, Settings, update};
-use crate::config::{ConfigFile, DEFAULT_CONFIG, default_config_path};
+use crate::config::{ConfigFile, DEFAULT_CONFIG, FileFollower, Reload, default_config_path};
 use crate::control::{Control, ControlServer};
 use crate::relay::{self, RelayEvent, RelayHandle};
 use crate::ui::{self, Theme};
@@ -258,12 +258,39 @@ fn sync_config(app: &mut App, file: &mut ConfigFile, control: &Control, seen: &m
     let (theirs, version) = control.config.file();
     if version != *seen && theirs.text() != file.text() {
         *file = theirs;
+        // The control socket put it in force already.
         let config = Arc::new(file.config().clone());
-        update(app, Action::Reloaded(Ok(config)));
+        update(app, Action::ConfigChanged(config));
     } else if theirs.text() != file.text() {
         control.config.replace(file.clone());
     }
     *seen = control.config.version();
+}
+
+/// Puts a change of the console's file in force on its relay (or refuses
+/// it, as `serve` would), shows it, and hands it to attached consoles.
+fn take_file_change(
+    app: &mut App,
+    file: &mut ConfigFile,
+    relay: &RelayHandle,
+    control: Option<&Arc<Control>>,
+    follower: &mut FileFollower,
+    reload: Reload,
+    seen: &mut u64,
+) {
+    let reloaded =
+        crate::relay::reload::put_in_force(relay, follower, reload, None, "file changed");
+    tracing::info!("{}", reloaded.event);
+    if let Some(taken) = reloaded.in_force {
+        *file = taken;
+        if let Some(c) = control {
+            c.config.replace(file.clone());
+            *seen = c.config.version();
+        }
+        update(app, Action::ConfigChanged(Arc::new(file.config().clone())));
+    }
+    publish(control, &reloaded.event);
+    update(app, Action::Relay(reloaded.event));
 }
 
 async fn event_loop(
@@ -283,6 +310,12 @@ async fn event_loop(
     let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());
     let mut seen = control.map_or(0, |c| c.config.version());
+    // The file changed on disk (an editor, `ecdn-console websocket`, a
+    // ConfigMap): the relay takes it as `serve` would.
+    let (mut follower, cannot_watch) = FileFollower::new(file.path(), file.text());
+    if let Some(line) = cannot_watch {
+        tracing::warn!("{line}");
+    }
     let mut input = EventStream::new();
     // Over SSH a dropped connection can leave crossterm's reader spinning
     // instead of failing (crossterm#793): SIGHUP is the reliable signal.
@@ -315,6 +348,8 @@ async fn event_loop(
                         if let Some(c) = control {
                             sync_config(app, file, c, &mut seen);
                         }
+                        // A save made here is not a change to reload.
+                        follower.in_force(file);
                         if quit {
                             break Exit::Quit;
                         }
@@ -355,6 +390,11 @@ async fn event_loop(
                 if let Some(c) = control {
                     sync_config(app, file, c, &mut seen);
                 }
+                follower.in_force(file);
+                dirty = true;
+            }
+            reload = follower.changed() => {
+                take_file_change(app, file, relay, control, &mut follower, reload, &mut seen);
                 dirty = true;
             }
             // The background relay of `k` took the sessions, or could not.

@@ -83,6 +83,15 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
             },
         ),
     ]));
+    if let Some(was) = d.opened_effective() {
+        lines.push(Line::from(Span::styled(
+            format!(
+                "Changed elsewhere while this was open (it was {}); OK saves your draft over it.",
+                was.column_label()
+            ),
+            theme.warn(),
+        )));
+    }
     if d.field_error.is_none() {
         lines.push(Line::from(Span::styled(draft.explanation(), theme.dim())));
     }
@@ -254,7 +263,7 @@ fn history_lines(app: &App, d: &WsDraft, theme: &Theme) -> Vec<Line<'static>> {
 
 fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
     let errors = f.fields.iter().filter(|x| x.error.is_some()).count();
-    let extra = if f.error.is_some() { 4 } else { 0 };
+    let extra = if f.error.is_some() { 4 } else { 0 } + usize::from(f.changed_elsewhere) * 2;
     let h = u16::try_from(f.fields.len() + errors + 6 + extra).unwrap_or(20);
     let rect = popup(frame, area, 72, h);
     let b = dialog_block(format!(" {} ", f.title()), theme);
@@ -321,6 +330,12 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
         && !field.help.is_empty()
     {
         lines.push(Line::from(Span::styled(field.help, theme.dim())));
+    }
+    if f.changed_elsewhere {
+        lines.push(Line::from(Span::styled(
+            "The origins changed elsewhere while this was open; saving puts these over them.",
+            theme.warn(),
+        )));
     }
     if let Some(e) = &f.error {
         lines.extend(error_lines(e, Context::Form, theme));

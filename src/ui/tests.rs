@@ -298,6 +298,25 @@ async fn dialogs() {
     check("edit_dialog_conflict", &f.app);
 
     let mut f = fixture().await;
+    manage(&mut f.app, 2);
+    update(&mut f.app, Action::Cmd(Command::Edit));
+    typed(&mut f.app, "20");
+    let mut changed = (*f.app.config).clone();
+    let domain = f.app.domains.manage.as_ref().map(|m| m.domain.clone());
+    if let Some(d) = changed
+        .domains
+        .iter_mut()
+        .find(|d| Some(&d.name) == domain.as_ref())
+    {
+        d.websocket.timeout = 42;
+    }
+    update(
+        &mut f.app,
+        Action::ConfigChanged(std::sync::Arc::new(changed)),
+    );
+    check("edit_dialog_changed_elsewhere", &f.app);
+
+    let mut f = fixture().await;
     cmds(
         &mut f.app,
         &[Command::Goto(Screen::Domains), Command::AddDomain],

@@ -1,4 +1,5 @@
-//! When `serve` should look at its config file again (README, "Configuration").
+//! When a running relay (`serve`, or the console's own) should look at its
+//! config file again (README, "Configuration").
 //!
 //! Reading the file every 100 ms (what [`ConfigWatch`] needs to see every
 //! change) would make an idle relay wake ten times a second to read a file
@@ -6,7 +7,7 @@
 //! the file lives (inotify): in the directory of the path as given — where
 //! an editor's rename-over, `cat >` and a Kubernetes ConfigMap's `..data`
 //! symlink swap happen — and in the directory of the file it resolves to
-//! (a symlink's target written in place). Between nudges `serve` reads the
+//! (a symlink's target written in place). Between nudges the relay reads the
 //! file only while a change is settling, and once every
 //! [`RECHECK_WITH_NUDGES`] in case a change came in a way inotify does not
 //! see (a network filesystem changed from another host). Where inotify is
@@ -30,7 +31,7 @@ use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, WatchDescriptor};
 use tokio::io::unix::AsyncFd;
 
-use crate::config::WATCH_POLL_INTERVAL as POLL_INTERVAL;
+use super::watch::POLL_INTERVAL;
 
 /// How often the file is read anyway while inotify watches it.
 pub const RECHECK_WITH_NUDGES: Duration = Duration::from_secs(5);
@@ -57,7 +58,7 @@ impl AsRawFd for InotifyFd {
     }
 }
 
-/// Tells `serve` when its config file may have changed.
+/// Tells a relay when its config file may have changed.
 pub struct Nudges {
     path: PathBuf,
     /// `None` where inotify could not be set up: then [`recheck_every`]
@@ -103,7 +104,7 @@ impl Nudges {
         (nudges, None)
     }
 
-    /// How long `serve` may go without reading the file when nothing
+    /// How long a relay may go without reading the file when nothing
     /// nudged it and no change is settling.
     pub fn recheck_every(&self) -> Duration {
         if self.inotify.is_some() {
@@ -148,7 +149,7 @@ impl Nudges {
     }
 
     /// Watches the directories the path lives in now (a directory removed
-    /// and made again is watched again). `serve` calls it on every
+    /// and made again is watched again). The follower calls it on every
     /// recheck too, so a directory that was missing is watched once it
     /// is back.
     pub fn follow_now(&mut self) {

@@ -1,0 +1,108 @@
+//! Putting a config file's change in force on a running relay — `serve`'s
+//! and the in-process console's alike, so a file change means the same
+//! whichever of them holds the relay.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use crate::config::{Config, ConfigFile, FileFollower, Reload};
+
+use super::{RelayEvent, RelayHandle};
+
+/// What a reload did: the event that says so, and the file now in force
+/// (none when it was refused).
+pub struct Reloaded {
+    pub event: RelayEvent,
+    pub in_force: Option<ConfigFile>,
+}
+
+/// Puts `reload` in force on `relay`, or says why not; counts it in the
+/// reload metric either way. `workers` is a command line's `--workers`,
+/// which a file does not override. `trigger` says what asked (`SIGHUP`,
+/// `file changed`).
+pub fn put_in_force(
+    relay: &RelayHandle,
+    follower: &mut FileFollower,
+    reload: Reload,
+    workers: Option<usize>,
+    trigger: &str,
+) -> Reloaded {
+    let reloaded = take(relay, follower, reload, workers, trigger);
+    relay
+        .metrics()
+        .config_reload(matches!(reloaded.event, RelayEvent::ConfigApplied { .. }));
+    reloaded
+}
+
+fn take(
+    relay: &RelayHandle,
+    follower: &mut FileFollower,
+    reload: Reload,
+    workers: Option<usize>,
+    trigger: &str,
+) -> Reloaded {
+    let at = SystemTime::now();
+    let file = match reload {
+        Reload::Apply(file) => file,
+        Reload::Refused(error) => {
+            return Reloaded {
+                event: RelayEvent::ConfigRejected { at, error },
+                in_force: None,
+            };
+        }
+    };
+    // Taken, even if the relay refuses it below: the same text is not
+    // tried (and reported) again until the file changes.
+    follower.in_force(&file);
+    let new = with_workers(file.config().clone(), workers);
+    let mut detail = format!(
+        "{} reloaded ({trigger}): {} domain(s)",
+        follower.path().display(),
+        new.domains.len()
+    );
+    let old = relay.config();
+    if new.relay.listen != old.relay.listen {
+        detail.push_str(&format!(
+            "; listen {} takes effect after a restart (still on {})",
+            new.relay.listen,
+            relay.local_addr()
+        ));
+    }
+    if new.relay.workers != relay.workers() {
+        detail.push_str(&format!(
+            "; workers = {} takes effect after a restart (still {})",
+            new.relay.workers,
+            relay.workers()
+        ));
+    }
+    if new.admin.listen != old.admin.listen {
+        detail.push_str("; [admin] listen takes effect after a restart");
+    }
+    if new.relay.tls_listen != old.relay.tls_listen {
+        detail.push_str("; tls-listen takes effect after a restart");
+    }
+    // A certificate that cannot be served refuses the whole reload: the old
+    // certificates and config stay in force.
+    match relay.try_apply_config(Arc::new(new)) {
+        Ok(()) => Reloaded {
+            event: RelayEvent::ConfigApplied { at, detail },
+            in_force: Some(*file),
+        },
+        Err(error) => Reloaded {
+            event: RelayEvent::ConfigRejected {
+                at,
+                error: format!("certificate {error}"),
+            },
+            in_force: None,
+        },
+    }
+}
+
+/// `config` with a command line's `--workers`, which the file does not
+/// override.
+pub fn with_workers(mut config: Config, workers: Option<usize>) -> Config {
+    if let Some(n) = workers {
+        config.relay.workers = n;
+    }
+    config
+}

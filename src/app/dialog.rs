@@ -13,6 +13,7 @@ use crate::config::{
 use crate::relay::{CloseCause, SessionId, SessionSnapshot};
 
 use super::action::SaveError;
+use super::keymap::Context;
 
 #[derive(Debug)]
 pub enum Dialog {
@@ -502,6 +503,20 @@ pub enum Confirm {
 }
 
 impl Confirm {
+    /// Whose keys answer it: the quit question offers `k` only while
+    /// sessions are live and a background relay can keep them.
+    pub fn context(&self) -> Context {
+        match self {
+            Confirm::Quit { live: 0, .. } => Context::Confirm,
+            Confirm::Quit {
+                sessions_stay: None,
+                ..
+            } => Context::ConfirmQuit,
+            Confirm::Quit { .. } => Context::ConfirmQuitClosing,
+            _ => Context::Confirm,
+        }
+    }
+
     pub fn title(&self) -> &'static str {
         match self {
             Confirm::DeleteDomain { .. } => "Delete domain",
@@ -540,6 +555,11 @@ impl Confirm {
                 "Close session #{id} ({domain}, client {client})? Both sides get {}.",
                 close_of(&CloseCause::Operator),
             ),
+            // The sessions ended while the question was open.
+            Confirm::Quit { live: 0, .. } => {
+                "Quit? The live sessions have ended meanwhile; nothing is left to close."
+                    .to_string()
+            }
             Confirm::Quit {
                 live,
                 sessions_stay: None,

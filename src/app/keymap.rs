@@ -384,7 +384,6 @@ pub const CONFIRM: &[Binding] = &[
     cmd(&[Char('n'), Key(K::Esc), Char('q')], Command::Cancel, "no"),
 ];
 
-/// The quit question while sessions are live (DESIGN §7).
 /// The quit question of a console whose sessions cannot be kept (the demo):
 /// no `k` to offer and then refuse.
 pub const CONFIRM_QUIT_CLOSING: &[Binding] = &[
@@ -396,6 +395,7 @@ pub const CONFIRM_QUIT_CLOSING: &[Binding] = &[
     ),
 ];
 
+/// The quit question while sessions are live (DESIGN §7).
 pub const CONFIRM_QUIT: &[Binding] = &[
     cmd(
         &[Char('k')],

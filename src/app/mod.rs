@@ -343,6 +343,10 @@ impl App {
             .into_iter()
             .collect();
         self.log.sample_active(clock.wall, self.live.len());
+        // The quit question counts what it would close as that changes.
+        if let Some(Dialog::Confirm(Confirm::Quit { live, .. })) = &mut self.dialog {
+            *live = self.relay.len();
+        }
         self.follow_selected_session();
         self.take_frame_needs(clock);
     }
@@ -515,13 +519,7 @@ impl App {
         match &self.dialog {
             Some(Dialog::EditWebSocket(_)) => return Context::EditWebSocket,
             Some(Dialog::Form(_)) => return Context::Form,
-            Some(Dialog::Confirm(Confirm::Quit { sessions_stay, .. })) => {
-                return match sessions_stay {
-                    None => Context::ConfirmQuit,
-                    Some(_) => Context::ConfirmQuitClosing,
-                };
-            }
-            Some(Dialog::Confirm(_)) => return Context::Confirm,
+            Some(Dialog::Confirm(c)) => return c.context(),
             Some(Dialog::Message(_)) => return Context::Message,
             None => {}
         }

@@ -652,6 +652,37 @@ async fn the_quit_question_offers_to_keep_the_sessions() {
     assert!(update(&mut app, Command::KeepSessions.into()).is_empty());
 }
 
+/// The quit question counts the sessions as they end; once none is left
+/// it offers no `k` (nothing to keep) and still waits for an answer.
+#[tokio::test(start_paused = true)]
+async fn the_quit_question_follows_the_sessions_as_they_end() {
+    let (mut app, live) = app_with_a_live_session();
+    update(&mut app, Command::Back.into());
+    drop(live);
+    app.refresh(Clock::now());
+    let Some(Dialog::Confirm(question)) = &app.dialog else {
+        panic!("the question stays open: {:?}", app.dialog);
+    };
+    assert!(
+        question.question().contains("have ended"),
+        "{}",
+        question.question()
+    );
+    let keep = KeyEvent::new(KeyCode::Char('k'), KeyModifiers::NONE);
+    assert!(
+        !matches!(
+            app.action_for_key(&keep),
+            Some(Action::Cmd(Command::KeepSessions))
+        ),
+        "nothing to keep"
+    );
+    let yes = KeyEvent::new(KeyCode::Char('y'), KeyModifiers::NONE);
+    let Some(Action::Cmd(quit)) = app.action_for_key(&yes) else {
+        panic!("y answers nothing");
+    };
+    assert_eq!(update(&mut app, quit.into()), vec![Effect::Quit]);
+}
+
 /// The demo's sessions live in its own process: its quit question offers
 /// only to close them, and `k` is not an answer there.
 #[tokio::test(start_paused = true)]

@@ -340,17 +340,20 @@ fn form(frame: &mut Frame, area: Rect, f: &Form, theme: &Theme) {
     if let Some(e) = &f.error {
         lines.extend(error_lines(e, Context::Form, theme));
     }
-    let saving = if f.saving { "  saving…" } else { "" };
-    lines.push(Line::from(vec![
-        Span::styled("Tab", theme.key()),
-        Span::raw(" next field  "),
-        Span::styled("←/→", theme.key()),
-        Span::raw(" choose  "),
-        Span::styled("Enter", theme.key()),
-        Span::raw(" save  "),
-        Span::styled("Esc", theme.key()),
-        Span::raw(format!(" cancel{saving}")),
-    ]));
+    let ctx = Context::Form;
+    let hints = [
+        Command::NextTab,
+        Command::Adjust(0),
+        Command::Open,
+        Command::Cancel,
+    ]
+    .into_iter()
+    .flat_map(|c| keymap::bindings_for(ctx, c));
+    let mut hint_line = key_hints(hints, "  ", theme);
+    if f.saving {
+        hint_line.push(Span::raw("  saving…"));
+    }
+    lines.push(Line::from(hint_line));
     frame.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), rest);
 }
 
@@ -369,14 +372,7 @@ fn confirm(frame: &mut Frame, area: Rect, c: &Confirm, theme: &Theme) {
     frame.render_widget(Paragraph::new(c.question()).wrap(Wrap { trim: true }), text);
     // The answers are the dialog's key bindings, so a key and its button
     // cannot disagree.
-    let table = match c {
-        Confirm::Quit {
-            sessions_stay: None,
-            ..
-        } => keymap::CONFIRM_QUIT,
-        Confirm::Quit { .. } => keymap::CONFIRM_QUIT_CLOSING,
-        _ => keymap::CONFIRM,
-    };
+    let table = c.context().table();
     let mut spans = Vec::new();
     for (i, binding) in table.iter().enumerate() {
         let key = binding.keys.first().map_or_else(String::new, |k| k.label());

@@ -35,11 +35,9 @@ async fn change_the_timeout_from_the_console_and_watch_it_cut_a_session() {
     );
     std::fs::write(&config_path, &original).unwrap();
 
-    let command = format!(
-        "ECDN_CONSOLE_LOG={} {} --config {}",
-        shell_quote(&dir.path().join("console.log").display().to_string()),
-        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
-        shell_quote(&config_path.display().to_string()),
+    let command = console_command(
+        dir.path(),
+        &["--config", &config_path.display().to_string()],
     );
     let tmux = Tmux::start(format!("ecdn-e2e-{}", std::process::id()), &command);
 
@@ -330,11 +328,9 @@ async fn an_attached_console_keeps_off_the_cpus_of_a_pinned_relay() {
     let (dir, config_path, socket) = common::relay_dir("pinned.test", origin);
     let taskset = ["taskset", "-c", &relay_cpu.to_string()].map(String::from);
     let (mut serve, _relay) = serve_under(&taskset, &config_path).await;
-    let command = format!(
-        "ECDN_CONSOLE_LOG={} {} attach --socket {}",
-        shell_quote(&dir.path().join("console.log").display().to_string()),
-        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
-        shell_quote(&socket.display().to_string()),
+    let command = console_command(
+        dir.path(),
+        &["attach", "--socket", &socket.display().to_string()],
     );
     let tmux = Tmux::start(format!("ecdn-e2e-cpus-{}", std::process::id()), &command);
     tmux.wait_for("attached to relay 127.0.0.1:");
@@ -541,6 +537,20 @@ fn the_console_raises_a_low_open_files_soft_limit_to_the_hard_limit() {
     );
 }
 
+/// The shell command for the console with `args`, logging into `dir`.
+fn console_command(dir: &Path, args: &[&str]) -> String {
+    let mut command = format!(
+        "ECDN_CONSOLE_LOG={} {}",
+        shell_quote(&dir.join("console.log").display().to_string()),
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+    );
+    for arg in args {
+        command.push(' ');
+        command.push_str(&shell_quote(arg));
+    }
+    command
+}
+
 /// `ecdn-console websocket DOMAIN --timeout N` from another shell.
 fn set_timeout_from_the_shell(config_path: &Path, domain: &str, secs: u16) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
@@ -569,11 +579,9 @@ async fn the_console_puts_a_change_of_its_file_in_force_as_serve_does() {
     }
     let origin = common::echo_origin(Default::default()).await;
     let (dir, config_path, socket) = common::relay_dir("follow.test", origin);
-    let command = format!(
-        "ECDN_CONSOLE_LOG={} {} --config {}",
-        shell_quote(&dir.path().join("console.log").display().to_string()),
-        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
-        shell_quote(&config_path.display().to_string()),
+    let command = console_command(
+        dir.path(),
+        &["--config", &config_path.display().to_string()],
     );
     let tmux = Tmux::start(format!("ecdn-follow-{}", std::process::id()), &command);
     let screen = tmux.wait_for("On · 300 s");
@@ -630,11 +638,9 @@ async fn an_open_dialog_shows_a_change_made_elsewhere_and_keeps_its_draft() {
     let origin = common::echo_origin(Default::default()).await;
     let (dir, config_path, socket) = common::relay_dir("draft.test", origin);
     let (_serve, _relay) = serve(&config_path).await;
-    let command = format!(
-        "ECDN_CONSOLE_LOG={} {} attach --socket {}",
-        shell_quote(&dir.path().join("console.log").display().to_string()),
-        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
-        shell_quote(&socket.display().to_string()),
+    let command = console_command(
+        dir.path(),
+        &["attach", "--socket", &socket.display().to_string()],
     );
     let tmux = Tmux::start(format!("ecdn-draft-{}", std::process::id()), &command);
     tmux.wait_for("attached to relay 127.0.0.1:");

@@ -2,6 +2,7 @@
 //! and the in-process console's alike, so a file change means the same
 //! whichever of them holds the relay.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -27,37 +28,35 @@ pub fn put_in_force(
     workers: Option<usize>,
     trigger: &str,
 ) -> Reloaded {
-    let reloaded = take(relay, follower, reload, workers, trigger);
+    let reloaded = match reload {
+        Reload::Apply(file) => {
+            // Taken, even if the relay refuses it below: the same text is
+            // not tried (and reported) again until the file changes.
+            follower.in_force(&file);
+            let new = with_workers(file.config().clone(), workers);
+            let detail = applied_detail(relay, &new, follower.path(), trigger);
+            take(relay, *file, new, detail)
+        }
+        Reload::Refused(error) => Reloaded {
+            event: RelayEvent::ConfigRejected {
+                at: SystemTime::now(),
+                error,
+            },
+            in_force: None,
+        },
+    };
     relay
         .metrics()
         .config_reload(matches!(reloaded.event, RelayEvent::ConfigApplied { .. }));
     reloaded
 }
 
-fn take(
-    relay: &RelayHandle,
-    follower: &mut FileFollower,
-    reload: Reload,
-    workers: Option<usize>,
-    trigger: &str,
-) -> Reloaded {
-    let at = SystemTime::now();
-    let file = match reload {
-        Reload::Apply(file) => file,
-        Reload::Refused(error) => {
-            return Reloaded {
-                event: RelayEvent::ConfigRejected { at, error },
-                in_force: None,
-            };
-        }
-    };
-    // Taken, even if the relay refuses it below: the same text is not
-    // tried (and reported) again until the file changes.
-    follower.in_force(&file);
-    let new = with_workers(file.config().clone(), workers);
+/// What the reload event says: the file, the trigger, and what a reload
+/// cannot change.
+fn applied_detail(relay: &RelayHandle, new: &Config, path: &Path, trigger: &str) -> String {
     let mut detail = format!(
         "{} reloaded ({trigger}): {} domain(s)",
-        follower.path().display(),
+        path.display(),
         new.domains.len()
     );
     let old = relay.config();
@@ -81,12 +80,17 @@ fn take(
     if new.relay.tls_listen != old.relay.tls_listen {
         detail.push_str("; tls-listen takes effect after a restart");
     }
-    // A certificate that cannot be served refuses the whole reload: the old
-    // certificates and config stay in force.
+    detail
+}
+
+/// A certificate that cannot be served refuses the whole reload: the old
+/// certificates and config stay in force.
+fn take(relay: &RelayHandle, file: ConfigFile, new: Config, detail: String) -> Reloaded {
+    let at = SystemTime::now();
     match relay.try_apply_config(Arc::new(new)) {
         Ok(()) => Reloaded {
             event: RelayEvent::ConfigApplied { at, detail },
-            in_force: Some(*file),
+            in_force: Some(file),
         },
         Err(error) => Reloaded {
             event: RelayEvent::ConfigRejected {

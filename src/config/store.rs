@@ -29,7 +29,7 @@ pub struct ConfigFile {
 
 impl ConfigFile {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_text(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
@@ -137,13 +137,57 @@ impl ConfigFile {
     }
 
     fn check_unchanged_on_disk(&self) -> Result<(), ConfigError> {
-        match fs::read_to_string(&self.path) {
+        match read_text(&self.path) {
             Ok(now) if now == self.disk_text => Ok(()),
             _ => Err(ConfigError::Conflict {
                 path: self.path.clone(),
             }),
         }
     }
+}
+
+/// The most a config file may hold. A config is a few kilobytes (10,000
+/// domains fit in a few megabytes); past this the path is not a config.
+pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a config file's text: only a regular file (a FIFO would block the
+/// reader until some writer came, `/dev/zero` would never end), at most
+/// [`MAX_CONFIG_BYTES`]. Opened without blocking and checked on the opened
+/// file, so what is checked is what is read.
+pub fn read_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        let what = if meta.is_dir() {
+            "a directory"
+        } else {
+            "a FIFO, socket or device"
+        };
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("it is {what}, not a config file (a regular TOML file)"),
+        ));
+    }
+    let mut text = String::new();
+    // Bounded as read too: the file may grow after the size was looked at.
+    if meta.len() <= MAX_CONFIG_BYTES {
+        file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    }
+    if meta.len() > MAX_CONFIG_BYTES || text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is larger than {} MiB, far more than any config; is it the right file?",
+                MAX_CONFIG_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    Ok(text)
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the new one,

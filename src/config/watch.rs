@@ -134,7 +134,7 @@ impl ConfigWatch {
 }
 
 fn read(path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| read_error(path, &e))
+    super::store::read_text(path).map_err(|e| read_error(path, &e))
 }
 
 fn read_error(path: &Path, e: &io::Error) -> String {
@@ -176,6 +176,39 @@ mod tests {
         assert!(watch.poll(t0 + QUIET_PERIOD / 2).is_none());
         assert_eq!(applied_text(watch.poll(t0 + QUIET_PERIOD)), OTHER);
         assert!(!watch.settling());
+    }
+
+    fn refused(reload: Option<Reload>) -> String {
+        match reload {
+            Some(Reload::Refused(why)) => why,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    /// A FIFO put at the path is refused at once: a read would block the
+    /// relay's main thread until some writer came.
+    #[test]
+    fn a_fifo_at_the_path_is_refused_without_blocking() {
+        let (_dir, path, mut watch) = setup();
+        std::fs::remove_file(&path).unwrap();
+        nix::unistd::mkfifo(&path, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let t0 = Instant::now();
+        assert!(watch.poll(t0).is_none(), "settling");
+        let why = refused(watch.poll(t0 + QUIET_PERIOD));
+        assert!(why.contains("a FIFO, socket or device"), "{why}");
+        assert!(t0.elapsed() < Duration::from_secs(1));
+    }
+
+    #[test]
+    fn a_file_far_larger_than_any_config_is_refused() {
+        let (_dir, path, mut watch) = setup();
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_len(super::super::store::MAX_CONFIG_BYTES + 1)
+            .unwrap();
+        let t0 = Instant::now();
+        assert!(watch.poll(t0).is_none(), "settling");
+        let why = refused(watch.poll(t0 + QUIET_PERIOD));
+        assert!(why.contains("larger than 16 MiB"), "{why}");
     }
 
     #[test]

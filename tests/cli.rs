@@ -456,7 +456,7 @@ fn a_config_that_cannot_be_read_is_a_runtime_failure() {
     let out = sandbox.run_on_config(&["domains"]);
     assert_code(&out, 1);
     assert_contains(&out.stderr, "cannot read");
-    assert_contains(&out.stderr, "it is a directory, not a config file");
+    assert_contains(&out.stderr, "it is a directory, not a regular file");
 }
 
 /// A FIFO at the config path is refused at once instead of waiting for a
@@ -468,7 +468,7 @@ fn a_fifo_given_as_the_config_is_refused_at_once() {
     let started = std::time::Instant::now();
     let out = sandbox.run(&["config", "check", "c.toml"]);
     assert_code(&out, 1);
-    assert_contains(&out.stderr, "a FIFO, socket or device, not a config file");
+    assert_contains(&out.stderr, "a FIFO, socket or device, not a regular file");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
 }
 

@@ -24,7 +24,8 @@ pub use model::{
 };
 pub use name::DomainName;
 pub use store::{
-    ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, write_atomic, write_atomic_with,
+    ConfigFile, DEFAULT_CONFIG, DEMO_CONFIG, default_config_path, read_regular_file, write_atomic,
+    write_atomic_with,
 };
 pub use timeout::{
     EffectiveTimeout, LIMITATION_TEXT, MAX_TIMEOUT_SECS, RECOMMENDATION_TEXT,

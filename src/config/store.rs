@@ -150,11 +150,25 @@ impl ConfigFile {
 /// domains fit in a few megabytes); past this the path is not a config.
 pub const MAX_CONFIG_BYTES: u64 = 16 * 1024 * 1024;
 
-/// Reads a config file's text: only a regular file (a FIFO would block the
-/// reader until some writer came, `/dev/zero` would never end), at most
-/// [`MAX_CONFIG_BYTES`]. Opened without blocking and checked on the opened
-/// file, so what is checked is what is read.
+/// Reads a config file's text, as [`read_regular_file`] does.
 pub fn read_text(path: &Path) -> io::Result<String> {
+    String::from_utf8(read_regular_file(path, MAX_CONFIG_BYTES)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "it is not UTF-8 text (the byte at offset {} is not valid UTF-8); save it as UTF-8",
+                e.utf8_error().valid_up_to()
+            ),
+        )
+    })
+}
+
+/// Reads a file the config names (itself, a certificate): only a regular
+/// file (a FIFO would block the reader until some writer came,
+/// `/dev/zero` would never end), at most `limit` bytes. Opened without
+/// blocking and checked on the opened file, so what is checked is what is
+/// read.
+pub fn read_regular_file(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
     let file = fs::OpenOptions::new()
@@ -170,24 +184,24 @@ pub fn read_text(path: &Path) -> io::Result<String> {
         };
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("it is {what}, not a config file (a regular TOML file)"),
+            format!("it is {what}, not a regular file"),
         ));
     }
-    let mut text = String::new();
-    // Bounded as read too: the file may grow after the size was looked at.
-    if meta.len() <= MAX_CONFIG_BYTES {
-        file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    let mut bytes = Vec::new();
+    // Bounded as read too: the file may grow after its size was looked at.
+    if meta.len() <= limit {
+        file.take(limit + 1).read_to_end(&mut bytes)?;
     }
-    if meta.len() > MAX_CONFIG_BYTES || text.len() as u64 > MAX_CONFIG_BYTES {
+    if meta.len() > limit || bytes.len() as u64 > limit {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             format!(
-                "it is larger than {} MiB, far more than any config; is it the right file?",
-                MAX_CONFIG_BYTES / (1024 * 1024)
+                "it is larger than {} MiB, far more than such a file holds; is it the right file?",
+                limit / (1024 * 1024)
             ),
         ));
     }
-    Ok(text)
+    Ok(bytes)
 }
 
 /// Writes `bytes` to `path` so that readers see the old file or the new one,

@@ -204,8 +204,11 @@ fn load_pair(
     })
 }
 
+/// The most a PEM file of a certificate chain or a key may hold.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
 fn read(path: &Path) -> Result<Vec<u8>, CertificateError> {
-    std::fs::read(path).map_err(|e| {
+    crate::config::read_regular_file(path, MAX_PEM_BYTES).map_err(|e| {
         let what = match e.kind() {
             std::io::ErrorKind::NotFound => "no such file".to_string(),
             std::io::ErrorKind::PermissionDenied => "permission denied".to_string(),

@@ -113,6 +113,22 @@ async fn sessions_lists_live_sessions_with_a_domain_filter() {
     let only = sessions_json(&relay.socket, &["--domain", "APP.test"]).await;
     assert_eq!(only.len(), 1);
     assert_eq!(only[0]["id"], of("app.test")["id"]);
+    // A domain the relay does not have is a mistake, not "no sessions".
+    let typo = run_cli(&[
+        "sessions",
+        "--domain",
+        "ap.test",
+        "--socket",
+        s(&relay.socket),
+    ])
+    .await;
+    assert_eq!(typo.code, 2, "{}", typo.stdout);
+    assert!(
+        typo.stderr
+            .contains("no domain \"ap.test\" in the relay's configuration"),
+        "{}",
+        typo.stderr
+    );
 
     // The socket implied by --config (its control-socket key) works too.
     let out = run_cli(&["--config", s(&relay.config()), "sessions"]).await;

@@ -51,9 +51,7 @@ pub struct Recommendation {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdviceError {
-    #[error(
-        "no domain \"{0}\" in the relay's configuration (`ecdn-console domains` lists the domains)"
-    )]
+    #[error("no domain \"{0}\" in the configuration")]
     UnknownDomain(String),
 }
 

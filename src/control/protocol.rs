@@ -163,6 +163,19 @@ pub struct ErrorReply {
     pub message: String,
 }
 
+impl ErrorReply {
+    /// A request named a domain the relay's config does not have.
+    pub fn unknown_domain(name: &str) -> Self {
+        Self {
+            error: ErrorCode::UnknownDomain,
+            message: format!(
+                "no domain \"{name}\" in the relay's configuration \
+                 (`ecdn-console domains` lists the domains)"
+            ),
+        }
+    }
+}
+
 /// Counters of one direction.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FlowInfo {

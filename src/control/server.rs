@@ -571,7 +571,10 @@ fn handle(control: &Control, request: Request) -> Answer {
         Request::Hello => ok(&HelloReply {
             hello: control.hello(),
         }),
-        Request::Sessions { domain } => ok(&sessions(control, domain.as_deref())),
+        Request::Sessions { domain } => match sessions(control, domain.as_deref()) {
+            Ok(reply) => ok(&reply),
+            Err(e) => Answer::Error(e),
+        },
         Request::SessionsChanged {
             since,
             known,
@@ -648,25 +651,29 @@ fn recommend(control: &Control, domain: &str) -> Result<RecommendReply, ErrorRep
     let now = tokio::time::Instant::now();
     advice::recommend_for(control.relay.registry(), &config, domain, now)
         .map(|recommendation| RecommendReply { recommendation })
-        .map_err(|e| ErrorReply {
-            error: ErrorCode::UnknownDomain,
-            message: e.to_string(),
-        })
+        .map_err(|advice::AdviceError::UnknownDomain(d)| ErrorReply::unknown_domain(&d))
 }
 
-fn sessions(control: &Control, domain: Option<&str>) -> SessionsReply {
+/// The live sessions, of one domain when asked: a domain the config does
+/// not have is an error, so a typo is not read as "no sessions".
+fn sessions(control: &Control, domain: Option<&str>) -> Result<SessionsReply, ErrorReply> {
     let now = tokio::time::Instant::now();
+    if let Some(d) = domain
+        && control.relay.config().domain(d).is_none()
+    {
+        return Err(ErrorReply::unknown_domain(d));
+    }
     let mut stats = control.relay.registry().sessions();
     if let Some(d) = domain {
         stats.retain(|s| s.domain == d);
     }
     stats.sort_by_key(|s| s.id);
-    SessionsReply {
+    Ok(SessionsReply {
         sessions: stats
             .iter()
             .map(|s| SessionInfo::of_stats(s, now))
             .collect(),
-    }
+    })
 }
 
 /// A page of a `sessions-changed` answer: ids above `after`, at most `limit`

@@ -333,3 +333,38 @@ async fn a_low_open_files_soft_limit_is_raised_to_the_hard_limit() {
         "soft, hard"
     );
 }
+
+/// A second `serve` of a file whose relay already runs is told so, with
+/// the relay's pid and the two ways on (takeover, attach) — not only that
+/// the address is in use.
+#[tokio::test]
+async fn a_second_serve_of_the_same_file_names_the_running_relay() {
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    // A fixed port, as in production: that is what the second one cannot bind.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = config_text(origin, 100).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    std::fs::write(&path, text).unwrap();
+    let first = Serve::start(&path, &[]).await;
+    let second = Serve::command(&path, &[])
+        .stderr(Stdio::piped())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(second.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    let pid = first.child.id().unwrap();
+    for needle in [
+        "already runs on 127.0.0.1:".to_string(),
+        format!("pid {pid}, ecdn-console serve"),
+        "serve --takeover".to_string(),
+        "ecdn-console attach".to_string(),
+    ] {
+        assert!(stderr.contains(&needle), "{needle:?} in {stderr}");
+    }
+}

@@ -50,6 +50,10 @@ impl ClientError {
     }
 }
 
+/// How long a command waits for a running relay's hello before concluding
+/// there is none (`ecdn-console --config F` then starts its own relay).
+pub const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A connection to a relay's control socket.
 #[derive(Debug)]
 pub struct ControlClient {

@@ -9,7 +9,7 @@ pub mod server;
 pub mod socket;
 pub mod state;
 
-pub use client::{ClientError, ControlClient};
+pub use client::{ClientError, ControlClient, PROBE_TIMEOUT};
 pub use protocol::{ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Request};
 pub use server::{Control, ControlServer, HandoverNotice};
 pub use socket::{SocketError, StagedSocket, default_socket_path, socket_path};

@@ -81,7 +81,14 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     // file, so none of that delays a frame.
     let (relay, mut events, mut took_over, control) = match &options.takeover {
         None => {
-            let (relay, events) = relay::spawn_relay_threads_with_metrics(config.clone(), metrics)?;
+            let (relay, events) =
+                match relay::spawn_relay_threads_with_metrics(config.clone(), metrics) {
+                    Ok(started) => started,
+                    Err(e @ relay::RelayError::Bind { .. }) => {
+                        return Err(already_running(&file).await.unwrap_or_else(|| e.into()));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             let control = start_control(&relay, &file)?;
             (relay, events, None, control)
         }
@@ -523,6 +530,33 @@ async fn drain(
 }
 
 /// The control socket at `[relay] control-socket` or the default path.
+/// When `file`'s listen address is taken: whether by a relay for the same
+/// file that answers on its control socket, and then what to do instead.
+async fn already_running(file: &ConfigFile) -> Option<anyhow::Error> {
+    let socket = crate::control::socket_path(file.config(), file.config().relay.listen);
+    let client = tokio::time::timeout(
+        crate::control::PROBE_TIMEOUT,
+        crate::control::ControlClient::connect(&socket),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    let hello = &client.hello;
+    let who = match hello.mode.as_str() {
+        "console" => "a console's in-process relay",
+        _ => "ecdn-console serve",
+    };
+    Some(anyhow::anyhow!(
+        "a relay for {} already runs on {} (pid {}, {who}); `ecdn-console serve --takeover` \
+         replaces it without dropping a session, `ecdn-console attach` opens the console on it \
+         (its control socket: {})",
+        file.path().display(),
+        hello.listen,
+        hello.pid,
+        socket.display()
+    ))
+}
+
 fn start_control(relay: &RelayHandle, file: &ConfigFile) -> Result<ControlServer> {
     let path = crate::control::socket_path(file.config(), relay.local_addr());
     let control = Control::new(relay.link(), file.clone(), "serve");

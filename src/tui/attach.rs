@@ -664,10 +664,6 @@ fn save_error(e: &ClientError) -> SaveError {
     }
 }
 
-/// How long `ecdn-console --config F` waits for a running relay's hello
-/// before concluding there is none and starting its own.
-pub const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
-
 /// Whether a relay answers on `socket` (for plain `ecdn-console`).
 pub fn relay_answers(socket: &Path) -> bool {
     let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
@@ -678,7 +674,11 @@ pub fn relay_answers(socket: &Path) -> bool {
     };
     runtime.block_on(async {
         matches!(
-            tokio::time::timeout(PROBE_TIMEOUT, ControlClient::connect(socket)).await,
+            tokio::time::timeout(
+                crate::control::PROBE_TIMEOUT,
+                ControlClient::connect(socket)
+            )
+            .await,
             Ok(Ok(_))
         )
     })

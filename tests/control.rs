@@ -518,6 +518,60 @@ async fn config_edits_carry_a_version_and_a_stale_one_is_a_conflict() {
     assert!(a["message"].as_str().unwrap().contains("301"), "{a}");
 }
 
+/// `ecdn-console websocket` on the file of a running relay hands the edit
+/// to the relay, which saves it and has it in force at once (no file
+/// change to wait for): a silent session is cut at the new timeout.
+#[tokio::test]
+async fn websocket_on_a_running_relays_file_goes_through_the_relay() {
+    let mut relay = serve("").await;
+    let mut client = connect(relay.addr, "app.test").await;
+    let config = relay.config();
+    let out = run_cli(&[
+        "websocket",
+        "--config",
+        s(&config),
+        "app.test",
+        "--timeout",
+        "1",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stdout.contains("by the running relay, pid") && out.stdout.contains("in force now"),
+        "{}",
+        out.stdout
+    );
+    relay
+        .line_with("timeout 1 s (over the control socket)")
+        .await;
+    let saved = std::fs::read_to_string(&config).unwrap();
+    assert!(
+        saved.contains("timeout = 1 }") && saved.contains("# comment kept"),
+        "{saved}"
+    );
+    let close = timeout(Duration::from_secs(5), next_close(&mut client))
+        .await
+        .expect("cut at the new timeout")
+        .expect("a close frame");
+    assert!(
+        close.reason.contains("idle timeout (1 s)"),
+        "{}",
+        close.reason
+    );
+    // A value the rules refuse is refused before anything is sent.
+    let out = run_cli(&[
+        "websocket",
+        "--config",
+        s(&config),
+        "app.test",
+        "--timeout",
+        "301",
+    ])
+    .await;
+    assert_eq!(out.code, 2, "{}", out.stdout);
+    assert!(out.stderr.contains("301"), "{}", out.stderr);
+}
+
 #[tokio::test]
 async fn a_peer_of_another_uid_is_refused_and_the_refusal_is_an_event() {
     if std::process::Command::new("setpriv")

@@ -115,7 +115,7 @@ pub fn resolve_socket(args: &SocketArgs, config_path: Option<&Path>) -> Result<P
         .unwrap_or_else(|| default_socket_path(config.relay.listen)))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -124,7 +124,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 /// Turns a client error into the CLI's vocabulary: no relay → exit 3,
 /// the operator's mistake → exit 2.
-fn cli_error(e: ClientError) -> anyhow::Error {
+pub(super) fn cli_error(e: ClientError) -> anyhow::Error {
     match &e {
         ClientError::NoRelay { .. } => NoRelay(e.to_string()).into(),
         ClientError::Refused(r)

@@ -11,9 +11,11 @@ use clap::Args;
 use super::cloud::CloudTarget;
 use super::open_config;
 use crate::config::{
-    ConfigFile, Domain, Edit, EffectiveTimeout, LIMITATION_TEXT, RECOMMENDATION_TEXT, Switch,
-    WebSocketSettings, effective_timeout, rules,
+    Config, ConfigFile, Domain, Edit, EffectiveTimeout, LIMITATION_TEXT, RECOMMENDATION_TEXT,
+    Switch, WebSocketSettings, effective_timeout, rules,
 };
+use crate::control::protocol::ConfigReply;
+use crate::control::{ControlClient, PROBE_TIMEOUT, Request};
 
 #[derive(Debug, Args)]
 pub struct WebsocketArgs {
@@ -154,21 +156,84 @@ fn set(
         switch,
         timeout,
     };
+    if let Some(relay) = running_relay(file) {
+        let pid = relay.pid;
+        let saved = relay.edit(&edit).with_context(not_changed)?;
+        let after = rules::existing_domain(&saved, &before.name)?;
+        let by = format!(
+            "saved to {} by the running relay, pid {pid}: in force now",
+            file.path().display()
+        );
+        return Ok(changed(&before, after, &by));
+    }
     file.apply(&edit).with_context(not_changed)?;
     let after = rules::existing_domain(file.config(), &before.name)?;
-    Ok(changed(&before, after, file.path()))
+    let by = format!("saved to {}", file.path().display());
+    Ok(changed(&before, after, &by))
+}
+
+/// A relay running on this very file, reached over its control socket.
+struct RunningRelay {
+    runtime: tokio::runtime::Runtime,
+    client: ControlClient,
+    pid: u32,
+    version: u64,
+}
+
+/// The relay that runs `file`, if one answers on the control socket the
+/// file implies and holds the same text: the edit then goes to it, which
+/// saves the file (the one owner of it, DESIGN §7) and puts the change in
+/// force at once. Otherwise the file is edited here, and a relay on it
+/// takes the change as a file change.
+fn running_relay(file: &ConfigFile) -> Option<RunningRelay> {
+    let config = file.config();
+    // `listen = ":0"` without a control-socket key names no relay.
+    if config.relay.listen.port() == 0 && config.relay.control_socket.is_none() {
+        return None;
+    }
+    let socket = crate::control::socket_path(config, config.relay.listen);
+    let runtime = super::control::runtime().ok()?;
+    let (client, version) = runtime.block_on(async {
+        let mut client = tokio::time::timeout(PROBE_TIMEOUT, ControlClient::connect(&socket))
+            .await
+            .ok()?
+            .ok()?;
+        let held: ConfigReply = client.request(&Request::ConfigGet).await.ok()?;
+        // Another file on the same address, or a change it has not taken yet.
+        (held.text == file.text()).then_some((client, held.version))
+    })?;
+    Some(RunningRelay {
+        pid: client.hello.pid,
+        runtime,
+        client,
+        version,
+    })
+}
+
+impl RunningRelay {
+    /// Has the relay save and apply `edit`; the config it saved.
+    fn edit(mut self, edit: &Edit) -> Result<Config> {
+        let request = Request::ConfigEdit {
+            version: self.version,
+            edit: edit.clone(),
+        };
+        let saved: ConfigReply = self
+            .runtime
+            .block_on(self.client.request(&request))
+            .map_err(super::control::cli_error)?;
+        Ok(Config::parse(&saved.text, &saved.path)?)
+    }
 }
 
 /// `cloud.tencent.com: WebSocket on, timeout 100 s → 30 s (saved to PATH)`,
 /// then what that means for idle sessions.
-fn changed(before: &Domain, after: &Domain, path: &Path) -> String {
-    let destination = format!("saved to {}", path.display());
+fn changed(before: &Domain, after: &Domain, destination: &str) -> String {
     let mut text = changed_text(
         &after.name,
         &before.websocket,
         &after.websocket,
         effective_timeout(after),
-        &destination,
+        destination,
     );
     if !after.can_configure_websocket() {
         let _ = writeln!(text, "{LIMITATION_TEXT}");

@@ -15,7 +15,8 @@ use crate::relay::{CloseInfo, Direction, FlowSnapshot, RelayEvent, SessionId, Se
 
 use super::theme::{Level, Theme};
 use super::widgets::{
-    block, fmt_bytes, fmt_duration, fmt_secs, gauge, idle_label, kv, level, row_highlight,
+    block, fmt_bytes, fmt_duration, fmt_secs, fmt_secs_left, gauge, idle_label, kv, level,
+    row_highlight,
 };
 
 pub fn render(frame: &mut Frame, area: Rect, app: &App, focused: bool, theme: &Theme) {
@@ -427,7 +428,7 @@ fn page_lines(page: &SessionPage, theme: &Theme) -> Vec<Line<'static>> {
     )];
     idle.extend(gauge(s, 20, theme).spans);
     if let Some(r) = s.remaining {
-        idle.push(Span::raw(format!("  cut in {}", fmt_secs(r))));
+        idle.push(Span::raw(format!("  cut in {}", fmt_secs_left(r))));
     }
     vec![
         kv(

@@ -30,6 +30,13 @@ pub fn fmt_secs(d: Duration) -> String {
     format!("{} s", d.as_secs())
 }
 
+/// A countdown, in whole seconds rounded up: with the idle time shown
+/// rounded down, the two add up to the limit, and it never reads `0 s`
+/// before the moment comes.
+pub fn fmt_secs_left(d: Duration) -> String {
+    format!("{} s", d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
+
 /// `512 B`, `3.4 K`, `12 M` — short enough for a table column.
 pub fn fmt_bytes(n: u64) -> String {
     const K: f64 = 1024.0;
@@ -196,4 +203,27 @@ pub fn key_hints<'a>(
         spans.push(Span::raw(format!(" {}", b.hint)));
     }
     spans
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Idle 4.6 s of a 12 s limit reads "4 s" idle and "cut in 8 s": the
+    /// two add up to the limit, as an operator checks them.
+    #[test]
+    fn a_countdown_rounds_up_so_idle_and_left_add_up_to_the_limit() {
+        let idle = Duration::from_millis(4_600);
+        let left = Duration::from_secs(12) - idle;
+        assert_eq!(
+            (fmt_secs(idle), fmt_secs_left(left)),
+            ("4 s".into(), "8 s".into())
+        );
+        assert_eq!(fmt_secs_left(Duration::from_secs(7)), "7 s");
+        assert_eq!(
+            fmt_secs_left(Duration::from_millis(1)),
+            "1 s",
+            "never 0 s before the cut"
+        );
+    }
 }

@@ -76,7 +76,10 @@ impl RelayView {
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        match self {
+            Self::Local(r) => r.is_empty(),
+            Self::Remote(r) => r.table.is_empty(),
+        }
     }
 
     /// While an attached console's first fetch still comes in: how many

@@ -641,6 +641,11 @@ impl Shard {
             visit(&lock(&part.0));
         }
     }
+
+    /// Whether any part holds a session, locking parts only until one does.
+    fn any(&self) -> bool {
+        self.0.iter().any(|part| !lock(&part.0).is_empty())
+    }
 }
 
 impl Default for Registry {
@@ -839,8 +844,10 @@ impl Registry {
         len
     }
 
+    /// Asked by the console before every wait (does the screen tick?):
+    /// stops at the first session instead of counting them all.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        !self.shards.iter().any(|shard| shard.any())
     }
 
     pub fn get(&self, id: SessionId) -> Option<Arc<SessionStats>> {
@@ -1103,6 +1110,7 @@ mod tests {
             .map(|w| registry.register_on(w, new(5000 + w as u16), &parent))
             .collect();
         assert_eq!(registry.len(), 6);
+        assert!(!registry.is_empty());
         let mut ids: Vec<_> = registry
             .snapshot(Instant::now())
             .iter()
@@ -1122,6 +1130,11 @@ mod tests {
         let last = guards[5].stats().id;
         assert!(registry.close(last));
         drop(guards);
+        assert!(registry.is_empty());
+        // One session on the last worker is found too.
+        let one = registry.register_on(2, new(6000), &parent);
+        assert!(!registry.is_empty());
+        drop(one);
         assert!(registry.is_empty());
     }
 

@@ -567,10 +567,10 @@ fn set_timeout_from_the_shell(config_path: &Path, domain: &str, secs: u16) {
     );
 }
 
-/// The console's own relay follows its file as `serve` does: a change made
-/// from another shell is in force (a silent session is cut at the new
-/// timeout) and on screen, in the Event Log and over the control socket; a
-/// broken file is refused and the config in force stays.
+/// The console's own relay follows its file as `serve` does: a change an
+/// editor saves is in force (a silent session is cut at the new timeout)
+/// and on screen, in the Event Log and over the control socket; a broken
+/// file is refused and the config in force stays.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_console_puts_a_change_of_its_file_in_force_as_serve_does() {
     if !tmux_available() {
@@ -587,7 +587,11 @@ async fn the_console_puts_a_change_of_its_file_in_force_as_serve_does() {
     let screen = tmux.wait_for("On · 300 s");
     let relay = relay_addr(&screen);
 
-    set_timeout_from_the_shell(&config_path, "follow.test", 2);
+    // As an editor saves: a new file renamed over the old one.
+    let text = std::fs::read_to_string(&config_path).unwrap();
+    let edited = dir.path().join(".relay.toml.swp");
+    std::fs::write(&edited, text.replace("timeout = 300", "timeout = 2")).unwrap();
+    std::fs::rename(&edited, &config_path).unwrap();
     let screen = tmux.wait_for("On · 2 s");
     assert!(screen.contains("changed outside this console"), "{screen}");
 

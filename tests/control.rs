@@ -572,6 +572,68 @@ async fn websocket_on_a_running_relays_file_goes_through_the_relay() {
     assert!(out.stderr.contains("301"), "{}", out.stderr);
 }
 
+/// A relay in a PID namespace of its own (a container) says pid 1 in its
+/// hello; the client takes the pid the kernel gives for the peer, which is
+/// the one `/proc` and `kill` here go by. Needs `unshare` and the right to
+/// make a PID namespace (root); skips otherwise.
+#[tokio::test]
+async fn a_relay_in_another_pid_namespace_is_known_by_its_pid_here() {
+    let allowed = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !allowed {
+        eprintln!("note: cannot make a PID namespace (unshare, root); skipping");
+        return;
+    }
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), origin, "");
+    let mut relay = Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", BIN, "--config"])
+        .arg(&path)
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    timeout(Duration::from_secs(5), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("control socket at") {
+                return;
+            }
+        }
+        panic!("serve ended before its control line");
+    })
+    .await
+    .expect("serve starts in its namespace");
+    let client = ecdn_console::control::ControlClient::connect(&dir.path().join("run/relay.sock"))
+        .await
+        .unwrap();
+    let here = client.relay_pid().expect("this namespace sees the relay");
+    assert_ne!(
+        here, client.hello.pid,
+        "the relay's own pid is its namespace's"
+    );
+    let cmdline = std::fs::read(format!("/proc/{here}/cmdline")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&cmdline).contains("serve"),
+        "/proc/{here} is the relay: {}",
+        String::from_utf8_lossy(&cmdline)
+    );
+    let out = run_cli(&["stop", "--socket", s(&dir.path().join("run/relay.sock"))]).await;
+    assert!(
+        out.stdout.contains(&format!("(pid {here})")),
+        "{}",
+        out.stdout
+    );
+    timeout(Duration::from_secs(5), relay.wait())
+        .await
+        .unwrap()
+        .unwrap();
+}
+
 #[tokio::test]
 async fn a_peer_of_another_uid_is_refused_and_the_refusal_is_an_event() {
     if std::process::Command::new("setpriv")

@@ -279,7 +279,7 @@ pub fn stop(args: &StopArgs, config_path: Option<&Path>, out: &mut dyn Write) ->
     let path = resolve_socket(&args.socket, config_path)?;
     let (pid, listen): (u32, std::net::SocketAddr) = runtime()?.block_on(async {
         let mut client = connect(&path).await?;
-        let (pid, listen) = (client.hello.pid, client.hello.listen);
+        let (pid, listen) = (client.pid_to_show(), client.hello.listen);
         let _: StoppingReply = client.request(&Request::Stop).await.map_err(cli_error)?;
         Ok::<_, anyhow::Error>((pid, listen))
     })?;

@@ -203,7 +203,7 @@ fn running_relay(file: &ConfigFile) -> Option<RunningRelay> {
         (held.text == file.text()).then_some((client, held.version))
     })?;
     Some(RunningRelay {
-        pid: client.hello.pid,
+        pid: client.pid_to_show(),
         runtime,
         client,
         version,

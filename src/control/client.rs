@@ -61,6 +61,9 @@ pub struct ControlClient {
     lines: FramedRead<OwnedReadHalf, LinesCodec>,
     write: OwnedWriteHalf,
     pub hello: Hello,
+    /// The relay's pid as this process sees it (`SO_PEERCRED`), which
+    /// differs from `hello.pid` when the relay runs in another PID namespace.
+    local_pid: Option<u32>,
 }
 
 impl ControlClient {
@@ -72,6 +75,14 @@ impl ControlClient {
                 path: path.to_path_buf(),
                 source,
             })?;
+        // The kernel gives the peer's pid in this process's namespace; 0
+        // (here `None`) when that namespace cannot see it.
+        let local_pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|cred| cred.pid())
+            .and_then(|pid| u32::try_from(pid).ok())
+            .filter(|pid| *pid != 0);
         let (read, write) = stream.into_split();
         let mut client = Self {
             path: path.to_path_buf(),
@@ -87,6 +98,7 @@ impl ControlClient {
                 config_version: 0,
                 mode: String::new(),
             },
+            local_pid,
         };
         let line = client.read_line().await?;
         if answer_ok(&line) == Some(false) {
@@ -106,6 +118,20 @@ impl ControlClient {
         }
         client.hello = serde_json::from_value(first).map_err(|e| client.protocol(e))?;
         Ok(client)
+    }
+
+    /// The relay's pid in this process's PID namespace: what `/proc`, `kill`
+    /// and `top` here go by. `hello.pid` is the relay's own view, the same
+    /// unless it runs in a container; `None` when this namespace cannot see
+    /// the relay at all.
+    pub fn relay_pid(&self) -> Option<u32> {
+        self.local_pid
+    }
+
+    /// The relay's pid to tell an operator: the one `kill` takes here (its
+    /// own when this namespace cannot see it).
+    pub fn pid_to_show(&self) -> u32 {
+        self.local_pid.unwrap_or(self.hello.pid)
     }
 
     pub fn path(&self) -> &Path {

@@ -552,7 +552,7 @@ async fn already_running(file: &ConfigFile) -> Option<anyhow::Error> {
          (its control socket: {})",
         file.path().display(),
         hello.listen,
-        hello.pid,
+        client.pid_to_show(),
         socket.display()
     ))
 }

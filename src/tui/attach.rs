@@ -44,7 +44,7 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     // Before connecting: none of the console's threads has moved yet.
     let cpus = ConsoleCpus::at_start();
     let (mut poll, config, events) = runtime.block_on(connect(socket))?;
-    keep_off_the_relay(&cpus, poll.hello.pid);
+    keep_off_the_relay(&cpus, poll.relay_pid());
     let theme = Theme::from_env(options.no_color);
     let settings = Settings {
         config_path: poll.hello.config.clone(),
@@ -54,7 +54,7 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     };
     let remote = Remote {
         socket: socket.to_path_buf(),
-        pid: poll.hello.pid,
+        pid: poll.pid_to_show(),
         config_version: config.0,
         ..Remote::default()
     };
@@ -67,7 +67,8 @@ pub fn run(options: &Options, socket: &Path, note: Option<String>) -> Result<()>
     let text = note.unwrap_or_else(|| {
         format!(
             "Attached to the relay at {} (pid {}). Quitting detaches; the relay keeps running.",
-            poll.hello.listen, poll.hello.pid
+            poll.hello.listen,
+            poll.pid_to_show()
         )
     });
     let text = match log {
@@ -154,11 +155,18 @@ struct Attached<'a> {
 
 /// Keeps the console off the CPUs of the relay `pid`'s workers, where it
 /// can (`tui/cpus.rs`), and logs what it did.
-fn keep_off_the_relay(cpus: &Result<ConsoleCpus, String>, pid: u32) {
-    match cpus {
-        Ok(cpus) => tracing::info!("{}", cpus.keep_off_the_relays(pid)),
-        Err(why) => tracing::info!("{}", Placement::Left(why.clone())),
-    }
+/// `pid` is the relay's in this namespace: `/proc/<hello.pid>` would be
+/// another process when the relay runs in a container.
+fn keep_off_the_relay(cpus: &Result<ConsoleCpus, String>, pid: Option<u32>) {
+    let placement = match (cpus, pid) {
+        (Ok(cpus), Some(pid)) => cpus.keep_off_the_relays(pid),
+        (Ok(_), None) => Placement::Left(
+            "the relay runs in a PID namespace this console cannot see, so its threads cannot be read"
+                .into(),
+        ),
+        (Err(why), _) => Placement::Left(why.clone()),
+    };
+    tracing::info!("{placement}");
 }
 
 async fn attach_loop(
@@ -244,7 +252,7 @@ async fn attach_loop(
             () = tokio::time::sleep(RECONNECT), if !connected => {
                 if reconnect(app, poll, events).await {
                     // The new relay may be pinned elsewhere, or not at all.
-                    keep_off_the_relay(cpus, poll.hello.pid);
+                    keep_off_the_relay(cpus, poll.relay_pid());
                     connected = true;
                     known = Known::default();
                     pace.input();
@@ -370,7 +378,7 @@ async fn reconnect(
     };
     *poll = new_poll;
     *events = rx;
-    let pid = poll.hello.pid;
+    let pid = poll.pid_to_show();
     if let Some(remote) = app.relay.remote_mut() {
         remote.pid = pid;
         remote.config_version = version;

@@ -2,7 +2,6 @@
 //! and the in-process console's alike, so a file change means the same
 //! whichever of them holds the relay.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -15,6 +14,8 @@ use super::{RelayEvent, RelayHandle};
 pub struct Reloaded {
     pub event: RelayEvent,
     pub in_force: Option<ConfigFile>,
+    /// What the new file asks that only a restart does (also in the event).
+    pub after_restart: Vec<String>,
 }
 
 /// Puts `reload` in force on `relay`, or says why not; counts it in the
@@ -34,8 +35,20 @@ pub fn put_in_force(
             // not tried (and reported) again until the file changes.
             follower.in_force(&file);
             let new = with_workers(file.config().clone(), workers);
-            let detail = applied_detail(relay, &new, follower.path(), trigger);
-            take(relay, *file, new, detail)
+            let after_restart = after_restart(relay, &new);
+            let mut detail = format!(
+                "{} reloaded ({trigger}): {} domain(s)",
+                follower.path().display(),
+                new.domains.len()
+            );
+            for note in &after_restart {
+                detail.push_str("; ");
+                detail.push_str(note);
+            }
+            Reloaded {
+                after_restart,
+                ..take(relay, *file, new, detail)
+            }
         }
         Reload::Refused(error) => Reloaded {
             event: RelayEvent::ConfigRejected {
@@ -43,6 +56,7 @@ pub fn put_in_force(
                 error,
             },
             in_force: None,
+            after_restart: Vec::new(),
         },
     };
     relay
@@ -51,36 +65,32 @@ pub fn put_in_force(
     reloaded
 }
 
-/// What the reload event says: the file, the trigger, and what a reload
-/// cannot change.
-fn applied_detail(relay: &RelayHandle, new: &Config, path: &Path, trigger: &str) -> String {
-    let mut detail = format!(
-        "{} reloaded ({trigger}): {} domain(s)",
-        path.display(),
-        new.domains.len()
-    );
+/// What `new` changes that a reload cannot: each takes effect after a
+/// restart (or a takeover).
+fn after_restart(relay: &RelayHandle, new: &Config) -> Vec<String> {
     let old = relay.config();
+    let mut notes = Vec::new();
     if new.relay.listen != old.relay.listen {
-        detail.push_str(&format!(
-            "; listen {} takes effect after a restart (still on {})",
+        notes.push(format!(
+            "listen {} takes effect after a restart (still on {})",
             new.relay.listen,
             relay.local_addr()
         ));
     }
     if new.relay.workers != relay.workers() {
-        detail.push_str(&format!(
-            "; workers = {} takes effect after a restart (still {})",
+        notes.push(format!(
+            "workers = {} takes effect after a restart (still {})",
             new.relay.workers,
             relay.workers()
         ));
     }
     if new.admin.listen != old.admin.listen {
-        detail.push_str("; [admin] listen takes effect after a restart");
+        notes.push("[admin] listen takes effect after a restart".into());
     }
     if new.relay.tls_listen != old.relay.tls_listen {
-        detail.push_str("; tls-listen takes effect after a restart");
+        notes.push("tls-listen takes effect after a restart".into());
     }
-    detail
+    notes
 }
 
 /// A certificate that cannot be served refuses the whole reload: the old
@@ -91,6 +101,7 @@ fn take(relay: &RelayHandle, file: ConfigFile, new: Config, detail: String) -> R
         Ok(()) => Reloaded {
             event: RelayEvent::ConfigApplied { at, detail },
             in_force: Some(file),
+            after_restart: Vec::new(),
         },
         Err(error) => Reloaded {
             event: RelayEvent::ConfigRejected {
@@ -98,6 +109,7 @@ fn take(relay: &RelayHandle, file: ConfigFile, new: Config, detail: String) -> R
                 error: format!("certificate {error}"),
             },
             in_force: None,
+            after_restart: Vec::new(),
         },
     }
 }

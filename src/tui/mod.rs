@@ -290,6 +290,16 @@ fn take_file_change(
         update(app, Action::ConfigChanged(Arc::new(file.config().clone())));
     }
     publish(control, &reloaded.event);
+    // Said where the operator looks: what the file asks that only a
+    // restart does (a new listen address).
+    if matches!(reloaded.event, RelayEvent::ConfigApplied { .. }) {
+        let mut text = "The file changed and is in force".to_string();
+        for note in &reloaded.after_restart {
+            text.push_str("; ");
+            text.push_str(note);
+        }
+        app.status = Some(crate::app::Status { text, error: false });
+    }
     update(app, Action::Relay(reloaded.event));
 }
 

@@ -1,8 +1,8 @@
 //! A running relay following its config file: [`Nudges`] say when to look,
 //! [`ConfigWatch`] decides what a look means. `serve` and the in-process
-//! console both run one, so a file changed by an editor, by
-//! `ecdn-console websocket` or by a ConfigMap is put in force the same way
-//! whichever of them holds the relay.
+//! console both run one, so a file changed by an editor, by config
+//! management or by a ConfigMap is put in force the same way whichever of
+//! them holds the relay.
 
 use std::path::Path;
 use std::pin::Pin;

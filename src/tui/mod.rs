@@ -320,7 +320,7 @@ async fn event_loop(
     let mut keeping: Option<keep::Background> = None;
     let mut edits = control.map(|c| c.config.subscribe());
     let mut seen = control.map_or(0, |c| c.config.version());
-    // The file changed on disk (an editor, `ecdn-console websocket`, a
+    // The file changed on disk (an editor, config management, a
     // ConfigMap): the relay takes it as `serve` would.
     let (mut follower, cannot_watch) = FileFollower::new(file.path(), file.text());
     if let Some(line) = cannot_watch {

@@ -310,6 +310,55 @@ async fn a_takeover_carries_the_event_log_over() {
     );
 }
 
+/// `events --follow` carries on through a takeover: the new relay's events
+/// come after the old one's, none twice (the new relay resends the ring it
+/// carried over), and a note on stderr says which pid took over.
+#[tokio::test]
+async fn events_follow_carries_on_through_a_takeover() {
+    let mut relay = serve("").await;
+    let mut follow = Command::new(BIN)
+        .args(["events", "--follow", "--json", "--socket", s(&relay.socket)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
+    let _a = connect(relay.addr, "app.test").await;
+    relay.line_with("opened  #1").await;
+    let xdg = relay.dir.path().join("xdg");
+    let taker = ServeProcess::start(
+        &relay.config(),
+        &["--takeover"],
+        &[("XDG_RUNTIME_DIR", s(&xdg))],
+    )
+    .await;
+    let _b = connect(taker.addr, "app.test").await;
+    let mut opened = Vec::new();
+    timeout(Duration::from_secs(5), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+            if event["event"] == "opened" {
+                opened.push(event["id"].as_u64().unwrap());
+                if opened.contains(&2) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no event of the new relay: opened so far {opened:?}"));
+    assert_eq!(opened, [1, 2], "each once, in order");
+    follow.start_kill().unwrap();
+    let out = follow.wait_with_output().await.unwrap();
+    let notes = String::from_utf8_lossy(&out.stderr);
+    let new_pid = taker.child.id().unwrap();
+    assert!(
+        notes.contains(&format!("handed over to pid {new_pid}")),
+        "{notes}"
+    );
+}
+
 #[tokio::test]
 async fn stop_stops_the_relay_and_then_no_relay_answers() {
     let mut relay = serve("").await;

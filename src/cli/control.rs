@@ -229,36 +229,92 @@ pub fn close_session(
     Ok(())
 }
 
-pub fn events(args: &EventsArgs, config_path: Option<&Path>, out: &mut dyn Write) -> Result<()> {
+/// `events [--follow]`: the relay's recent events, then with `--follow` the
+/// new ones. A takeover (`serve --takeover`, an upgrade) ends the old
+/// relay's stream; the new relay already answers at the same path, so the
+/// follow carries on there, skipping the recent events it carried over
+/// that were printed already. Notes go to `err`, so `--json` stays JSON.
+pub fn events(
+    args: &EventsArgs,
+    config_path: Option<&Path>,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> Result<()> {
     let path = resolve_socket(&args.socket, config_path)?;
     runtime()?.block_on(async {
         let mut client = connect(&path).await?;
-        let reply: EventsReply = client
-            .request(&Request::Events {
-                follow: args.follow,
-            })
-            .await
-            .map_err(cli_error)?;
-        for event in &reply.events {
-            write_event(out, event, args.json)?;
-        }
-        if !args.follow {
-            return Ok(());
-        }
+        let mut printed = Printed::default();
         loop {
-            let next = tokio::select! {
-                next = client.next_event() => next.map_err(cli_error)?,
-                _ = tokio::signal::ctrl_c() => return Ok(()),
-            };
-            match next {
-                Some(event) => write_event(out, &event, args.json)?,
-                None => {
-                    writeln!(out, "the relay closed the stream (it stopped)")?;
+            let reply: EventsReply = client
+                .request(&Request::Events {
+                    follow: args.follow,
+                })
+                .await
+                .map_err(cli_error)?;
+            for event in reply.events {
+                if printed.first_time(&event) {
+                    write_event(out, &event, args.json)?;
+                }
+            }
+            if !args.follow {
+                return Ok(());
+            }
+            loop {
+                let next = tokio::select! {
+                    next = client.next_event() => next.map_err(cli_error)?,
+                    _ = tokio::signal::ctrl_c() => return Ok(()),
+                };
+                let Some(event) = next else { break };
+                write_event(out, &event, args.json)?;
+                printed.remember(event);
+            }
+            let before = client.pid_to_show();
+            match ControlClient::connect(&path).await {
+                Ok(next) if next.pid_to_show() != before => {
+                    writeln!(
+                        err,
+                        "note: relay pid {before} handed over to pid {} at {}; following it",
+                        next.pid_to_show(),
+                        path.display()
+                    )?;
+                    client = next;
+                }
+                _ => {
+                    writeln!(
+                        err,
+                        "note: the relay (pid {before}) stopped; no relay answers at {}",
+                        path.display()
+                    )?;
                     return Ok(());
                 }
             }
         }
     })
+}
+
+/// The events printed lately, as many as a relay keeps: a relay that took
+/// over sends its (carried-over) ring again, and those are not new.
+#[derive(Default)]
+struct Printed(std::collections::VecDeque<crate::relay::RelayEvent>);
+
+impl Printed {
+    /// Whether `event` of a backlog is not among those printed lately;
+    /// remembers it.
+    fn first_time(&mut self, event: &crate::relay::RelayEvent) -> bool {
+        if self.0.contains(event) {
+            return false;
+        }
+        self.remember(event.clone());
+        true
+    }
+
+    /// A followed event: new by definition, kept for the next backlog.
+    fn remember(&mut self, event: crate::relay::RelayEvent) {
+        if self.0.len() == crate::control::state::EVENT_RING {
+            self.0.pop_front();
+        }
+        self.0.push_back(event);
+    }
 }
 
 fn write_event(out: &mut dyn Write, event: &crate::relay::RelayEvent, json: bool) -> Result<()> {

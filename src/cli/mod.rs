@@ -186,7 +186,7 @@ pub fn run(cli: Cli, out: &mut dyn Write, err: &mut dyn Write) -> Result<()> {
         Some(Command::CloseSession(args)) => {
             control::close_session(&args, config_path.as_deref(), out)
         }
-        Some(Command::Events(args)) => control::events(&args, config_path.as_deref(), out),
+        Some(Command::Events(args)) => control::events(&args, config_path.as_deref(), out, err),
         Some(Command::Attach(args)) => control::attach(&args, config_path.as_deref(), &console),
         Some(Command::Stop(args)) => control::stop(&args, config_path.as_deref(), out),
         Some(Command::Recommend(args)) => control::recommend(&args, config_path.as_deref(), out),

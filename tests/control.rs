@@ -575,15 +575,21 @@ async fn websocket_on_a_running_relays_file_goes_through_the_relay() {
     let mut relay = serve("").await;
     let mut client = connect(relay.addr, "app.test").await;
     let config = relay.config();
-    let out = run_cli(&[
-        "websocket",
-        "--config",
-        s(&config),
-        "app.test",
-        "--timeout",
-        "1",
-    ])
-    .await;
+    let set_timeout = |secs: &'static str| {
+        let config = config.clone();
+        async move {
+            run_cli(&[
+                "websocket",
+                "--config",
+                s(&config),
+                "app.test",
+                "--timeout",
+                secs,
+            ])
+            .await
+        }
+    };
+    let out = set_timeout("1").await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     assert!(
         out.stdout.contains("by the running relay, pid") && out.stdout.contains("in force now"),
@@ -608,15 +614,7 @@ async fn websocket_on_a_running_relays_file_goes_through_the_relay() {
         close.reason
     );
     // A value the rules refuse is refused before anything is sent.
-    let out = run_cli(&[
-        "websocket",
-        "--config",
-        s(&config),
-        "app.test",
-        "--timeout",
-        "301",
-    ])
-    .await;
+    let out = set_timeout("301").await;
     assert_eq!(out.code, 2, "{}", out.stdout);
     assert!(out.stderr.contains("301"), "{}", out.stderr);
 }

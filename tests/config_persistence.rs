@@ -446,3 +446,43 @@ fn a_save_clears_temporary_files_left_by_killed_saves_but_not_fresh_ones() {
         "a recent one may belong to a save in progress"
     );
 }
+
+/// A config kept elsewhere and linked in (a dotfiles repository): a save
+/// writes the file the link points to, and the link stays a link. Before,
+/// the rename replaced the link with a copy and left the kept file old.
+#[test]
+fn a_save_through_a_symlink_writes_its_target_and_keeps_the_link() {
+    let dir = TempDir::new().unwrap();
+    fs::create_dir(dir.path().join("dotfiles")).unwrap();
+    let kept = dir.path().join("dotfiles/ecdn.toml");
+    fs::write(&kept, COMMENTED).unwrap();
+    let link = dir.path().join("ecdn-console.toml");
+    std::os::unix::fs::symlink("dotfiles/ecdn.toml", &link).unwrap();
+
+    let mut file = ConfigFile::load(&link).unwrap();
+    file.apply(&set_websocket("inline.example.com", None, Some(42)))
+        .unwrap();
+
+    assert!(
+        fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let saved = fs::read_to_string(&kept).unwrap();
+    assert!(saved.contains("timeout = 42 }"), "{saved}");
+    assert!(saved.contains("# Operator's header comment."), "{saved}");
+    // The next save through the link sees its own text: no conflict.
+    file.apply(&set_websocket("inline.example.com", None, Some(43)))
+        .unwrap();
+    assert!(
+        fs::read_to_string(&kept)
+            .unwrap()
+            .contains("timeout = 43 }")
+    );
+    let strays: Vec<_> = fs::read_dir(dir.path().join("dotfiles"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(strays.len(), 1, "no temporary file left: {strays:?}");
+}

@@ -219,6 +219,8 @@ pub fn write_atomic_with(
     bytes: &[u8],
     before_rename: impl FnOnce(&Path) -> io::Result<()>,
 ) -> io::Result<()> {
+    let target = through_symlinks(path);
+    let path = target.as_path();
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -241,6 +243,27 @@ pub fn write_atomic_with(
         let _ = d.sync_all();
     }
     Ok(())
+}
+
+/// The file a save must replace: `path` itself, or the file a symlink at
+/// `path` points to. Renaming over the symlink would turn it into a copy
+/// and leave its target — the file the operator keeps, in a dotfiles
+/// repository say — with the old text.
+fn through_symlinks(path: &Path) -> PathBuf {
+    let is_link = fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+    if !is_link {
+        return path.to_path_buf();
+    }
+    fs::canonicalize(path).unwrap_or_else(|_| {
+        // A link to a file not made yet: the file it names.
+        match fs::read_link(path) {
+            Ok(target) if target.is_relative() => {
+                path.parent().unwrap_or(Path::new(".")).join(target)
+            }
+            Ok(target) => target,
+            Err(_) => path.to_path_buf(),
+        }
+    })
 }
 
 const TEMP_PREFIX: &str = ".ecdn-console-save-";

@@ -619,6 +619,84 @@ async fn websocket_on_a_running_relays_file_goes_through_the_relay() {
     assert!(out.stderr.contains("301"), "{}", out.stderr);
 }
 
+/// A relay that cannot write its file (read-only, as systemd's
+/// `ProtectSystem=strict` mounts `/etc`) refuses the edit `websocket`
+/// hands it; the command then saves the file itself, says so, and the
+/// relay takes the change as a file change. Needs `unshare` and `mount`
+/// (root) for the read-only mount the relay alone sees; skips otherwise.
+#[tokio::test]
+async fn websocket_saves_the_file_itself_when_the_relay_cannot() {
+    let allowed = std::process::Command::new("unshare")
+        .args(["--mount", "true"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !allowed {
+        eprintln!("note: cannot make a mount namespace (unshare, root); skipping");
+        return;
+    }
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cfg");
+    std::fs::create_dir(&cfg).unwrap();
+    let socket = dir.path().join("relay.sock");
+    let path = write_config(
+        &cfg,
+        origin,
+        &format!("control-socket = \"{}\"", socket.display()),
+    );
+    let read_only = format!(
+        "mount --bind {d} {d} && mount -o remount,ro,bind {d} && exec {BIN} --config {p} serve",
+        d = cfg.display(),
+        p = path.display()
+    );
+    let mut relay = Command::new("unshare")
+        .args(["--mount", "sh", "-c", &read_only])
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
+    line_containing(&mut lines, "control socket at").await;
+    let out = run_cli(&[
+        "websocket",
+        "--config",
+        s(&path),
+        "app.test",
+        "--timeout",
+        "9",
+    ])
+    .await;
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("could not save the file") && out.stderr.contains("Read-only"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .contains("timeout = 9 }")
+    );
+    line_containing(&mut lines, "reloaded (file changed)").await;
+}
+
+/// Reads `lines` up to one containing `needle`, within 5 s.
+async fn line_containing(
+    lines: &mut Lines<BufReader<tokio::process::ChildStdout>>,
+    needle: &str,
+) -> String {
+    timeout(Duration::from_secs(5), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains(needle) {
+                return line;
+            }
+        }
+        panic!("the process ended before a line with {needle:?}");
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no line with {needle:?}"))
+}
+
 /// A relay in a PID namespace of its own (a container) says pid 1 in its
 /// hello; the client takes the pid the kernel gives for the peer, which is
 /// the one `/proc` and `kill` here go by. Needs `unshare` and the right to
@@ -645,16 +723,7 @@ async fn a_relay_in_another_pid_namespace_is_known_by_its_pid_here() {
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(relay.stdout.take().unwrap()).lines();
-    timeout(Duration::from_secs(5), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if line.contains("control socket at") {
-                return;
-            }
-        }
-        panic!("serve ended before its control line");
-    })
-    .await
-    .expect("serve starts in its namespace");
+    line_containing(&mut lines, "control socket at").await;
     let client = ecdn_console::control::ControlClient::connect(&dir.path().join("run/relay.sock"))
         .await
         .unwrap();

@@ -15,7 +15,7 @@ use crate::config::{
     Switch, WebSocketSettings, effective_timeout, rules,
 };
 use crate::control::protocol::ConfigReply;
-use crate::control::{ControlClient, PROBE_TIMEOUT, Request};
+use crate::control::{ClientError, ControlClient, ErrorCode, PROBE_TIMEOUT, Request};
 
 #[derive(Debug, Args)]
 pub struct WebsocketArgs {
@@ -71,7 +71,7 @@ pub fn run(
     let text = if switch.is_none() && args.timeout.is_none() {
         show(rules::existing_domain(file.config(), &args.domain)?)
     } else {
-        set(&mut file, &args.domain, switch, args.timeout)?
+        set(&mut file, &args.domain, switch, args.timeout, err)?
     };
     out.write_all(text.as_bytes())?;
     Ok(())
@@ -129,6 +129,7 @@ fn set(
     name: &str,
     switch: Option<Switch>,
     timeout: Option<i64>,
+    err: &mut dyn Write,
 ) -> Result<String> {
     let before = rules::existing_domain(file.config(), name)?.clone();
     let not_changed = || format!("{}: WebSocket setting not changed", before.name);
@@ -156,20 +157,42 @@ fn set(
         switch,
         timeout,
     };
+    let mut relay_could_not = None;
     if let Some(relay) = running_relay(file) {
         let pid = relay.pid;
-        let saved = relay.edit(&edit).with_context(not_changed)?;
-        let after = rules::existing_domain(&saved, &before.name)?;
-        let by = format!(
-            "saved to {} by the running relay, pid {pid}: in force now",
-            file.path().display()
-        );
-        return Ok(changed(&before, after, &by));
+        match relay.edit(&edit) {
+            Ok(saved) => {
+                let after = rules::existing_domain(&saved, &before.name)?;
+                let by = format!(
+                    "saved to {} by the running relay, pid {pid}: in force now",
+                    file.path().display()
+                );
+                return Ok(changed(&before, after, &by));
+            }
+            // It cannot write the file (a read-only mount under systemd's
+            // ProtectSystem): save it here; it takes it as a file change.
+            Err(EditError::CannotSave(why)) => relay_could_not = Some((pid, why)),
+            Err(EditError::Other(e)) => return Err(e).with_context(not_changed),
+        }
     }
     file.apply(&edit).with_context(not_changed)?;
     let after = rules::existing_domain(file.config(), &before.name)?;
+    if let Some((pid, why)) = relay_could_not {
+        writeln!(
+            err,
+            "note: the running relay (pid {pid}) could not save the file ({why}); \
+             saved here instead, and the relay takes it as a file change"
+        )?;
+    }
     let by = format!("saved to {}", file.path().display());
     Ok(changed(&before, after, &by))
+}
+
+/// Why the running relay did not take an edit.
+enum EditError {
+    /// It could not write the file; the edit may still be saved here.
+    CannotSave(String),
+    Other(anyhow::Error),
 }
 
 /// A relay running on this very file, reached over its control socket.
@@ -212,16 +235,19 @@ fn running_relay(file: &ConfigFile) -> Option<RunningRelay> {
 
 impl RunningRelay {
     /// Has the relay save and apply `edit`; the config it saved.
-    fn edit(mut self, edit: &Edit) -> Result<Config> {
+    fn edit(mut self, edit: &Edit) -> Result<Config, EditError> {
         let request = Request::ConfigEdit {
             version: self.version,
             edit: edit.clone(),
         };
-        let saved: ConfigReply = self
-            .runtime
-            .block_on(self.client.request(&request))
-            .map_err(super::control::cli_error)?;
-        Ok(Config::parse(&saved.text, &saved.path)?)
+        let saved: ConfigReply = match self.runtime.block_on(self.client.request(&request)) {
+            Ok(saved) => saved,
+            Err(ClientError::Refused(r)) if r.error == ErrorCode::Failed => {
+                return Err(EditError::CannotSave(r.message));
+            }
+            Err(e) => return Err(EditError::Other(super::control::cli_error(e))),
+        };
+        Config::parse(&saved.text, &saved.path).map_err(|e| EditError::Other(e.into()))
     }
 }
 

@@ -486,3 +486,26 @@ fn a_save_through_a_symlink_writes_its_target_and_keeps_the_link() {
         .collect();
     assert_eq!(strays.len(), 1, "no temporary file left: {strays:?}");
 }
+
+/// A save keeps the file's owner and group, not only its mode: a root
+/// shell saving a `0640 root:relay` file must not leave it `root:root`,
+/// which the relay's group could no longer read. Changing a file's owner
+/// needs root; skips otherwise.
+#[test]
+fn a_save_keeps_the_files_owner_and_group() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let fixture = Fixture::new(COMMENTED);
+    const NOBODY: u32 = 65534;
+    if std::os::unix::fs::chown(&fixture.path, Some(NOBODY), Some(NOBODY)).is_err() {
+        eprintln!("note: cannot change a file's owner (not root); skipping");
+        return;
+    }
+    fs::set_permissions(&fixture.path, fs::Permissions::from_mode(0o640)).unwrap();
+    let mut file = fixture.load();
+    file.apply(&set_websocket("inline.example.com", None, Some(42)))
+        .unwrap();
+    let meta = fs::metadata(&fixture.path).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (NOBODY, NOBODY));
+    assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+    assert!(fixture.text().contains("timeout = 42 }"));
+}

@@ -234,6 +234,11 @@ pub fn write_atomic_with(
     if let Ok(meta) = fs::metadata(path) {
         // Keep the operator's permissions (e.g. 0600) rather than the temp file's.
         temp.as_file().set_permissions(meta.permissions())?;
+        // And its owner and group where this process may (root may; an
+        // owner may keep a group it is in): a root shell's save must not
+        // leave a 0640 root:root file the relay's group can no longer read.
+        use std::os::unix::fs::MetadataExt;
+        let _ = std::os::unix::fs::fchown(temp.as_file(), Some(meta.uid()), Some(meta.gid()));
     }
     temp.as_file().sync_all()?;
     before_rename(temp.path())?;

@@ -73,6 +73,17 @@ impl Serve {
     fn config(&self) -> PathBuf {
         self.dir.path().join("c.toml")
     }
+
+    /// `serve --takeover` of this relay, once it answers.
+    async fn take_over(&self) -> ServeProcess {
+        let xdg = self.dir.path().join("xdg");
+        ServeProcess::start(
+            &self.config(),
+            &["--takeover"],
+            &[("XDG_RUNTIME_DIR", s(&xdg))],
+        )
+        .await
+    }
 }
 
 fn s(p: &Path) -> &str {
@@ -276,13 +287,7 @@ async fn a_takeover_carries_the_event_log_over() {
     let _b = connect(relay.addr, "app.test").await;
     relay.line_with("opened  #2").await;
 
-    let xdg = relay.dir.path().join("xdg");
-    let taker = ServeProcess::start(
-        &relay.config(),
-        &["--takeover"],
-        &[("XDG_RUNTIME_DIR", s(&xdg))],
-    )
-    .await;
+    let taker = relay.take_over().await;
     let out = run_cli(&["events", "--json", "--socket", s(&taker.control)]).await;
     assert_eq!(out.code, 0, "{}", out.stderr);
     let seen: Vec<(String, u64)> = out
@@ -326,13 +331,7 @@ async fn events_follow_carries_on_through_a_takeover() {
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     let _a = connect(relay.addr, "app.test").await;
     relay.line_with("opened  #1").await;
-    let xdg = relay.dir.path().join("xdg");
-    let taker = ServeProcess::start(
-        &relay.config(),
-        &["--takeover"],
-        &[("XDG_RUNTIME_DIR", s(&xdg))],
-    )
-    .await;
+    let taker = relay.take_over().await;
     let _b = connect(taker.addr, "app.test").await;
     let mut opened = Vec::new();
     timeout(Duration::from_secs(5), async {

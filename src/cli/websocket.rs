@@ -15,7 +15,7 @@ use crate::config::{
     Switch, WebSocketSettings, effective_timeout, rules,
 };
 use crate::control::protocol::ConfigReply;
-use crate::control::{ClientError, ControlClient, ErrorCode, PROBE_TIMEOUT, Request};
+use crate::control::{ClientError, ControlClient, ErrorCode, Request};
 
 #[derive(Debug, Args)]
 pub struct WebsocketArgs {
@@ -209,18 +209,10 @@ struct RunningRelay {
 /// force at once. Otherwise the file is edited here, and a relay on it
 /// takes the change as a file change.
 fn running_relay(file: &ConfigFile) -> Option<RunningRelay> {
-    let config = file.config();
-    // `listen = ":0"` without a control-socket key names no relay.
-    if config.relay.listen.port() == 0 && config.relay.control_socket.is_none() {
-        return None;
-    }
-    let socket = crate::control::socket_path(config, config.relay.listen);
+    let socket = crate::control::implied_socket(file.config())?;
     let runtime = super::control::runtime().ok()?;
     let (client, version) = runtime.block_on(async {
-        let mut client = tokio::time::timeout(PROBE_TIMEOUT, ControlClient::connect(&socket))
-            .await
-            .ok()?
-            .ok()?;
+        let mut client = ControlClient::probe(&socket).await?;
         let held: ConfigReply = client.request(&Request::ConfigGet).await.ok()?;
         // Another file on the same address, or a change it has not taken yet.
         (held.text == file.text()).then_some((client, held.version))

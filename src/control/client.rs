@@ -120,6 +120,15 @@ impl ControlClient {
         Ok(client)
     }
 
+    /// The relay answering on `path`, if one says hello within
+    /// [`PROBE_TIMEOUT`]; `None` otherwise.
+    pub async fn probe(path: &Path) -> Option<Self> {
+        tokio::time::timeout(PROBE_TIMEOUT, Self::connect(path))
+            .await
+            .ok()?
+            .ok()
+    }
+
     /// The relay's pid in this process's PID namespace: what `/proc`, `kill`
     /// and `top` here go by. `hello.pid` is the relay's own view, the same
     /// unless it runs in a container; `None` when this namespace cannot see

@@ -12,5 +12,5 @@ pub mod state;
 pub use client::{ClientError, ControlClient, PROBE_TIMEOUT};
 pub use protocol::{ErrorCode, ErrorReply, Hello, PROTOCOL_VERSION, Request};
 pub use server::{Control, ControlServer, HandoverNotice};
-pub use socket::{SocketError, StagedSocket, default_socket_path, socket_path};
+pub use socket::{SocketError, StagedSocket, default_socket_path, implied_socket, socket_path};
 pub use state::{ConfigCell, EventRing};

@@ -59,6 +59,14 @@ pub fn socket_path(config: &Config, listen: SocketAddr) -> PathBuf {
         .unwrap_or_else(|| default_socket_path(listen))
 }
 
+/// The socket a relay running `config` answers on, when the config alone
+/// says where: `listen = ":0"` without a `control-socket` key names no
+/// relay (its port, and so its default socket, is known only once it runs).
+pub fn implied_socket(config: &Config) -> Option<PathBuf> {
+    let named = config.relay.listen.port() != 0 || config.relay.control_socket.is_some();
+    named.then(|| socket_path(config, config.relay.listen))
+}
+
 fn io_error(path: &Path) -> impl FnOnce(io::Error) -> SocketError + '_ {
     move |source| SocketError::Io {
         path: path.to_path_buf(),

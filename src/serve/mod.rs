@@ -533,14 +533,8 @@ async fn drain(
 /// When `file`'s listen address is taken: whether by a relay for the same
 /// file that answers on its control socket, and then what to do instead.
 async fn already_running(file: &ConfigFile) -> Option<anyhow::Error> {
-    let socket = crate::control::socket_path(file.config(), file.config().relay.listen);
-    let client = tokio::time::timeout(
-        crate::control::PROBE_TIMEOUT,
-        crate::control::ControlClient::connect(&socket),
-    )
-    .await
-    .ok()?
-    .ok()?;
+    let socket = crate::control::implied_socket(file.config())?;
+    let client = crate::control::ControlClient::probe(&socket).await?;
     let hello = &client.hello;
     let who = match hello.mode.as_str() {
         "console" => "a console's in-process relay",

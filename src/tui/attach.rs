@@ -680,16 +680,7 @@ pub fn relay_answers(socket: &Path) -> bool {
     else {
         return false;
     };
-    runtime.block_on(async {
-        matches!(
-            tokio::time::timeout(
-                crate::control::PROBE_TIMEOUT,
-                ControlClient::connect(socket)
-            )
-            .await,
-            Ok(Ok(_))
-        )
-    })
+    runtime.block_on(ControlClient::probe(socket)).is_some()
 }
 
 #[cfg(test)]

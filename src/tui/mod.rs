@@ -65,17 +65,15 @@ pub fn run(options: &Options) -> Result<()> {
     let (file, created) = ConfigFile::load_or_create(&path, DEFAULT_CONFIG)?;
     // A relay for this file already runs (a `serve`, a kept background
     // relay, another console): attach to it instead of failing to bind.
-    let listen = file.config().relay.listen;
-    if listen.port() != 0 || file.config().relay.control_socket.is_some() {
-        let socket = crate::control::socket_path(file.config(), listen);
-        if attach::relay_answers(&socket) {
-            let note = format!(
-                "A relay for {} already runs: attached to it at {}. Quitting detaches; it keeps running.",
-                path.display(),
-                socket.display()
-            );
-            return attach::run(options, &socket, Some(note));
-        }
+    if let Some(socket) = crate::control::implied_socket(file.config())
+        && attach::relay_answers(&socket)
+    {
+        let note = format!(
+            "A relay for {} already runs: attached to it at {}. Quitting detaches; it keeps running.",
+            path.display(),
+            socket.display()
+        );
+        return attach::run(options, &socket, Some(note));
     }
     let log = init_logging(None);
     crate::limits::raise_open_files_limit_logged();

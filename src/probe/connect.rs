@@ -37,6 +37,13 @@ impl FromStr for Target {
     type Err = String;
 
     fn from_str(url: &str) -> Result<Self, String> {
+        // The http crate drops a fragment silently; a probe that quietly
+        // sent a different request from the one typed would mislead.
+        if url.contains('#') {
+            return Err(format!(
+                "\"{url}\" has a fragment (#…), which a WebSocket URL cannot carry (RFC 6455 §3): drop it, or write %23 if the path holds a '#'"
+            ));
+        }
         let uri: tungstenite::http::Uri = url.parse().map_err(|e| {
             format!("\"{url}\" is not a URL ({e}); write it like ws://host:port/path")
         })?;
@@ -62,7 +69,16 @@ impl FromStr for Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_string();
-        let port = uri.port_u16().unwrap_or(if secure { 443 } else { 80 });
+        if uri.authority().is_some_and(|a| a.as_str().contains('@')) {
+            return Err(format!(
+                "\"{url}\" carries user information (user@host), which a WebSocket URL has no place for (RFC 6455 §3): send credentials with --header 'Authorization: …'"
+            ));
+        }
+        let port = port_of(uri.authority().map_or("", |a| a.as_str()))
+            .map_err(|port| {
+                format!("\"{url}\" has the port {port}; a port is a number from 1 to 65535")
+            })?
+            .unwrap_or(if secure { 443 } else { 80 });
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         let path = if path.is_empty() {
             "/".to_string()
@@ -75,6 +91,23 @@ impl FromStr for Target {
             port,
             path,
         })
+    }
+}
+
+/// The port an authority names, `None` when it names none (or an empty
+/// one, which RFC 3986 reads as the default); the text when it is not a
+/// port. `Uri::port` cannot tell "no port" from "not a port".
+fn port_of(authority: &str) -> Result<Option<u16>, String> {
+    let after_host = match authority.rfind(']') {
+        Some(end) => &authority[end + 1..],
+        None => authority,
+    };
+    match after_host.rsplit_once(':') {
+        None | Some((_, "")) => Ok(None),
+        Some((_, port)) => match port.parse::<u16>() {
+            Ok(n) if n != 0 => Ok(Some(n)),
+            _ => Err(port.to_string()),
+        },
     }
 }
 
@@ -661,6 +694,23 @@ mod tests {
         for bad in ["http://x/", "x.test/ws", "ws:///path", "ws://a b/"] {
             assert!(bad.parse::<Target>().is_err(), "{bad}");
         }
+        // Parts the request could not carry are refused, not dropped.
+        for (bad, says) in [
+            ("ws://127.0.0.1:99999/", "port 99999"),
+            ("ws://127.0.0.1:0/", "port 0"),
+            ("ws://[::1]:http/", "port http"),
+            ("ws://user:pw@127.0.0.1/", "user information"),
+            ("ws://127.0.0.1/chat#room", "fragment"),
+        ] {
+            let error = bad.parse::<Target>().unwrap_err();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+        let t: Target = "ws://127.0.0.1:/x".parse().unwrap();
+        assert_eq!(
+            (t.port, t.path.as_str()),
+            (80, "/x"),
+            "an empty port is the default"
+        );
     }
 
     #[test]

@@ -172,6 +172,16 @@ pub fn parse_host(text: &str) -> Result<String, String> {
             "\"{text}\" is not a host name (e.g. --host cdn.example.com)"
         ));
     }
+    if !text.starts_with('[') && text.matches(':').count() > 1 {
+        return Err(format!(
+            "\"{text}\" looks like a bare IPv6 address; a Host header brackets it: --host '[{text}]'"
+        ));
+    }
+    if let Err(port) = port_of(text) {
+        return Err(format!(
+            "\"{text}\" has the port {port}; a port is a number from 1 to 65535"
+        ));
+    }
     Ok(text.to_string())
 }
 
@@ -728,6 +738,13 @@ mod tests {
         );
         assert!(parse_host("cdn.example.com:8443").is_ok());
         assert!(parse_host("a b").is_err());
+        assert!(parse_host("[::1]:8443").is_ok());
+        assert!(
+            parse_host("[::1]:99999")
+                .unwrap_err()
+                .contains("port 99999")
+        );
+        assert!(parse_host("::1").unwrap_err().contains("'[::1]'"));
         assert_eq!(host_only("cdn.example.com:8443"), "cdn.example.com");
         assert_eq!(host_only("[::1]:80"), "::1");
         assert_eq!(host_only("app.test"), "app.test");

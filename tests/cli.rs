@@ -359,6 +359,20 @@ fn websocket_off_then_unchanged_does_not_rewrite_the_file() {
     let again = sandbox.run_on_config(&["websocket", "cloud.tencent.com", "--off"]);
     assert_code(&again, 0);
     assert_contains(&again.stdout, "(unchanged;");
+    // A script that "sets" 100 s on a switched-off domain learns it is not in force.
+    assert_contains(
+        &again.stdout,
+        "effective idle timeout: 15 s — switch off: sessions idle for 15 s are closed",
+    );
+    let on = sandbox.run_on_config(&["websocket", "cloud.tencent.com", "--on"]);
+    let same = sandbox.run_on_config(&["websocket", "cloud.tencent.com", "--timeout", "100"]);
+    assert_code(&on, 0);
+    assert_contains(&same.stdout, "(unchanged;");
+    assert!(
+        !same.stdout.contains("effective idle timeout"),
+        "with the switch on the timeout is what is in force: {}",
+        same.stdout
+    );
 }
 
 #[test]

@@ -216,11 +216,11 @@ async fn set(
         })?,
     };
     if new == old && before.websocket.reported {
-        return Ok(format!(
-            "{}: WebSocket {}, timeout {} s (unchanged; nothing sent)\n",
-            before.name,
-            new.switch.as_str(),
-            new.timeout
+        return Ok(websocket::unchanged_text(
+            &before.name,
+            &new,
+            before.effective_timeout(),
+            "nothing sent",
         ));
     }
     let request_id = client

@@ -12,7 +12,7 @@ use super::cloud::CloudTarget;
 use super::open_config;
 use crate::config::{
     Config, ConfigFile, Domain, Edit, EffectiveTimeout, LIMITATION_TEXT, RECOMMENDATION_TEXT,
-    Switch, WebSocketSettings, effective_timeout, rules,
+    Switch, TimeoutSource, WebSocketSettings, effective_timeout, rules,
 };
 use crate::control::protocol::ConfigReply;
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
@@ -144,12 +144,11 @@ fn set(
         ..before.websocket
     };
     if wanted == before.websocket {
-        return Ok(format!(
-            "{}: WebSocket {}, timeout {} s (unchanged; {} not written)\n",
-            before.name,
-            wanted.switch.as_str(),
-            wanted.timeout,
-            file.path().display()
+        return Ok(unchanged_text(
+            &before.name,
+            &wanted,
+            effective_timeout(&before),
+            &format!("{} not written", file.path().display()),
         ));
     }
     let edit = Edit::SetWebSocket {
@@ -274,6 +273,29 @@ pub(super) fn changed_text(
         arrow(&format!("{} s", old.timeout), &format!("{} s", new.timeout)),
     );
     let _ = writeln!(text, "effective idle timeout: {t} — {}", t.explanation());
+    text
+}
+
+/// `NAME: WebSocket off, timeout 60 s (unchanged; WHY)`, and when the
+/// timeout is not what is in force (switch off, not full-site) the line
+/// that says so: a script that set 60 s must not read it as in force.
+pub(super) fn unchanged_text(
+    name: &str,
+    ws: &WebSocketSettings,
+    t: EffectiveTimeout,
+    why: &str,
+) -> String {
+    let mut text = format!(
+        "{name}: WebSocket {}, timeout {} s (unchanged; {why})\n",
+        ws.switch.as_str(),
+        ws.timeout
+    );
+    if matches!(
+        t.source,
+        TimeoutSource::SwitchOff | TimeoutSource::NotFullSite
+    ) {
+        let _ = writeln!(text, "effective idle timeout: {t} — {}", t.explanation());
+    }
     text
 }
 

@@ -23,7 +23,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::config::{Config, MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS, effective_timeout};
+use crate::config::{
+    Config, Domain, MAX_TIMEOUT_SECS, RECOMMENDED_TIMEOUT_SECS, TimeoutSource, effective_timeout,
+};
 use crate::relay::history::{DomainEvidence, SessionEvidence};
 use crate::relay::{Registry, SessionId};
 
@@ -66,9 +68,28 @@ pub fn recommend_for(
     let d = config
         .domain(domain)
         .ok_or_else(|| AdviceError::UnknownDomain(domain.to_string()))?;
-    let mut evidence = registry.evidence(&d.name, now);
+    Ok(recommend_on(registry.evidence(&d.name, now), d))
+}
+
+/// The recommendation for domain `d` from its evidence, saying so when the
+/// domain's timeout is not what is in force: advice to set a value that
+/// would change nothing is advice the relay knew to be wrong.
+pub fn recommend_on(mut evidence: DomainEvidence, d: &Domain) -> Recommendation {
     evidence.domain = d.name.clone();
-    Ok(recommend(&evidence, effective_timeout(d).limit))
+    let t = effective_timeout(d);
+    let mut r = recommend(&evidence, t.limit);
+    let fixed = t.secs().unwrap_or_default();
+    match t.source {
+        TimeoutSource::SwitchOff => r.reason.push_str(&format!(
+            " The switch is off, so the fixed {fixed} s is in force: turn it on with this timeout for it to apply."
+        )),
+        TimeoutSource::NotFullSite => r.reason.push_str(&format!(
+            " This is not a full-site domain: the fixed {fixed} s is in force and cannot be configured; \
+             the value would apply with full-site acceleration."
+        )),
+        TimeoutSource::Configured | TimeoutSource::NoLimit => {}
+    }
+    r
 }
 
 /// What the evidence adds up to.
@@ -410,6 +431,47 @@ mod tests {
             domain: "a.test".into(),
             sessions,
         }
+    }
+
+    #[test]
+    fn advice_on_a_domain_whose_timeout_is_not_in_force_says_so() {
+        let config = Config::parse(
+            r#"
+[[domain]]
+name = "on.test"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "on", timeout = 20 }
+[[domain]]
+name = "off.test"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "off", timeout = 60 }
+[[domain]]
+name = "dynamic.test"
+acceleration = "dynamic"
+origins = ["127.0.0.1:9001"]
+"#,
+            std::path::Path::new("advice.toml"),
+        )
+        .unwrap();
+        let advise = |name: &str| recommend_on(evidence(vec![]), config.domain(name).unwrap());
+        let on = advise("on.test");
+        assert_eq!(
+            (on.domain.as_str(), on.current_limit_secs),
+            ("on.test", Some(20))
+        );
+        assert!(!on.reason.contains("in force"), "{}", on.reason);
+        let off = advise("off.test");
+        assert_eq!(off.current_limit_secs, Some(15));
+        assert!(off.reason.contains("The switch is off"), "{}", off.reason);
+        let dynamic = advise("dynamic.test");
+        assert_eq!(dynamic.current_limit_secs, Some(15));
+        assert!(
+            dynamic.reason.contains("not a full-site domain"),
+            "{}",
+            dynamic.reason
+        );
     }
 
     #[test]

@@ -36,7 +36,6 @@ pub use relay_view::{RelayView, Remote, SessionPage};
 pub use remote_table::RemoteTable;
 pub use update::update;
 
-use crate::config::effective_timeout;
 use crate::config::{Config, Domain, DomainName};
 use strum::IntoEnumIterator;
 
@@ -492,9 +491,7 @@ impl App {
 
     /// The timeout the evidence calls for, and why (README, "Advice from evidence").
     pub fn recommendation(&self, domain: &Domain) -> Recommendation {
-        let mut evidence = self.evidence(&domain.name);
-        evidence.domain = domain.name.clone();
-        advice::recommend(&evidence, effective_timeout(domain).limit)
+        advice::recommend_on(self.evidence(&domain.name), domain)
     }
 
     /// The session shown in a detail page, if one is open.

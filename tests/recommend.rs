@@ -7,13 +7,19 @@
 
 mod common;
 mod serve_process;
+mod tmux;
 
 use std::time::Duration;
 
 use common::*;
+use ecdn_console::app::advice;
+use ecdn_console::config::ConfigFile;
+use ecdn_console::control::protocol::{EvidenceReply, RecentInfo};
+use ecdn_console::control::{ClientError, ControlClient, ErrorCode, Request};
 use ecdn_console::origin::OriginOptions;
 use futures_util::{SinkExt, StreamExt};
 use serve_process::{ServeProcess, run_cli};
+use tmux::{Tmux, shell_quote, tmux_available};
 use tokio::time::{sleep, timeout};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -154,6 +160,55 @@ async fn recommend_after_clients_are_cut_while_alive() {
     );
     assert!(out.stdout.contains("2 cut while alive"), "{}", out.stdout);
 
+    // What an attached console advises from: the relay's own evidence, so
+    // the same advice as `recommend` (it used to see no history at all and
+    // advise "no session in the last 10 minutes").
+    let mut control = ControlClient::connect(&serve.control).await.unwrap();
+    let reply: EvidenceReply = control
+        .request(&Request::Evidence {
+            domain: Some("beat.test".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.recent,
+        [RecentInfo {
+            domain: "beat.test".into(),
+            ended: 3,
+            idle_cuts: 3,
+            cut_while_alive: 2
+        }],
+        "the silent client's cut and the 6 s client's two"
+    );
+    assert_eq!(reply.cut_while_alive.len(), 2, "{reply:?}");
+    let evidence = reply.evidence.expect("the domain's sessions").evidence();
+    assert_eq!(evidence.sessions.len(), 6, "{evidence:?}");
+    let file = ConfigFile::load(&config).unwrap();
+    let domain = file.config().domain("beat.test").unwrap();
+    let attached = advice::recommend_on(evidence, domain);
+    assert_eq!(
+        (
+            attached.recommended_timeout_secs,
+            attached.cut_while_alive,
+            attached.sessions_seen
+        ),
+        (60, 2, 6)
+    );
+    assert_eq!(
+        attached.reason, reason,
+        "the attached console's advice is the relay's"
+    );
+    let unknown: Result<EvidenceReply, _> = control
+        .request(&Request::Evidence {
+            domain: Some("nope.test".into()),
+        })
+        .await;
+    assert!(
+        matches!(&unknown, Err(ClientError::Refused(e)) if e.error == ErrorCode::UnknownDomain),
+        "{unknown:?}"
+    );
+    attached_console_shows_the_relays_advice(&socket);
+
     // A restart by hand-over keeps the evidence: the new process advises
     // from the same 10 minutes, not as if nothing had been seen.
     let mut taker = ServeProcess::start(
@@ -186,6 +241,35 @@ async fn recommend_after_clients_are_cut_while_alive() {
     assert!(out.stdout.is_empty(), "{}", out.stdout);
 
     taker.child.kill().await.unwrap();
+}
+
+/// The Advanced card of a console attached to the relay at `socket`: the
+/// advice and the evidence of the relay's history.
+fn attached_console_shows_the_relays_advice(socket: &str) {
+    if !tmux_available() {
+        eprintln!("note: tmux is not installed; skipping the attached console's advice");
+        return;
+    }
+    let command = format!(
+        "{} attach --socket {}",
+        shell_quote(env!("CARGO_BIN_EXE_ecdn-console")),
+        shell_quote(socket)
+    );
+    let tmux = Tmux::start(format!("ecdn-advice-{}", std::process::id()), &command);
+    // Wide enough for the card's lines not to wrap.
+    tmux.cmd(&["resize-window", "-t", "console", "-x", "140", "-y", "40"]);
+    tmux.wait_for("attached to relay 127.0.0.1:");
+    // Domain Management, the (only) domain's page, its Advanced tab.
+    tmux.keys(&["2", "Enter", "Right", "Right"]);
+    let screen = tmux.wait_for("2 cut while alive");
+    assert!(screen.contains("Recommended   60 s"), "{screen}");
+    assert!(screen.contains("6 sessions in 10 min"), "{screen}");
+    assert!(
+        screen.contains("2 clients were cut while alive at 4 s"),
+        "{screen}"
+    );
+    tmux.keys(&["C-c"]);
+    tmux.wait_until_gone();
 }
 
 #[tokio::test]

@@ -32,7 +32,7 @@ pub use dialog::{Confirm, Dialog, Field, FieldValue, Form, FormKind, Impact, Mes
 pub use keymap::Context;
 pub use list::ListCursor;
 pub use log::{DomainTotals, EventLog, KindFilter, Minute};
-pub use relay_view::{RelayView, Remote, SessionPage};
+pub use relay_view::{RelayView, Remote, RemoteEvidence, SessionPage};
 pub use remote_table::RemoteTable;
 pub use update::update;
 
@@ -335,9 +335,9 @@ impl App {
         // The rows are mostly in last frame's order: a pass, not a full sort.
         self.sessions.sort.sort(&mut self.live);
         self.count_per_domain();
-        let history = self.relay.history();
-        self.recent = history.counts(clock.mono);
-        self.cut_while_alive = history
+        self.recent = self.relay.recent(clock.mono);
+        self.cut_while_alive = self
+            .relay
             .cut_while_alive_ids(clock.mono)
             .into_iter()
             .collect();
@@ -485,13 +485,27 @@ impl App {
 
     /// The last 10 minutes of a domain's sessions, ended and live. Takes
     /// the evidence store's lock: ask for the domain on screen only.
-    pub fn evidence(&self, domain: &DomainName) -> DomainEvidence {
+    /// `None` while an attached console waits for the relay's.
+    pub fn evidence(&self, domain: &DomainName) -> Option<DomainEvidence> {
         self.relay.evidence(domain, self.clock.mono)
     }
 
-    /// The timeout the evidence calls for, and why (README, "Advice from evidence").
-    pub fn recommendation(&self, domain: &Domain) -> Recommendation {
-        advice::recommend_on(self.evidence(&domain.name), domain)
+    /// The timeout the evidence calls for, and why (README, "Advice from
+    /// evidence"); `None` until the evidence is known.
+    pub fn recommendation(&self, domain: &Domain) -> Option<Recommendation> {
+        Some(advice::recommend_on(self.evidence(&domain.name)?, domain))
+    }
+
+    /// The domain whose advice is on screen (its Advanced tab, or its edit
+    /// dialog's what-if): the one an attached console fetches evidence for.
+    pub fn advice_domain(&self) -> Option<&DomainName> {
+        if let Some(Dialog::EditWebSocket(draft)) = &self.dialog {
+            return Some(&draft.domain);
+        }
+        match (&self.screen, &self.domains.manage) {
+            (Screen::Domains, Some(m)) if m.tab == ManageTab::Advanced => Some(&m.domain),
+            _ => None,
+        }
     }
 
     /// The session shown in a detail page, if one is open.

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 
 use super::remote_table::RemoteTable;
 use crate::relay::heartbeat::Rhythm;
-use crate::relay::history::{DomainEvidence, History};
+use crate::relay::history::{DomainCounts, DomainEvidence};
 use crate::relay::{RecentFrame, Registry, SessionId, SessionSnapshot};
 
 /// A session's page: counters, recent frames, message rhythm.
@@ -35,9 +35,22 @@ pub struct Remote {
     pub table: RemoteTable,
     /// The open session's page, fetched with its recent frames.
     pub page: Option<SessionPage>,
-    /// Ended sessions are not fetched yet: an empty history (the advice
-    /// of an attached console comes from the relay's own `recommend`).
-    pub history: Arc<History>,
+    /// What the relay's history last showed (its `evidence` answer): the
+    /// advice on screen is made of the relay's evidence, as the relay's own
+    /// `recommend` is.
+    pub evidence: RemoteEvidence,
+}
+
+/// The relay's evidence as last fetched: always the counts and the cuts of
+/// live clients, one domain's sessions while its advice is on screen.
+#[derive(Debug, Default)]
+pub struct RemoteEvidence {
+    pub recent: Vec<(DomainName, DomainCounts)>,
+    pub cut_while_alive: Vec<SessionId>,
+    pub domain: Option<DomainEvidence>,
+    /// The relay cannot say (a build before `evidence`): advise from no
+    /// history, as that build's consoles did.
+    pub unavailable: bool,
 }
 
 #[derive(Debug)]
@@ -111,19 +124,38 @@ impl RelayView {
         }
     }
 
-    /// The last 10 minutes of ended sessions (README, "Advice from evidence").
-    pub fn history(&self) -> Arc<History> {
+    /// Per-domain counts over the last 10 minutes (README, "Advice from
+    /// evidence").
+    pub fn recent(&self, now: Instant) -> Vec<(DomainName, DomainCounts)> {
         match self {
-            Self::Local(r) => r.history().clone(),
-            Self::Remote(r) => r.history.clone(),
+            Self::Local(r) => r.history().counts(now),
+            Self::Remote(r) => r.evidence.recent.clone(),
         }
     }
 
-    /// A domain's evidence for the recommendation.
-    pub fn evidence(&self, domain: &DomainName, now: Instant) -> DomainEvidence {
+    /// Sessions of the last 10 minutes that were cut while alive.
+    pub fn cut_while_alive_ids(&self, now: Instant) -> Vec<SessionId> {
         match self {
-            Self::Local(r) => r.evidence(domain, now),
-            Self::Remote(_) => DomainEvidence::default(),
+            Self::Local(r) => r.history().cut_while_alive_ids(now),
+            Self::Remote(r) => r.evidence.cut_while_alive.clone(),
+        }
+    }
+
+    /// A domain's evidence for the recommendation; `None` while an
+    /// attached console has not fetched it yet.
+    pub fn evidence(&self, domain: &DomainName, now: Instant) -> Option<DomainEvidence> {
+        match self {
+            Self::Local(r) => Some(r.evidence(domain, now)),
+            Self::Remote(r) if r.evidence.unavailable => Some(DomainEvidence {
+                domain: domain.clone(),
+                sessions: Vec::new(),
+            }),
+            Self::Remote(r) => r
+                .evidence
+                .domain
+                .as_ref()
+                .filter(|e| e.domain == *domain)
+                .cloned(),
         }
     }
 

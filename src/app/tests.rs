@@ -866,3 +866,65 @@ fn event_log_filters_by_kind_domain_and_text() {
     assert_eq!(t.reasons.get("idle timeout"), Some(&1));
     assert_eq!(app.log.totals("www.example.com").refused, 1);
 }
+
+#[test]
+fn an_attached_console_advises_from_the_relays_evidence_once_fetched() {
+    use crate::relay::history::{ClientKey, DomainCounts, DomainEvidence, SessionEvidence};
+    let mut app = App::with_view(
+        config(),
+        RelayView::Remote(Box::default()),
+        Settings::default(),
+    );
+    assert_eq!(app.advice_domain(), None, "no advice on the Overview");
+    to_advanced(&mut app);
+    let name = app
+        .advice_domain()
+        .cloned()
+        .expect("the Advanced tab's domain");
+    assert_eq!(name.as_str(), "cloud.tencent.com");
+    let domain = app.config.domain("cloud.tencent.com").unwrap().clone();
+    assert_eq!(app.recommendation(&domain), None, "nothing fetched yet");
+
+    // What the relay answered: a client cut while alive, twice, at 100 s.
+    let cut = |id| SessionEvidence {
+        id,
+        client: ClientKey::new("127.0.0.1".parse().unwrap(), "/chat"),
+        live: false,
+        longest_gap: Duration::ZERO,
+        idle: Duration::from_secs(100),
+        heartbeat: None,
+        idle_cut: Some(Duration::from_secs(100)),
+        cut_while_alive: true,
+    };
+    let remote = app.relay.remote_mut().unwrap();
+    remote.evidence = RemoteEvidence {
+        recent: vec![(
+            name.clone(),
+            DomainCounts {
+                ended: 2,
+                idle_cuts: 2,
+                cut_while_alive: 2,
+            },
+        )],
+        cut_while_alive: vec![1, 2],
+        domain: Some(DomainEvidence {
+            domain: name.clone(),
+            sessions: vec![cut(1), cut(2)],
+        }),
+        unavailable: false,
+    };
+    app.refresh(Clock::now());
+    assert_eq!(app.recent_on(&name).cut_while_alive, 2);
+    assert!(app.was_cut_while_alive(2));
+    let advice = app
+        .recommendation(&domain)
+        .expect("advice from the evidence");
+    assert_eq!(advice.cut_while_alive, 2);
+    assert!(
+        advice.recommended_timeout_secs > 100,
+        "never the limit that cut live clients: {advice:?}"
+    );
+    // Another domain's page has no evidence until it is fetched.
+    let other = app.config.domain("www.example.com").unwrap().clone();
+    assert_eq!(app.recommendation(&other), None);
+}

@@ -11,7 +11,7 @@
 //! `server.rs` returning a `Serialize` struct (its fields are the answer's).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -19,7 +19,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::app::certificates::{Certificates, Served};
 use crate::config::{DomainName, Edit};
-use crate::relay::heartbeat::Rhythm;
+use crate::relay::heartbeat::{Heartbeat, Rhythm};
+use crate::relay::history::{ClientKey, DomainCounts, DomainEvidence, SessionEvidence};
 use crate::relay::tls::{CertificateInfo, CertificateSet};
 use crate::relay::{
     Direction, FlowSnapshot, FrameKind, MessageGaps, RecentFrame, RelayEvent, SessionId,
@@ -117,6 +118,14 @@ pub enum Request {
     /// The timeout the last 10 minutes of a domain's sessions call for
     /// (DESIGN §10): the answer's fields are `recommend --json`'s.
     Recommend { domain: String },
+    /// The evidence behind the advice (DESIGN §10), for an attached
+    /// console to show what the relay's own history shows: every domain's
+    /// counts over the last 10 minutes, the sessions cut while alive, and
+    /// with `domain` that domain's sessions of the window, ended and live.
+    Evidence {
+        #[serde(default)]
+        domain: Option<String>,
+    },
     /// A new relay process takes this one's listeners and sessions over
     /// (DESIGN §7). After the `ok` answer the connection carries the binary
     /// hand-over of `crate::handover`, not JSON lines.
@@ -428,6 +437,123 @@ pub struct StoppingReply {
 pub struct RecommendReply {
     #[serde(flatten)]
     pub recommendation: crate::app::advice::Recommendation,
+}
+
+/// The answer to `evidence`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceReply {
+    /// Per domain over the last 10 minutes (domains with none left out).
+    pub recent: Vec<RecentInfo>,
+    /// Ids of the window's sessions that were cut while alive.
+    pub cut_while_alive: Vec<SessionId>,
+    /// The asked domain's sessions of the window, ended then live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<EvidenceInfo>,
+}
+
+/// One domain's counts over the last 10 minutes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentInfo {
+    pub domain: String,
+    pub ended: usize,
+    pub idle_cuts: usize,
+    pub cut_while_alive: usize,
+}
+
+impl RecentInfo {
+    pub fn of(domain: &DomainName, c: &DomainCounts) -> Self {
+        Self {
+            domain: domain.to_string(),
+            ended: c.ended,
+            idle_cuts: c.idle_cuts,
+            cut_while_alive: c.cut_while_alive,
+        }
+    }
+
+    pub fn counts(&self) -> (DomainName, DomainCounts) {
+        let counts = DomainCounts {
+            ended: self.ended,
+            idle_cuts: self.idle_cuts,
+            cut_while_alive: self.cut_while_alive,
+        };
+        (DomainName::from(self.domain.as_str()), counts)
+    }
+}
+
+/// A domain's evidence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceInfo {
+    pub domain: String,
+    pub sessions: Vec<SessionEvidenceInfo>,
+}
+
+/// One session's evidence. Times are seconds, as `sessions` gives them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SessionEvidenceInfo {
+    pub id: SessionId,
+    /// The client's address (without its port) and path (without its
+    /// query): who comes back after a cut.
+    pub ip: IpAddr,
+    pub path: String,
+    pub live: bool,
+    pub longest_gap_secs: f64,
+    /// Idle now (live) or when it ended.
+    pub idle_secs: f64,
+    /// The heartbeat's median and longest gap, once seen.
+    pub heartbeat_secs: Option<(f64, f64)>,
+    /// The limit it was cut at for idleness.
+    pub idle_cut_secs: Option<f64>,
+    pub cut_while_alive: bool,
+}
+
+impl From<&DomainEvidence> for EvidenceInfo {
+    fn from(e: &DomainEvidence) -> Self {
+        Self {
+            domain: e.domain.to_string(),
+            sessions: e
+                .sessions
+                .iter()
+                .map(|s| SessionEvidenceInfo {
+                    id: s.id,
+                    ip: s.client.ip,
+                    path: s.client.path.to_string(),
+                    live: s.live,
+                    longest_gap_secs: s.longest_gap.as_secs_f64(),
+                    idle_secs: s.idle.as_secs_f64(),
+                    heartbeat_secs: s
+                        .heartbeat
+                        .map(|h| (h.median.as_secs_f64(), h.max.as_secs_f64())),
+                    idle_cut_secs: s.idle_cut.map(|d| d.as_secs_f64()),
+                    cut_while_alive: s.cut_while_alive,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl EvidenceInfo {
+    pub fn evidence(&self) -> DomainEvidence {
+        DomainEvidence {
+            domain: DomainName::from(self.domain.as_str()),
+            sessions: self
+                .sessions
+                .iter()
+                .map(|s| SessionEvidence {
+                    id: s.id,
+                    client: ClientKey::new(s.ip, &s.path),
+                    live: s.live,
+                    longest_gap: duration(s.longest_gap_secs),
+                    idle: duration(s.idle_secs),
+                    heartbeat: s.heartbeat_secs.map(|(median, max)| Heartbeat {
+                        median: duration(median),
+                        max: duration(max),
+                    }),
+                    idle_cut: s.idle_cut_secs.map(duration),
+                    cut_while_alive: s.cut_while_alive,
+                })
+                .collect(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -26,9 +26,9 @@ use crate::relay::{CloseInfo, RelayEvent, RelayLink, SessionId};
 
 use super::protocol::{
     BriefInfo, ChangesReply, ClosedReply, ConfigReply, ErrorCode, ErrorReply, EventLine,
-    EventsReply, FrameInfo, Hello, HelloReply, IdSummary, MAX_REQUEST_BYTES, PROTOCOL,
-    PROTOCOL_VERSION, RecommendReply, Request, SessionDetail, SessionInfo, SessionReply,
-    SessionsReply, StoppingReply, TlsInfo,
+    EventsReply, EvidenceInfo, EvidenceReply, FrameInfo, Hello, HelloReply, IdSummary,
+    MAX_REQUEST_BYTES, PROTOCOL, PROTOCOL_VERSION, RecentInfo, RecommendReply, Request,
+    SessionDetail, SessionInfo, SessionReply, SessionsReply, StoppingReply, TlsInfo,
 };
 use super::socket::{SocketError, StagedSocket, bind, own_path, taken_over};
 use super::state::{ConfigCell, EventRing};
@@ -642,6 +642,10 @@ fn handle(control: &Control, request: Request) -> Answer {
             Ok(reply) => ok(&reply),
             Err(e) => Answer::Error(e),
         },
+        Request::Evidence { domain } => match evidence(control, domain.as_deref()) {
+            Ok(reply) => ok(&reply),
+            Err(e) => Answer::Error(e),
+        },
     }
 }
 
@@ -652,6 +656,34 @@ fn recommend(control: &Control, domain: &str) -> Result<RecommendReply, ErrorRep
     advice::recommend_for(control.relay.registry(), &config, domain, now)
         .map(|recommendation| RecommendReply { recommendation })
         .map_err(|advice::AdviceError::UnknownDomain(d)| ErrorReply::unknown_domain(&d))
+}
+
+/// What the advice is made of: the counts of every domain, the cuts of
+/// live clients, and one domain's sessions when asked (an unknown domain
+/// is an error, as for `recommend`).
+fn evidence(control: &Control, domain: Option<&str>) -> Result<EvidenceReply, ErrorReply> {
+    let now = tokio::time::Instant::now();
+    let registry = control.relay.registry();
+    let evidence = match domain {
+        Some(name) => {
+            let config = control.relay.config();
+            let d = config
+                .domain(name)
+                .ok_or_else(|| ErrorReply::unknown_domain(name))?;
+            Some(EvidenceInfo::from(&registry.evidence(&d.name, now)))
+        }
+        None => None,
+    };
+    let history = registry.history();
+    Ok(EvidenceReply {
+        recent: history
+            .counts(now)
+            .iter()
+            .map(|(d, c)| RecentInfo::of(d, c))
+            .collect(),
+        cut_while_alive: history.cut_while_alive_ids(now),
+        evidence,
+    })
 }
 
 /// The live sessions, of one domain when asked: a domain the config does

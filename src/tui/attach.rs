@@ -23,13 +23,13 @@ use super::terminal::{
 };
 use super::{FRAME, Options, TICK, action_for_event, draw, init_logging};
 use crate::app::{
-    Action, App, Certificates, Clock, Effect, RelayView, Remote, RemoteTable, SaveError,
-    SaveErrorKind, SessionPage, Settings, Status, update,
+    Action, App, Certificates, Clock, Effect, RelayView, Remote, RemoteEvidence, RemoteTable,
+    SaveError, SaveErrorKind, SessionPage, Settings, Status, update,
 };
 use crate::config::Config;
 use crate::control::protocol::{
-    ChangesReply, ClosedReply, ConfigReply, EventsReply, IdSummary, SessionReply, SessionsReply,
-    TlsInfo,
+    ChangesReply, ClosedReply, ConfigReply, EventsReply, EvidenceInfo, EvidenceReply, IdSummary,
+    RecentInfo, SessionReply, SessionsReply, TlsInfo,
 };
 use crate::control::{ClientError, ControlClient, ErrorCode, Request};
 use crate::relay::{RelayEvent, SessionId};
@@ -423,6 +423,9 @@ struct Known {
     full_only: bool,
     /// The relay does not know its `brief` rows (an older build).
     no_brief: bool,
+    /// The relay does not know `evidence` (an older build): the advice on
+    /// screen is then made of no history, as it was then.
+    no_evidence: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -540,10 +543,24 @@ async fn sample(
     known: &mut Known,
 ) -> Result<(), ClientError> {
     let open = app.open_detail().map(|d| d.id);
+    let advice = app.advice_domain().map(ToString::to_string);
     let Some(remote) = app.relay.remote_mut() else {
         return Ok(());
     };
     known.refresh(poll, &mut remote.table).await?;
+    if !known.no_evidence {
+        match fetch_evidence(poll, advice).await {
+            Ok(evidence) => remote.evidence = evidence,
+            Err(ClientError::Refused(e)) if e.error == ErrorCode::BadRequest => {
+                known.no_evidence = true;
+                remote.evidence.unavailable = true;
+            }
+            // The domain went from the config meanwhile: the next look
+            // has the new config.
+            Err(ClientError::Refused(_)) => remote.evidence.domain = None,
+            Err(e) => return Err(e),
+        }
+    }
     let page = match open {
         Some(id) => match poll.request::<SessionReply>(&Request::Session { id }).await {
             Ok(r) => {
@@ -561,6 +578,21 @@ async fn sample(
     };
     remote.page = page;
     Ok(())
+}
+
+/// The relay's evidence: the counts and cuts always, the sessions of the
+/// domain whose advice is on screen (`domain`).
+async fn fetch_evidence(
+    poll: &mut ControlClient,
+    domain: Option<String>,
+) -> Result<RemoteEvidence, ClientError> {
+    let reply: EvidenceReply = poll.request(&Request::Evidence { domain }).await?;
+    Ok(RemoteEvidence {
+        recent: reply.recent.iter().map(RecentInfo::counts).collect(),
+        cut_while_alive: reply.cut_while_alive,
+        domain: reply.evidence.as_ref().map(EvidenceInfo::evidence),
+        unavailable: false,
+    })
 }
 
 /// Another console's edit (or a reload) moved the relay's config: show it

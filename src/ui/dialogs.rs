@@ -12,6 +12,7 @@ use crate::app::{
 };
 use crate::config::{MAX_TIMEOUT_SECS, RECOMMENDATION_TEXT, TimeoutSource};
 
+use super::manage::EVIDENCE_PENDING;
 use super::theme::Theme;
 use super::widgets::{dialog_block, fmt_secs, key_hints, popup, switch_spans, text_input};
 
@@ -220,7 +221,13 @@ fn edit_websocket(frame: &mut Frame, area: Rect, app: &App, d: &WsDraft, theme: 
 /// where that can be known.
 fn history_lines(app: &App, d: &WsDraft, theme: &Theme) -> Vec<Line<'static>> {
     let limit = d.effective().limit;
-    let w = what_if(&app.evidence(&d.domain), limit);
+    let Some(evidence) = app.evidence(&d.domain) else {
+        return vec![Line::from(Span::styled(
+            format!("Last 10 min: {EVIDENCE_PENDING}"),
+            theme.dim(),
+        ))];
+    };
+    let w = what_if(&evidence, limit);
     if w.seen == 0 {
         return vec![Line::from(Span::styled(
             "Last 10 min: no session to compare with.",

@@ -327,10 +327,21 @@ fn idle_rule_lines(app: &App, d: &Domain, theme: &Theme) -> [Line<'static>; 2] {
     ]
 }
 
+/// Where advice waits for an attached console's first fetch of the
+/// relay's evidence (a moment: a key asks the relay before the next frame).
+pub(super) const EVIDENCE_PENDING: &str = "asking the relay for its last 10 minutes…";
+
 /// The recommendation from the last 10 minutes (README, "Advice from evidence"): the value,
 /// how it compares with the limit in force, the reason, the evidence.
 fn recommendation_lines(app: &App, d: &Domain, theme: &Theme) -> Vec<Line<'static>> {
-    let rec = app.recommendation(d);
+    let Some(rec) = app.recommendation(d) else {
+        return vec![kv(
+            "Recommended",
+            CARD_LABEL_WIDTH,
+            vec![Span::styled(EVIDENCE_PENDING, theme.dim())],
+            theme,
+        )];
+    };
     let mut value = vec![Span::styled(
         match rec.recommended_timeout_secs {
             0 => "0 s — no idle limit".to_string(),

@@ -47,12 +47,18 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
         return;
     }
     let banner = app.settings.banner.is_some();
-    let status = app.status.is_some();
+    let status = app.status.as_ref().map(|s| status_paragraph(s, theme));
+    let status_height = status.as_ref().map_or(0, |p| {
+        // `line_count` leaves the block's left padding to the caller.
+        u16::try_from(p.line_count(area.width.saturating_sub(STATUS_INDENT)))
+            .unwrap_or(u16::MAX)
+            .min(MAX_STATUS_LINES)
+    });
     let [header, banner_area, body, status_area, footer_area] = Layout::vertical([
         Constraint::Length(1),
         Constraint::Length(u16::from(banner)),
         Constraint::Min(0),
-        Constraint::Length(u16::from(status)),
+        Constraint::Length(status_height),
         Constraint::Length(1),
     ])
     .areas(area);
@@ -72,18 +78,28 @@ pub fn render(frame: &mut Frame, app: &App, theme: &Theme) {
         render_menu(frame, menu_area, app, theme);
     }
     render_content(frame, content, app, theme);
-    if let Some(s) = &app.status {
-        let style = if s.error { theme.error() } else { theme.good() };
-        frame.render_widget(
-            Paragraph::new(Line::from(Span::styled(format!(" {}", s.text), style))),
-            status_area,
-        );
+    if let Some(status) = status {
+        frame.render_widget(status, status_area);
     }
     render_footer(frame, footer_area, app, theme);
     dialogs::render(frame, area, app, theme);
     if app.help.is_some() {
         help::render(frame, area, app, theme);
     }
+}
+
+/// A status message takes the lines it needs, up to this many: a save's
+/// error names a path and what to do, and a cut message hides the fix.
+const MAX_STATUS_LINES: u16 = 3;
+const STATUS_INDENT: u16 = 1;
+
+fn status_paragraph(s: &crate::app::Status, theme: &Theme) -> Paragraph<'static> {
+    let style = if s.error { theme.error() } else { theme.good() };
+    Paragraph::new(Line::from(Span::styled(s.text.clone(), style)))
+        .block(
+            ratatui::widgets::Block::new().padding(ratatui::widgets::Padding::left(STATUS_INDENT)),
+        )
+        .wrap(ratatui::widgets::Wrap { trim: true })
 }
 
 /// The menu's width: its entries are the web console's names (a contract),
@@ -129,10 +145,11 @@ fn render_header(frame: &mut Frame, area: Rect, app: &App, theme: &Theme) {
         None => relay,
     };
     let live = app.live.len();
-    let text = format!(
-        " ecdn-console │ {relay} │ {live} live │ {}",
-        app.settings.config_path.display()
-    );
+    let prefix = format!(" ecdn-console │ {relay} │ {live} live │ ");
+    // A long path loses its start, not the file's name.
+    let room = usize::from(area.width).saturating_sub(prefix.chars().count());
+    let path = widgets::clip_start(&app.settings.config_path.display().to_string(), room);
+    let text = format!("{prefix}{path}");
     frame.render_widget(Paragraph::new(text).style(theme.header()), area);
 }
 

@@ -767,6 +767,41 @@ async fn the_footer_drops_whole_hints_and_keeps_help() {
     }
 }
 
+/// A long status message (a save's error: a path, then what to do) takes
+/// the lines it needs above the footer instead of being cut at the edge.
+#[tokio::test(start_paused = true)]
+async fn a_long_status_wraps_instead_of_being_cut() {
+    let mut f = fixture().await;
+    let end = "chmod u+w the file or save elsewhere";
+    f.app.status = Some(crate::app::Status {
+        text: format!(
+            "Not saved: /etc/ecdn-console/a/rather/long/path/to/the/configuration/file/ecdn.toml \
+             is read-only; {end}."
+        ),
+        error: true,
+    });
+    let screen = text(&f.app, 80, 24);
+    let lines: Vec<&str> = screen.lines().collect();
+    assert!(screen.contains("chmod u+w the file"), "{screen}");
+    let status: Vec<&str> = lines[20..23].iter().map(|l| l.trim()).collect();
+    assert_eq!(
+        status.join(" "),
+        format!(
+            "Not saved: /etc/ecdn-console/a/rather/long/path/to/the/configuration/file/ecdn.toml \
+             is read-only; {end}."
+        ),
+        "{screen}"
+    );
+    assert!(lines[23].contains("? help"), "the footer stays: {screen}");
+    // A short one keeps to one line.
+    f.app.status = Some(crate::app::Status {
+        text: "Saved.".into(),
+        error: false,
+    });
+    let screen = text(&f.app, 80, 24);
+    assert_eq!(screen.lines().nth(22), Some(" Saved."), "{screen}");
+}
+
 /// The switch reads without colour: `[ ON ]` filled (reverse video in
 /// monochrome), `[ off ]` plain.
 #[tokio::test(start_paused = true)]

@@ -178,6 +178,19 @@ pub fn clip(s: &str, width: usize) -> String {
     out
 }
 
+/// The last `width` columns of `s`, after a `…` when some had to go: for a
+/// path, whose end (the file) says the most.
+pub fn clip_start(s: &str, width: usize) -> String {
+    let count = s.chars().count();
+    if count <= width {
+        return s.to_string();
+    }
+    let keep = width.saturating_sub(1);
+    let mut out = String::from("…");
+    out.extend(s.chars().skip(count - keep));
+    out
+}
+
 /// A style for "this row is selected" that depends on focus.
 pub fn row_highlight(focused: bool, theme: &Theme) -> Style {
     if focused {

@@ -368,3 +368,91 @@ async fn a_second_serve_of_the_same_file_names_the_running_relay() {
         assert!(stderr.contains(&needle), "{needle:?} in {stderr}");
     }
 }
+
+/// `serve | grep -m1 listening`, `serve | tee log` with tee killed: the
+/// reader of its event lines goes away. The relay carries on — its
+/// sessions are not cut over a log — says so once on stderr, and keeps its
+/// events on the control socket.
+#[tokio::test]
+async fn a_closed_stdout_stops_the_event_lines_not_the_relay() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncReadExt;
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin, 100)).unwrap();
+    let mut command = Serve::command(&path, &[]);
+    command
+        .stderr(Stdio::piped())
+        .env("XDG_RUNTIME_DIR", dir.path());
+    let mut serve = Serve::spawn(&mut command).await;
+    let control = serve.line_with("control socket at ").await;
+    let socket = control
+        .split("control socket at ")
+        .nth(1)
+        .unwrap()
+        .to_string();
+    let mut stderr = serve.child.stderr.take().unwrap();
+    // The reader goes: the next event line meets a broken pipe.
+    let Serve {
+        mut child,
+        lines,
+        addr,
+    } = serve;
+    drop(lines);
+
+    for round in 0..2 {
+        let mut client = connect(addr, "app.test").await;
+        client
+            .send(tungstenite::Message::Text(format!("round {round}").into()))
+            .await
+            .unwrap();
+        let echo = timeout(Duration::from_secs(5), client.next())
+            .await
+            .expect("the relay still relays")
+            .unwrap()
+            .unwrap();
+        assert_eq!(echo.into_text().unwrap().as_str(), format!("round {round}"));
+    }
+    let mut said = Vec::new();
+    let note = "stopped printing events: stdout failed";
+    timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&said).contains(note) {
+            let n = stderr.read(&mut buf).await.unwrap();
+            assert!(n > 0, "stderr ended: {}", String::from_utf8_lossy(&said));
+            said.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no note on stderr: {}", String::from_utf8_lossy(&said)));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "serve is still running"
+    );
+    // The events are still there for whoever asks.
+    let events = std::process::Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(["events", "--socket", &socket])
+        .output()
+        .unwrap();
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert_eq!(events.matches(" opened  #").count(), 2, "{events}");
+
+    let pid = child.id().unwrap().to_string();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    let status = timeout(Duration::from_secs(5), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&said).matches(note).count() + rest.matches(note).count(),
+        1,
+        "said once"
+    );
+}

@@ -120,6 +120,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         format: options.format,
         out,
         control: ctl.clone(),
+        out_lost: false,
     };
     if let Some(report) = &took_over {
         log.line("takeover", &report.to_string())?;
@@ -596,6 +597,10 @@ struct EventLog<'o> {
     out: &'o mut dyn Write,
     /// Every event written also goes to the control socket's ring.
     control: Arc<Control>,
+    /// Writing to `out` failed (the reader of a pipe went away, a full
+    /// disk): the relay carries on without it rather than cut every
+    /// session over its log; the events still reach the control socket.
+    out_lost: bool,
 }
 
 impl EventLog<'_> {
@@ -618,9 +623,24 @@ impl EventLog<'_> {
     fn write(&mut self, event: RelayEvent) -> Result<()> {
         let mut buf = Vec::with_capacity(256);
         self.format(&mut buf, event)?;
-        self.out.write_all(&buf)?;
-        self.out.flush()?;
+        self.emit(&buf);
         Ok(())
+    }
+
+    /// Writes `buf` to the log unless it is lost; says once, on stderr,
+    /// when it is.
+    fn emit(&mut self, buf: &[u8]) {
+        if self.out_lost {
+            return;
+        }
+        if let Err(e) = self.out.write_all(buf).and_then(|()| self.out.flush()) {
+            self.out_lost = true;
+            eprintln!(
+                "ecdn-console serve: stopped printing events: stdout failed ({e}); \
+                 the relay carries on, and its events stay on the control socket \
+                 (ecdn-console events --follow)"
+            );
+        }
     }
 
     /// Writes `first` and the events already waiting (at most
@@ -638,8 +658,7 @@ impl EventLog<'_> {
             self.format(&mut buf, event)?;
             n += 1;
         }
-        self.out.write_all(&buf)?;
-        self.out.flush()?;
+        self.emit(&buf);
         Ok(n)
     }
 
@@ -664,15 +683,16 @@ impl EventLog<'_> {
     /// A line of serve's own (not a relay event).
     fn line(&mut self, kind: &str, detail: &str) -> Result<()> {
         let at = humantime::format_rfc3339_millis(SystemTime::now());
+        let mut buf = Vec::with_capacity(128);
         match self.format {
-            LogFormat::Text => writeln!(self.out, "{at} {kind:<7} {detail}")?,
+            LogFormat::Text => writeln!(buf, "{at} {kind:<7} {detail}")?,
             LogFormat::Json => writeln!(
-                self.out,
+                buf,
                 "{}",
                 serde_json::json!({ "event": kind, "at": at.to_string(), "detail": detail })
             )?,
         }
-        self.out.flush()?;
+        self.emit(&buf);
         Ok(())
     }
 }

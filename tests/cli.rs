@@ -575,3 +575,32 @@ fn a_save_into_a_read_only_directory_fails_and_leaves_the_file() {
         "a temp file was left"
     );
 }
+
+/// `ecdn-console domains | head -1`: the reader leaves early. The command
+/// ends quietly with 0, as `ls | head` does — not `error: Broken pipe`.
+#[test]
+fn a_reader_that_leaves_early_ends_the_command_quietly() {
+    let mut text = String::new();
+    for i in 0..1500 {
+        text.push_str(&format!(
+            "[[domain]]\nname = \"d{i}.example.com\"\nacceleration = \"full-site\"\n\
+             origins = [\"127.0.0.1:9001\"]\n\n"
+        ));
+    }
+    let sandbox = Sandbox::with_config(&text);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ecdn-console"))
+        .args(["--config", sandbox.config().to_str().unwrap(), "domains"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // More than a pipe holds (64 KiB): the command meets the closed end.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 16];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "");
+    assert!(String::from_utf8_lossy(&first).starts_with("Domain"));
+}

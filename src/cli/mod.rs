@@ -158,6 +158,58 @@ pub fn is_silent(error: &anyhow::Error) -> bool {
     error.is::<Exit>()
 }
 
+/// stdout, remembering whether its reader went away (`events | head`): a
+/// command that stops there has done what was asked, and says nothing —
+/// not `error: Broken pipe`. Only stdout's own broken pipe counts: one on
+/// the control socket is a relay that went away, and is an error.
+pub struct Stdout<W> {
+    inner: W,
+    reader_gone: bool,
+}
+
+impl<W: Write> Stdout<W> {
+    pub fn new(inner: W) -> Self {
+        Self {
+            inner,
+            reader_gone: false,
+        }
+    }
+
+    pub fn reader_gone(&self) -> bool {
+        self.reader_gone
+    }
+
+    fn note<T>(&mut self, result: std::io::Result<T>) -> std::io::Result<T> {
+        if let Err(e) = &result
+            && e.kind() == std::io::ErrorKind::BrokenPipe
+        {
+            self.reader_gone = true;
+        }
+        result
+    }
+}
+
+impl<W: Write> Write for Stdout<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let result = self.inner.write(buf);
+        self.note(result)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let result = self.inner.flush();
+        self.note(result)
+    }
+}
+
+/// Whether `error` is a broken pipe (with [`Stdout::reader_gone`]: the
+/// command stopped because stdout's reader left).
+pub fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|e| {
+        e.downcast_ref::<std::io::Error>()
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
 /// Bad input the CLI itself detects (as opposed to the config's rules).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]

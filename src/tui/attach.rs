@@ -530,6 +530,52 @@ impl Known {
         }
     }
 
+    /// Brings `held` to the relay's evidence: the counts and cuts of live
+    /// clients every time, the sessions of `advice` (the domain whose
+    /// advice is on screen) when its page opens and every few seconds.
+    async fn refresh_evidence(
+        &mut self,
+        poll: &mut ControlClient,
+        held: &mut RemoteEvidence,
+        advice: Option<String>,
+    ) -> Result<(), ClientError> {
+        if self.no_evidence {
+            return Ok(());
+        }
+        // A domain's sessions are most of the answer (~170 bytes each: 1.5 MB
+        // and 5 ms for 9,000), and the advice moves slowly: ask for them
+        // when its page opens and every few seconds, the counts every time.
+        let now = Instant::now();
+        let fresh = self
+            .evidence_at
+            .is_some_and(|at| now < at + DOMAIN_EVIDENCE_EVERY);
+        let on_screen = held
+            .domain
+            .as_ref()
+            .is_some_and(|e| Some(e.domain.as_str()) == advice.as_deref());
+        let ask = advice.filter(|_| !(fresh && on_screen));
+        let asked = ask.is_some();
+        match fetch_evidence(poll, ask).await {
+            Ok(mut evidence) => {
+                if asked {
+                    self.evidence_at = Some(now);
+                } else {
+                    evidence.domain = held.domain.take();
+                }
+                *held = evidence;
+            }
+            Err(ClientError::Refused(e)) if e.error == ErrorCode::BadRequest => {
+                self.no_evidence = true;
+                held.unavailable = true;
+            }
+            // The domain went from the config meanwhile: the next look
+            // has the new config.
+            Err(ClientError::Refused(_)) => held.domain = None,
+            Err(e) => return Err(e),
+        }
+        Ok(())
+    }
+
     /// Asks for every session again, from the first page.
     fn fetch_all(&mut self) {
         self.clock = None;
@@ -554,40 +600,9 @@ async fn sample(
         return Ok(());
     };
     known.refresh(poll, &mut remote.table).await?;
-    if !known.no_evidence {
-        // A domain's sessions are most of the answer (~170 bytes each: 1.5 MB
-        // and 5 ms for 9,000), and the advice moves slowly: ask for them
-        // when its page opens and every few seconds, the counts every time.
-        let now = Instant::now();
-        let fresh = known
-            .evidence_at
-            .is_some_and(|at| now < at + DOMAIN_EVIDENCE_EVERY);
-        let held = remote
-            .evidence
-            .domain
-            .as_ref()
-            .is_some_and(|e| Some(e.domain.as_str()) == advice.as_deref());
-        let ask = advice.filter(|_| !(fresh && held));
-        let asked = ask.is_some();
-        match fetch_evidence(poll, ask).await {
-            Ok(mut evidence) => {
-                if asked {
-                    known.evidence_at = Some(now);
-                } else {
-                    evidence.domain = remote.evidence.domain.take();
-                }
-                remote.evidence = evidence;
-            }
-            Err(ClientError::Refused(e)) if e.error == ErrorCode::BadRequest => {
-                known.no_evidence = true;
-                remote.evidence.unavailable = true;
-            }
-            // The domain went from the config meanwhile: the next look
-            // has the new config.
-            Err(ClientError::Refused(_)) => remote.evidence.domain = None,
-            Err(e) => return Err(e),
-        }
-    }
+    known
+        .refresh_evidence(poll, &mut remote.evidence, advice)
+        .await?;
     let page = match open {
         Some(id) => match poll.request::<SessionReply>(&Request::Session { id }).await {
             Ok(r) => {

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 seconds="${1:-180}"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
-for target in handshake config frames; do
+for target in handshake config frames keys; do
   corpus="../target/fuzz-corpus/$target"
   mkdir -p "$corpus"
   RUSTC_BOOTSTRAP=1 cargo fuzz run -O "$target" "$corpus" "corpus/$target" -- \

@@ -97,3 +97,139 @@ pub fn frames(data: &[u8]) {
         }
     }
 }
+
+/// Keys the console may be sent, as bytes pick them: every printable the
+/// key tables use, and the named keys with their modifiers.
+fn key_of(byte: u8) -> crossterm::event::KeyEvent {
+    use crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+    const NAMED: [KeyCode; 16] = [
+        KeyCode::Enter,
+        KeyCode::Esc,
+        KeyCode::Tab,
+        KeyCode::BackTab,
+        KeyCode::Up,
+        KeyCode::Down,
+        KeyCode::Left,
+        KeyCode::Right,
+        KeyCode::PageUp,
+        KeyCode::PageDown,
+        KeyCode::Home,
+        KeyCode::End,
+        KeyCode::Backspace,
+        KeyCode::Delete,
+        KeyCode::F(1),
+        KeyCode::Char(' '),
+    ];
+    let modifiers = match byte >> 6 {
+        0 | 1 => KeyModifiers::NONE,
+        2 => KeyModifiers::SHIFT,
+        _ => KeyModifiers::CONTROL,
+    };
+    let low = byte & 0x3f;
+    let code = match usize::from(low).checked_sub(NAMED.len()) {
+        None => NAMED[usize::from(low)],
+        // 48 printables: letters, digits and the symbols keys use.
+        Some(i) => KeyCode::Char(char::from(
+            b"abcdefghijklmnopqrstuvwxyz0123456789/?:-+.,[]{}\\"[i % 48],
+        )),
+    };
+    KeyEvent::new(code, modifiers)
+}
+
+const KEYS_CONFIG: &str = r#"
+[relay]
+listen = "127.0.0.1:8080"
+
+[[domain]]
+name = "www.example.com"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001"]
+websocket = { switch = "off", timeout = 60 }
+
+[[domain]]
+name = "cloud.tencent.com"
+acceleration = "full-site"
+origins = ["127.0.0.1:9001", "127.0.0.1:9002:5"]
+websocket = { switch = "on", timeout = 100 }
+
+[[domain]]
+name = "api.example.com"
+acceleration = "dynamic"
+status = "offline"
+origins = ["127.0.0.1:9001"]
+"#;
+
+/// Sizes a byte picks for the next draw: the smallest the console draws
+/// at, narrow, the usual, wide, and below the minimum.
+const KEY_SIZES: [(u16, u16); 5] = [(80, 24), (60, 16), (120, 40), (200, 60), (30, 8)];
+
+/// Key presses on the in-process console, drawn after each: every key the
+/// tables know, on every screen and dialog, with its effects carried out
+/// on a real file (saves, reloads, closing sessions) — no key sequence may
+/// panic (the rule of the Standards: none is reachable from the keyboard).
+/// The first byte picks the terminal size; every later byte is a key,
+/// except that 0xFF picks a new size from the next byte.
+pub fn keys(data: &[u8]) {
+    use crate::app::{App, Clock, Settings, update};
+    use crate::relay::{NewSession, Registry};
+    use crate::tui::effects::perform;
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+
+    let Ok(dir) = tempfile::tempdir() else {
+        return;
+    };
+    let path = dir.path().join("keys.toml");
+    if std::fs::write(&path, KEYS_CONFIG).is_err() {
+        return;
+    }
+    let Ok(mut file) = ConfigFile::load(&path) else {
+        return;
+    };
+    let registry = Arc::new(Registry::new());
+    let _sessions: Vec<_> = (0..3u16)
+        .map(|i| {
+            registry.register(NewSession {
+                domain: if i == 0 {
+                    "www.example.com"
+                } else {
+                    "cloud.tencent.com"
+                }
+                .into(),
+                client: ([127, 0, 0, 1], 50_000 + i).into(),
+                origin: "127.0.0.1:9001".into(),
+                path: "/chat".into(),
+                timeout: Some(std::time::Duration::from_secs(100)),
+            })
+        })
+        .collect();
+    let settings = Settings {
+        config_path: path.clone(),
+        relay_addr: Some(([127, 0, 0, 1], 8080).into()),
+        banner: None,
+        sessions_stay: None,
+    };
+    let mut app = App::new(Arc::new(file.config().clone()), registry.clone(), settings);
+    let theme = crate::ui::Theme::color();
+    let size = |b: u8| KEY_SIZES[usize::from(b) % KEY_SIZES.len()];
+    let Some((&first, keys)) = data.split_first() else {
+        return;
+    };
+    let (w, h) = size(first);
+    let Ok(mut terminal) = Terminal::new(TestBackend::new(w, h));
+    let mut bytes = keys.iter();
+    while let Some(&byte) = bytes.next() {
+        if byte == 0xff {
+            let (w, h) = size(bytes.next().copied().unwrap_or(0));
+            terminal.backend_mut().resize(w, h);
+            continue;
+        }
+        if let Some(action) = app.action_for_key(&key_of(byte)) {
+            let effects = update(&mut app, action);
+            // Quit ends a real console; here the keys go on.
+            perform(&mut app, &mut file, &registry, effects);
+        }
+        app.refresh(Clock::now());
+        let Ok(_) = terminal.draw(|f| crate::ui::render(f, &app, &theme));
+    }
+}

@@ -36,3 +36,8 @@ fn config_corpus() {
 fn frames_corpus() {
     replay("frames", fuzz_targets::frames);
 }
+
+#[test]
+fn keys_corpus() {
+    replay("keys", fuzz_targets::keys);
+}

@@ -28,8 +28,14 @@ impl ListCursor {
             self.index = 0;
             return;
         }
-        let target = self.index as isize + delta;
-        self.index = target.clamp(0, len as isize - 1) as usize;
+        // In usize throughout: `len as isize` wraps for lengths past
+        // isize::MAX, and a clamp to a negative bound panics.
+        let moved = if delta < 0 {
+            self.index.saturating_sub(delta.unsigned_abs())
+        } else {
+            self.index.saturating_add(delta.unsigned_abs())
+        };
+        self.index = moved.min(len - 1);
     }
 
     pub fn first(&mut self) {
@@ -75,6 +81,25 @@ impl ListCursor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn moves_stop_at_the_ends_whatever_the_length() {
+        let mut c = ListCursor::default();
+        c.move_by(-5, 10);
+        assert_eq!(c.index, 0);
+        c.move_by(25, 10);
+        assert_eq!(c.index, 9);
+        c.move_by(isize::MIN, 10);
+        assert_eq!(c.index, 0);
+        // A length past isize::MAX (a caller that does not know it) once
+        // made the clamp's bound negative: a panic from a key press.
+        c.move_by(1, usize::MAX);
+        assert_eq!(c.index, 1);
+        c.move_by(-1, usize::MAX);
+        assert_eq!(c.index, 0);
+        c.move_by(3, 0);
+        assert_eq!(c.index, 0);
+    }
 
     #[test]
     fn window_follows_the_cursor_and_only_covers_visible_rows() {

@@ -541,6 +541,29 @@ fn the_filter_narrows_the_domain_list_and_esc_clears_it() {
     assert_eq!(app.context(), Context::Domains);
 }
 
+/// ↑/↓ while typing a filter move through the matches (they panicked: the
+/// cursor was moved against a length of usize::MAX).
+#[test]
+fn arrows_while_filtering_move_through_the_matches() {
+    let mut app = app();
+    run(&mut app, &[Command::Down, Command::Open, Command::Filter]);
+    type_text(&mut app, "example");
+    assert_eq!(app.visible_domains().len(), 2);
+    run(&mut app, &[Command::Down, Command::Down, Command::Down]);
+    assert_eq!(app.context(), Context::Filter, "still typing");
+    assert_eq!(app.selected_domain().unwrap().name, "api.example.com");
+    run(&mut app, &[Command::Up, Command::Up]);
+    assert_eq!(app.selected_domain().unwrap().name, "www.example.com");
+    // The Event Log's filter too.
+    run(&mut app, &[Command::Open, Command::Back, Command::Back]);
+    app.screen = Screen::Events;
+    app.focus = Focus::Content;
+    run(&mut app, &[Command::Filter]);
+    assert_eq!(app.context(), Context::Filter);
+    run(&mut app, &[Command::Down, Command::Up, Command::Up]);
+    assert_eq!(app.log.cursor.index, 0);
+}
+
 #[test]
 fn add_domain_validates_every_field() {
     let mut app = app();

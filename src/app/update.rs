@@ -288,18 +288,22 @@ fn filter(app: &mut App, cmd: Command) {
             *editing = false;
             cursor.first();
         }
-        Command::Up => cursor.move_by(-1, usize::MAX),
-        Command::Down => cursor.move_by(1, usize::MAX),
         _ => {}
     }
-    // The domain list may have shrunk under the cursor.
+    // The list as filtered now (a reset filter shows more rows).
     let len = match app.screen {
         Screen::Events => app.log.filtered().len(),
         _ => app.visible_domains().len(),
     };
-    match app.screen {
-        Screen::Events => app.log.cursor.clamp(len),
-        _ => app.domains.cursor.clamp(len),
+    let cursor = match app.screen {
+        Screen::Events => &mut app.log.cursor,
+        _ => &mut app.domains.cursor,
+    };
+    match cmd {
+        Command::Up => cursor.move_by(-1, len),
+        Command::Down => cursor.move_by(1, len),
+        // The list may have shrunk under the cursor.
+        _ => cursor.clamp(len),
     }
 }
 

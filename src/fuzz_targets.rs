@@ -167,8 +167,9 @@ const KEY_SIZES: [(u16, u16); 5] = [(80, 24), (60, 16), (120, 40), (200, 60), (3
 /// tables know, on every screen and dialog, with its effects carried out
 /// on a real file (saves, reloads, closing sessions) — no key sequence may
 /// panic (the rule of the Standards: none is reachable from the keyboard).
-/// The first byte picks the terminal size; every later byte is a key,
-/// except that 0xFF picks a new size from the next byte.
+/// The first byte picks the terminal size, and with its high bit an
+/// attached console; every later byte is a key, except that 0xFF picks a
+/// new size from the next byte.
 pub fn keys(data: &[u8]) {
     use crate::app::{App, Clock, Settings, update};
     use crate::relay::{NewSession, Registry};
@@ -209,13 +210,21 @@ pub fn keys(data: &[u8]) {
         banner: None,
         sessions_stay: None,
     };
-    let mut app = App::new(Arc::new(file.config().clone()), registry.clone(), settings);
-    let theme = crate::ui::Theme::color();
-    let size = |b: u8| KEY_SIZES[usize::from(b) % KEY_SIZES.len()];
     let Some((&first, keys)) = data.split_first() else {
         return;
     };
-    let (w, h) = size(first);
+    let config = Arc::new(file.config().clone());
+    // The first byte's high bit: a console attached to another process's
+    // relay (its table as fetched, its effects left unanswered) instead
+    // of the in-process one.
+    let mut app = if first & 0x80 == 0 {
+        App::new(config, registry.clone(), settings)
+    } else {
+        attached(config, &registry, settings)
+    };
+    let theme = crate::ui::Theme::color();
+    let size = |b: u8| KEY_SIZES[usize::from(b) % KEY_SIZES.len()];
+    let (w, h) = size(first & 0x7f);
     let Ok(mut terminal) = Terminal::new(TestBackend::new(w, h));
     let mut bytes = keys.iter();
     while let Some(&byte) = bytes.next() {
@@ -227,9 +236,34 @@ pub fn keys(data: &[u8]) {
         if let Some(action) = app.action_for_key(&key_of(byte)) {
             let effects = update(&mut app, action);
             // Quit ends a real console; here the keys go on.
-            perform(&mut app, &mut file, &registry, effects);
+            if app.relay.local().is_some() {
+                perform(&mut app, &mut file, &registry, effects);
+            }
         }
         app.refresh(Clock::now());
         let Ok(_) = terminal.draw(|f| crate::ui::render(f, &app, &theme));
     }
+}
+
+/// A console attached to a relay whose table holds `registry`'s sessions,
+/// as `attach` would have fetched them, with the relay's evidence.
+fn attached(
+    config: Arc<Config>,
+    registry: &crate::relay::Registry,
+    settings: crate::app::Settings,
+) -> crate::app::App {
+    use crate::app::{App, RelayView, Remote};
+    let now = tokio::time::Instant::now();
+    let mut remote = Remote {
+        pid: 4242,
+        config_version: 1,
+        ..Remote::default()
+    };
+    for snapshot in registry.snapshot(now) {
+        remote.table.take(snapshot, Default::default(), now);
+    }
+    if let Some(d) = config.domains.get(1) {
+        remote.evidence.domain = Some(registry.evidence(&d.name, now));
+    }
+    App::with_view(config, RelayView::Remote(Box::new(remote)), settings)
 }

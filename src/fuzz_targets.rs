@@ -163,16 +163,16 @@ origins = ["127.0.0.1:9001"]
 /// at, narrow, the usual, wide, and below the minimum.
 const KEY_SIZES: [(u16, u16); 5] = [(80, 24), (60, 16), (120, 40), (200, 60), (30, 8)];
 
-/// Key presses on the in-process console, drawn after each: every key the
-/// tables know, on every screen and dialog, with its effects carried out
-/// on a real file (saves, reloads, closing sessions) — no key sequence may
-/// panic (the rule of the Standards: none is reachable from the keyboard).
+/// Key presses on the console, drawn after each: every key the tables
+/// know, on every screen and dialog — in process with its effects carried
+/// out on a real file (saves, reloads, closing sessions), or attached — no
+/// key sequence may panic (the rule of the Standards: none is reachable from the keyboard).
 /// The first byte picks the terminal size, and with its high bit an
 /// attached console; every later byte is a key, except that 0xFF picks a
 /// new size from the next byte.
 pub fn keys(data: &[u8]) {
     use crate::app::{App, Clock, Settings, update};
-    use crate::relay::{NewSession, Registry};
+    use crate::relay::Registry;
     use crate::tui::effects::perform;
     use ratatui::Terminal;
     use ratatui::backend::TestBackend;
@@ -188,22 +188,7 @@ pub fn keys(data: &[u8]) {
         return;
     };
     let registry = Arc::new(Registry::new());
-    let _sessions: Vec<_> = (0..3u16)
-        .map(|i| {
-            registry.register(NewSession {
-                domain: if i == 0 {
-                    "www.example.com"
-                } else {
-                    "cloud.tencent.com"
-                }
-                .into(),
-                client: ([127, 0, 0, 1], 50_000 + i).into(),
-                origin: "127.0.0.1:9001".into(),
-                path: "/chat".into(),
-                timeout: Some(std::time::Duration::from_secs(100)),
-            })
-        })
-        .collect();
+    let _sessions = live_sessions(&registry);
     let settings = Settings {
         config_path: path.clone(),
         relay_addr: Some(([127, 0, 0, 1], 8080).into()),
@@ -243,6 +228,23 @@ pub fn keys(data: &[u8]) {
         app.refresh(Clock::now());
         let Ok(_) = terminal.draw(|f| crate::ui::render(f, &app, &theme));
     }
+}
+
+/// Three live sessions on two domains, for the tables and pages to show.
+fn live_sessions(registry: &Arc<crate::relay::Registry>) -> Vec<crate::relay::SessionGuard> {
+    ["www.example.com", "cloud.tencent.com", "cloud.tencent.com"]
+        .into_iter()
+        .zip(50_000u16..)
+        .map(|(domain, port)| {
+            registry.register(crate::relay::NewSession {
+                domain: domain.into(),
+                client: ([127, 0, 0, 1], port).into(),
+                origin: "127.0.0.1:9001".into(),
+                path: "/chat".into(),
+                timeout: Some(std::time::Duration::from_secs(100)),
+            })
+        })
+        .collect()
 }
 
 /// A console attached to a relay whose table holds `registry`'s sessions,

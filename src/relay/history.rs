@@ -315,17 +315,16 @@ impl History {
     pub fn counts(&self, now: Instant) -> Vec<(DomainName, DomainCounts)> {
         let since = now.checked_sub(WINDOW);
         let mut out: Vec<(DomainName, DomainCounts)> = Vec::new();
-        for e in lock(&self.ended)
-            .iter()
-            .filter(|e| since.is_none_or(|s| e.ended >= s))
-        {
-            let i = match out.iter().position(|(d, _)| *d == e.domain) {
-                Some(i) => i,
-                None => {
-                    out.push((e.domain.clone(), DomainCounts::default()));
-                    out.len() - 1
-                }
-            };
+        // By name, not a scan of `out`: a fleet config has thousands of
+        // domains, and an attached console asks every second.
+        let mut index: std::collections::HashMap<&DomainName, usize> =
+            std::collections::HashMap::new();
+        let ended = lock(&self.ended);
+        for e in ended.iter().filter(|e| since.is_none_or(|s| e.ended >= s)) {
+            let i = *index.entry(&e.domain).or_insert_with(|| {
+                out.push((e.domain.clone(), DomainCounts::default()));
+                out.len() - 1
+            });
             let c = &mut out[i].1;
             c.ended += 1;
             c.idle_cuts += usize::from(e.idle_cut.is_some());

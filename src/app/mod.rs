@@ -283,7 +283,7 @@ pub struct App {
     /// took them from the relay (at start and whenever a config is applied).
     pub certificates: Certificates,
     /// The relay's evidence counts per domain over the last 10 minutes.
-    recent: Vec<(DomainName, DomainCounts)>,
+    recent: HashMap<DomainName, DomainCounts>,
     /// Sessions of the last 10 minutes cut while alive (marked in the log).
     cut_while_alive: HashSet<SessionId>,
     /// The observed rhythm of the sessions near the screen, taken at the
@@ -319,7 +319,7 @@ impl App {
             live_per_domain: HashMap::new(),
             source: DomainSource::File,
             certificates: Certificates::default(),
-            recent: Vec::new(),
+            recent: HashMap::new(),
             cut_while_alive: HashSet::new(),
             rhythms: HashMap::new(),
             pages: Vec::new(),
@@ -335,7 +335,8 @@ impl App {
         // The rows are mostly in last frame's order: a pass, not a full sort.
         self.sessions.sort.sort(&mut self.live);
         self.count_per_domain();
-        self.recent = self.relay.recent(clock.mono);
+        // Looked up per domain row: by name, for configs of thousands.
+        self.recent = self.relay.recent(clock.mono).into_iter().collect();
         self.cut_while_alive = self
             .relay
             .cut_while_alive_ids(clock.mono)
@@ -465,11 +466,7 @@ impl App {
     /// A domain's counts over the last 10 minutes (ended sessions, idle
     /// cuts, cuts of clients that were alive), as of the last refresh.
     pub fn recent_on(&self, domain: &DomainName) -> DomainCounts {
-        self.recent
-            .iter()
-            .find(|(name, _)| name == domain)
-            .map(|(_, c)| *c)
-            .unwrap_or_default()
+        self.recent.get(domain).copied().unwrap_or_default()
     }
 
     /// The certificate a TLS client of `domain` is served, judged at the

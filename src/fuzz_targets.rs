@@ -167,9 +167,9 @@ const KEY_SIZES: [(u16, u16); 5] = [(80, 24), (60, 16), (120, 40), (200, 60), (3
 /// know, on every screen and dialog — in process with its effects carried
 /// out on a real file (saves, reloads, closing sessions), or attached — no
 /// key sequence may panic (the rule of the Standards: none is reachable from the keyboard).
-/// The first byte picks the terminal size, and with its high bit an
-/// attached console; every later byte is a key, except that 0xFF picks a
-/// new size from the next byte.
+/// The first byte picks the terminal size, and with its two high bits the
+/// console (in process, attached, on a cloud account); every later byte is
+/// a key, except that 0xFF picks a new size from the next byte.
 pub fn keys(data: &[u8]) {
     use crate::app::{App, Clock, Settings, update};
     use crate::relay::Registry;
@@ -199,17 +199,18 @@ pub fn keys(data: &[u8]) {
         return;
     };
     let config = Arc::new(file.config().clone());
-    // The first byte's high bit: a console attached to another process's
-    // relay (its table as fetched, its effects left unanswered) instead
-    // of the in-process one.
-    let mut app = if first & 0x80 == 0 {
-        App::new(config, registry.clone(), settings)
-    } else {
-        attached(config, &registry, settings)
+    // The first byte's two high bits: the in-process console, one attached
+    // to another process's relay (its table as fetched), or one on a
+    // Tencent Cloud account (its domains as listed). Only the first has
+    // its effects carried out here.
+    let mut app = match first >> 6 {
+        0 | 1 => App::new(config, registry.clone(), settings),
+        2 => attached(config, &registry, settings),
+        _ => on_cloud(App::new(config, registry.clone(), settings)),
     };
     let theme = crate::ui::Theme::color();
     let size = |b: u8| KEY_SIZES[usize::from(b) % KEY_SIZES.len()];
-    let (w, h) = size(first & 0x7f);
+    let (w, h) = size(first & 0x3f);
     let Ok(mut terminal) = Terminal::new(TestBackend::new(w, h));
     let mut bytes = keys.iter();
     while let Some(&byte) = bytes.next() {
@@ -221,7 +222,9 @@ pub fn keys(data: &[u8]) {
         if let Some(action) = app.action_for_key(&key_of(byte)) {
             let effects = update(&mut app, action);
             // Quit ends a real console; here the keys go on.
-            if app.relay.local().is_some() {
+            let in_process =
+                app.relay.local().is_some() && matches!(app.source, crate::app::DomainSource::File);
+            if in_process {
                 perform(&mut app, &mut file, &registry, effects);
             }
         }
@@ -268,4 +271,26 @@ fn attached(
         remote.evidence.domain = Some(registry.evidence(&d.name, now));
     }
     App::with_view(config, RelayView::Remote(Box::new(remote)), settings)
+}
+
+/// `app` turned into a console on a Tencent Cloud account that listed two
+/// domains, a web one and a dynamic one.
+fn on_cloud(mut app: crate::app::App) -> crate::app::App {
+    use crate::app::{Action, CloudEvent, CloudView, DomainSource, update};
+    use crate::cloud::CloudDomain;
+    use crate::cloud::api::DetailDomain;
+    app.source = DomainSource::Cloud(CloudView::new("https://cdn.tencentcloudapi.com".into()));
+    let listed: Vec<CloudDomain> = [("web.example.com", "web"), ("dyn.example.com", "dynamic")]
+        .into_iter()
+        .map(|(name, service)| {
+            CloudDomain::from_api(&DetailDomain {
+                domain: name.to_string(),
+                status: Some("online".into()),
+                service_type: Some(service.to_string()),
+                ..DetailDomain::default()
+            })
+        })
+        .collect();
+    update(&mut app, Action::Cloud(CloudEvent::Loaded(listed)));
+    app
 }

@@ -136,27 +136,14 @@ fn key_of(byte: u8) -> crossterm::event::KeyEvent {
     KeyEvent::new(code, modifiers)
 }
 
-const KEYS_CONFIG: &str = r#"
-[relay]
-listen = "127.0.0.1:8080"
-
+/// Added to the tests' config for the keys: an offline domain with
+/// weighted origins, for the columns and forms that show them.
+const KEYS_EXTRA_DOMAIN: &str = r#"
 [[domain]]
-name = "www.example.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "off", timeout = 60 }
-
-[[domain]]
-name = "cloud.tencent.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001", "127.0.0.1:9002:5"]
-websocket = { switch = "on", timeout = 100 }
-
-[[domain]]
-name = "api.example.com"
+name = "static.example.com"
 acceleration = "dynamic"
 status = "offline"
-origins = ["127.0.0.1:9001"]
+origins = ["127.0.0.1:9001", "127.0.0.1:9002:5"]
 "#;
 
 /// Sizes a byte picks for the next draw: the smallest the console draws
@@ -181,7 +168,8 @@ pub fn keys(data: &[u8]) {
         return;
     };
     let path = dir.path().join("keys.toml");
-    if std::fs::write(&path, KEYS_CONFIG).is_err() {
+    let text = format!("{}{KEYS_EXTRA_DOMAIN}", crate::app::fixtures::TEST_CONFIG);
+    if std::fs::write(&path, text).is_err() {
         return;
     }
     let Ok(mut file) = ConfigFile::load(&path) else {
@@ -206,7 +194,10 @@ pub fn keys(data: &[u8]) {
     let mut app = match first >> 6 {
         0 | 1 => App::new(config, registry.clone(), settings),
         2 => attached(config, &registry, settings),
-        _ => on_cloud(App::new(config, registry.clone(), settings)),
+        _ => crate::app::fixtures::on_cloud(
+            App::new(config, registry.clone(), settings),
+            &[("web.example.com", "web"), ("dyn.example.com", "dynamic")],
+        ),
     };
     let theme = crate::ui::Theme::color();
     let size = |b: u8| KEY_SIZES[usize::from(b) % KEY_SIZES.len()];
@@ -271,26 +262,4 @@ fn attached(
         remote.evidence.domain = Some(registry.evidence(&d.name, now));
     }
     App::with_view(config, RelayView::Remote(Box::new(remote)), settings)
-}
-
-/// `app` turned into a console on a Tencent Cloud account that listed two
-/// domains, a web one and a dynamic one.
-fn on_cloud(mut app: crate::app::App) -> crate::app::App {
-    use crate::app::{Action, CloudEvent, CloudView, DomainSource, update};
-    use crate::cloud::CloudDomain;
-    use crate::cloud::api::DetailDomain;
-    app.source = DomainSource::Cloud(CloudView::new("https://cdn.tencentcloudapi.com".into()));
-    let listed: Vec<CloudDomain> = [("web.example.com", "web"), ("dyn.example.com", "dynamic")]
-        .into_iter()
-        .map(|(name, service)| {
-            CloudDomain::from_api(&DetailDomain {
-                domain: name.to_string(),
-                status: Some("online".into()),
-                service_type: Some(service.to_string()),
-                ..DetailDomain::default()
-            })
-        })
-        .collect();
-    update(&mut app, Action::Cloud(CloudEvent::Loaded(listed)));
-    app
 }

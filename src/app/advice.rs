@@ -435,37 +435,18 @@ mod tests {
 
     #[test]
     fn advice_on_a_domain_whose_timeout_is_not_in_force_says_so() {
-        let config = Config::parse(
-            r#"
-[[domain]]
-name = "on.test"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "on", timeout = 20 }
-[[domain]]
-name = "off.test"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "off", timeout = 60 }
-[[domain]]
-name = "dynamic.test"
-acceleration = "dynamic"
-origins = ["127.0.0.1:9001"]
-"#,
-            std::path::Path::new("advice.toml"),
-        )
-        .unwrap();
+        let config = crate::app::tests::config();
         let advise = |name: &str| recommend_on(evidence(vec![]), config.domain(name).unwrap());
-        let on = advise("on.test");
+        let on = advise("cloud.tencent.com");
         assert_eq!(
             (on.domain.as_str(), on.current_limit_secs),
-            ("on.test", Some(20))
+            ("cloud.tencent.com", Some(100))
         );
         assert!(!on.reason.contains("in force"), "{}", on.reason);
-        let off = advise("off.test");
+        let off = advise("www.example.com");
         assert_eq!(off.current_limit_secs, Some(15));
         assert!(off.reason.contains("The switch is off"), "{}", off.reason);
-        let dynamic = advise("dynamic.test");
+        let dynamic = advise("api.example.com");
         assert_eq!(dynamic.current_limit_secs, Some(15));
         assert!(
             dynamic.reason.contains("not a full-site domain"),

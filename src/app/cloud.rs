@@ -268,30 +268,16 @@ mod tests {
 
     use super::*;
     use crate::app::{Action, Command, Dialog, Screen, Settings, update};
-    use crate::cloud::api::DetailDomain;
     use crate::config::{Edit, Switch};
     use crate::relay::Registry;
 
     fn cloud_app(domains: &[(&str, &str)]) -> App {
-        let mut app = App::new(
+        let app = App::new(
             Arc::new(config_of(&[])),
             Arc::new(Registry::new()),
             Settings::default(),
         );
-        app.source = DomainSource::Cloud(CloudView::new("https://x".into()));
-        let list: Vec<CloudDomain> = domains
-            .iter()
-            .map(|(name, service)| {
-                CloudDomain::from_api(&DetailDomain {
-                    domain: name.to_string(),
-                    status: Some("online".into()),
-                    service_type: Some(service.to_string()),
-                    ..DetailDomain::default()
-                })
-            })
-            .collect();
-        update(&mut app, Action::Cloud(CloudEvent::Loaded(list)));
-        app
+        crate::app::fixtures::on_cloud(app, domains)
     }
 
     #[test]

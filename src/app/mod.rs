@@ -8,6 +8,8 @@ pub mod advice;
 pub mod certificates;
 pub mod cloud;
 pub mod dialog;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fixtures;
 pub mod keymap;
 pub mod list;
 pub mod log;

@@ -13,27 +13,7 @@ use super::*;
 use crate::config::{Config, Edit, NewDomain, Status as DomainStatus, Switch};
 use crate::relay::{NewSession, Registry, SessionGuard};
 
-pub const TEST_CONFIG: &str = r#"
-[relay]
-listen = "127.0.0.1:0"
-
-[[domain]]
-name = "www.example.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "off", timeout = 60 }
-
-[[domain]]
-name = "cloud.tencent.com"
-acceleration = "full-site"
-origins = ["127.0.0.1:9001"]
-websocket = { switch = "on", timeout = 100 }
-
-[[domain]]
-name = "api.example.com"
-acceleration = "dynamic"
-origins = ["127.0.0.1:9001"]
-"#;
+pub use super::fixtures::TEST_CONFIG;
 
 pub fn config() -> Arc<Config> {
     Arc::new(Config::parse(TEST_CONFIG, Path::new("test.toml")).unwrap())

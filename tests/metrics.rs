@@ -64,6 +64,15 @@ async fn metrics_follow_sessions_frames_idle_cuts_refusals_and_reloads() {
     assert_eq!(limit(&samples, "app.test"), 1.0);
     assert_eq!(limit(&samples, "forever.test"), f64::INFINITY);
     assert_eq!(limit(&samples, "off.test"), 15.0);
+    // Both reload results too, so that `increase()` sees the first refusal.
+    for result in ["applied", "refused"] {
+        let reloads = value(
+            &samples,
+            "ecdn_relay_config_reloads_total",
+            &[("result", result)],
+        );
+        assert_eq!(reloads, 0.0, "reloads {result}");
+    }
     let version = env!("CARGO_PKG_VERSION");
     assert_eq!(
         value(&samples, "ecdn_relay_build_info", &[("version", version)]),
@@ -226,6 +235,52 @@ async fn the_admin_listener_is_read_only() {
         client.next().await.unwrap().unwrap(),
         Message::text("still here")
     );
+    serve.signal("TERM");
+    assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
+}
+
+/// Whoever holds every admin connection (half a request each, or requests
+/// whose answers they never read) cannot keep a probe from its answer: a
+/// kubelet's 1 s `/healthz` would otherwise fail and restart the relay.
+#[tokio::test]
+async fn held_admin_connections_do_not_lock_probes_out() {
+    use tokio::io::AsyncWriteExt;
+    let origin = echo_origin(OriginOptions::default()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("relay.toml");
+    std::fs::write(&path, config_text(origin)).unwrap();
+    let mut serve = ServeProcess::start(&path, &["--admin", "127.0.0.1:0"], &[]).await;
+    let admin = serve.admin.unwrap();
+
+    let mut held = Vec::new();
+    for i in 0..128 {
+        let mut stream = tokio::net::TcpStream::connect(admin).await.unwrap();
+        if i % 2 == 0 {
+            // Slowloris: a request line and no end of the head.
+            stream
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: a")
+                .await
+                .unwrap();
+        } else {
+            // A reader that never reads: pipelined scrapes.
+            let many = b"GET /metrics HTTP/1.1\r\nHost: a\r\n\r\n".repeat(64);
+            let _ = stream.write_all(&many).await;
+        }
+        held.push(stream);
+    }
+    for _ in 0..5 {
+        let answered = tokio::time::timeout(
+            Duration::from_secs(1),
+            serve.admin_request("GET", "/healthz"),
+        )
+        .await;
+        assert_eq!(
+            answered.map(|(status, _)| status).ok(),
+            Some(200),
+            "/healthz unanswered within 1 s while 128 connections are held"
+        );
+    }
+    drop(held);
     serve.signal("TERM");
     assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
 }

@@ -5,10 +5,11 @@
 //!
 //! HTTP is hyper's (HTTP/1.1, header read timeout), not a parser of ours.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -27,8 +28,8 @@ use crate::relay::Metrics;
 
 /// A scraper or probe that does not finish its request in this time is dropped.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
-/// Admin connections served at once; more wait in the listen backlog, so a
-/// flood of them cannot take memory from the relay.
+/// Admin connections served at once, so a flood of them cannot take memory
+/// from the relay; a connection beyond it ends the oldest.
 const MAX_CONNECTIONS: usize = 64;
 
 /// Where the relay is in its life, as `/readyz` reports it.
@@ -88,10 +89,8 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, AdminBindError> {
 /// Serves the admin endpoints until `shutdown`.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let open = Arc::new(OpenConnections::default());
     loop {
-        let Ok(permit) = slots.clone().acquire_owned().await else {
-            return;
-        };
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
             r = listener.accept() => r,
@@ -101,8 +100,25 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        // Full: the newcomer is a probe or a scraper as likely as not, and
+        // whoever holds the oldest connection has had its turn (nginx
+        // likewise closes kept-alive connections when it runs short). So
+        // 64 connections held open, slow or silent, cannot keep /healthz
+        // from answering.
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                open.evict_oldest();
+                let Ok(permit) = slots.clone().acquire_owned().await else {
+                    return;
+                };
+                permit
+            }
+        };
+        let (id, evicted) = open.add();
         let state = state.clone();
         let shutdown = shutdown.clone();
+        let open = open.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let response = respond(&state, &request);
@@ -116,9 +132,46 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             tokio::select! {
                 _ = connection => {}
                 () = shutdown.cancelled() => {}
+                () = evicted.cancelled() => {}
             }
+            open.remove(id);
             drop(permit);
         });
+    }
+}
+
+/// The admin connections being served, oldest first, each with the token
+/// that ends it.
+#[derive(Default)]
+struct OpenConnections(Mutex<(u64, BTreeMap<u64, CancellationToken>)>);
+
+impl OpenConnections {
+    fn add(&self) -> (u64, CancellationToken) {
+        let mut guard = self.lock();
+        let (next, open) = &mut *guard;
+        let id = *next;
+        *next += 1;
+        let token = CancellationToken::new();
+        open.insert(id, token.clone());
+        (id, token)
+    }
+
+    fn remove(&self, id: u64) {
+        self.lock().1.remove(&id);
+    }
+
+    /// Ends the oldest connection; its slot frees once its task has ended.
+    fn evict_oldest(&self) {
+        if let Some((_, token)) = self.lock().1.pop_first() {
+            token.cancel();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, (u64, BTreeMap<u64, CancellationToken>)> {
+        // Nothing panics while holding it; a poisoned map is still a map.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -214,6 +214,12 @@ impl Metrics {
         let duration: HistogramFamily = Family::new_with_constructor(duration_histogram);
         let idle_limit = Family::<Labels1, Gauge<f64, AtomicU64>>::default();
         let reloads = Family::<Labels1, Counter>::default();
+        // Both results exist from the start at 0: `increase()` of a series
+        // born at 1 is 0, and the documented alert on refused reloads would
+        // miss the first one after every start.
+        for result in ["applied", "refused"] {
+            let _ = reloads.get_or_create(&[("result", result.to_string())]);
+        }
         let build_info = Family::<Labels1, Gauge>::default();
         let drain_ended = Counter::default();
         build_info

@@ -128,6 +128,56 @@ async fn a_second_sigterm_ends_the_drain_at_once() {
     );
 }
 
+/// `ecdn-console stop` drains as SIGTERM does; a second one, as a second
+/// SIGTERM, ends the drain at once.
+#[tokio::test]
+async fn a_second_stop_ends_the_drain_at_once() {
+    let (mut serve, _dir) = serve_with_drain(60).await;
+    let socket = serve.control.to_str().unwrap().to_string();
+    let mut client = connect(serve.addr, "app.test").await;
+    echo(&mut client, "before").await;
+    assert_eq!(
+        serve_process::run_cli(&["stop", "--socket", &socket])
+            .await
+            .code,
+        0
+    );
+    serve.line_with("draining").await;
+    echo(&mut client, "during").await;
+    let second = Instant::now();
+    assert_eq!(
+        serve_process::run_cli(&["stop", "--socket", &socket])
+            .await
+            .code,
+        0
+    );
+    let close = next_close(&mut client).await.expect("a close frame");
+    assert_eq!(u16::from(close.code), 1001);
+    let over = serve.line_with("drain over").await;
+    assert!(over.contains("second stop"), "{over}");
+    assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
+    assert!(
+        second.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        second.elapsed()
+    );
+}
+
+/// SIGUSR1 (logrotate's "reopen your logs" to nginx) must not kill the
+/// relay: its default action would cut every session without a close.
+#[tokio::test]
+async fn sigusr1_is_ignored_and_sessions_go_on() {
+    let (mut serve, _dir) = serve_with_drain(0).await;
+    let mut client = connect(serve.addr, "app.test").await;
+    echo(&mut client, "before").await;
+    serve.signal("USR1");
+    let line = serve.line_with("SIGUSR1").await;
+    assert!(line.contains("ignored"), "{line}");
+    echo(&mut client, "after").await;
+    serve.signal("TERM");
+    assert_eq!(serve.exit_code(Duration::from_secs(5)).await, Some(0));
+}
+
 #[tokio::test]
 async fn without_a_drain_timeout_sessions_get_1001_at_once() {
     let (mut serve, _dir) = serve_with_drain(0).await;

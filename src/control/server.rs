@@ -50,6 +50,8 @@ pub struct Control {
     pub events: EventRing,
     /// Cancelled by a `stop` request; the owner stops the relay.
     pub stop: CancellationToken,
+    /// Cancelled by a second `stop`: a drain under way ends at once.
+    pub stop_now: CancellationToken,
     /// `serve` or `console`.
     pub mode: &'static str,
     clients: AtomicUsize,
@@ -76,6 +78,7 @@ impl Control {
             config: ConfigCell::new(file),
             events: EventRing::default(),
             stop: CancellationToken::new(),
+            stop_now: CancellationToken::new(),
             mode,
             clients: AtomicUsize::new(0),
             handover: tokio::sync::watch::Sender::new(None),
@@ -635,6 +638,11 @@ fn handle(control: &Control, request: Request) -> Answer {
             Err(e) => Answer::Error(e),
         },
         Request::Stop => {
+            // The first asks for a drain; another, as a second SIGTERM,
+            // ends the drain at once.
+            if control.stop.is_cancelled() {
+                control.stop_now.cancel();
+            }
             control.stop.cancel();
             ok(&StoppingReply { stopping: true })
         }

@@ -64,6 +64,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
         terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
         interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
         upgrade: signal(SignalKind::user_defined2()).context("cannot listen for SIGUSR2")?,
+        reopen: signal(SignalKind::user_defined1()).context("cannot listen for SIGUSR1")?,
     };
     let metrics = Arc::new(Metrics::with_workers(config.relay.workers));
     let admin = Arc::new(AdminState::new(metrics.clone()));
@@ -216,6 +217,9 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 log.line("upgrade", &format!("the new relay exited ({status}) before taking over; every session carries on here"))?;
             }
+            _ = signals.reopen.recv() => {
+                log.line("signal", "SIGUSR1 ignored: serve writes its log to stdout, there is no file to reopen")?;
+            }
             _ = signals.terminate.recv() => break,
             _ = signals.interrupt.recv() => break,
         }
@@ -229,7 +233,7 @@ pub async fn run(file: ConfigFile, options: ServeOptions, out: &mut dyn Write) -
     if gave_away {
         hand_over_late(&relay, control.path(), &mut events, &mut log).await?;
     }
-    drain(&relay, &mut events, &mut signals, &mut log).await?;
+    drain(&relay, &mut events, &mut signals, &ctl.stop_now, &mut log).await?;
     relay.shutdown();
     // Sessions close with 1001 and get a moment for their close handshakes;
     // their events are still printed.
@@ -470,6 +474,10 @@ struct Signals {
     interrupt: Signal,
     /// SIGUSR2: upgrade in place (see `upgrade`).
     upgrade: Signal,
+    /// SIGUSR1, which logrotate set-ups send to nginx to reopen its logs:
+    /// serve writes to stdout and has nothing to reopen, but the signal's
+    /// default action would kill the relay and every session.
+    reopen: Signal,
 }
 
 /// How often a drain checks whether every session has ended.
@@ -483,6 +491,7 @@ async fn drain(
     relay: &RelayHandle,
     events: &mut mpsc::Receiver<RelayEvent>,
     signals: &mut Signals,
+    stop_now: &CancellationToken,
     log: &mut EventLog<'_>,
 ) -> Result<()> {
     let timeout = relay.config().relay.drain_timeout;
@@ -495,7 +504,7 @@ async fn drain(
     log.line(
         "drain",
         &format!(
-            "draining: listeners closed, {live} session(s) live; what is left gets 1001 \"relay shutting down\" in {} s (SIGTERM or Ctrl-C again: now)",
+            "draining: listeners closed, {live} session(s) live; what is left gets 1001 \"relay shutting down\" in {} s (SIGTERM, Ctrl-C or ecdn-console stop again: now)",
             timeout.as_secs()
         ),
     )?;
@@ -507,6 +516,7 @@ async fn drain(
             () = &mut deadline => break "drain-timeout passed",
             _ = signals.terminate.recv() => break "second signal",
             _ = signals.interrupt.recv() => break "second signal",
+            () = stop_now.cancelled() => break "second stop",
             Some(event) = events.recv() => log.write(event)?,
             _ = poll.tick() => {
                 if relay.registry().is_empty() {
